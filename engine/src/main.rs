@@ -1,0 +1,216 @@
+//! The `portcullis` command: the gateway (`serve`) and the tools around it.
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use portcullis::client::{self, GatewayUrl};
+use portcullis::config::Config;
+use portcullis::server::{serve, KeySource, ServeOptions};
+use portcullis::tls::{client_config, ServerTrust};
+use portcullis::{demo, keys};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Bastion gateway: TLS/WebSocket tunnels to SSH, RDP and TCP targets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (with no --config: a self-contained demo on 127.0.0.1:8443).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override the listen address of the config (or of the demo).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Write an Ed25519 token key pair: PREFIX.key (private, 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Token operations.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Configuration operations.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Tunnel stdin/stdout to a target (use as OpenSSH ProxyCommand).
+    Connect {
+        #[command(flatten)]
+        gw: GatewayArgs,
+    },
+    /// Forward a local TCP port to a target, one tunnel per connection.
+    Tunnel {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// Local address to listen on, e.g. 127.0.0.1:2222.
+        #[arg(long)]
+        local: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a signed token for USER to reach TARGET.
+    Issue {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        target: String,
+        /// Lifetime, e.g. 15m, 1h.
+        #[arg(long, default_value = "15m")]
+        ttl: humantime::Duration,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file; prints what is wrong, with the key and line.
+    Check { file: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct GatewayArgs {
+    /// Gateway URL, e.g. wss://bastion.example.com:443
+    url: String,
+    #[arg(long)]
+    target: String,
+    /// Access token (or set PORTCULLIS_TOKEN).
+    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Trust only the CA certificate(s) in this PEM file.
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the gateway's certificate (self-signed demo gateways only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl GatewayArgs {
+    fn resolve(&self) -> anyhow::Result<(GatewayUrl, std::sync::Arc<rustls::ClientConfig>)> {
+        let url = GatewayUrl::parse(&self.url)?;
+        let trust = match (&self.ca, self.insecure) {
+            (Some(ca), _) => ServerTrust::CaFile(ca),
+            (None, true) => ServerTrust::Insecure,
+            (None, false) => ServerTrust::WebPki,
+        };
+        Ok((url, client_config(trust)?))
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = std::env::var("PORTCULLIS_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
+        )
+        .init();
+}
+
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the I/O runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config: None, listen } => {
+            init_logging();
+            demo::run(listen)
+        }
+        Command::Serve {
+            config: Some(path),
+            listen,
+        } => {
+            init_logging();
+            let mut config = Config::load(&path)?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            let listen = config.listen;
+            let on_ready = Box::new(move |id: &portcullis::tls::Identity| {
+                let kind = if id.self_signed { " (self-signed)" } else { "" };
+                eprintln!(
+                    "portcullis: listening on {listen}, certificate{kind} SHA-256 {}",
+                    id.fingerprint
+                );
+            });
+            serve(ServeOptions {
+                config,
+                config_path: Some(path),
+                key: KeySource::File,
+                on_ready,
+            })
+        }
+        Command::Keygen { out } => keys::keygen(&out),
+        Command::Token {
+            command: TokenCommand::Issue { key, user, target, ttl },
+        } => {
+            let pem = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
+            println!("{}", keys::issue(&pem, &user, &target, Duration::from(ttl))?);
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => {
+            let config = Config::load(&file)?;
+            if !config.token_public_key.exists() {
+                return Err(anyhow!(
+                    "{}: auth.token_public_key: {} does not exist",
+                    file.display(),
+                    config.token_public_key.display()
+                ));
+            }
+            println!(
+                "{}: ok ({} targets, {} users)",
+                file.display(),
+                config.targets.len(),
+                config.users.len()
+            );
+            Ok(())
+        }
+        Command::Connect { gw } => {
+            let (url, tls) = gw.resolve()?;
+            client_runtime()?.block_on(client::connect_stdio(&url, &gw.target, &gw.token, tls))
+        }
+        Command::Tunnel { gw, local } => {
+            let (url, tls) = gw.resolve()?;
+            client_runtime()?.block_on(client::tunnel(url, gw.target, gw.token, tls, local))
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("portcullis: error: {e:#}");
+        std::process::exit(1);
+    }
+}

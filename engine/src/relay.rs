@@ -1,0 +1,511 @@
+//! The tunnel relay: WebSocket binary frames on one side, a raw byte stream on the other.
+//!
+//! One state machine drives both directions from a single `poll`, so the WebSocket transport is
+//! never split or locked, and pongs and closes are written between data frames by the same writer.
+//! It is generic over futures-io, so the gateway (glommio, server role) and the CLI client (tokio,
+//! client role) run the same code.
+//!
+//! Copies: frames are unmasked in place in the read buffer and written to the raw side from there;
+//! raw bytes are read just behind a reserved header gap, so a frame goes out as one contiguous write.
+//!
+//! Close: a peer Close or raw EOF is a half-close. Peer Close → FIN to the raw side, keep relaying
+//! raw → peer until raw EOF, then echo the Close. Raw EOF → send Close(1000), keep relaying
+//! peer → raw until the peer's Close. The driver bounds how long a half-closed session may last.
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use portcullis_protocols::ws::{self, CloseCode, ControlPayload, Decoder, Event, Limits, OpCode, ProtocolError, Role};
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// Room for the longest frame header (10 bytes + 4 bytes of mask key).
+const HEADROOM: usize = 14;
+
+/// A WebSocket byte transport that can announce its own closing (TLS close_notify).
+pub trait Transport: AsyncRead + AsyncWrite + Unpin {
+    fn begin_close(&mut self) {}
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport for futures_rustls::server::TlsStream<T> {
+    fn begin_close(&mut self) {
+        self.get_mut().1.send_close_notify();
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport for futures_rustls::client::TlsStream<T> {
+    fn begin_close(&mut self) {
+        self.get_mut().1.send_close_notify();
+    }
+}
+
+/// How a relayed session ended, for the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The WebSocket peer sent Close (with this code) and the close handshake completed.
+    PeerClosed(Option<u16>),
+    /// The raw side sent EOF first and the close handshake completed.
+    RawClosed,
+    /// The WebSocket peer vanished without a Close frame.
+    PeerGone,
+    /// Reading or writing the WebSocket side failed.
+    PeerError(String),
+    /// Reading or writing the raw side failed.
+    RawError(String),
+    /// The peer broke RFC 6455; we sent the matching close code.
+    Protocol(ProtocolError),
+    /// Ended by the gateway (timeout, shutdown), with the close code and reason sent.
+    Local(u16, &'static str),
+}
+
+impl End {
+    /// Short stable label for logs and the audit record.
+    pub fn label(&self) -> String {
+        match self {
+            End::PeerClosed(_) => "client_closed".into(),
+            End::RawClosed => "target_closed".into(),
+            End::PeerGone => "client_disconnected".into(),
+            End::PeerError(e) => format!("client_error: {e}"),
+            End::RawError(e) => format!("target_error: {e}"),
+            End::Protocol(e) => format!("protocol_error: {e}"),
+            End::Local(_, reason) => reason.to_string(),
+        }
+    }
+}
+
+/// What `Relay::poll` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The session started closing or half-closing; the driver should now bound how long it lasts.
+    Closing,
+    Ended(End),
+}
+
+/// Byte and frame counters, read by the session driver for idle and liveness checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payload bytes from the WebSocket peer to the raw side.
+    pub peer_to_raw: u64,
+    /// Payload bytes from the raw side to the WebSocket peer.
+    pub raw_to_peer: u64,
+    /// Reads from the WebSocket peer that returned data (any frame, pongs included).
+    pub peer_reads: u64,
+}
+
+pub struct Relay {
+    role: Role,
+    decoder: Decoder,
+    // Peer → raw.
+    inbuf: Box<[u8]>,
+    in_start: usize,
+    in_end: usize,
+    in_write: Option<(usize, usize)>,
+    peer_open: bool,
+    // Raw → peer.
+    outbuf: Box<[u8]>,
+    out_write: Option<(usize, usize)>,
+    out_unflushed: bool,
+    raw_read_open: bool,
+    // Control frames waiting for the writer, in order: pong, ping, close.
+    pong: Option<ControlPayload>,
+    ping: Option<ControlPayload>,
+    close: Option<(CloseCode, &'static str)>,
+    ctrl: Vec<u8>,
+    ctrl_pos: usize,
+    ctrl_is_close: bool,
+    close_sent: bool,
+    /// The peer's transport is unusable (EOF or I/O error): nothing more can be sent to it.
+    peer_gone: bool,
+    raw_write_shut: bool,
+    /// Set once the session can end as soon as the Close is out.
+    finish_after_close: bool,
+    end: Option<End>,
+    closing_reported: bool,
+    counters: Counters,
+    mask_seed: u64,
+}
+
+impl Relay {
+    /// `initial` holds bytes already read from the peer after the HTTP head.
+    pub fn new(role: Role, limits: Limits, buf_size: usize, initial: &[u8]) -> Self {
+        let buf_size = buf_size.max(initial.len()).max(1024);
+        let mut inbuf = vec![0u8; buf_size].into_boxed_slice();
+        inbuf[..initial.len()].copy_from_slice(initial);
+        Self {
+            role,
+            decoder: Decoder::new(role, limits),
+            inbuf,
+            in_start: 0,
+            in_end: initial.len(),
+            in_write: None,
+            peer_open: true,
+            outbuf: vec![0u8; buf_size + HEADROOM].into_boxed_slice(),
+            out_write: None,
+            out_unflushed: false,
+            raw_read_open: true,
+            pong: None,
+            ping: None,
+            close: None,
+            ctrl: Vec::new(),
+            ctrl_pos: 0,
+            ctrl_is_close: false,
+            close_sent: false,
+            peer_gone: false,
+            raw_write_shut: false,
+            finish_after_close: false,
+            end: None,
+            closing_reported: false,
+            counters: Counters::default(),
+            mask_seed: seed(),
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// True once a Close has been queued or sent: the session is winding down.
+    pub fn is_closing(&self) -> bool {
+        self.close.is_some() || self.close_sent
+    }
+
+    /// Ends the session from outside (timeouts, shutdown): sends Close and stops relaying.
+    pub fn close(&mut self, code: CloseCode, reason: &'static str) {
+        self.record(End::Local(code.0, reason));
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        if !self.close_sent && self.close.is_none() {
+            self.close = Some((code, reason));
+        }
+    }
+
+    /// Sends a ping to probe a silent peer.
+    pub fn ping(&mut self) {
+        if self.ping.is_none() && !self.is_closing() {
+            self.ping = ControlPayload::new(b"portcullis");
+        }
+    }
+
+    fn record(&mut self, end: End) {
+        self.end.get_or_insert(end);
+    }
+
+    /// Drives both directions until the session has ended.
+    pub fn poll<W: Transport, R: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut W,
+        raw: &mut R,
+    ) -> Poll<Step> {
+        loop {
+            let up = if self.peer_open {
+                self.poll_up(cx, ws, raw)
+            } else {
+                Poll::Pending
+            };
+            let down = self.poll_down(cx, ws, raw);
+            if let Poll::Ready(()) = self.poll_half_close(cx, raw) {
+                continue;
+            }
+            if self.finished() {
+                return self.poll_finish(cx, ws, raw).map(Step::Ended);
+            }
+            if !self.closing_reported && (self.is_closing() || !self.peer_open || !self.raw_read_open) {
+                self.closing_reported = true;
+                return Poll::Ready(Step::Closing);
+            }
+            if up.is_pending() && down.is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Gives up on a session whose close did not finish in time.
+    pub fn abort(&mut self) -> End {
+        self.end
+            .take()
+            .unwrap_or(End::Local(CloseCode::GOING_AWAY.0, "close_timeout"))
+    }
+
+    fn finished(&self) -> bool {
+        // The peer is gone, or Close frames went both ways, or ours went out after an error.
+        self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close))
+    }
+
+    /// The peer broke the protocol or sent what a tunnel does not carry: close with `code`.
+    fn fail_peer(&mut self, end: End, code: CloseCode, reason: &'static str) -> Poll<()> {
+        self.record(end);
+        self.peer_open = false;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.close.get_or_insert((code, reason));
+        Poll::Ready(())
+    }
+
+    /// The peer's transport failed or hit EOF.
+    fn peer_lost(&mut self, end: End) -> Poll<()> {
+        self.record(end);
+        self.peer_open = false;
+        self.peer_gone = true;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.out_write = None;
+        Poll::Ready(())
+    }
+
+    /// Peer → raw. Ready(()) whenever state changed that the other direction may care about.
+    fn poll_up<W: Transport, R: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut W,
+        raw: &mut R,
+    ) -> Poll<()> {
+        loop {
+            if let Some((start, end)) = self.in_write {
+                if self.raw_write_shut {
+                    // The raw side is gone for writing; drop what the peer still sends.
+                    self.in_write = None;
+                    continue;
+                }
+                match Pin::new(&mut *raw).poll_write(cx, &self.inbuf[start..end]) {
+                    Poll::Ready(Ok(0)) => return self.raw_failed(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => {
+                        self.counters.peer_to_raw += n as u64;
+                        self.in_write = (start + n < end).then_some((start + n, end));
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return self.raw_failed(e),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.in_start < self.in_end {
+                let decoded = match self.decoder.decode(&mut self.inbuf[self.in_start..self.in_end]) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let code = e.close_code();
+                        return self.fail_peer(End::Protocol(e), code, "protocol error");
+                    }
+                };
+                let base = self.in_start;
+                self.in_start += decoded.consumed;
+                match decoded.event {
+                    None => {}
+                    Some(Event::Data { range, text, .. }) => {
+                        if text {
+                            let end = End::Local(CloseCode::UNSUPPORTED_DATA.0, "text_frame_refused");
+                            return self.fail_peer(end, CloseCode::UNSUPPORTED_DATA, "binary frames only");
+                        }
+                        if !range.is_empty() {
+                            self.in_write = Some((base + range.start, base + range.end));
+                        }
+                    }
+                    Some(Event::Ping(p)) => {
+                        // Answer only the latest ping (RFC 6455 §5.5.3), so a ping flood costs no memory.
+                        self.pong = Some(p);
+                        return Poll::Ready(());
+                    }
+                    Some(Event::Pong(_)) => {}
+                    Some(Event::Close { code, .. }) => {
+                        self.peer_open = false;
+                        self.record(End::PeerClosed(code.map(|c| c.0)));
+                        return Poll::Ready(());
+                    }
+                }
+                continue;
+            }
+            self.in_start = 0;
+            self.in_end = 0;
+            match Pin::new(&mut *ws).poll_read(cx, &mut self.inbuf) {
+                Poll::Ready(Ok(0)) => return self.peer_lost(End::PeerGone),
+                Poll::Ready(Ok(n)) => {
+                    self.in_end = n;
+                    self.counters.peer_reads += 1;
+                }
+                Poll::Ready(Err(e)) => return self.peer_lost(End::PeerError(e.to_string())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn raw_failed(&mut self, e: io::Error) -> Poll<()> {
+        self.record(End::RawError(e.to_string()));
+        self.in_write = None;
+        self.raw_write_shut = true;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.close
+            .get_or_insert((CloseCode::INTERNAL_ERROR, "target connection failed"));
+        Poll::Ready(())
+    }
+
+    /// Raw → peer, plus every control frame.
+    fn poll_down<W: Transport, R: AsyncRead + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut W,
+        raw: &mut R,
+    ) -> Poll<()> {
+        loop {
+            if self.close_sent || self.peer_gone {
+                return Poll::Pending;
+            }
+            if let Some((start, end)) = self.out_write {
+                match Pin::new(&mut *ws).poll_write(cx, &self.outbuf[start..end]) {
+                    Poll::Ready(Ok(0)) => return self.peer_write_failed(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => {
+                        self.out_write = (start + n < end).then_some((start + n, end));
+                        self.out_unflushed = true;
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return self.peer_write_failed(e),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.ctrl_pos < self.ctrl.len() {
+                match Pin::new(&mut *ws).poll_write(cx, &self.ctrl[self.ctrl_pos..]) {
+                    Poll::Ready(Ok(0)) => return self.peer_write_failed(io::ErrorKind::WriteZero.into()),
+                    Poll::Ready(Ok(n)) => {
+                        self.ctrl_pos += n;
+                        self.out_unflushed = true;
+                        if self.ctrl_pos == self.ctrl.len() && self.ctrl_is_close {
+                            self.close_sent = true;
+                            return Poll::Ready(());
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return self.peer_write_failed(e),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.queue_control() {
+                continue;
+            }
+            if !self.raw_read_open {
+                return self.flush(cx, ws);
+            }
+            let mask = matches!(self.role, Role::Client);
+            let payload_at = HEADROOM;
+            match Pin::new(&mut *raw).poll_read(cx, &mut self.outbuf[payload_at..]) {
+                Poll::Ready(Ok(0)) => {
+                    self.raw_read_open = false;
+                    if self.peer_open {
+                        self.record(End::RawClosed);
+                        self.close
+                            .get_or_insert((CloseCode::NORMAL, "target closed the connection"));
+                    } else {
+                        // The peer closed first and the raw side has now drained: echo the Close.
+                        let code = match &self.end {
+                            Some(End::PeerClosed(Some(c))) => CloseCode(*c),
+                            _ => CloseCode::NORMAL,
+                        };
+                        self.close.get_or_insert((code, ""));
+                    }
+                    continue;
+                }
+                Poll::Ready(Ok(n)) => {
+                    let key = mask.then(|| self.next_mask());
+                    let hlen = ws::header_len(n as u64, mask);
+                    let start = payload_at - hlen;
+                    let mut header = [0u8; HEADROOM];
+                    let written = ws::encode_header(&mut header, true, OpCode::Binary, n as u64, key);
+                    self.outbuf[start..payload_at].copy_from_slice(&header[..written]);
+                    if let Some(key) = key {
+                        ws::apply_mask(&mut self.outbuf[payload_at..payload_at + n], key, 0);
+                    }
+                    self.counters.raw_to_peer += n as u64;
+                    self.out_write = Some((start, payload_at + n));
+                }
+                Poll::Ready(Err(e)) => {
+                    self.raw_read_open = false;
+                    self.record(End::RawError(e.to_string()));
+                    self.finish_after_close = true;
+                    self.close
+                        .get_or_insert((CloseCode::INTERNAL_ERROR, "target connection failed"));
+                    continue;
+                }
+                Poll::Pending => return self.flush(cx, ws),
+            }
+        }
+    }
+
+    /// Flushes written frames when there is nothing more to write right now, so frames that
+    /// arrive together leave in as few TLS records and syscalls as possible.
+    fn flush<W: Transport>(&mut self, cx: &mut Context<'_>, ws: &mut W) -> Poll<()> {
+        if self.out_unflushed {
+            match Pin::new(&mut *ws).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.out_unflushed = false,
+                Poll::Ready(Err(e)) => return self.peer_write_failed(e),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Encodes the next control frame into `ctrl`. Returns false when there is none.
+    fn queue_control(&mut self) -> bool {
+        let mask = matches!(self.role, Role::Client).then(|| self.next_mask());
+        self.ctrl.clear();
+        self.ctrl_pos = 0;
+        self.ctrl_is_close = false;
+        if let Some(p) = self.pong.take() {
+            ws::encode_control(&mut self.ctrl, OpCode::Pong, p.as_bytes(), mask);
+        } else if let Some(p) = self.ping.take() {
+            ws::encode_control(&mut self.ctrl, OpCode::Ping, p.as_bytes(), mask);
+        } else if let Some((code, reason)) = self.close.take() {
+            ws::encode_close(&mut self.ctrl, code, reason, mask);
+            self.ctrl_is_close = true;
+        } else {
+            return false;
+        }
+        true
+    }
+
+    fn peer_write_failed(&mut self, e: io::Error) -> Poll<()> {
+        self.peer_lost(End::PeerError(e.to_string()))
+    }
+
+    /// Sends FIN to the raw side once the peer will send nothing more and all its data is out.
+    fn poll_half_close<R: AsyncWrite + Unpin>(&mut self, cx: &mut Context<'_>, raw: &mut R) -> Poll<()> {
+        if self.peer_open || self.raw_write_shut || self.in_write.is_some() {
+            return Poll::Pending;
+        }
+        match Pin::new(raw).poll_close(cx) {
+            Poll::Ready(_) => {
+                self.raw_write_shut = true;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_finish<W: Transport, R: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        ws: &mut W,
+        raw: &mut R,
+    ) -> Poll<End> {
+        if !self.raw_write_shut {
+            let _ = ready!(Pin::new(&mut *raw).poll_close(cx));
+            self.raw_write_shut = true;
+        }
+        if !self.peer_gone {
+            ws.begin_close();
+            let _ = ready!(Pin::new(&mut *ws).poll_close(cx));
+        }
+        Poll::Ready(self.end.take().unwrap_or(End::PeerGone))
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift64*: masks need to be unpredictable to intermediaries, not secret (RFC 6455 §10.3);
+        // the seed comes from the OS.
+        self.mask_seed ^= self.mask_seed >> 12;
+        self.mask_seed ^= self.mask_seed << 25;
+        self.mask_seed ^= self.mask_seed >> 27;
+        (self.mask_seed.wrapping_mul(0x2545_f491_4f6c_dd1d) as u32).to_ne_bytes()
+    }
+}
+
+fn seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_ne_bytes(b) | 1
+}

@@ -1,0 +1,328 @@
+//! One client connection: TLS handshake, one HTTP request head, then an answer or a tunnel.
+
+use super::{Shared, State, Tracker};
+use crate::audit::{now_rfc3339, DenialRecord, SessionRecord};
+use crate::config::{SessionSettings, Target};
+use crate::relay::{End, Relay, Step};
+use futures_lite::{AsyncReadExt, AsyncWriteExt, Future};
+use glommio::net::TcpStream;
+use portcullis_protocols::http::{self, HeadLimits, HttpError, RequestHead};
+use portcullis_protocols::ws::{self, CloseCode, Role};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+type Tls = futures_rustls::server::TlsStream<TcpStream>;
+
+/// `None` if `fut` did not finish within `limit`.
+pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>) {
+    let client = match stream.peer_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    // One snapshot of the configuration for the whole connection.
+    let state = shared.state.load_full();
+    let settings = &state.policy.config.session;
+    let _ = stream.set_nodelay(true);
+    let tls = match timeout(settings.handshake_timeout, state.acceptor.accept(stream)).await {
+        Some(Ok(tls)) => tls,
+        Some(Err(e)) => {
+            tracing::debug!(%client, "TLS handshake failed: {e}");
+            return;
+        }
+        None => {
+            tracing::debug!(%client, "TLS handshake timed out");
+            return;
+        }
+    };
+    let mut conn = Conn {
+        tls,
+        client,
+        state: &state,
+        shared: &shared,
+    };
+    conn.serve(&tracker).await;
+}
+
+struct Conn<'a> {
+    tls: Tls,
+    client: SocketAddr,
+    state: &'a State,
+    shared: &'a Shared,
+}
+
+impl Conn<'_> {
+    async fn serve(&mut self, tracker: &Tracker) {
+        let limits = &self.state.policy.config.limits;
+        let head_limits = HeadLimits {
+            max_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+        };
+        let settings = &self.state.policy.config.session;
+        let mut buf = vec![0u8; head_limits.max_bytes];
+        let mut filled = 0;
+        let deadline = Instant::now() + settings.request_timeout;
+        // Read until a whole head is in, within the request timeout (slowloris-proof).
+        let head_len = loop {
+            match http::parse_head(&buf[..filled], head_limits) {
+                Ok(Some(head)) => break head.len,
+                Ok(None) => {}
+                Err(e) => return self.refuse_http(e).await,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.tls.read(&mut buf[filled..])).await {
+                None => return self.respond(408, "request timeout\n").await,
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(n)) => filled += n,
+            }
+        };
+        let head = match http::parse_head(&buf[..filled], head_limits) {
+            Ok(Some(head)) => head,
+            _ => return,
+        };
+        let leftover = buf[head_len..filled].to_vec();
+        let path = head.path.to_owned();
+        if path == "/healthz" {
+            return self.respond(if head.method == "GET" { 200 } else { 405 }, "ok\n").await;
+        }
+        match path.strip_prefix("/v1/tunnel/") {
+            Some(target) if !target.is_empty() && !target.contains('/') => {
+                self.tunnel(&head, target.to_owned(), leftover, tracker).await
+            }
+            _ => self.respond(404, "not found\n").await,
+        }
+    }
+
+    async fn refuse_http(&mut self, e: HttpError) {
+        tracing::debug!(client = %self.client, "bad request: {e}");
+        self.respond(e.status(), &format!("{e}\n")).await
+    }
+
+    /// Sends a complete response and closes the connection (TLS close_notify, then FIN).
+    async fn respond(&mut self, status: u16, body: &str) {
+        let bytes = http::response(status, &[], body);
+        let close = self.state.policy.config.session.close_timeout;
+        let tls = &mut self.tls;
+        let _ = timeout(close, async {
+            tls.write_all(&bytes).await?;
+            tls.get_mut().1.send_close_notify();
+            tls.close().await
+        })
+        .await;
+    }
+
+    fn deny(&self, path: &str, status: u16, reason: String, user: Option<String>) {
+        tracing::info!(client = %self.client, path, status, reason = %reason, "request denied");
+        self.shared.audit.record(&DenialRecord {
+            event: "denied",
+            time: now_rfc3339(),
+            client: self.client.to_string(),
+            path: path.to_owned(),
+            status,
+            reason,
+            user,
+        });
+    }
+
+    async fn tunnel(&mut self, head: &RequestHead<'_>, target_name: String, leftover: Vec<u8>, tracker: &Tracker) {
+        let path = head.path.to_owned();
+        let upgrade = match http::websocket_upgrade(head) {
+            Ok(u) => u,
+            Err(e) => {
+                self.deny(&path, e.status(), e.to_string(), None);
+                return self.refuse_http(e).await;
+            }
+        };
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let token = head.bearer_token();
+        let (claims, target) = match self.state.policy.authorize(token.as_deref(), &target_name, now) {
+            Ok(ok) => ok,
+            Err(denial) => {
+                let reason = denial.reason();
+                self.deny(&path, denial.status(), reason.clone(), None);
+                return self.respond(denial.status(), &format!("{reason}\n")).await;
+            }
+        };
+        let settings = &self.state.policy.config.session;
+        let backend = match connect(target, settings.connect_timeout).await {
+            Ok(b) => b,
+            Err(e) => {
+                self.deny(&path, 502, format!("target unreachable: {e}"), Some(claims.sub.clone()));
+                return self.respond(502, "target unreachable\n").await;
+            }
+        };
+        let accept = http::switching_protocols(upgrade.key, None);
+        if timeout(settings.close_timeout, self.tls.write_all(&accept))
+            .await
+            .is_none()
+        {
+            return;
+        }
+        if self.tls.flush().await.is_err() {
+            return;
+        }
+
+        let session = session_id();
+        let started = now_rfc3339();
+        tracing::info!(%session, user = %claims.sub, client = %self.client, target = %target.name, "session started");
+        let limits = &self.state.policy.config.limits;
+        let ws_limits = ws::Limits {
+            max_frame_payload: limits.max_frame_size,
+            max_message: limits.max_message_size,
+        };
+        let mut relay = Relay::new(Role::Server, ws_limits, settings.buffer_size, &leftover);
+        let mut backend = backend;
+        let end = drive(&mut relay, &mut self.tls, &mut backend, settings, tracker).await;
+        let counters = relay.counters();
+        tracing::info!(%session, ended = %end.label(), up = counters.peer_to_raw, down = counters.raw_to_peer, "session ended");
+        self.shared.audit.record(&SessionRecord {
+            event: "session",
+            session,
+            user: claims.sub,
+            client: self.client.to_string(),
+            target: target.name.clone(),
+            protocol: target.protocol.to_string(),
+            token_id: claims.jti,
+            start: started,
+            end: now_rfc3339(),
+            bytes_client_to_target: counters.peer_to_raw,
+            bytes_target_to_client: counters.raw_to_peer,
+            ended: end.label(),
+        });
+    }
+}
+
+async fn connect(target: &Target, limit: Duration) -> std::io::Result<TcpStream> {
+    use std::io::{Error, ErrorKind};
+    let addrs: Vec<SocketAddr> = match target.address.parse::<SocketAddr>() {
+        Ok(a) => vec![a],
+        // Name resolution blocks, so it runs off the executor thread.
+        Err(_) => {
+            let name = target.address.clone();
+            glommio::executor()
+                .spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&name).map(|a| a.collect()))
+                .await?
+        }
+    };
+    let deadline = Instant::now() + limit;
+    let mut last = Error::new(ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, TcpStream::connect(addr)).await {
+            Some(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Some(Err(e)) => last = Error::other(e.to_string()),
+            None => return Err(Error::new(ErrorKind::TimedOut, "connect timed out")),
+        }
+    }
+    Err(last)
+}
+
+/// Runs a relay under the session's clocks: idle timeout, max lifetime, pings to a silent peer,
+/// a bound on closing, and the gateway's shutdown.
+async fn drive(
+    relay: &mut Relay,
+    tls: &mut Tls,
+    backend: &mut TcpStream,
+    s: &SessionSettings,
+    tracker: &Tracker,
+) -> End {
+    enum Wake {
+        Relay(Step),
+        Tick,
+        Shutdown,
+    }
+    let start = Instant::now();
+    let lifetime = s.max_lifetime.map(|d| start + d);
+    let mut close_by: Option<Instant> = None;
+    let mut seen = relay.counters();
+    let mut last_data = start;
+    let mut ping_outstanding = false;
+    loop {
+        let now = Instant::now();
+        if tracker.closing() && !relay.is_closing() {
+            relay.close(CloseCode::GOING_AWAY, "gateway_shutdown");
+        }
+        if relay.is_closing() && close_by.is_none() {
+            close_by = Some(now + s.close_timeout);
+        }
+        let wake_at = [
+            Some(now + s.ping_interval),
+            Some(last_data + s.idle_timeout),
+            lifetime,
+            close_by,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now);
+        let shutdown = tracker.close_requested();
+        let wake = futures_lite::future::or(
+            futures_lite::future::poll_fn(|cx| relay.poll(cx, tls, backend).map(Wake::Relay)),
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
+                    Wake::Tick
+                },
+                async {
+                    if tracker.closing() {
+                        return Wake::Shutdown;
+                    }
+                    shutdown.await;
+                    Wake::Shutdown
+                },
+            ),
+        )
+        .await;
+        let now = Instant::now();
+        match wake {
+            Wake::Relay(Step::Ended(end)) => return end,
+            Wake::Relay(Step::Closing) => close_by = close_by.or(Some(now + s.close_timeout)),
+            Wake::Shutdown => {}
+            Wake::Tick => {
+                if close_by.is_some_and(|t| now >= t) {
+                    return relay.abort();
+                }
+                if lifetime.is_some_and(|t| now >= t) {
+                    relay.close(CloseCode::POLICY, "max_lifetime");
+                    continue;
+                }
+                let c = relay.counters();
+                if c.peer_to_raw != seen.peer_to_raw || c.raw_to_peer != seen.raw_to_peer {
+                    last_data = now;
+                }
+                if now.duration_since(last_data) >= s.idle_timeout {
+                    relay.close(CloseCode::GOING_AWAY, "idle_timeout");
+                } else if c.peer_reads != seen.peer_reads {
+                    ping_outstanding = false;
+                } else if ping_outstanding {
+                    relay.close(CloseCode::GOING_AWAY, "ping_timeout");
+                } else {
+                    relay.ping();
+                    ping_outstanding = true;
+                }
+                seen = c;
+            }
+        }
+    }
+}
+
+fn session_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -1,0 +1,161 @@
+//! TLS settings for both ends: the gateway's server config and the CLI client's.
+
+use anyhow::{anyhow, Context};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{ring as provider, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(provider::default_provider())
+}
+
+/// The server's certificate chain and key, loaded or generated.
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    /// SHA-256 of the leaf certificate, `AA:BB:…`.
+    pub fingerprint: String,
+    pub self_signed: bool,
+}
+
+impl Identity {
+    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
+        let pem = std::fs::read(cert).with_context(|| format!("cannot read certificate {}", cert.display()))?;
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("bad certificate PEM in {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(anyhow!("no certificate in {}", cert.display()));
+        }
+        let key_pem = std::fs::read(key).with_context(|| format!("cannot read key {}", key.display()))?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem)
+            .map_err(|e| anyhow!("bad private key PEM in {}: {e}", key.display()))?;
+        Ok(Identity {
+            fingerprint: fingerprint(&chain[0]),
+            chain,
+            key,
+            self_signed: false,
+        })
+    }
+
+    /// A fresh self-signed certificate for `localhost`, `127.0.0.1`, `::1` and `extra` names.
+    pub fn self_signed(extra: &[String]) -> anyhow::Result<Identity> {
+        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+        names.extend(extra.iter().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>());
+        let ck = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+        let der = ck.cert.der().clone();
+        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| anyhow!("{e}"))?;
+        Ok(Identity {
+            fingerprint: fingerprint(&der),
+            chain: vec![der],
+            key,
+            self_signed: true,
+        })
+    }
+
+    pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .context("certificate and key do not match")?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    Sha256::digest(cert.as_ref())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// How the CLI client checks the gateway's certificate.
+pub enum ServerTrust<'a> {
+    /// The public web PKI (Mozilla's roots).
+    WebPki,
+    /// Only certificates issued by the CA(s) in this PEM file.
+    CaFile(&'a Path),
+    /// Any certificate: for a self-signed demo gateway only.
+    Insecure,
+}
+
+pub fn client_config(trust: ServerTrust<'_>) -> anyhow::Result<Arc<ClientConfig>> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let mut config = match trust {
+        ServerTrust::WebPki => {
+            let roots = RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        ServerTrust::CaFile(path) => {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| anyhow!("bad PEM in {}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow!("unusable CA certificate in {}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(anyhow!("no certificate in {}", path.display()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        ServerTrust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// `--insecure`: skips certificate checks but still verifies handshake signatures, so the session
+/// is at least bound to the key the server presented.
+#[derive(Debug)]
+struct AcceptAnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

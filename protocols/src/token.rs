@@ -1,0 +1,258 @@
+//! Access tokens: short-lived JWTs signed with Ed25519 (`alg: EdDSA`).
+//!
+//! The gateway holds only the public key, so a compromised gateway cannot mint tokens; an external
+//! control plane (or `portcullis token issue`) holds the private key. The algorithm is pinned to
+//! EdDSA, so `none` and HMAC-with-the-public-key confusion are refused before any claim is read.
+//! Time is an argument, not a clock read, so validation is deterministic and fuzzable.
+
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Longest token accepted; real ones are ~300 bytes. Bounds the work done on hostile input.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// The claims Portcullis requires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// User name, as in the gateway's `[[user]]` policy.
+    pub sub: String,
+    /// Target name the token is good for.
+    pub tgt: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Not before, seconds since the Unix epoch.
+    pub nbf: u64,
+    /// Issued at, informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Unique token id, recorded in the audit log.
+    pub jti: String,
+}
+
+/// Why a token was refused. Never carries the token itself, so it is safe to log.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("token is longer than {MAX_TOKEN_LEN} bytes")]
+    TooLong,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("token algorithm is not EdDSA")]
+    WrongAlgorithm,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token is missing a required claim")]
+    MissingClaim,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("invalid key: {0}")]
+    BadKey(String),
+}
+
+impl From<jsonwebtoken::errors::Error> for TokenError {
+    fn from(e: jsonwebtoken::errors::Error) -> Self {
+        match e.kind() {
+            ErrorKind::InvalidSignature => TokenError::BadSignature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => TokenError::WrongAlgorithm,
+            ErrorKind::MissingRequiredClaim(_) => TokenError::MissingClaim,
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            ErrorKind::Json(e) if e.is_data() => TokenError::MissingClaim,
+            _ => TokenError::Malformed,
+        }
+    }
+}
+
+/// Verifies tokens with the gateway's public key.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    leeway: u64,
+}
+
+impl TokenVerifier {
+    /// `pem` is an Ed25519 public key (`-----BEGIN PUBLIC KEY-----`, SPKI). `leeway` is the clock
+    /// skew tolerated on `exp` and `nbf`, in seconds.
+    pub fn from_public_pem(pem: &[u8], leeway: u64) -> Result<Self, TokenError> {
+        let key = DecodingKey::from_ed_pem(pem).map_err(|e| TokenError::BadKey(e.to_string()))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        // exp/nbf are checked below against the caller's clock; the library reads the system clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        Ok(Self {
+            key,
+            validation,
+            leeway,
+        })
+    }
+
+    /// Checks signature, algorithm and validity period at `now` (seconds since the epoch).
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        // Pin the algorithm before anything else, so a `none` or HMAC header is named as such.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::WrongAlgorithm);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        if claims.exp.saturating_add(self.leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now.saturating_add(self.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// Signs tokens with an Ed25519 private key (PKCS#8 PEM, `-----BEGIN PRIVATE KEY-----`).
+pub struct TokenIssuer {
+    key: EncodingKey,
+}
+
+impl TokenIssuer {
+    pub fn from_private_pem(pem: &[u8]) -> Result<Self, TokenError> {
+        let key = EncodingKey::from_ed_pem(pem).map_err(|e| TokenError::BadKey(e.to_string()))?;
+        Ok(Self { key })
+    }
+
+    pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
+            .map_err(|e| TokenError::BadKey(e.to_string()))
+    }
+}
+
+/// PEM helpers for Ed25519 keys: the gateway writes keys in the standard forms OpenSSL reads.
+pub mod pem {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+
+    /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), followed by the 32-byte key.
+    const SPKI_ED25519_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+    pub fn encode(label: &str, der: &[u8]) -> String {
+        let b64 = STANDARD.encode(der);
+        let mut out = format!("-----BEGIN {label}-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(std::str::from_utf8(line).unwrap_or_default());
+            out.push('\n');
+        }
+        out.push_str(&format!("-----END {label}-----\n"));
+        out
+    }
+
+    /// SPKI PEM of a raw 32-byte Ed25519 public key.
+    pub fn ed25519_public(raw: &[u8; 32]) -> String {
+        let mut der = SPKI_ED25519_PREFIX.to_vec();
+        der.extend_from_slice(raw);
+        encode("PUBLIC KEY", &der)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+
+    // A fixed Ed25519 key pair (RFC 8032 test 1 secret), PKCS#8 v1 and SPKI.
+    const PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ1hsZ3v/VpguoRK9JLsLMREScVpezJpGXA7rAMcrn9g\n-----END PRIVATE KEY-----\n";
+    const PUBLIC_RAW: [u8; 32] = [
+        0xd7, 0x5a, 0x98, 0x01, 0x82, 0xb1, 0x0a, 0xb7, 0xd5, 0x4b, 0xfe, 0xd3, 0xc9, 0x64, 0x07, 0x3a, 0x0e, 0xe1,
+        0x72, 0xf3, 0xda, 0xa6, 0x23, 0x25, 0xaf, 0x02, 0x1a, 0x68, 0xf7, 0x07, 0x51, 0x1a,
+    ];
+    const NOW: u64 = 1_800_000_000;
+
+    fn claims() -> Claims {
+        Claims {
+            sub: "alice".into(),
+            tgt: "vm1".into(),
+            exp: NOW + 900,
+            nbf: NOW - 10,
+            iat: Some(NOW - 10),
+            jti: "j1".into(),
+        }
+    }
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::from_public_pem(pem::ed25519_public(&PUBLIC_RAW).as_bytes(), 30).unwrap()
+    }
+
+    fn issue(c: &Claims) -> String {
+        TokenIssuer::from_private_pem(PRIVATE.as_bytes())
+            .unwrap()
+            .issue(c)
+            .unwrap()
+    }
+
+    #[test]
+    fn round_trip() {
+        assert_eq!(verifier().verify(&issue(&claims()), NOW).unwrap(), claims());
+    }
+
+    #[test]
+    fn expiry_and_not_before_with_leeway() {
+        let t = issue(&claims());
+        assert!(verifier().verify(&t, NOW + 900 + 29).is_ok());
+        assert_eq!(verifier().verify(&t, NOW + 900 + 30), Err(TokenError::Expired));
+        assert!(verifier().verify(&t, NOW - 10 - 30).is_ok());
+        assert_eq!(verifier().verify(&t, NOW - 10 - 31), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn tampered_payload_is_refused() {
+        let t = issue(&claims());
+        let mut parts: Vec<String> = t.split('.').map(str::to_owned).collect();
+        let mut other = claims();
+        other.tgt = "db1".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&other).unwrap());
+        assert_eq!(verifier().verify(&parts.join("."), NOW), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn none_and_hmac_algorithms_are_refused() {
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims()).unwrap());
+        for alg in ["none", "HS256"] {
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#));
+            let t = format!("{header}.{payload}.");
+            let err = verifier().verify(&t, NOW).unwrap_err();
+            let want = if alg == "none" {
+                TokenError::Malformed
+            } else {
+                TokenError::WrongAlgorithm
+            };
+            assert_eq!(err, want, "{alg}");
+        }
+    }
+
+    #[test]
+    fn missing_claims_and_garbage_are_refused() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"EdDSA"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"alice"}"#);
+        let err = verifier().verify(&format!("{header}.{payload}.AAAA"), NOW).unwrap_err();
+        assert!(matches!(
+            err,
+            TokenError::MissingClaim | TokenError::BadSignature | TokenError::Malformed
+        ));
+        for junk in ["", ".", "..", "a.b.c", "not a token"] {
+            assert!(verifier().verify(junk, NOW).is_err());
+        }
+        assert_eq!(
+            verifier().verify(&"a".repeat(MAX_TOKEN_LEN + 1), NOW),
+            Err(TokenError::TooLong)
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let other = TokenVerifier::from_public_pem(pem::ed25519_public(&[7; 32]).as_bytes(), 0);
+        // Not every 32-byte string is a valid point; either the key or the signature is refused.
+        if let Ok(v) = other {
+            assert!(v.verify(&issue(&claims()), NOW).is_err());
+        }
+    }
+}
