@@ -452,15 +452,15 @@ targets = ["vm1"]
     #[test]
     fn errors_name_key_and_line() {
         let e = error_of(&GOOD.replace("targets = [\"vm1\"]", "targets = [\"vm2\"]"));
-        assert_eq!(e, "line 21: user.targets: unknown target \"vm2\"");
+        assert_eq!(e, "line 20: user.targets: unknown target \"vm2\"");
         let e = error_of(&GOOD.replace("protocol = \"ssh\"", "protocol = \"telnet\""));
-        assert!(e.starts_with("line 18: target.protocol:"), "{e}");
+        assert!(e.starts_with("line 17: target.protocol:"), "{e}");
         let e = error_of(&GOOD.replace("idle_timeout = \"5m\"", "idle_timeout = \"soon\""));
-        assert!(e.starts_with("line 13: session.idle_timeout:"), "{e}");
+        assert!(e.starts_with("line 12: session.idle_timeout:"), "{e}");
         let e = error_of(&GOOD.replace("workers = 2", "workers = 2\nwrokers = 3"));
         assert!(e.contains("line 4") && e.contains("wrokers"), "{e}");
         let e = error_of(&GOOD.replace("10.0.0.4:22", "10.0.0.4"));
-        assert!(e.starts_with("line 17: target.address"), "{e}");
+        assert!(e.starts_with("line 16: target.address"), "{e}");
         let e = error_of(&GOOD.replace("key = \"key.pem\"", ""));
         assert!(e.contains("tls.key"), "{e}");
         let e = error_of(&format!(
