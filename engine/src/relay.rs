@@ -197,7 +197,8 @@ impl Relay {
         raw: &mut R,
     ) -> Poll<Step> {
         loop {
-            let up = if self.peer_open {
+            // Data already read from the peer is delivered even after the peer is gone.
+            let up = if self.peer_open || self.in_write.is_some() {
                 self.poll_up(cx, ws, raw)
             } else {
                 Poll::Pending
@@ -228,7 +229,7 @@ impl Relay {
 
     fn finished(&self) -> bool {
         // The peer is gone, or Close frames went both ways, or ours went out after an error.
-        self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close))
+        (self.peer_gone && self.in_write.is_none()) || (self.close_sent && (!self.peer_open || self.finish_after_close))
     }
 
     /// The peer broke the protocol or sent what a tunnel does not carry: close with `code`.
@@ -276,6 +277,9 @@ impl Relay {
                     Poll::Ready(Err(e)) => return self.raw_failed(e),
                     Poll::Pending => return Poll::Pending,
                 }
+            }
+            if !self.peer_open {
+                return Poll::Pending;
             }
             if self.in_start < self.in_end {
                 let decoded = match self.decoder.decode(&mut self.inbuf[self.in_start..self.in_end]) {
