@@ -1,17 +1,19 @@
 //! One client connection: TLS handshake, one HTTP request head, then an answer or a tunnel.
 
+use super::request::{self, Decision};
 use super::{Shared, State, Tracker};
 use crate::audit::{now_rfc3339, DenialRecord, SessionRecord};
 use crate::config::{SessionSettings, Target};
 use crate::relay::{End, Relay, Step};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, Future};
 use glommio::net::TcpStream;
-use portcullis_protocols::http::{self, HeadLimits, HttpError, RequestHead};
+use portcullis_protocols::http;
+use portcullis_protocols::token::Claims;
 use portcullis_protocols::ws::{self, CloseCode, Role};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 type Tls = futures_rustls::server::TlsStream<TcpStream>;
 
@@ -63,20 +65,36 @@ struct Conn<'a> {
 impl Conn<'_> {
     async fn serve(&mut self, tracker: &Tracker) {
         let limits = &self.state.policy.config.limits;
-        let head_limits = HeadLimits {
-            max_bytes: limits.max_header_bytes,
-            max_headers: limits.max_headers,
-        };
         let settings = &self.state.policy.config.session;
-        let mut buf = vec![0u8; head_limits.max_bytes];
+        let mut buf = vec![0u8; limits.max_header_bytes];
         let mut filled = 0;
         let deadline = Instant::now() + settings.request_timeout;
-        // Read until a whole head is in, within the request timeout (slowloris-proof).
-        let head_len = loop {
-            match http::parse_head(&buf[..filled], head_limits) {
-                Ok(Some(head)) => break head.len,
-                Ok(None) => {}
-                Err(e) => return self.refuse_http(e).await,
+        // Read until the head decides, within the request timeout (slowloris-proof).
+        loop {
+            match request::decide(&buf[..filled], &self.state.policy, unix_now()) {
+                Decision::NeedMore => {}
+                Decision::Respond { status, body, denied } => {
+                    if let Some(reason) = denied {
+                        self.deny(&path_of(&buf[..filled]), status, reason, None);
+                    } else if status >= 400 {
+                        tracing::debug!(client = %self.client, status, "bad request");
+                    }
+                    return self.respond(status, &body).await;
+                }
+                Decision::Tunnel {
+                    target,
+                    claims,
+                    accept,
+                    head_len,
+                } => {
+                    let path = path_of(&buf[..filled]);
+                    return self
+                        .tunnel(path, target, claims, accept, &buf[head_len..filled], tracker)
+                        .await;
+                }
+            }
+            if filled == buf.len() {
+                return self.respond(431, "request head too large\n").await;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match timeout(left, self.tls.read(&mut buf[filled..])).await {
@@ -84,27 +102,7 @@ impl Conn<'_> {
                 Some(Ok(0)) | Some(Err(_)) => return,
                 Some(Ok(n)) => filled += n,
             }
-        };
-        let head = match http::parse_head(&buf[..filled], head_limits) {
-            Ok(Some(head)) => head,
-            _ => return,
-        };
-        let leftover = buf[head_len..filled].to_vec();
-        let path = head.path.to_owned();
-        if path == "/healthz" {
-            return self.respond(if head.method == "GET" { 200 } else { 405 }, "ok\n").await;
         }
-        match path.strip_prefix("/v1/tunnel/") {
-            Some(target) if !target.is_empty() && !target.contains('/') => {
-                self.tunnel(&head, target.to_owned(), leftover, tracker).await
-            }
-            _ => self.respond(404, "not found\n").await,
-        }
-    }
-
-    async fn refuse_http(&mut self, e: HttpError) {
-        tracing::debug!(client = %self.client, "bad request: {e}");
-        self.respond(e.status(), &format!("{e}\n")).await
     }
 
     /// Sends a complete response and closes the connection (TLS close_notify, then FIN).
@@ -133,44 +131,29 @@ impl Conn<'_> {
         });
     }
 
-    async fn tunnel(&mut self, head: &RequestHead<'_>, target_name: String, leftover: Vec<u8>, tracker: &Tracker) {
-        let path = head.path.to_owned();
-        let upgrade = match http::websocket_upgrade(head) {
-            Ok(u) => u,
-            Err(e) => {
-                self.deny(&path, e.status(), e.to_string(), None);
-                return self.refuse_http(e).await;
-            }
-        };
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let token = head.bearer_token();
-        let (claims, target) = match self.state.policy.authorize(token.as_deref(), &target_name, now) {
-            Ok(ok) => ok,
-            Err(denial) => {
-                let reason = denial.reason();
-                self.deny(&path, denial.status(), reason.clone(), None);
-                return self.respond(denial.status(), &format!("{reason}\n")).await;
-            }
-        };
+    async fn tunnel(
+        &mut self,
+        path: String,
+        target: Target,
+        claims: Claims,
+        accept: Vec<u8>,
+        leftover: &[u8],
+        tracker: &Tracker,
+    ) {
         let settings = &self.state.policy.config.session;
-        let backend = match connect(target, settings.connect_timeout).await {
+        let mut backend = match connect(&target, settings.connect_timeout).await {
             Ok(b) => b,
             Err(e) => {
                 self.deny(&path, 502, format!("target unreachable: {e}"), Some(claims.sub.clone()));
                 return self.respond(502, "target unreachable\n").await;
             }
         };
-        let accept = http::switching_protocols(upgrade.key, None);
-        if timeout(settings.close_timeout, self.tls.write_all(&accept))
-            .await
-            .is_none()
-        {
-            return;
-        }
-        if self.tls.flush().await.is_err() {
+        let sent = timeout(settings.close_timeout, async {
+            self.tls.write_all(&accept).await?;
+            self.tls.flush().await
+        })
+        .await;
+        if !matches!(sent, Some(Ok(()))) {
             return;
         }
 
@@ -182,8 +165,7 @@ impl Conn<'_> {
             max_frame_payload: limits.max_frame_size,
             max_message: limits.max_message_size,
         };
-        let mut relay = Relay::new(Role::Server, ws_limits, settings.buffer_size, &leftover);
-        let mut backend = backend;
+        let mut relay = Relay::new(Role::Server, ws_limits, settings.buffer_size, leftover);
         let end = drive(&mut relay, &mut self.tls, &mut backend, settings, tracker).await;
         let counters = relay.counters();
         tracing::info!(%session, ended = %end.label(), up = counters.peer_to_raw, down = counters.raw_to_peer, "session ended");
@@ -202,6 +184,18 @@ impl Conn<'_> {
             ended: end.label(),
         });
     }
+}
+
+/// The request path without its query string (which may hold a token), for logs.
+fn path_of(buf: &[u8]) -> String {
+    let line = buf.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    String::from_utf8_lossy(&path[..path.len().min(256)]).into_owned()
+}
+
+fn unix_now() -> u64 {
+    crate::keys::unix_now()
 }
 
 async fn connect(target: &Target, limit: Duration) -> std::io::Result<TcpStream> {
