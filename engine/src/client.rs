@@ -6,7 +6,7 @@ use crate::relay::{End, Relay, Step};
 use anyhow::{anyhow, bail, Context};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use portcullis_protocols::http::{self, HeadLimits};
-use portcullis_protocols::ws::{self, Limits, Role};
+use portcullis_protocols::ws::{self, CloseCode, Limits, Role};
 use rustls::pki_types::ServerName;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -159,23 +159,60 @@ pub async fn open(
     Ok((stream, buf[head.len..filled].to_vec()))
 }
 
-/// Relays a raw stream through an open tunnel until both sides are done.
-pub async fn relay<R: AsyncRead + AsyncWrite + Unpin>(mut ws: ClientTls, leftover: Vec<u8>, mut raw: R) -> End {
+/// Relays a raw stream through an open tunnel until both sides are done. When `stop` resolves
+/// (e.g. OpenSSH sends its ProxyCommand SIGHUP on exit), the tunnel is closed cleanly.
+pub async fn relay<R: AsyncRead + AsyncWrite + Unpin>(
+    mut ws: ClientTls,
+    leftover: Vec<u8>,
+    mut raw: R,
+    stop: impl std::future::Future<Output = ()>,
+) -> End {
     let mut relay = Relay::new(Role::Client, Limits::default(), BUFFER, &leftover);
-    let step = futures_lite::future::poll_fn(|cx| relay.poll(cx, &mut ws, &mut raw)).await;
-    match step {
-        Step::Ended(end) => end,
-        Step::Closing => {
-            let rest = tokio::time::timeout(
-                CLOSE_TIMEOUT,
-                futures_lite::future::poll_fn(|cx| relay.poll(cx, &mut ws, &mut raw)),
-            )
-            .await;
-            match rest {
-                Ok(Step::Ended(end)) => end,
-                _ => relay.abort(),
+    let mut stop = std::pin::pin!(stop);
+    let mut stopped = false;
+    loop {
+        let step = tokio::select! {
+            step = futures_lite::future::poll_fn(|cx| relay.poll(cx, &mut ws, &mut raw)) => Some(step),
+            _ = &mut stop, if !stopped => None,
+        };
+        match step {
+            Some(Step::Ended(end)) => return end,
+            Some(Step::Closing) => break,
+            None => {
+                stopped = true;
+                relay.close(CloseCode::NORMAL, "client_exit");
             }
         }
+    }
+    let rest = tokio::time::timeout(
+        CLOSE_TIMEOUT,
+        futures_lite::future::poll_fn(|cx| relay.poll(cx, &mut ws, &mut raw)),
+    )
+    .await;
+    match rest {
+        Ok(Step::Ended(end)) => end,
+        _ => relay.abort(),
+    }
+}
+
+/// Resolves on SIGHUP, SIGTERM or SIGINT.
+async fn exit_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    tokio::select! {
+        _ = recv(&mut hup) => {}
+        _ = recv(&mut term) => {}
+        _ = recv(&mut int) => {}
     }
 }
 
@@ -226,8 +263,8 @@ pub async fn connect_stdio(
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<()> {
     let (ws, leftover) = open(url, target, token, tls).await?;
-    match relay(ws, leftover, Stdio::new()).await {
-        End::PeerClosed(_) | End::RawClosed => Ok(()),
+    match relay(ws, leftover, Stdio::new(), exit_signal()).await {
+        End::PeerClosed(_) | End::RawClosed | End::Local(_, "client_exit") => Ok(()),
         other => Err(anyhow!(
             "tunnel ended: {}",
             other.label().replace("client_", "gateway_")
@@ -270,7 +307,7 @@ pub async fn tunnel(
                 tokio::spawn(async move {
                     match open(&url, &target, &token, tls).await {
                         Ok((ws, leftover)) => {
-                            let end = relay(ws, leftover, sock.compat()).await;
+                            let end = relay(ws, leftover, sock.compat(), std::future::pending()).await;
                             eprintln!("portcullis: {peer}: {}", end.label().replace("client_", "gateway_"));
                         }
                         Err(e) => eprintln!("portcullis: {peer}: {e:#}"),

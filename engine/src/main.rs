@@ -198,11 +198,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connect { gw } => {
             let (url, tls) = gw.resolve()?;
-            client_runtime()?.block_on(client::connect_stdio(&url, &gw.target, &gw.token, tls))
+            let rt = client_runtime()?;
+            let result = rt.block_on(client::connect_stdio(&url, &gw.target, &gw.token, tls));
+            // A read of stdin may still be blocked in tokio's thread pool: do not wait for it.
+            rt.shutdown_background();
+            result
         }
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
-            client_runtime()?.block_on(client::tunnel(url, gw.target, gw.token, tls, local))
+            let rt = client_runtime()?;
+            let result = rt.block_on(client::tunnel(url, gw.target, gw.token, tls, local));
+            rt.shutdown_background();
+            result
         }
     }
 }

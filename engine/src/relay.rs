@@ -99,6 +99,8 @@ pub struct Relay {
     in_start: usize,
     in_end: usize,
     in_write: Option<(usize, usize)>,
+    /// Bytes were written to the raw side since its last flush (stdout buffers; sockets do not).
+    in_unflushed: bool,
     peer_open: bool,
     // Raw → peer.
     outbuf: Box<[u8]>,
@@ -137,6 +139,7 @@ impl Relay {
             in_start: 0,
             in_end: initial.len(),
             in_write: None,
+            in_unflushed: false,
             peer_open: true,
             outbuf: vec![0u8; buf_size + HEADROOM].into_boxed_slice(),
             out_write: None,
@@ -271,6 +274,7 @@ impl Relay {
                     Poll::Ready(Ok(0)) => return self.raw_failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         self.counters.peer_to_raw += n as u64;
+                        self.in_unflushed = true;
                         self.in_write = (start + n < end).then_some((start + n, end));
                         continue;
                     }
@@ -324,8 +328,22 @@ impl Relay {
                     self.in_end = n;
                     self.counters.peer_reads += 1;
                 }
+                // A peer that drops TCP without TLS close_notify has simply gone away.
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return self.peer_lost(End::PeerGone)
+                }
                 Poll::Ready(Err(e)) => return self.peer_lost(End::PeerError(e.to_string())),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing more to forward right now: push out what the raw side buffered.
+                    if self.in_unflushed {
+                        match Pin::new(&mut *raw).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.in_unflushed = false,
+                            Poll::Ready(Err(e)) => return self.raw_failed(e),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
             }
         }
     }

@@ -5,5 +5,6 @@
 //! benchmarkable in isolation; `portcullis` (the engine) binds them to glommio and rustls.
 
 pub mod http;
+pub mod rdp;
 pub mod token;
 pub mod ws;

@@ -1,0 +1,674 @@
+//! End-to-end tests against a real OpenSSH server: `ssh` through `portcullis connect` as a
+//! ProxyCommand, `ssh`/`scp` through `portcullis tunnel`, and a refused tunnel that must never
+//! reach sshd. Every test starts its own sshd and gateway on fresh ports, in its own temp dir.
+
+mod common;
+
+use common::{free_port, Gateway, TargetDef, BIN};
+use sha2::{Digest, Sha256};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const SSH: &str = "/usr/bin/ssh";
+const SCP: &str = "/usr/bin/scp";
+const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
+
+/// Name of the target in the gateway and the host key alias in known_hosts.
+const ALIAS: &str = "vm1";
+
+const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------------------------
+// Process helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `cmd` (stdin closed, output captured) in its own process group; if it is not done after
+/// `limit`, the whole group (e.g. ssh and its ProxyCommand) is killed and the test panics.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+    let out = reader(child.stdout.take().unwrap());
+    let err = reader(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill_group(&mut child);
+            let stderr = err.join().unwrap_or_default();
+            panic!(
+                "timed out after {limit:?}: {what}\nstderr:\n{}",
+                String::from_utf8_lossy(&stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The group may still hold the pipes open (a lingering ProxyCommand); bound that too.
+    let out = join_bounded(out, deadline.max(Instant::now() + Duration::from_secs(5)), &mut child);
+    let err = join_bounded(err, deadline.max(Instant::now() + Duration::from_secs(5)), &mut child);
+    Output {
+        status,
+        stdout: out,
+        stderr: err,
+    }
+}
+
+fn reader(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+fn join_bounded(h: std::thread::JoinHandle<Vec<u8>>, deadline: Instant, child: &mut Child) -> Vec<u8> {
+    while !h.is_finished() {
+        if Instant::now() > deadline {
+            kill_group(child);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.join().unwrap_or_default()
+}
+
+/// SIGKILL to the process group led by `child` (it was spawned with `process_group(0)`).
+fn kill_group(child: &mut Child) {
+    let pgid = child.id() as libc::pid_t;
+    // SAFETY: plain syscall on a process group we created.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A marker unlikely to appear by chance in any output.
+fn marker() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "MARK-{}-{:x}-{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+fn current_user() -> String {
+    let out = run_bounded(Command::new("id").arg("-un"), Duration::from_secs(10));
+    assert!(out.status.success(), "id -un failed");
+    text(&out.stdout).trim().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A real sshd
+// ---------------------------------------------------------------------------------------------
+
+struct Sshd {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+    user: String,
+    client_key: PathBuf,
+    known_hosts: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = run_bounded(
+        Command::new(SSH_KEYGEN)
+            .args(["-t", "ed25519", "-N", "", "-q", "-C", "portcullis-test", "-f"])
+            .arg(path),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "ssh-keygen failed: {}", text(&out.stderr));
+}
+
+impl Sshd {
+    fn start() -> Sshd {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let host_key = d.join("host_key");
+        let client_key = d.join("client_key");
+        keygen(&host_key);
+        keygen(&client_key);
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
+
+        let port = free_port();
+        let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
+        let host_pub = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        let known_hosts = d.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{port} {host_pub}\n{ALIAS} {host_pub}\n"),
+        )
+        .unwrap();
+
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress 127.0.0.1\nPort {port}\nHostKey {hk}\nPidFile {pid}\nAuthorizedKeysFile {ak}\n\
+                 StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                 PermitRootLogin prohibit-password\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
+                hk = host_key.display(),
+                pid = d.join("sshd.pid").display(),
+                ak = d.join("authorized_keys").display(),
+            ),
+        )
+        .unwrap();
+
+        let log = d.join("sshd.log");
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("cannot start sshd");
+        let mut sshd = Sshd {
+            child,
+            port,
+            dir,
+            user: current_user(),
+            client_key,
+            known_hosts,
+            log,
+        };
+
+        // Wait until it listens. Its own "Server listening" line rather than a probe connection:
+        // a probe would add a "Connection from" line, which the denial test must not see.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let want = format!("Server listening on 127.0.0.1 port {port}");
+        loop {
+            if sshd.log_text().contains(&want) {
+                break;
+            }
+            if let Some(status) = sshd.child.try_wait().unwrap() {
+                panic!("sshd exited with {status}:\n{}", sshd.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("sshd did not listen on port {port} within 10 s:\n{}", sshd.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sshd
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The options every ssh/scp run gets: no user config, this test's keys, no prompts.
+    fn client_opts(&self) -> Vec<String> {
+        vec![
+            "-F".into(),
+            "/dev/null".into(),
+            "-o".into(),
+            format!("UserKnownHostsFile={}", self.known_hosts.display()),
+            "-o".into(),
+            "GlobalKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=yes".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-i".into(),
+            self.client_key.display().to_string(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "ServerAliveInterval=5".into(),
+            "-o".into(),
+            "ServerAliveCountMax=6".into(),
+        ]
+    }
+
+    /// `ssh` to `ALIAS` through `BIN connect` as ProxyCommand.
+    fn ssh_via_connect(&self, gw: &Gateway, token: &str, remote: &str) -> Output {
+        let proxy = format!("{BIN} connect {} --target {ALIAS} --insecure --token {token}", gw.url());
+        run_bounded(
+            Command::new(SSH)
+                .args(self.client_opts())
+                .arg("-o")
+                .arg(format!("ProxyCommand={proxy}"))
+                .arg(format!("{}@{ALIAS}", self.user))
+                .arg(remote),
+            CMD_TIMEOUT,
+        )
+    }
+
+    /// Plain `ssh` to a local port (a tunnel), host key checked under `ALIAS`.
+    fn ssh_via_port(&self, port: u16, remote: &str) -> Output {
+        run_bounded(
+            Command::new(SSH)
+                .args(self.client_opts())
+                .args(["-o", &format!("HostKeyAlias={ALIAS}"), "-p", &port.to_string()])
+                .arg(format!("{}@127.0.0.1", self.user))
+                .arg(remote),
+            CMD_TIMEOUT,
+        )
+    }
+
+    fn scp_via_port(&self, port: u16, from: &str, to: &str, limit: Duration) -> Output {
+        run_bounded(
+            Command::new(SCP).args(self.client_opts()).args([
+                "-q",
+                "-o",
+                &format!("HostKeyAlias={ALIAS}"),
+                "-P",
+                &port.to_string(),
+                from,
+                to,
+            ]),
+            limit,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway and client helpers
+// ---------------------------------------------------------------------------------------------
+
+fn gateway_for(sshd: &Sshd) -> Gateway {
+    Gateway::start(
+        &[TargetDef {
+            name: ALIAS,
+            address: sshd.address(),
+            protocol: "ssh",
+        }],
+        "",
+    )
+}
+
+/// A token minted by the CLI: `portcullis token issue`.
+fn cli_token(gw: &Gateway, user: &str, target: &str) -> String {
+    let out = run_bounded(
+        Command::new(BIN)
+            .args(["token", "issue", "--key"])
+            .arg(gw.key_path())
+            .args(["--user", user, "--target", target, "--ttl", "5m"]),
+        Duration::from_secs(20),
+    );
+    assert!(out.status.success(), "token issue failed: {}", text(&out.stderr));
+    let token = text(&out.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
+    token
+}
+
+/// `portcullis tunnel` as a child process, killed on drop.
+struct Tunnel {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Tunnel {
+    fn start(gw: &Gateway, token: &str) -> Tunnel {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args([
+                "tunnel",
+                &gw.url(),
+                "--target",
+                ALIAS,
+                "--token",
+                token,
+                "--insecure",
+                "--local",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start portcullis tunnel");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[tunnel {port}] {line}");
+                if line.contains("forwarding") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let mut tunnel = Tunnel { child, port };
+        // The "forwarding" line is printed once the listener is bound, so the port accepts from
+        // then on. (A probe connection would open a tunnel and an sshd session of its own.)
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let status = tunnel.child.try_wait().ok().flatten();
+            panic!("portcullis tunnel did not start listening on {port} (exit: {status:?})");
+        }
+        tunnel
+    }
+}
+
+fn session_records(gw: &Gateway, want: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sessions: Vec<serde_json::Value> = gw
+            .audit_lines(0)
+            .into_iter()
+            .filter(|l| l["event"] == "session")
+            .collect();
+        if sessions.len() >= want || Instant::now() > deadline {
+            return sessions;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        // xorshift64*
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        out.extend_from_slice(&seed.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn sha256_file(p: &Path) -> [u8; 32] {
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("cannot open {}: {e}", p.display()));
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.finalize().into()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn ssh_through_connect_proxycommand() {
+    let sshd = Sshd::start();
+    let gw = gateway_for(&sshd);
+    let harness_token = gw.token("alice", ALIAS);
+    let token = cli_token(&gw, "alice", ALIAS);
+    assert_ne!(harness_token, token, "two issued tokens should differ (jti, iat)");
+
+    let mark = marker();
+    let out = sshd.ssh_via_connect(&gw, &token, &format!("echo {mark}"));
+    assert!(
+        out.status.success(),
+        "ssh failed ({}):\nstdout: {}\nstderr: {}\nsshd log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        sshd.log_text()
+    );
+    assert!(
+        text(&out.stdout).contains(&mark),
+        "marker missing from stdout: {:?}",
+        text(&out.stdout)
+    );
+
+    let sessions = session_records(&gw, 1);
+    assert_eq!(
+        sessions.len(),
+        1,
+        "expected one session record, audit: {:?}",
+        gw.audit_lines(0)
+    );
+    let s = &sessions[0];
+    assert_eq!(s["user"], "alice", "{s}");
+    assert_eq!(s["target"], ALIAS, "{s}");
+    assert_eq!(s["protocol"], "ssh", "{s}");
+    assert!(s["bytes_client_to_target"].as_u64().unwrap_or(0) > 0, "{s}");
+    assert!(s["bytes_target_to_client"].as_u64().unwrap_or(0) > 0, "{s}");
+    assert_eq!(
+        s["ended"], "client_closed",
+        "ssh exited normally, so its tunnel closes cleanly: {s}"
+    );
+    assert!(!s["end"].as_str().unwrap_or("").is_empty(), "{s}");
+    // The sshd saw exactly the one connection, and accepted the key.
+    let log = sshd.log_text();
+    assert_eq!(log.matches("Connection from").count(), 1, "sshd log:\n{log}");
+    assert!(log.contains("Accepted publickey"), "sshd log:\n{log}");
+}
+
+#[test]
+fn ssh_through_local_tunnel() {
+    let sshd = Sshd::start();
+    let gw = gateway_for(&sshd);
+    let tunnel = Tunnel::start(&gw, &gw.token("alice", ALIAS));
+
+    let mark = marker();
+    let out = sshd.ssh_via_port(tunnel.port, &format!("echo {mark}"));
+    assert!(
+        out.status.success(),
+        "ssh failed ({}):\nstdout: {}\nstderr: {}\nsshd log:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        sshd.log_text()
+    );
+    assert!(
+        text(&out.stdout).contains(&mark),
+        "marker missing from stdout: {:?}",
+        text(&out.stdout)
+    );
+
+    let sessions = session_records(&gw, 1);
+    assert_eq!(sessions.len(), 1, "audit: {:?}", gw.audit_lines(0));
+    assert_eq!(sessions[0]["user"], "alice");
+    assert!(sessions[0]["bytes_target_to_client"].as_u64().unwrap_or(0) > 0);
+
+    // A second connection through the same tunnel gets its own session.
+    let mark2 = marker();
+    let out = sshd.ssh_via_port(tunnel.port, &format!("echo {mark2}"));
+    assert!(out.status.success(), "second ssh failed: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&mark2));
+    assert_eq!(session_records(&gw, 2).len(), 2, "audit: {:?}", gw.audit_lines(0));
+}
+
+#[test]
+fn scp_50_mib_through_tunnel() {
+    const SIZE: usize = 50 << 20;
+    let sshd = Sshd::start();
+    let gw = gateway_for(&sshd);
+    let tunnel = Tunnel::start(&gw, &gw.token("alice", ALIAS));
+
+    let local = tempfile::tempdir().unwrap();
+    let src = local.path().join("src.bin");
+    let data = pseudo_random(SIZE, 0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id()));
+    std::fs::write(&src, &data).unwrap();
+    let want = sha256_file(&src);
+    drop(data);
+
+    // Up: local -> remote (sshd runs on this machine, so "remote" is sshd's temp dir).
+    let remote = sshd.dir.path().join("uploaded.bin");
+    let started = Instant::now();
+    let out = sshd.scp_via_port(
+        tunnel.port,
+        src.to_str().unwrap(),
+        &format!("{}@127.0.0.1:{}", sshd.user, remote.display()),
+        Duration::from_secs(180),
+    );
+    eprintln!("upload of {SIZE} bytes took {:?}", started.elapsed());
+    assert!(
+        out.status.success(),
+        "scp up failed ({}): {}\nsshd log:\n{}",
+        out.status,
+        text(&out.stderr),
+        sshd.log_text()
+    );
+    assert_eq!(std::fs::metadata(&remote).unwrap().len(), SIZE as u64);
+    assert_eq!(sha256_file(&remote), want, "uploaded file differs");
+
+    // Down: remote -> local.
+    let down = local.path().join("downloaded.bin");
+    let started = Instant::now();
+    let out = sshd.scp_via_port(
+        tunnel.port,
+        &format!("{}@127.0.0.1:{}", sshd.user, remote.display()),
+        down.to_str().unwrap(),
+        Duration::from_secs(180),
+    );
+    eprintln!("download of {SIZE} bytes took {:?}", started.elapsed());
+    assert!(
+        out.status.success(),
+        "scp down failed ({}): {}\nsshd log:\n{}",
+        out.status,
+        text(&out.stderr),
+        sshd.log_text()
+    );
+    assert_eq!(std::fs::metadata(&down).unwrap().len(), SIZE as u64);
+    assert_eq!(sha256_file(&down), want, "downloaded file differs");
+
+    // The audit counts the payload: one session carried ≥ 50 MiB up, the other ≥ 50 MiB down.
+    let sessions = session_records(&gw, 2);
+    assert_eq!(sessions.len(), 2, "audit: {:?}", gw.audit_lines(0));
+    let up = |s: &serde_json::Value| s["bytes_client_to_target"].as_u64().unwrap_or(0);
+    let dn = |s: &serde_json::Value| s["bytes_target_to_client"].as_u64().unwrap_or(0);
+    assert!(
+        sessions.iter().any(|s| up(s) >= SIZE as u64),
+        "no session carried the upload: {sessions:?}"
+    );
+    assert!(
+        sessions.iter().any(|s| dn(s) >= SIZE as u64),
+        "no session carried the download: {sessions:?}"
+    );
+}
+
+#[test]
+fn ssh_target_denied_without_policy() {
+    let sshd = Sshd::start();
+    let gw = gateway_for(&sshd);
+    let token = cli_token(&gw, "bob", ALIAS);
+
+    let mark = marker();
+    let out = sshd.ssh_via_connect(&gw, &token, &format!("echo {mark}"));
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "ssh succeeded for bob: {}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains(&mark));
+    assert!(
+        stderr.contains("403"),
+        "connect's error should mention 403, stderr:\n{stderr}"
+    );
+
+    // The gateway recorded the refusal and no session.
+    let lines = gw.audit_lines(1);
+    let denied: Vec<_> = lines.iter().filter(|l| l["event"] == "denied").collect();
+    assert_eq!(denied.len(), 1, "audit: {lines:?}");
+    assert_eq!(denied[0]["status"], 403, "audit: {lines:?}");
+    assert!(lines.iter().all(|l| l["event"] != "session"), "audit: {lines:?}");
+
+    // And sshd never saw a connection. Give a stray one a moment to show up in the log.
+    std::thread::sleep(Duration::from_millis(300));
+    let log = sshd.log_text();
+    assert!(!log.contains("Connection from"), "sshd was reached:\n{log}");
+}
+
+/// Narrows down why `ssh` through `connect` can stall: bytes from the target that do not end
+/// in a newline must still reach `connect`'s stdout promptly (SSH packets are binary). A raw TCP
+/// target sends a partial line and then stays silent with the connection open.
+#[test]
+fn connect_delivers_bytes_without_newline_promptly() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = listener.accept() {
+            let _ = conn.write_all(b"partial-no-newline");
+            std::thread::sleep(Duration::from_secs(20));
+        }
+    });
+    let gw = Gateway::start(
+        &[TargetDef {
+            name: "raw",
+            address,
+            protocol: "tcp",
+        }],
+        "",
+    );
+    let token = gw.token("alice", "raw");
+    let mut child = Command::new(BIN)
+        .args(["connect", &gw.url(), "--target", "raw", "--insecure", "--token", &token])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = Vec::new();
+    while got.len() < b"partial-no-newline".len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(chunk) => got.extend_from_slice(&chunk),
+            Err(_) => break,
+        }
+    }
+    kill_group(&mut child);
+    assert_eq!(
+        text(&got),
+        "partial-no-newline",
+        "connect held back target bytes that do not end in a newline (stdout never flushed?)"
+    );
+}
