@@ -6,5 +6,6 @@
 
 pub mod http;
 pub mod rdp;
+pub mod terminal;
 pub mod token;
 pub mod ws;

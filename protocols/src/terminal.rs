@@ -1,0 +1,141 @@
+//! The web terminal's control channel, on the same WebSocket as the terminal bytes:
+//! binary frames carry terminal data both ways; text frames carry small JSON control messages.
+//!
+//! Browser -> gateway: `{"type":"resize","cols":120,"rows":40}`, `{"type":"close"}`.
+//! Gateway -> browser: `{"type":"exit","status":0}`, `{"type":"error","message":"…"}`.
+
+use serde::{Deserialize, Serialize};
+
+/// Control messages are tiny; anything longer is refused before JSON parsing.
+pub const MAX_CONTROL_LEN: usize = 1024;
+/// Bounds on a terminal size; a PTY larger than this is a client bug or an attack.
+pub const MAX_COLS: u16 = 1000;
+pub const MAX_ROWS: u16 = 1000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ClientMessage {
+    Resize { cols: u16, rows: u16 },
+    Close {},
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// The remote command ended with this exit status (or signal name).
+    Exit {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+    },
+    /// The session cannot start or continue; shown to the user as is.
+    Error { message: String },
+}
+
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum TerminalError {
+    #[error("control message longer than {MAX_CONTROL_LEN} bytes")]
+    TooLong,
+    #[error("invalid control message: {0}")]
+    Invalid(String),
+    #[error("terminal size {cols}x{rows} out of range")]
+    BadSize { cols: u16, rows: u16 },
+}
+
+/// Parses a text frame from the browser.
+pub fn parse_client(text: &str) -> Result<ClientMessage, TerminalError> {
+    if text.len() > MAX_CONTROL_LEN {
+        return Err(TerminalError::TooLong);
+    }
+    let msg: ClientMessage = serde_json::from_str(text).map_err(|e| TerminalError::Invalid(e.to_string()))?;
+    if let ClientMessage::Resize { cols, rows } = msg {
+        if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
+            return Err(TerminalError::BadSize { cols, rows });
+        }
+    }
+    Ok(msg)
+}
+
+pub fn encode_client(msg: &ClientMessage) -> String {
+    serde_json::to_string(msg).unwrap_or_default()
+}
+
+/// Parses a text frame from the gateway (for clients and tests).
+pub fn parse_server(text: &str) -> Result<ServerMessage, TerminalError> {
+    if text.len() > MAX_CONTROL_LEN {
+        return Err(TerminalError::TooLong);
+    }
+    serde_json::from_str(text).map_err(|e| TerminalError::Invalid(e.to_string()))
+}
+
+/// Encodes a message for the browser; error texts are cut to fit the length bound.
+pub fn encode_server(msg: &ServerMessage) -> String {
+    let mut msg = msg.clone();
+    if let ServerMessage::Error { message } = &mut msg {
+        let mut cut = message.len().min(MAX_CONTROL_LEN / 2);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+    }
+    serde_json::to_string(&msg).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages() {
+        assert_eq!(
+            parse_client(r#"{"type":"resize","cols":120,"rows":40}"#),
+            Ok(ClientMessage::Resize { cols: 120, rows: 40 })
+        );
+        assert_eq!(parse_client(r#"{"type":"close"}"#), Ok(ClientMessage::Close {}));
+        for bad in [
+            r#"{"type":"resize","cols":0,"rows":40}"#,
+            r#"{"type":"resize","cols":70000,"rows":40}"#,
+            r#"{"type":"resize","cols":80}"#,
+            r#"{"type":"exec","cmd":"rm -rf /"}"#,
+            r#"{"type":"close","extra":1}"#,
+            "not json",
+            "",
+        ] {
+            assert!(parse_client(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_client(&" ".repeat(MAX_CONTROL_LEN + 1)),
+            Err(TerminalError::TooLong)
+        );
+    }
+
+    #[test]
+    fn server_messages_round_trip_and_stay_bounded() {
+        for msg in [
+            ServerMessage::Exit {
+                status: Some(3),
+                signal: None,
+            },
+            ServerMessage::Exit {
+                status: None,
+                signal: Some("KILL".into()),
+            },
+            ServerMessage::Error {
+                message: "host key changed".into(),
+            },
+        ] {
+            assert_eq!(parse_server(&encode_server(&msg)), Ok(msg));
+        }
+        let long = ServerMessage::Error {
+            message: "é".repeat(2000),
+        };
+        let text = encode_server(&long);
+        assert!(text.len() <= MAX_CONTROL_LEN);
+        assert!(parse_server(&text).is_ok());
+        assert_eq!(
+            encode_client(&ClientMessage::Resize { cols: 1, rows: 2 }),
+            r#"{"type":"resize","cols":1,"rows":2}"#
+        );
+    }
+}
