@@ -21,6 +21,9 @@ pub struct SessionRecord {
     pub bytes_client_to_target: u64,
     pub bytes_target_to_client: u64,
     pub ended: String,
+    /// RDP: the `Cookie: mstshash=` (user name) the client's X.224 request presented.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdp_cookie: Option<String>,
 }
 
 #[derive(Debug, Serialize)]

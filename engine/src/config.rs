@@ -84,6 +84,7 @@ struct RawTarget {
     name: Spanned<String>,
     address: Spanned<String>,
     protocol: Spanned<String>,
+    cert_sha256: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +118,8 @@ pub struct Target {
     /// `host:port` as written; resolved at connect time so DNS changes are followed.
     pub address: String,
     pub protocol: Protocol,
+    /// RDP only: the SHA-256 of the server's TLS certificate; a mismatch is refused.
+    pub cert_sha256: Option<[u8; 32]>,
 }
 
 #[derive(Clone, Debug)]
@@ -323,10 +326,27 @@ impl Config {
                     "expected host:port, e.g. \"10.0.0.4:22\"",
                 );
             }
+            let cert_sha256 = match &t.cert_sha256 {
+                None => None,
+                Some(fp) if protocol != Protocol::Rdp => {
+                    return cx.err(Some(fp.span()), "target.cert_sha256", "only for rdp targets")
+                }
+                Some(fp) => match parse_fingerprint(fp.get_ref()) {
+                    Some(f) => Some(f),
+                    None => {
+                        return cx.err(
+                            Some(fp.span()),
+                            "target.cert_sha256",
+                            "expected 32 hex bytes, e.g. \"AB:CD:…\"",
+                        )
+                    }
+                },
+            };
             let target = Target {
                 name: name.clone(),
                 address: t.address.get_ref().clone(),
                 protocol,
+                cert_sha256,
             };
             if targets.insert(name.clone(), target).is_some() {
                 return cx.err(
@@ -389,6 +409,19 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&src, base).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
+}
+
+/// `AB:CD:…` or plain hex, 32 bytes.
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 fn valid_name(s: &str) -> bool {

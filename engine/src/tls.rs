@@ -120,6 +120,23 @@ pub fn client_config(trust: ServerTrust<'_>) -> anyhow::Result<Arc<ClientConfig>
     Ok(Arc::new(config))
 }
 
+/// TLS to RDP servers, which mostly present self-signed certificates: the chain is passed to the
+/// browser client to verify, or checked against a configured pin. No ALPN (RDP does not use it).
+pub fn rdp_client_config() -> Arc<ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let config = ClientConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .expect("ring supports TLS 1.2 and 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
 /// `--insecure`: skips certificate checks but still verifies handshake signatures, so the session
 /// is at least bound to the key the server presented.
 #[derive(Debug)]

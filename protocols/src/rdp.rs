@@ -170,6 +170,78 @@ pub fn parse_cleanpath_request(buf: &[u8]) -> Result<(CleanPathRequest, Connecti
     ))
 }
 
+/// Encodes a request, as a web client would send it (for tests and load generators).
+pub fn cleanpath_request(
+    x224_request: &[u8],
+    destination: &str,
+    proxy_auth: &str,
+    preconnection_blob: Option<&str>,
+) -> Result<Vec<u8>, RdpError> {
+    RDCleanPathPdu::new_request(
+        x224_request.to_vec(),
+        destination.to_owned(),
+        proxy_auth.to_owned(),
+        preconnection_blob.map(str::to_owned),
+    )
+    .and_then(|p| p.to_der())
+    .map_err(|e| RdpError::Malformed(e.to_string()))
+}
+
+/// A Connection Request as an RDP client sends it: `Cookie: mstshash=user`, asking for TLS and
+/// CredSSP.
+pub fn connection_request(user: &str) -> Vec<u8> {
+    use ironrdp_pdu::nego::{RequestFlags, SecurityProtocol};
+    let req = ConnectionRequest {
+        nego_data: Some(NegoRequestData::cookie(user.to_owned())),
+        flags: RequestFlags::empty(),
+        protocol: SecurityProtocol::SSL | SecurityProtocol::HYBRID,
+        correlation_info: None,
+    };
+    ironrdp_core::encode_vec(&X224(req)).unwrap_or_default()
+}
+
+/// What a client learns from the gateway's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CleanPathAnswer {
+    Response {
+        x224_confirm: Vec<u8>,
+        chain: Vec<Vec<u8>>,
+        server_addr: String,
+    },
+    /// The error PDU: general code, HTTP status, TLS alert.
+    Error {
+        code: u16,
+        http_status: Option<u16>,
+        tls_alert: Option<u8>,
+    },
+}
+
+/// Decodes the gateway's answer (client side).
+pub fn parse_cleanpath_answer(buf: &[u8]) -> Result<CleanPathAnswer, RdpError> {
+    let pdu = RDCleanPathPdu::from_der(buf).map_err(|e| RdpError::Malformed(e.to_string()))?;
+    if let Some(err) = pdu.error {
+        return Ok(CleanPathAnswer::Error {
+            code: err.error_code,
+            http_status: err.http_status_code,
+            tls_alert: err.tls_alert_code,
+        });
+    }
+    Ok(CleanPathAnswer::Response {
+        x224_confirm: pdu
+            .x224_connection_pdu
+            .ok_or(RdpError::MissingField("x224_connection_pdu"))?
+            .as_bytes()
+            .to_vec(),
+        chain: pdu
+            .server_cert_chain
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.as_bytes().to_vec())
+            .collect(),
+        server_addr: pdu.server_addr.ok_or(RdpError::MissingField("server_addr"))?,
+    })
+}
+
 /// The gateway's success answer: the server's X.224 confirm, its certificate chain (for the
 /// browser to verify) and the address it connected to.
 pub fn cleanpath_response(server_addr: &str, x224_confirm: &[u8], chain: &[Vec<u8>]) -> Result<Vec<u8>, RdpError> {

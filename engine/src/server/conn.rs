@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Tls = futures_rustls::server::TlsStream<TcpStream>;
+pub(super) type Tls = futures_rustls::server::TlsStream<TcpStream>;
 
 /// `None` if `fut` did not finish within `limit`.
 pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
@@ -55,11 +55,11 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
     conn.serve(&tracker).await;
 }
 
-struct Conn<'a> {
-    tls: Tls,
-    client: SocketAddr,
-    state: &'a State,
-    shared: &'a Shared,
+pub(super) struct Conn<'a> {
+    pub(super) tls: Tls,
+    pub(super) client: SocketAddr,
+    pub(super) state: &'a State,
+    pub(super) shared: &'a Shared,
 }
 
 impl Conn<'_> {
@@ -80,6 +80,10 @@ impl Conn<'_> {
                         tracing::debug!(client = %self.client, status, "bad request");
                     }
                     return self.respond(status, &body).await;
+                }
+                Decision::RdpUpgrade { accept, head_len } => {
+                    let leftover = buf[head_len..filled].to_vec();
+                    return self.rdp(accept, leftover, tracker).await;
                 }
                 Decision::Tunnel {
                     target,
@@ -106,7 +110,7 @@ impl Conn<'_> {
     }
 
     /// Sends a complete response and closes the connection (TLS close_notify, then FIN).
-    async fn respond(&mut self, status: u16, body: &str) {
+    pub(super) async fn respond(&mut self, status: u16, body: &str) {
         let bytes = http::response(status, &[], body);
         let close = self.state.policy.config.session.close_timeout;
         let tls = &mut self.tls;
@@ -118,7 +122,7 @@ impl Conn<'_> {
         .await;
     }
 
-    fn deny(&self, path: &str, status: u16, reason: String, user: Option<String>) {
+    pub(super) fn deny(&self, path: &str, status: u16, reason: String, user: Option<String>) {
         tracing::info!(client = %self.client, path, status, reason = %reason, "request denied");
         self.shared.audit.record(&DenialRecord {
             event: "denied",
@@ -182,6 +186,7 @@ impl Conn<'_> {
             bytes_client_to_target: counters.peer_to_raw,
             bytes_target_to_client: counters.raw_to_peer,
             ended: end.label(),
+            rdp_cookie: None,
         });
     }
 }
@@ -194,11 +199,11 @@ fn path_of(buf: &[u8]) -> String {
     String::from_utf8_lossy(&path[..path.len().min(256)]).into_owned()
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     crate::keys::unix_now()
 }
 
-async fn connect(target: &Target, limit: Duration) -> std::io::Result<TcpStream> {
+pub(super) async fn connect(target: &Target, limit: Duration) -> std::io::Result<TcpStream> {
     use std::io::{Error, ErrorKind};
     let addrs: Vec<SocketAddr> = match target.address.parse::<SocketAddr>() {
         Ok(a) => vec![a],
@@ -228,10 +233,10 @@ async fn connect(target: &Target, limit: Duration) -> std::io::Result<TcpStream>
 
 /// Runs a relay under the session's clocks: idle timeout, max lifetime, pings to a silent peer,
 /// a bound on closing, and the gateway's shutdown.
-async fn drive(
+pub(super) async fn drive<R: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin>(
     relay: &mut Relay,
     tls: &mut Tls,
-    backend: &mut TcpStream,
+    backend: &mut R,
     s: &SessionSettings,
     tracker: &Tracker,
 ) -> End {
@@ -315,7 +320,7 @@ async fn drive(
     }
 }
 
-fn session_id() -> String {
+pub(super) fn session_id() -> String {
     let mut b = [0u8; 12];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

@@ -5,6 +5,7 @@
 //! takes a lock. SIGTERM/SIGINT: stop accepting, let sessions drain, then close them cleanly.
 
 mod conn;
+mod rdp;
 pub mod request;
 
 use crate::audit::Audit;

@@ -26,6 +26,9 @@ pub enum Decision {
         accept: Vec<u8>,
         head_len: usize,
     },
+    /// RDCleanPath (web RDP): upgrade first; the token and destination come inside the first
+    /// WebSocket message, so authorization happens in `rdp.rs`.
+    RdpUpgrade { accept: Vec<u8>, head_len: usize },
 }
 
 fn respond(status: u16, body: impl Into<String>) -> Decision {
@@ -53,6 +56,19 @@ pub fn decide(buf: &[u8], policy: &Policy, now: u64) -> Decision {
             respond(200, "ok\n")
         } else {
             respond(405, "method not allowed\n")
+        };
+    }
+    if head.path == "/v1/rdp" || head.path == "/jet/rdp" {
+        return match http::websocket_upgrade(&head) {
+            Ok(upgrade) => Decision::RdpUpgrade {
+                accept: http::switching_protocols(upgrade.key, None),
+                head_len: head.len,
+            },
+            Err(e) => Decision::Respond {
+                status: e.status(),
+                body: format!("{e}\n"),
+                denied: Some(e.to_string()),
+            },
         };
     }
     let target = match head.path.strip_prefix("/v1/tunnel/") {
@@ -117,7 +133,7 @@ mod tests {
     fn status(d: &Decision) -> u16 {
         match d {
             Decision::Respond { status, .. } => *status,
-            Decision::Tunnel { .. } => 101,
+            Decision::Tunnel { .. } | Decision::RdpUpgrade { .. } => 101,
             Decision::NeedMore => 0,
         }
     }
@@ -154,6 +170,11 @@ mod tests {
         assert_eq!(status(&decide(&request("/v1/tunnel/", &token), &policy, now)), 404);
         assert_eq!(status(&decide(&request("/v1/tunnel/vm1/x", &token), &policy, now)), 404);
         assert_eq!(status(&decide(b"GET /healthz HTTP/1.1\r\n\r\n", &policy, now)), 200);
+        assert!(matches!(
+            decide(&request("/jet/rdp", ""), &policy, now),
+            Decision::RdpUpgrade { .. }
+        ));
+        assert_eq!(status(&decide(b"GET /v1/rdp HTTP/1.1\r\n\r\n", &policy, now)), 400);
         assert_eq!(status(&decide(b"PUT /healthz HTTP/1.1\r\n\r\n", &policy, now)), 405);
         assert_eq!(status(&decide(b"BREW / HTCPCP/1.0\r\n\r\n", &policy, now)), 505);
     }

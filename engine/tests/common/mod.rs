@@ -210,8 +210,13 @@ pub struct WsClient {
 impl WsClient {
     /// Opens `/v1/tunnel/{target}` with `token`; panics unless the gateway answers 101.
     pub async fn open(gw: &Gateway, target: &str, token: &str) -> WsClient {
+        Self::open_path(gw, &format!("/v1/tunnel/{target}"), Some(token)).await
+    }
+
+    /// Opens a WebSocket on `path`; panics unless the gateway answers 101.
+    pub async fn open_path(gw: &Gateway, path: &str, token: Option<&str>) -> WsClient {
         let mut tls = tls_connect(gw.addr()).await;
-        let req = upgrade_request(&format!("/v1/tunnel/{target}"), Some(token));
+        let req = upgrade_request(path, token);
         tls.write_all(req.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         let mut head = Vec::new();
