@@ -124,6 +124,8 @@ pub struct Relay {
     closing_reported: bool,
     counters: Counters,
     mask_seed: u64,
+    /// The first bytes the peer sent, kept for the audit log (e.g. an RDP X.224 cookie).
+    capture: Option<(Vec<u8>, usize)>,
 }
 
 impl Relay {
@@ -159,7 +161,17 @@ impl Relay {
             closing_reported: false,
             counters: Counters::default(),
             mask_seed: seed(),
+            capture: None,
         }
+    }
+
+    /// Keeps a copy of the first `limit` payload bytes from the peer (see `captured`).
+    pub fn capture_first(&mut self, limit: usize) {
+        self.capture = Some((Vec::with_capacity(limit), limit));
+    }
+
+    pub fn captured(&self) -> &[u8] {
+        self.capture.as_ref().map(|(c, _)| c.as_slice()).unwrap_or_default()
     }
 
     pub fn counters(&self) -> Counters {
@@ -303,7 +315,12 @@ impl Relay {
                             return self.fail_peer(end, CloseCode::UNSUPPORTED_DATA, "binary frames only");
                         }
                         if !range.is_empty() {
-                            self.in_write = Some((base + range.start, base + range.end));
+                            let (start, end) = (base + range.start, base + range.end);
+                            if let Some((cap, limit)) = &mut self.capture {
+                                let take = (end - start).min(limit.saturating_sub(cap.len()));
+                                cap.extend_from_slice(&self.inbuf[start..start + take]);
+                            }
+                            self.in_write = Some((start, end));
                         }
                     }
                     Some(Event::Ping(p)) => {

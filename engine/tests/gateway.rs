@@ -448,3 +448,28 @@ fn cli_errors_are_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[tokio::test]
+async fn rdp_tunnels_audit_the_x224_cookie() {
+    let echo = EchoTarget::start();
+    let gw = Gateway::start(
+        &[TargetDef {
+            name: "desk",
+            address: echo.addr.to_string(),
+            protocol: "rdp",
+        }],
+        "",
+    );
+    let mut ws = WsClient::open(&gw, "desk", &gw.token("alice", "desk")).await;
+    let cr = portcullis_protocols::rdp::connection_request("ALICE-PC\\alice");
+    // Split across frames, as a client may.
+    ws.send_binary(&cr[..5]).await;
+    ws.send_binary(&cr[5..]).await;
+    assert_eq!(ws.recv_bytes(cr.len(), 10 * SEC).await, cr);
+    ws.send_close(CloseCode::NORMAL).await;
+    ws.recv_close(10 * SEC).await;
+    let lines = gw.audit_lines(1);
+    let rec = lines.iter().find(|l| l["event"] == "session").unwrap();
+    assert_eq!(rec["protocol"], "rdp");
+    assert_eq!(rec["rdp_cookie"], "ALICE-PC\\alice");
+}

@@ -3,13 +3,14 @@
 use super::request::{self, Decision};
 use super::{Shared, State, Tracker};
 use crate::audit::{now_rfc3339, DenialRecord, SessionRecord};
+use crate::config::Protocol;
 use crate::config::{SessionSettings, Target};
 use crate::relay::{End, Relay, Step};
 use futures_lite::{AsyncReadExt, AsyncWriteExt, Future};
 use glommio::net::TcpStream;
-use portcullis_protocols::http;
 use portcullis_protocols::token::Claims;
 use portcullis_protocols::ws::{self, CloseCode, Role};
+use portcullis_protocols::{http, rdp};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -170,7 +171,15 @@ impl Conn<'_> {
             max_message: limits.max_message_size,
         };
         let mut relay = Relay::new(Role::Server, ws_limits, settings.buffer_size, leftover);
+        if target.protocol == Protocol::Rdp {
+            // Native RDP clients open with an X.224 Connection Request naming the user.
+            relay.capture_first(rdp::MAX_X224_LEN);
+        }
         let end = drive(&mut relay, &mut self.tls, &mut backend, settings, tracker).await;
+        let rdp_cookie = match target.protocol {
+            Protocol::Rdp => rdp_cookie(relay.captured()),
+            _ => None,
+        };
         let counters = relay.counters();
         tracing::info!(%session, ended = %end.label(), up = counters.peer_to_raw, down = counters.raw_to_peer, "session ended");
         self.shared.audit.record(&SessionRecord {
@@ -186,9 +195,15 @@ impl Conn<'_> {
             bytes_client_to_target: counters.peer_to_raw,
             bytes_target_to_client: counters.raw_to_peer,
             ended: end.label(),
-            rdp_cookie: None,
+            rdp_cookie,
         });
     }
+}
+
+/// The `mstshash` cookie of the X.224 Connection Request at the start of `first`, if whole.
+fn rdp_cookie(first: &[u8]) -> Option<String> {
+    let len = rdp::tpkt_len(first, rdp::MAX_X224_LEN).ok()??;
+    rdp::parse_connection_request(first.get(..len)?).ok()?.cookie
 }
 
 /// The request path without its query string (which may hold a token), for logs.
