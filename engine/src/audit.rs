@@ -24,6 +24,12 @@ pub struct SessionRecord {
     /// RDP: the `Cookie: mstshash=` (user name) the client's X.224 request presented.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdp_cookie: Option<String>,
+    /// The session's recording file, when it was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// How the user came in when not by a tunnel (`web_terminal`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize)]

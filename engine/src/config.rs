@@ -29,10 +29,30 @@ struct RawConfig {
     session: RawSession,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    web: RawWeb,
+    #[serde(default)]
+    recording: RawRecording,
     #[serde(default, rename = "target")]
     targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
     users: Vec<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeb {
+    session_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    origins: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    dir: Option<PathBuf>,
+    #[serde(default)]
+    required: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +105,19 @@ struct RawTarget {
     address: Spanned<String>,
     protocol: Spanned<String>,
     cert_sha256: Option<Spanned<String>>,
+    ssh_user: Option<String>,
+    ssh_key: Option<Spanned<PathBuf>>,
+    host_key: Option<Spanned<OneOrMany>>,
+    #[serde(default = "yes")]
+    clipboard: bool,
+    #[serde(default)]
+    record_input: bool,
+    idle_timeout: Option<Spanned<String>>,
+    max_lifetime: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +126,16 @@ struct RawUser {
     name: Spanned<String>,
     #[serde(default)]
     targets: Vec<Spanned<String>>,
+    password_hash: Option<Spanned<String>>,
+    #[serde(default)]
+    replay: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +163,46 @@ pub struct Target {
     pub protocol: Protocol,
     /// RDP only: the SHA-256 of the server's TLS certificate; a mismatch is refused.
     pub cert_sha256: Option<[u8; 32]>,
+    /// SSH only: how the browser terminal reaches this target.
+    pub ssh: SshSettings,
+}
+
+/// Browser-terminal settings of an SSH target.
+#[derive(Clone, Debug, Default)]
+pub struct SshSettings {
+    /// Login name the gateway uses; with `key`, users never see credentials.
+    pub user: Option<String>,
+    /// Private key file (OpenSSH format) the gateway logs in with.
+    pub key: Option<PathBuf>,
+    /// Pinned host keys, `ssh-ed25519 AAAA…` (known_hosts format, host field optional).
+    pub host_keys: Vec<String>,
+    pub clipboard: bool,
+    pub record_input: bool,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+}
+
+/// A user's sign-in settings for the web app.
+#[derive(Clone, Debug, Default)]
+pub struct Account {
+    /// Argon2id PHC string; without it the user can only sign in with a token.
+    pub password_hash: Option<String>,
+    /// May list and replay session recordings.
+    pub replay: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    pub session_ttl: Duration,
+    /// Origins allowed besides the gateway's own (`https://<Host>`).
+    pub origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecordingSettings {
+    pub dir: Option<PathBuf>,
+    /// Refuse browser SSH sessions whose recording cannot be written.
+    pub required: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -158,6 +241,9 @@ pub struct Config {
     pub targets: HashMap<String, Target>,
     /// User name → names of the targets that user may reach.
     pub users: HashMap<String, HashSet<String>>,
+    pub accounts: HashMap<String, Account>,
+    pub web: WebSettings,
+    pub recording: RecordingSettings,
 }
 
 /// A configuration error with the line it is on (1-based), when known.
@@ -342,11 +428,51 @@ impl Config {
                     }
                 },
             };
+            if protocol != Protocol::Ssh && (t.ssh_user.is_some() || t.ssh_key.is_some() || t.host_key.is_some()) {
+                return cx.err(
+                    Some(t.name.span()),
+                    "target.ssh_user",
+                    "ssh_user, ssh_key and host_key are for ssh targets",
+                );
+            }
+            let host_keys = match t.host_key.as_ref().map(|h| h.get_ref()) {
+                None => Vec::new(),
+                Some(OneOrMany::One(k)) => vec![k.clone()],
+                Some(OneOrMany::Many(ks)) => ks.clone(),
+            };
+            if let Some(h) = &t.host_key {
+                if let Some(bad) = host_keys.iter().find(|k| crate::web::ssh::parse_host_key(k).is_none()) {
+                    return cx.err(
+                        Some(h.span()),
+                        "target.host_key",
+                        format!("not an SSH public key: {bad:?}"),
+                    );
+                }
+            }
+            if let (Some(k), None) = (&t.ssh_key, &t.ssh_user) {
+                return cx.err(Some(k.span()), "target.ssh_user", "ssh_key needs ssh_user");
+            }
+            let ssh = SshSettings {
+                user: t.ssh_user.clone(),
+                key: t.ssh_key.as_ref().map(|k| cx.path(k.get_ref())),
+                host_keys,
+                clipboard: t.clipboard,
+                record_input: t.record_input,
+                idle_timeout: match &t.idle_timeout {
+                    None => None,
+                    some => Some(cx.duration(some, "target.idle_timeout", Duration::ZERO)?),
+                },
+                max_lifetime: match &t.max_lifetime {
+                    None => None,
+                    some => Some(cx.duration(some, "target.max_lifetime", Duration::ZERO)?),
+                },
+            };
             let target = Target {
                 name: name.clone(),
                 address: t.address.get_ref().clone(),
                 protocol,
                 cert_sha256,
+                ssh,
             };
             if targets.insert(name.clone(), target).is_some() {
                 return cx.err(
@@ -357,6 +483,7 @@ impl Config {
             }
         }
         let mut users = HashMap::new();
+        let mut accounts = HashMap::new();
         for u in &raw.users {
             let name = u.name.get_ref();
             if !valid_name(name) {
@@ -377,6 +504,25 @@ impl Config {
                 }
                 allowed.insert(t.get_ref().clone());
             }
+            if let Some(h) = &u.password_hash {
+                if argon2::PasswordHash::new(h.get_ref())
+                    .map(|p| p.algorithm.as_str() != "argon2id")
+                    .unwrap_or(true)
+                {
+                    return cx.err(
+                        Some(h.span()),
+                        "user.password_hash",
+                        "expected an Argon2id hash from `portcullis passwd`",
+                    );
+                }
+            }
+            accounts.insert(
+                name.clone(),
+                Account {
+                    password_hash: u.password_hash.as_ref().map(|h| h.get_ref().clone()),
+                    replay: u.replay,
+                },
+            );
             if users.insert(name.clone(), allowed).is_some() {
                 return cx.err(Some(u.name.span()), "user.name", format!("duplicate user \"{name}\""));
             }
@@ -400,6 +546,20 @@ impl Config {
             limits,
             targets,
             users,
+            accounts,
+            web: WebSettings {
+                session_ttl: cx.duration(&raw.web.session_ttl, "web.session_ttl", Duration::from_secs(3600))?,
+                origins: raw
+                    .web
+                    .origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            },
+            recording: RecordingSettings {
+                dir: raw.recording.dir.as_deref().map(|d| cx.path(d)),
+                required: raw.recording.required,
+            },
         })
     }
 

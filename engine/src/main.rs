@@ -40,6 +40,9 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Print an Argon2id hash of a password for a `[[user]]` `password_hash` (reads stdin when
+    /// it is not a terminal, else prompts without echo).
+    Passwd,
     /// Token operations.
     Token {
         #[command(subcommand)]
@@ -170,6 +173,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Command::Keygen { out } => keys::keygen(&out),
+        Command::Passwd => portcullis::web::passwd::run(),
         Command::Token {
             command: TokenCommand::Issue { key, user, target, ttl },
         } => {

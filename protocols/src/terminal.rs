@@ -6,22 +6,47 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Control messages are tiny; anything longer is refused before JSON parsing.
-pub const MAX_CONTROL_LEN: usize = 1024;
+/// Control messages are small (the largest is an `auth` carrying a pasted private key); anything
+/// longer is refused before JSON parsing.
+pub const MAX_CONTROL_LEN: usize = 16 * 1024;
 /// Bounds on a terminal size; a PTY larger than this is a client bug or an attack.
 pub const MAX_COLS: u16 = 1000;
 pub const MAX_ROWS: u16 = 1000;
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ClientMessage {
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     Close {},
+    /// Credentials the user typed, for targets where the gateway holds none. First message only.
+    Auth {
+        username: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        private_key: Option<String>,
+    },
+}
+
+/// Never prints secrets, so a stray `{:?}` cannot leak a password into a log.
+impl std::fmt::Debug for ClientMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientMessage::Resize { cols, rows } => write!(f, "Resize {{ cols: {cols}, rows: {rows} }}"),
+            ClientMessage::Close {} => f.write_str("Close"),
+            ClientMessage::Auth { username, .. } => write!(f, "Auth {{ username: {username:?}, .. }}"),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ServerMessage {
+    /// The shell started; `clipboard: false` means the policy disables copy and paste.
+    Ready { clipboard: bool },
     /// The remote command ended with this exit status (or signal name).
     Exit {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,10 +74,26 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, TerminalError> {
         return Err(TerminalError::TooLong);
     }
     let msg: ClientMessage = serde_json::from_str(text).map_err(|e| TerminalError::Invalid(e.to_string()))?;
-    if let ClientMessage::Resize { cols, rows } = msg {
-        if cols == 0 || rows == 0 || cols > MAX_COLS || rows > MAX_ROWS {
-            return Err(TerminalError::BadSize { cols, rows });
+    match &msg {
+        ClientMessage::Resize { cols, rows } if *cols == 0 || *rows == 0 || *cols > MAX_COLS || *rows > MAX_ROWS => {
+            return Err(TerminalError::BadSize {
+                cols: *cols,
+                rows: *rows,
+            })
         }
+        ClientMessage::Auth {
+            username,
+            password,
+            private_key,
+        } => {
+            if username.is_empty() || username.len() > 256 || username.chars().any(char::is_control) {
+                return Err(TerminalError::Invalid("bad username".into()));
+            }
+            if password.is_some() == private_key.is_some() {
+                return Err(TerminalError::Invalid("give a password or a private key".into()));
+            }
+        }
+        _ => {}
     }
     Ok(msg)
 }
@@ -93,6 +134,11 @@ mod tests {
             Ok(ClientMessage::Resize { cols: 120, rows: 40 })
         );
         assert_eq!(parse_client(r#"{"type":"close"}"#), Ok(ClientMessage::Close {}));
+        let auth = parse_client(r#"{"type":"auth","username":"root","password":"hunter2"}"#).unwrap();
+        assert!(!format!("{auth:?}").contains("hunter2"), "secrets stay out of Debug");
+        assert!(parse_client(r#"{"type":"auth","username":"root"}"#).is_err());
+        assert!(parse_client(r#"{"type":"auth","username":"root","password":"a","private_key":"b"}"#).is_err());
+        assert!(parse_client(r#"{"type":"auth","username":"","password":"a"}"#).is_err());
         for bad in [
             r#"{"type":"resize","cols":0,"rows":40}"#,
             r#"{"type":"resize","cols":70000,"rows":40}"#,

@@ -82,6 +82,9 @@ impl Conn<'_> {
                     }
                     return self.respond(status, &body).await;
                 }
+                Decision::Web { head_len, body_len } => {
+                    return self.web(buf, filled, head_len, body_len, deadline, tracker).await;
+                }
                 Decision::RdpUpgrade { accept, head_len } => {
                     let leftover = buf[head_len..filled].to_vec();
                     return self.rdp(accept, leftover, tracker).await;
@@ -108,6 +111,71 @@ impl Conn<'_> {
                 Some(Ok(n)) => filled += n,
             }
         }
+    }
+
+    /// The web app: read the (small, bounded) body, then answer or start a terminal.
+    async fn web(
+        &mut self,
+        mut buf: Vec<u8>,
+        mut filled: usize,
+        head_len: usize,
+        body_len: usize,
+        deadline: Instant,
+        tracker: &Tracker,
+    ) {
+        let total = head_len + body_len;
+        if buf.len() < total {
+            buf.resize(total, 0);
+        }
+        while filled < total {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.tls.read(&mut buf[filled..])).await {
+                None => return self.respond(408, "request timeout\n").await,
+                Some(Ok(0)) | Some(Err(_)) => return,
+                Some(Ok(n)) => filled += n,
+            }
+        }
+        let limits = &self.state.policy.config.limits;
+        let head_limits = http::HeadLimits {
+            max_bytes: limits.max_header_bytes,
+            max_headers: limits.max_headers,
+        };
+        let Ok(Some(head)) = http::parse_head(&buf[..head_len], head_limits) else {
+            return;
+        };
+        let action = crate::web::api::handle(
+            &head,
+            &buf[head_len..total],
+            self.client,
+            &self.state.policy,
+            &self.shared.web,
+        )
+        .await;
+        match action {
+            crate::web::api::Action::Respond(resp) => {
+                if resp.status >= 400 && head.path.starts_with("/v1/") {
+                    let reason = String::from_utf8_lossy(&resp.body).into_owned();
+                    self.deny(head.path, resp.status, reason, None);
+                }
+                let bytes = resp.to_bytes();
+                self.send_and_close(&bytes).await
+            }
+            crate::web::api::Action::Terminal(start) => {
+                let leftover = buf[total..filled].to_vec();
+                self.terminal(start, leftover, tracker).await
+            }
+        }
+    }
+
+    async fn send_and_close(&mut self, bytes: &[u8]) {
+        let close = self.state.policy.config.session.close_timeout;
+        let tls = &mut self.tls;
+        let _ = timeout(close, async {
+            tls.write_all(bytes).await?;
+            tls.get_mut().1.send_close_notify();
+            tls.close().await
+        })
+        .await;
     }
 
     /// Sends a complete response and closes the connection (TLS close_notify, then FIN).
@@ -139,7 +207,7 @@ impl Conn<'_> {
     async fn tunnel(
         &mut self,
         path: String,
-        target: Target,
+        target: Box<Target>,
         claims: Claims,
         accept: Vec<u8>,
         leftover: &[u8],
@@ -196,6 +264,8 @@ impl Conn<'_> {
             bytes_target_to_client: counters.raw_to_peer,
             ended: end.label(),
             rdp_cookie,
+            recording: None,
+            via: None,
         });
     }
 }

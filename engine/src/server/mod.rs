@@ -7,6 +7,7 @@
 mod conn;
 mod rdp;
 pub mod request;
+mod terminal;
 
 use crate::audit::Audit;
 use crate::config::Config;
@@ -34,6 +35,7 @@ pub struct State {
 pub struct Shared {
     pub state: ArcSwap<State>,
     pub audit: Audit,
+    pub web: Arc<crate::web::WebState>,
 }
 
 /// Where the token public key comes from: a file named in the config, or (demo) memory.
@@ -84,9 +86,11 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let audit = Audit::start(config.audit_path.as_deref())?;
     let listen = config.listen;
     let workers = config.workers;
+    let web = crate::web::WebState::start()?;
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity)?),
         audit,
+        web,
     });
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.

@@ -114,6 +114,8 @@ impl Conn<'_> {
             bytes_target_to_client: counters.raw_to_peer,
             ended: end.label(),
             rdp_cookie: cookie,
+            recording: None,
+            via: Some("web_rdp"),
         });
     }
 

@@ -21,11 +21,13 @@ pub enum Decision {
     /// Authorized tunnel: connect to `target`, then send `accept` (the 101 head) and relay.
     /// `head_len` bytes of the buffer were the request; anything after is WebSocket data.
     Tunnel {
-        target: Target,
+        target: Box<Target>,
         claims: Claims,
         accept: Vec<u8>,
         head_len: usize,
     },
+    /// The web app (pages, API, terminal): `body_len` bytes of body follow the head.
+    Web { head_len: usize, body_len: usize },
     /// RDCleanPath (web RDP): upgrade first; the token and destination come inside the first
     /// WebSocket message, so authorization happens in `rdp.rs`.
     RdpUpgrade { accept: Vec<u8>, head_len: usize },
@@ -58,6 +60,21 @@ pub fn decide(buf: &[u8], policy: &Policy, now: u64) -> Decision {
             respond(405, "method not allowed\n")
         };
     }
+    if crate::web::api::is_web_path(head.path) {
+        let body_len = match head.header("content-length").map(str::parse::<usize>) {
+            None => 0,
+            Some(Ok(n)) if n <= crate::web::api::MAX_BODY => n,
+            Some(Ok(_)) => return respond(413, "request body too large\n"),
+            Some(Err(_)) => return respond(400, "bad Content-Length\n"),
+        };
+        if head.header("transfer-encoding").is_some() {
+            return respond(411, "Content-Length required\n");
+        }
+        return Decision::Web {
+            head_len: head.len,
+            body_len,
+        };
+    }
     if head.path == "/v1/rdp" || head.path == "/jet/rdp" {
         return match http::websocket_upgrade(&head) {
             Ok(upgrade) => Decision::RdpUpgrade {
@@ -88,7 +105,7 @@ pub fn decide(buf: &[u8], policy: &Policy, now: u64) -> Decision {
     let token = head.bearer_token();
     match policy.authorize(token.as_deref(), target, now) {
         Ok((claims, target)) => Decision::Tunnel {
-            target: target.clone(),
+            target: Box::new(target.clone()),
             claims,
             accept: http::switching_protocols(upgrade.key, None),
             head_len: head.len,
@@ -133,7 +150,7 @@ mod tests {
     fn status(d: &Decision) -> u16 {
         match d {
             Decision::Respond { status, .. } => *status,
-            Decision::Tunnel { .. } | Decision::RdpUpgrade { .. } => 101,
+            Decision::Tunnel { .. } | Decision::RdpUpgrade { .. } | Decision::Web { .. } => 101,
             Decision::NeedMore => 0,
         }
     }

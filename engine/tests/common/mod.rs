@@ -2,6 +2,8 @@
 //! WebSocket client that can also misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod sshd;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use portcullis::client::ClientTls;
 use portcullis_protocols::token::{Claims, TokenIssuer};
@@ -52,18 +54,9 @@ impl Gateway {
     /// Starts a gateway with `targets`, users `alice` (all targets but `forbidden`), `bob` (none),
     /// and `extra` TOML appended to the `[session]` table.
     pub fn start(targets: &[TargetDef], session: &str) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let (private, public) = portcullis::keys::generate().unwrap();
-        std::fs::write(dir.path().join("token.pub"), public).unwrap();
-        std::fs::write(dir.path().join("token.key"), &private).unwrap();
-        let port = free_port();
-        let audit = dir.path().join("audit.jsonl");
-        let mut cfg = format!(
-            "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\ntoken_public_key = \"token.pub\"\nleeway = \"0s\"\n\
-             [audit]\npath = \"audit.jsonl\"\n[session]\n{session}\n"
-        );
+        let mut body = format!("[session]\n{session}\n");
         for t in targets {
-            cfg.push_str(&format!(
+            body.push_str(&format!(
                 "[[target]]\nname = \"{}\"\naddress = \"{}\"\nprotocol = \"{}\"\n",
                 t.name, t.address, t.protocol
             ));
@@ -73,10 +66,28 @@ impl Gateway {
             .filter(|t| t.name != "forbidden")
             .map(|t| format!("\"{}\"", t.name))
             .collect();
-        cfg.push_str(&format!(
+        body.push_str(&format!(
             "[[user]]\nname = \"alice\"\ntargets = [{}]\n[[user]]\nname = \"bob\"\ntargets = []\n",
             alice.join(", ")
         ));
+        Self::start_toml(&body)
+    }
+
+    /// Starts a gateway whose config is the fixed head (listen, token key, audit file) followed by
+    /// `body` (sessions, targets, users, web, recording tables). `{dir}` in `body` is replaced by the
+    /// gateway's temp dir.
+    pub fn start_toml(body: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = portcullis::keys::generate().unwrap();
+        std::fs::write(dir.path().join("token.pub"), public).unwrap();
+        std::fs::write(dir.path().join("token.key"), &private).unwrap();
+        let port = free_port();
+        let audit = dir.path().join("audit.jsonl");
+        let cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\ntoken_public_key = \"token.pub\"\nleeway = \"0s\"\n\
+             [audit]\npath = \"audit.jsonl\"\n{}\n",
+            body.replace("{dir}", &dir.path().display().to_string())
+        );
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, cfg).unwrap();
         let mut child = Command::new(BIN)
@@ -215,8 +226,24 @@ impl WsClient {
 
     /// Opens a WebSocket on `path`; panics unless the gateway answers 101.
     pub async fn open_path(gw: &Gateway, path: &str, token: Option<&str>) -> WsClient {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        match Self::open_with(gw, path, &auth).await {
+            Ok(ws) => ws,
+            Err(head) => panic!("upgrade refused: {}", String::from_utf8_lossy(&head)),
+        }
+    }
+
+    /// Opens a WebSocket on `path` with `extra` header lines (each ending in CRLF). `Err` holds the
+    /// gateway's whole answer when it is not 101.
+    pub async fn open_with(gw: &Gateway, path: &str, extra: &str) -> Result<WsClient, Vec<u8>> {
         let mut tls = tls_connect(gw.addr()).await;
-        let req = upgrade_request(path, token);
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n",
+            gw.port
+        );
         tls.write_all(req.as_bytes()).await.unwrap();
         tls.flush().await.unwrap();
         let mut head = Vec::new();
@@ -225,22 +252,26 @@ impl WsClient {
             let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut byte))
                 .await
                 .unwrap()
-                .unwrap();
-            assert_eq!(
-                n,
-                1,
-                "gateway closed during the handshake: {}",
-                String::from_utf8_lossy(&head)
-            );
+                .unwrap_or(0);
+            if n == 0 {
+                return Err(head);
+            }
             head.push(byte[0]);
         }
-        assert_eq!(status_of(&head), 101, "{}", String::from_utf8_lossy(&head));
-        WsClient {
+        if status_of(&head) != 101 {
+            head.extend(read_to_close(&mut tls, Duration::from_secs(5)).await);
+            return Err(head);
+        }
+        Ok(WsClient {
             tls,
             assembler: MessageAssembler::new(Role::Client, Limits::default()),
             buf: Vec::new(),
             start: 0,
-        }
+        })
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.send_frame(true, OpCode::Text, text.as_bytes(), true).await
     }
 
     /// Sends one frame; `masked: false` breaks RFC 6455 on purpose.
@@ -313,6 +344,28 @@ impl WsClient {
             }
         }
     }
+}
+
+/// One HTTPS request to the gateway; returns (status, head, body).
+pub async fn https(gw: &Gateway, method: &str, path: &str, headers: &str, body: &str) -> (u16, String, String) {
+    let mut tls = tls_connect(gw.addr()).await;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://127.0.0.1:{port}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len(),
+        port = gw.port
+    );
+    let resp = exchange(&mut tls, req.as_bytes()).await;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status_of(&resp), head.to_owned(), body.to_owned())
+}
+
+/// The `portcullis_session` cookie a response sets, as a `Cookie:` header line.
+pub fn session_cookie(head: &str) -> Option<String> {
+    head.lines()
+        .find_map(|l| l.strip_prefix("Set-Cookie: portcullis_session="))
+        .map(|v| format!("Cookie: portcullis_session={}\r\n", v.split(';').next().unwrap_or("")))
 }
 
 /// A TCP echo target on a fresh loopback port; counts the connections it accepted.
