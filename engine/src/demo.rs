@@ -18,6 +18,30 @@ pub fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
     if let Some(t) = config.targets.get_mut("echo") {
         t.address = echo.to_string();
     }
+    // The built-in SSH server, its keys and the recordings live in a private temp dir.
+    let dir = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+    }
+    let shell = crate::demo_ssh::start(&dir)?;
+    if let Some(t) = config.targets.get_mut("demo-shell") {
+        t.address = shell.addr.to_string();
+        t.ssh.user = Some(shell.user.clone());
+        t.ssh.key = Some(shell.client_key.clone());
+        t.ssh.host_keys = vec![shell.host_key.clone()];
+    }
+    config.recording.dir = Some(dir.join("recordings"));
+    let password = {
+        use base64::Engine;
+        let mut raw = [0u8; 12];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)
+            .map_err(|_| anyhow::anyhow!("no randomness"))?;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    };
+    if let Some(account) = config.accounts.get_mut("demo") {
+        account.password_hash = Some(crate::web::passwd::hash(&password)?);
+    }
     let (private, public) = keys::generate()?;
     let ttl = Duration::from_secs(8 * 3600);
     let listen = config.listen;
@@ -30,14 +54,17 @@ pub fn run(listen: Option<SocketAddr>) -> anyhow::Result<()> {
         let url = format!("wss://{listen}");
         println!(
             "Portcullis demo gateway on https://{listen}\n\
-             TLS certificate (self-signed) SHA-256 {fp}\n\
-             Targets: echo (built-in echo server at {echo}), local-ssh (127.0.0.1:22)\n\
+             TLS certificate (self-signed) SHA-256 {fp}\n\n\
+             Web terminal: open https://{listen}/ and sign in as demo / {password}\n\
+             (demo-shell is a built-in SSH server giving your own shell; sessions are recorded in {rec})\n\n\
+             Targets: echo (built-in echo server at {echo}), local-ssh (127.0.0.1:22), demo-shell (built-in)\n\
              Tokens for user \"demo\" (valid 8h):\n  echo:      {echo_token}\n  local-ssh: {ssh_token}\n\n\
              Try it:\n  curl -k https://{listen}/healthz\n  \
              echo hello | {exe} connect {url} --insecure --target echo --token {echo_token}\n  \
              ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh --token {ssh_token}' $USER@local-ssh\n\n\
              Stop with Ctrl-C.",
-            fp = id.fingerprint
+            fp = id.fingerprint,
+            rec = dir.join("recordings").display()
         );
         let _ = std::io::stdout().flush();
     });

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client;
 pub mod config;
 pub mod demo;
+pub mod demo_ssh;
 pub mod keys;
 pub mod policy;
 pub mod relay;

@@ -270,6 +270,16 @@ impl WsClient {
         })
     }
 
+    /// A client on a connection that already completed the upgrade.
+    pub fn from_tls(tls: ClientTls) -> WsClient {
+        WsClient {
+            tls,
+            assembler: MessageAssembler::new(Role::Client, Limits::default()),
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.send_frame(true, OpCode::Text, text.as_bytes(), true).await
     }
