@@ -9,6 +9,12 @@
 use std::sync::OnceLock;
 
 use portcullis_protocols::http::{self, HeadLimits, HttpError};
+use portcullis_protocols::rdp::{
+    self, CleanPathAnswer, CleanPathRequest, ConnectionRequestInfo, RdpError, MAX_CLEANPATH_REQUEST, MAX_X224_LEN,
+};
+use portcullis_protocols::terminal::{
+    self, ClientMessage, ServerMessage, TerminalError, MAX_COLS, MAX_CONTROL_LEN, MAX_ROWS,
+};
 use portcullis_protocols::token::{self, TokenError, TokenVerifier};
 use portcullis_protocols::ws::{
     self, CloseCode, Decoded, Decoder, Event, Limits, Message, MessageAssembler, OpCode, ProtocolError, Role,
@@ -27,6 +33,9 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("http_head", http_head),
     ("token", token),
     ("ws_mask", ws_mask),
+    ("rdp_x224", rdp_x224),
+    ("rdp_cleanpath", rdp_cleanpath),
+    ("terminal", terminal),
 ];
 
 /// The check for a target name, if there is such a target.
@@ -580,4 +589,403 @@ pub fn ws_mask(data: &[u8]) {
     let mid = ws::apply_mask(a, key, offset);
     assert_eq!(ws::apply_mask(b, key, mid), want_next);
     assert_eq!(buf, &want[..], "masking split at {cut} differs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// rdp_x224
+
+/// The longest `Cookie: mstshash=` value a Connection Request with an RDP_NEG_REQ can carry, as
+/// `rdp::connection_request` builds it: the TPDU length indicator is one byte and 255 is reserved,
+/// so 6 fixed bytes + the 17-byte prefix + the cookie + CR LF + the 8-byte RDP_NEG_REQ <= 254.
+pub const MAX_COOKIE_LEN: usize = 254 - 6 - 17 - 2 - 8;
+
+/// Input: `[sel, pdu...]`. `sel` bits 0-2 pick the `max` given to `tpkt_len`; bit 3 overwrites
+/// the TPKT length field of `pdu` with its actual length (when it has 4 bytes and fits 16 bits), so
+/// that mutations get past the whole-packet check into the X.224 decoders. `tpkt_len` must give
+/// `Ok(None)` exactly when fewer than 4 bytes are in and otherwise a length in `7..=max` read from
+/// the header, or the matching error; `parse_connection_request` and `parse_connection_confirm`
+/// must never both succeed, succeed only on one whole TPKT packet, and a request's cookie must
+/// re-encode with `connection_request` and parse back (see `check_connection_request`).
+pub fn rdp_x224(data: &[u8]) {
+    const MAX: [usize; 8] = [0, 6, 7, 8, 64, MAX_X224_LEN, 0xFFFF, usize::MAX];
+    let ([sel], rest) = params::<1>(data);
+    let mut pdu = rest.to_vec();
+    if sel & 8 != 0 && pdu.len() >= 4 {
+        if let Ok(len) = u16::try_from(pdu.len()) {
+            pdu[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    check_tpkt_len(&pdu, MAX[usize::from(sel & 7)]);
+    check_tpkt_len(&pdu, MAX_X224_LEN);
+
+    let request = rdp::parse_connection_request(&pdu);
+    let confirm = rdp::parse_connection_confirm(&pdu);
+    assert!(
+        request.is_err() || confirm.is_err(),
+        "parsed as both a Connection Request and a Connection Confirm"
+    );
+    if request.is_ok() || confirm.is_ok() {
+        assert_eq!(
+            rdp::tpkt_len(&pdu, MAX_X224_LEN),
+            Ok(Some(pdu.len())),
+            "parsed something that is not one whole TPKT packet"
+        );
+    }
+    if let Ok(info) = request {
+        assert!(
+            info.cookie.is_none() || info.routing_token.is_none(),
+            "both a cookie and a routing token"
+        );
+        if let Some(cookie) = &info.cookie {
+            assert!(!cookie.contains("\r\n"), "cookie {cookie:?} holds its own terminator");
+            check_connection_request(cookie);
+        }
+    }
+}
+
+fn check_tpkt_len(buf: &[u8], max: usize) {
+    let result = rdp::tpkt_len(buf, max);
+    let Some(header) = buf.get(..4) else {
+        assert_eq!(result, Ok(None), "{} bytes are not a TPKT header", buf.len());
+        return;
+    };
+    let field = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    match result {
+        Ok(None) => panic!("Ok(None) with {} bytes in", buf.len()),
+        Ok(Some(len)) => {
+            assert_eq!((header[0], len), (3, field), "length {len} from header {header:02x?}");
+            assert!((7..=max).contains(&len), "TPKT length {len} outside 7..={max}");
+        }
+        Err(RdpError::NotTpkt) => assert_ne!(header[0], 3, "a TPKT version 3 header refused"),
+        Err(RdpError::Malformed(_)) => assert!(header[0] == 3 && field < 7, "length {field} refused"),
+        Err(RdpError::TooLarge { len, max: m }) => {
+            assert!(
+                header[0] == 3 && len == field && m == max && len > max,
+                "TooLarge {len}/{m} (max {max})"
+            )
+        }
+        Err(e) => panic!("tpkt_len: {e:?}"),
+    }
+}
+
+/// `rdp::connection_request(user)` must parse back with `user` as its cookie and TLS + CredSSP
+/// requested, unless the format cannot carry `user`: a CR LF inside it would end the cookie early
+/// (nothing is checked then), and over `MAX_COOKIE_LEN` bytes it must either still round-trip or
+/// give nothing. Returns the encoded request.
+fn check_connection_request(user: &str) -> Vec<u8> {
+    let pdu = rdp::connection_request(user);
+    if user.contains("\r\n") || (pdu.is_empty() && user.len() > MAX_COOKIE_LEN) {
+        return pdu;
+    }
+    let info = rdp::parse_connection_request(&pdu).unwrap_or_else(|e| {
+        panic!(
+            "connection_request for a {}-byte user gave {} bytes that do not parse back: {e}",
+            user.len(),
+            pdu.len()
+        )
+    });
+    let want = ConnectionRequestInfo {
+        cookie: Some(user.to_owned()),
+        routing_token: None,
+        requested_protocols: 3,
+    };
+    assert_eq!(info, want, "connection_request does not parse back");
+    pdu
+}
+
+// ---------------------------------------------------------------------------------------------
+// rdp_cleanpath
+
+/// Input: `[sel, bytes...]`, used twice.
+///
+/// As a PDU: `cleanpath_len` (with the `max` picked by `sel` bits 1-3, and with
+/// `MAX_CLEANPATH_REQUEST`) must agree with its bounds and with `parse_cleanpath_request`'s verdict
+/// (trailing bytes, truncation); a request that parses must re-encode with `cleanpath_request` and
+/// parse back equal; a response that `parse_cleanpath_answer` accepts must re-encode with
+/// `cleanpath_response` and parse back equal; and for any whole PDU that parses, every prefix
+/// must be detected as incomplete or at its full length, never refused.
+///
+/// As strings: the bytes, read as UTF-8 (lossily) and split at NUL, give the destination, the
+/// proxy_auth token, a user name and a preconnection blob (sent when `sel` bit 0 is set); missing
+/// parts are empty. A request built from them with `cleanpath_request`, its X.224 part being
+/// `connection_request(user)`, must be detected at its full length (and as too large under it)
+/// from every prefix without an error, and parse back with the same fields and cookie.
+pub fn rdp_cleanpath(data: &[u8]) {
+    const MAX: [usize; 8] = [0, 1, 2, 16, 64, 256, MAX_CLEANPATH_REQUEST, usize::MAX];
+    let ([sel], bytes) = params::<1>(data);
+    cleanpath_pdu(bytes, MAX[usize::from((sel >> 1) & 7)]);
+
+    let text = String::from_utf8_lossy(bytes);
+    let mut parts = text.split('\0');
+    let mut next = || parts.next().unwrap_or("");
+    let (destination, proxy_auth, user, blob) = (next(), next(), next(), next());
+    cleanpath_built(destination, proxy_auth, user, (sel & 1 != 0).then_some(blob));
+}
+
+fn cleanpath_pdu(buf: &[u8], max: usize) {
+    let _ = check_cleanpath_len(buf, max);
+    let full = check_cleanpath_len(buf, MAX_CLEANPATH_REQUEST);
+    let request = rdp::parse_cleanpath_request(buf);
+    let answer = rdp::parse_cleanpath_answer(buf);
+    match (&full, &request) {
+        (_, Ok(_)) => assert_eq!(full, Ok(Some(buf.len())), "request parsed but detected as {full:?}"),
+        (Err(e), Err(got)) => assert_eq!(got, e, "detection and parsing disagree"),
+        (Ok(Some(n)), Err(got)) if *n < buf.len() => assert_eq!(got, &RdpError::TrailingBytes),
+        (Ok(_), Err(got)) if full != Ok(Some(buf.len())) => {
+            assert!(matches!(got, RdpError::Malformed(_)), "truncated request gave {got:?}")
+        }
+        _ => {}
+    }
+    if let Ok((req, info)) = &request {
+        assert!(answer.is_err(), "a request accepted as an answer");
+        let inner = rdp::parse_connection_request(&req.x224_request);
+        assert_eq!(inner.as_ref(), Ok(info), "X.224 request parses differently alone");
+        let again = rdp::cleanpath_request(
+            &req.x224_request,
+            &req.destination,
+            &req.proxy_auth,
+            req.preconnection_blob.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("re-encoding a parsed request failed: {e}"));
+        assert_eq!(
+            rdp::parse_cleanpath_request(&again).as_ref(),
+            Ok(&(req.clone(), info.clone())),
+            "re-encoded request parses differently"
+        );
+    }
+    if let Ok(CleanPathAnswer::Response {
+        x224_confirm,
+        chain,
+        server_addr,
+    }) = &answer
+    {
+        let again = rdp::cleanpath_response(server_addr, x224_confirm, chain)
+            .unwrap_or_else(|e| panic!("re-encoding a parsed response failed: {e}"));
+        assert_eq!(
+            rdp::parse_cleanpath_answer(&again).as_ref(),
+            answer.as_ref(),
+            "re-encoded response parses differently"
+        );
+    }
+    if (request.is_ok() || answer.is_ok()) && full == Ok(Some(buf.len())) {
+        assert_detection_monotone(buf, MAX_CLEANPATH_REQUEST);
+    }
+}
+
+fn check_cleanpath_len(buf: &[u8], max: usize) -> Result<Option<usize>, RdpError> {
+    let result = rdp::cleanpath_len(buf, max);
+    match &result {
+        Ok(None) => assert!(buf.len() <= max, "{} bytes still incomplete over max {max}", buf.len()),
+        Ok(Some(n)) => assert!(
+            *n <= max && buf.first() == Some(&0x30),
+            "detected {n} bytes (max {max})"
+        ),
+        Err(RdpError::TooLarge { len, max: m }) => assert!(*m == max && *len > max, "TooLarge {len}/{m} (max {max})"),
+        Err(RdpError::NotCleanPath) => assert!(!buf.is_empty(), "empty input refused"),
+        Err(e) => panic!("cleanpath_len: {e:?}"),
+    }
+    result
+}
+
+/// Every proper prefix of the whole PDU `pdu` is detected as incomplete or at the full length.
+fn assert_detection_monotone(pdu: &[u8], max: usize) {
+    for cut in 0..pdu.len() {
+        match rdp::cleanpath_len(&pdu[..cut], max) {
+            Ok(None) => {}
+            Ok(Some(n)) => assert_eq!(n, pdu.len(), "prefix of {cut} bytes detected as {n} bytes"),
+            Err(e) => panic!("prefix of {cut} bytes of a valid {}-byte PDU refused: {e}", pdu.len()),
+        }
+    }
+}
+
+fn cleanpath_built(destination: &str, proxy_auth: &str, user: &str, blob: Option<&str>) {
+    let x224 = check_connection_request(user);
+    let pdu = rdp::cleanpath_request(&x224, destination, proxy_auth, blob)
+        .unwrap_or_else(|e| panic!("cleanpath_request failed: {e}"));
+    let len = pdu.len();
+    assert_eq!(rdp::cleanpath_len(&pdu, len), Ok(Some(len)), "request not detected");
+    assert_eq!(
+        rdp::cleanpath_len(&pdu, len - 1),
+        Err(RdpError::TooLarge { len, max: len - 1 }),
+        "request not too large for a max one byte under it"
+    );
+    assert_detection_monotone(&pdu, len);
+
+    let parsed = rdp::parse_cleanpath_request(&pdu);
+    if len > MAX_CLEANPATH_REQUEST {
+        let max = MAX_CLEANPATH_REQUEST;
+        assert_eq!(parsed, Err(RdpError::TooLarge { len, max }), "oversized request");
+        return;
+    }
+    match parsed {
+        Ok((req, info)) => {
+            let want = CleanPathRequest {
+                destination: destination.to_owned(),
+                proxy_auth: proxy_auth.to_owned(),
+                preconnection_blob: blob.map(str::to_owned),
+                x224_request: x224,
+            };
+            assert_eq!(req, want, "request fields do not round-trip");
+            if !user.contains("\r\n") {
+                assert_eq!(info.cookie.as_deref(), Some(user), "cookie does not round-trip");
+            }
+        }
+        // Only an X.224 part that `connection_request` could not build (see above) may fail.
+        Err(e) => assert!(
+            (x224.is_empty() || user.contains("\r\n")) && matches!(e, RdpError::Malformed(_)),
+            "request from a {}-byte user did not parse: {e}",
+            user.len()
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// terminal
+
+/// Input: `[sel, rep, text...]`. The text (UTF-8, read lossily) goes through `parse_client` and
+/// `parse_server`: errors only as their bounds say; an accepted client message must satisfy the
+/// size and credential rules and parse back equal after `encode_client`; an accepted server
+/// message must survive `encode_server` (below). Then `sel` bits 0-1 pick a server message the
+/// gateway could build from outside text: `Ready` (clipboard: bit 2), `Exit` (status when bit 2,
+/// from `rep`; signal when bit 3), `Error`, each text being the input text repeated `rep + 1`
+/// times (at most `4 * MAX_CONTROL_LEN` bytes), or (3) `Error` with the text once.
+/// `encode_server` must give at most `MAX_CONTROL_LEN` bytes that `parse_server` accepts and that
+/// decode to the same message, an `Error` text only cut to about `MAX_CONTROL_LEN / 2` bytes.
+pub fn terminal(data: &[u8]) {
+    let ([sel, rep], rest) = params::<2>(data);
+    let text = String::from_utf8_lossy(rest);
+    terminal_client(&text);
+    terminal_server(&text);
+
+    let times = (usize::from(rep) + 1)
+        .min(4 * MAX_CONTROL_LEN / text.len().max(1))
+        .max(1);
+    let long = || text.repeat(times);
+    let msg = match sel & 3 {
+        0 => ServerMessage::Ready {
+            clipboard: sel & 4 != 0,
+        },
+        1 => ServerMessage::Exit {
+            status: (sel & 4 != 0).then_some(u32::MAX >> (rep % 32)),
+            signal: (sel & 8 != 0).then(long),
+        },
+        2 => ServerMessage::Error { message: long() },
+        _ => ServerMessage::Error {
+            message: text.clone().into_owned(),
+        },
+    };
+    check_encode_server(&msg);
+}
+
+fn terminal_client(text: &str) {
+    let msg = match terminal::parse_client(text) {
+        Ok(msg) => msg,
+        Err(TerminalError::TooLong) => {
+            assert!(text.len() > MAX_CONTROL_LEN, "TooLong at {} bytes", text.len());
+            return;
+        }
+        Err(TerminalError::BadSize { cols, rows }) => {
+            let ok = (1..=MAX_COLS).contains(&cols) && (1..=MAX_ROWS).contains(&rows);
+            assert!(!ok, "size {cols}x{rows} refused");
+            return;
+        }
+        Err(TerminalError::Invalid(_)) => {
+            assert!(text.len() <= MAX_CONTROL_LEN, "over-long text parsed");
+            return;
+        }
+    };
+    assert!(text.len() <= MAX_CONTROL_LEN, "{} bytes accepted", text.len());
+    match &msg {
+        ClientMessage::Resize { cols, rows } => assert!(
+            (1..=MAX_COLS).contains(cols) && (1..=MAX_ROWS).contains(rows),
+            "size {cols}x{rows} accepted"
+        ),
+        ClientMessage::Auth {
+            username,
+            password,
+            private_key,
+        } => {
+            assert!(
+                !username.is_empty() && username.len() <= 256 && !username.chars().any(char::is_control),
+                "bad username {username:?} accepted"
+            );
+            assert!(
+                password.is_some() != private_key.is_some(),
+                "auth needs exactly one of password and private key"
+            );
+        }
+        ClientMessage::Close {} => {}
+    }
+    let encoded = terminal::encode_client(&msg);
+    assert_eq!(
+        terminal::parse_client(&encoded),
+        Ok(msg),
+        "re-encoded client message ({} bytes) parses differently",
+        encoded.len()
+    );
+}
+
+fn terminal_server(text: &str) {
+    match terminal::parse_server(text) {
+        Ok(msg) => {
+            assert!(text.len() <= MAX_CONTROL_LEN, "{} bytes accepted", text.len());
+            check_encode_server(&msg);
+        }
+        Err(TerminalError::TooLong) => assert!(text.len() > MAX_CONTROL_LEN, "TooLong at {} bytes", text.len()),
+        Err(e) => assert!(
+            text.len() <= MAX_CONTROL_LEN && matches!(e, TerminalError::Invalid(_)),
+            "{e:?}"
+        ),
+    }
+}
+
+/// A server message without its (possibly huge) texts, for panic messages.
+fn describe(msg: &ServerMessage) -> String {
+    match msg {
+        ServerMessage::Ready { clipboard } => format!("Ready {{ clipboard: {clipboard} }}"),
+        ServerMessage::Exit { status, signal } => format!(
+            "Exit {{ status: {status:?}, signal: {:?} bytes }}",
+            signal.as_ref().map(String::len)
+        ),
+        ServerMessage::Error { message } => format!("Error {{ message: {} bytes }}", message.len()),
+    }
+}
+
+fn check_encode_server(msg: &ServerMessage) {
+    let encoded = terminal::encode_server(msg);
+    assert!(
+        encoded.len() <= MAX_CONTROL_LEN,
+        "encode_server gave {} bytes (over MAX_CONTROL_LEN {MAX_CONTROL_LEN}) for {}",
+        encoded.len(),
+        describe(msg)
+    );
+    let back = terminal::parse_server(&encoded)
+        .unwrap_or_else(|e| panic!("encode_server output for {} does not parse: {e}", describe(msg)));
+    // A message that fits is sent unchanged; one that does not has its outside texts cut to a
+    // prefix (an error text, a signal name) and nothing else changed.
+    let fits = serde_json::to_string(msg)
+        .map(|t| t.len() <= MAX_CONTROL_LEN)
+        .unwrap_or(false);
+    if fits {
+        assert!(back == *msg, "{} parses back as {}", describe(msg), describe(&back));
+        return;
+    }
+    match (msg, &back) {
+        (ServerMessage::Error { message }, ServerMessage::Error { message: cut }) => {
+            assert!(message.starts_with(cut.as_str()), "error text changed, not cut");
+        }
+        (
+            ServerMessage::Exit {
+                status,
+                signal: Some(sig),
+            },
+            ServerMessage::Exit {
+                status: s2,
+                signal: Some(cut),
+            },
+        ) => {
+            assert!(status == s2 && sig.starts_with(cut.as_str()), "exit changed, not cut");
+        }
+        _ => panic!("{} parses back as {}", describe(msg), describe(&back)),
+    }
 }

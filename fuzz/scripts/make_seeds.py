@@ -73,6 +73,64 @@ def streams():
     yield "unmasked-to-server", SERVER, frame(True, 0x1, b"nope")
 
 
+def tpkt(x224):
+    """A TPKT packet (version 3) around an X.224 TPDU."""
+    return bytes([3, 0]) + struct.pack(">H", 4 + len(x224)) + x224
+
+
+def connection_request(cookie=None, routing_token=None, protocols=3, neg=True):
+    """TPKT + X.224 Connection Request: optional mstshash cookie or msts routing token, RDP_NEG_REQ."""
+    var = b""
+    if cookie is not None:
+        var += b"Cookie: mstshash=" + cookie.encode() + b"\r\n"
+    if routing_token is not None:
+        var += b"Cookie: msts=" + routing_token.encode() + b"\r\n"
+    if neg:
+        var += struct.pack("<BBHI", 1, 0, 8, protocols)  # TYPE_RDP_NEG_REQ, flags, length 8
+    return tpkt(bytes([6 + len(var), 0xE0, 0, 0, 0, 0, 0]) + var)
+
+
+def connection_confirm(kind=2, value=1):
+    """TPKT + X.224 Connection Confirm with RDP_NEG_RSP (kind 2, value = protocol) or
+    RDP_NEG_FAILURE (kind 3, value = failure code)."""
+    neg = struct.pack("<BBHI", kind, 0, 8, value)
+    return tpkt(bytes([6 + len(neg), 0xD0, 0, 0, 0x12, 0x34, 0]) + neg)
+
+
+def der(tag, content):
+    """A DER TLV (definite length, short or long form)."""
+    n = len(content)
+    if n < 0x80:
+        length = bytes([n])
+    else:
+        body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        length = bytes([0x80 | len(body)]) + body
+    return bytes([tag]) + length + content
+
+
+def der_uint(v):
+    body = v.to_bytes(max(1, (v.bit_length() + 7) // 8), "big")
+    return der(0x02, b"\x00" + body if body[0] & 0x80 else body)
+
+
+def cleanpath(fields):
+    """An RDCleanPath PDU (version 3390): fields maps context tag number to the encoded inner value,
+    each wrapped in its EXPLICIT [n] tag, in tag order."""
+    inner = der(0xA0, der_uint(3390)) + b"".join(der(0xA0 | n, v) for n, v in sorted(fields.items()))
+    return der(0x30, inner)
+
+
+def utf8(s):
+    return der(0x0C, s.encode())
+
+
+def cleanpath_request(x224, destination, token, blob=None):
+    fields = {2: utf8(destination), 3: utf8(token), 6: der(0x04, x224)}
+    if blob is not None:
+        fields[5] = utf8(blob)
+    return cleanpath(fields)
+
+
 def write(target, name, data):
     d = os.path.join(FUZZ, "corpus", target)
     os.makedirs(d, exist_ok=True)
@@ -142,6 +200,59 @@ def main():
 
     write("ws_mask", "rfc-hello", RFC_KEY + bytes([0, 0, 2, 0]) + b"Hello")
     write("ws_mask", "unaligned-100", bytes([1, 2, 3, 4, 2, 3, 37, 0]) + bytes(range(100)))
+
+    # rdp_x224: [sel, pdu]; sel 5 = max MAX_X224_LEN, sel | 8 rewrites the TPKT length.
+    x224 = {
+        "request-alice": connection_request("alice"),
+        "request-domain-user": connection_request("ALICE-PC\\alice", protocols=0xB),
+        "request-routing-token": connection_request(routing_token="3640205228.15629.0000"),
+        "request-bare": connection_request(neg=False),
+        "confirm-ssl": connection_confirm(2, 1),
+        "confirm-hybrid-required": connection_confirm(3, 5),
+        "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    }
+    for name, pdu in x224.items():
+        write("rdp_x224", name, bytes([5]) + pdu)
+    write("rdp_x224", "request-fixup-length", bytes([5 | 8]) + connection_request("bob")[:2] + b"\0\0"
+          + connection_request("bob")[4:])
+    write("rdp_x224", "request-small-max", bytes([4]) + connection_request("x" * 80))
+
+    # rdp_cleanpath: [sel, bytes]; sel bits 1-3 = 6 picks max MAX_CLEANPATH_REQUEST, bit 0 sends a blob.
+    full = 6 << 1
+    alice = connection_request("alice")
+    cleanpath_pdus = {
+        "request": cleanpath_request(alice, "vm1", "eyJ0.eyJz.c2ln"),
+        "request-blob": cleanpath_request(alice, "desk:3389", "t", blob="pcb"),
+        "response": cleanpath({6: der(0x04, connection_confirm(2, 2)),
+                               7: der(0x30, der(0x04, bytes(40)) + der(0x04, b"ca")),
+                               9: utf8("10.0.0.4:3389")}),
+        "error-http-403": cleanpath({1: der(0x30, der(0xA0, der_uint(1)) + der(0xA1, der_uint(403)))}),
+        "error-tls-alert": cleanpath({1: der(0x30, der(0xA0, der_uint(1)) + der(0xA3, der_uint(40)))}),
+        "request-bad-x224": cleanpath_request(bytes([3, 0, 0, 8, 1, 2, 3, 4]), "vm1", "t"),
+        "request-long-form": cleanpath_request(connection_request("u" * 100), "d" * 60, "t" * 200),
+        "http-get": b"GET / HTTP/1.1\r\n",
+    }
+    for name, pdu in cleanpath_pdus.items():
+        write("rdp_cleanpath", name, bytes([full]) + pdu)
+    write("rdp_cleanpath", "request-trailing", bytes([full]) + cleanpath_pdus["request"] + b"\0")
+    write("rdp_cleanpath", "strings", bytes([full]) + b"vm1\0token\0alice")
+    write("rdp_cleanpath", "strings-blob", bytes([full | 1]) + "desk\0t\0ALICE-PC\\álice\0pcb".encode())
+
+    # terminal: [sel, rep, text]; sel picks the built server message (0 Ready, 1 Exit, 2 Error, 3 Error once).
+    terminal = {
+        "resize": (0, b'{"type":"resize","cols":120,"rows":40}'),
+        "close": (4, b'{"type":"close"}'),
+        "auth-password": (3, b'{"type":"auth","username":"root","password":"hunter2"}'),
+        "auth-key": (1 | 4 | 8, b'{"type":"auth","username":"r\xc3\xa9mi","private_key":"-----BEGIN OPENSSH PRIVATE KEY-----\\n"}'),
+        "resize-too-large": (0, b'{"type":"resize","cols":1001,"rows":40}'),
+        "ready": (0, b'{"type":"ready","clipboard":false}'),
+        "exit-status": (1 | 4, b'{"type":"exit","status":0}'),
+        "exit-signal": (1 | 8, b'{"type":"exit","signal":"KILL"}'),
+        "error": (2, b'{"type":"error","message":"host key changed \\u00e9\\n"}'),
+        "unknown-type": (3, b'{"type":"exec","cmd":"rm -rf /"}'),
+    }
+    for name, (sel, text) in terminal.items():
+        write("terminal", name, bytes([sel, 3]) + text)
 
 
 if __name__ == "__main__":

@@ -187,10 +187,18 @@ pub fn cleanpath_request(
     .map_err(|e| RdpError::Malformed(e.to_string()))
 }
 
+/// The longest `mstshash` cookie an X.224 Connection Request with a negotiation block can carry:
+/// the TPDU length indicator is one byte and 255 is reserved.
+pub const MAX_COOKIE_LEN: usize = 221;
+
 /// A Connection Request as an RDP client sends it: `Cookie: mstshash=user`, asking for TLS and
-/// CredSSP.
+/// CredSSP. Empty when `user` cannot be carried: longer than [`MAX_COOKIE_LEN`], or holding a
+/// CR LF (which ends the cookie).
 pub fn connection_request(user: &str) -> Vec<u8> {
     use ironrdp_pdu::nego::{RequestFlags, SecurityProtocol};
+    if user.len() > MAX_COOKIE_LEN || user.contains("\r\n") {
+        return Vec::new();
+    }
     let req = ConnectionRequest {
         nego_data: Some(NegoRequestData::cookie(user.to_owned())),
         flags: RequestFlags::empty(),
@@ -278,17 +286,7 @@ pub fn cleanpath_error(failure: &CleanPathFailure) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironrdp_pdu::nego::{RequestFlags, ResponseFlags, SecurityProtocol};
-
-    fn connection_request(cookie: &str) -> Vec<u8> {
-        let req = ConnectionRequest {
-            nego_data: Some(NegoRequestData::cookie(cookie.to_owned())),
-            flags: RequestFlags::empty(),
-            protocol: SecurityProtocol::SSL | SecurityProtocol::HYBRID,
-            correlation_info: None,
-        };
-        ironrdp_core::encode_vec(&X224(req)).unwrap()
-    }
+    use ironrdp_pdu::nego::{ResponseFlags, SecurityProtocol};
 
     #[test]
     fn x224_request_and_confirm() {
@@ -306,6 +304,20 @@ mod tests {
         assert_eq!(parse_connection_confirm(&cc), Ok(Negotiated::Protocol(1)));
         assert!(parse_connection_request(&cc).is_err());
         assert!(parse_connection_confirm(&cr).is_err());
+    }
+
+    #[test]
+    fn cookie_length_limit() {
+        let longest = "x".repeat(MAX_COOKIE_LEN);
+        assert_eq!(
+            parse_connection_request(&connection_request(&longest))
+                .unwrap()
+                .cookie
+                .as_deref(),
+            Some(&*longest)
+        );
+        assert!(connection_request(&"x".repeat(MAX_COOKIE_LEN + 1)).is_empty());
+        assert!(connection_request("a\r\nb").is_empty());
     }
 
     #[test]

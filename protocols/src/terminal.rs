@@ -110,17 +110,34 @@ pub fn parse_server(text: &str) -> Result<ServerMessage, TerminalError> {
     serde_json::from_str(text).map_err(|e| TerminalError::Invalid(e.to_string()))
 }
 
-/// Encodes a message for the browser; error texts are cut to fit the length bound.
+/// Encodes a message for the browser, always within [`MAX_CONTROL_LEN`]: texts that come from
+/// elsewhere (SSH servers' error and signal names) are cut until the JSON, escapes included, fits.
 pub fn encode_server(msg: &ServerMessage) -> String {
     let mut msg = msg.clone();
-    if let ServerMessage::Error { message } = &mut msg {
-        let mut cut = message.len().min(MAX_CONTROL_LEN / 2);
-        while !message.is_char_boundary(cut) {
-            cut -= 1;
+    let mut keep = MAX_CONTROL_LEN;
+    loop {
+        let text = serde_json::to_string(&msg).unwrap_or_default();
+        if text.len() <= MAX_CONTROL_LEN {
+            return text;
         }
-        message.truncate(cut);
+        // Escaping can grow a character up to six bytes; halve until it fits.
+        keep /= 2;
+        match &mut msg {
+            ServerMessage::Error { message } => truncate_chars(message, keep),
+            ServerMessage::Exit {
+                signal: Some(signal), ..
+            } => truncate_chars(signal, keep),
+            _ => return text,
+        }
     }
-    serde_json::to_string(&msg).unwrap_or_default()
+}
+
+fn truncate_chars(s: &mut String, max_bytes: usize) {
+    let mut cut = s.len().min(max_bytes);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
 }
 
 #[cfg(test)]
