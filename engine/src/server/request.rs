@@ -195,4 +195,33 @@ mod tests {
         assert_eq!(status(&decide(b"PUT /healthz HTTP/1.1\r\n\r\n", &policy, now)), 405);
         assert_eq!(status(&decide(b"BREW / HTCPCP/1.0\r\n\r\n", &policy, now)), 505);
     }
+
+    proptest::proptest! {
+        /// The whole request path after TLS never panics and always decides within its limits,
+        /// whatever the bytes (a cargo-fuzz target for it is pending: it needs the engine crate).
+        #[test]
+        fn any_bytes_get_a_decision(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let (policy, _) = policy();
+            let _ = decide(&bytes, &policy, 1_800_000_000);
+        }
+
+        /// Mutating a valid upgrade request byte by byte never panics, and never yields a tunnel
+        /// for a request that lost its token.
+        #[test]
+        fn mutated_requests(at in 0usize..400, byte in proptest::num::u8::ANY, cut in 0usize..400) {
+            let (policy, key) = policy();
+            let now = crate::keys::unix_now();
+            let token = crate::keys::issue(key.as_bytes(), "alice", "vm1", std::time::Duration::from_secs(60)).unwrap();
+            let mut req = request("/v1/tunnel/vm1", &token);
+            if at < req.len() {
+                req[at] = byte;
+            }
+            let _ = decide(&req, &policy, now);
+            let cut = cut.min(req.len());
+            let _ = decide(&req[..cut], &policy, now);
+            let no_token = String::from_utf8_lossy(&request("/v1/tunnel/vm1", "")).replace("Authorization: Bearer \r\n", "");
+            let tunnel = matches!(decide(no_token.as_bytes(), &policy, now), Decision::Tunnel { .. });
+            proptest::prop_assert!(!tunnel);
+        }
+    }
 }
