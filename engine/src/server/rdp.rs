@@ -18,9 +18,11 @@ use crate::audit::{now_rfc3339, SessionRecord};
 use crate::config::{Protocol, Target};
 use crate::policy::Denial;
 use crate::relay::Relay;
+use crate::web::session::TICKET_PREFIX;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use portcullis_protocols::rdp::{self, CleanPathFailure, Negotiated, MAX_CLEANPATH_REQUEST, MAX_X224_LEN};
+use portcullis_protocols::token::Claims;
 use portcullis_protocols::ws::{self, CloseCode, Message, MessageAssembler, OpCode, Role};
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
@@ -181,17 +183,58 @@ impl Conn<'_> {
             )
         })?;
         let policy = &self.state.policy;
-        // The destination names a configured target, by name or by its configured address.
-        let name = policy
-            .config
-            .targets
-            .values()
-            .find(|t| t.name == req.destination || t.address == req.destination)
-            .map(|t| t.name.clone())
-            .unwrap_or_else(|| req.destination.clone());
-        let (claims, target) = policy
-            .authorize(Some(&req.proxy_auth), &name, unix_now())
-            .map_err(|d: Denial| Refusal::new(CleanPathFailure::Http(d.status()), d.status(), d.reason()))?;
+        let denied = |status: u16, why: &str| Refusal::new(CleanPathFailure::Http(status), status, why);
+        // A signed-in browser's one-time ticket, or a token; either names the target it is for.
+        let ticket = req
+            .proxy_auth
+            .starts_with(TICKET_PREFIX)
+            .then(|| self.shared.web.tickets.redeem(&req.proxy_auth));
+        let intended = match &ticket {
+            Some(Some((_, target))) => Some(target.clone()),
+            Some(None) => return Err(denied(401, "invalid or used ticket")),
+            None => policy.verifier.verify(&req.proxy_auth, unix_now()).ok().map(|c| c.tgt),
+        };
+        // The destination names a configured target, or is the configured address of the target
+        // the credential is for (several targets may share an address). Never anything else.
+        let name = match &intended {
+            _ if policy.config.targets.contains_key(&req.destination) => req.destination.clone(),
+            Some(t)
+                if policy
+                    .config
+                    .targets
+                    .get(t)
+                    .is_some_and(|t| t.address == req.destination) =>
+            {
+                t.clone()
+            }
+            _ => req.destination.clone(),
+        };
+        let (claims, target) = match ticket {
+            Some(Some((user, ticket_target))) => {
+                // The policy may have changed (SIGHUP) since the ticket was issued.
+                let still_allowed = policy.config.users.get(&user).is_some_and(|t| t.contains(&name));
+                if ticket_target != name || !still_allowed {
+                    return Err(denied(403, "ticket is for another target"));
+                }
+                let target = policy
+                    .config
+                    .targets
+                    .get(&name)
+                    .ok_or_else(|| denied(404, "unknown target"))?;
+                let claims = Claims {
+                    sub: user,
+                    tgt: name.clone(),
+                    exp: 0,
+                    nbf: 0,
+                    iat: None,
+                    jti: "web-ticket".into(),
+                };
+                (claims, target)
+            }
+            _ => policy
+                .authorize(Some(&req.proxy_auth), &name, unix_now())
+                .map_err(|d: Denial| Refusal::new(CleanPathFailure::Http(d.status()), d.status(), d.reason()))?,
+        };
         let target = target.clone();
         let with_user = |mut r: Refusal| {
             r.user = Some(claims.sub.clone());

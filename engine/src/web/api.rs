@@ -137,6 +137,7 @@ pub async fn handle(
             r(resp)
         }
         ("GET", "/api/session") => r(session_info(head, policy, web)),
+        ("POST", "/api/rdp/ticket") => r(rdp_ticket(head, body, policy, web)),
         ("GET", "/api/recordings") => r(recordings(head, policy, web)),
         ("GET", p) if p.starts_with("/api/recordings/") => {
             r(recording(head, policy, web, &p["/api/recordings/".len()..]))
@@ -263,6 +264,35 @@ fn session_info(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Resp
         200,
         serde_json::json!({ "user": s.user, "targets": targets, "can_replay": can_replay }),
     )
+}
+
+#[derive(Deserialize)]
+struct TicketBody {
+    target: String,
+}
+
+/// A one-time `proxy_auth` for the IronRDP web client to open `target` through `/v1/rdp`.
+fn rdp_ticket(head: &RequestHead<'_>, body: &[u8], policy: &Policy, web: &WebState) -> Response {
+    if !origin_ok(head, policy) {
+        return Response::error(403, "cross-origin request refused");
+    }
+    let Some(s) = current_session(head, web) else {
+        return Response::error(401, "not signed in");
+    };
+    let Ok(TicketBody { target }) = serde_json::from_slice(body) else {
+        return Response::error(400, "expected {\"target\":…}");
+    };
+    match allowed_targets(&s, policy).into_iter().find(|t| t.name == target) {
+        Some(t) if t.protocol == Protocol::Rdp => {
+            let ticket = web.tickets.issue(&s.user, &t.name);
+            Response::json(
+                200,
+                serde_json::json!({ "ticket": ticket, "destination": t.name, "path": "/v1/rdp" }),
+            )
+        }
+        Some(_) => Response::error(400, "not an RDP target"),
+        None => Response::error(403, "target is not allowed for this user"),
+    }
 }
 
 fn replay_allowed(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Result<(), Response> {

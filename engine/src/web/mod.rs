@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// Process-wide web state. Survives configuration reloads (sign-ins stay valid).
 pub struct WebState {
     pub sessions: session::Sessions,
+    pub tickets: session::Tickets,
     pub throttle: session::Throttle,
     pub ssh_runtime: tokio::runtime::Runtime,
     pub recorder: recording::Recorder,
@@ -28,6 +29,7 @@ impl WebState {
             .build()?;
         Ok(Arc::new(WebState {
             sessions: session::Sessions::default(),
+            tickets: session::Tickets::default(),
             throttle: session::Throttle::default(),
             ssh_runtime,
             recorder: recording::Recorder::start()?,

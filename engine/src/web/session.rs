@@ -68,6 +68,46 @@ impl Sessions {
     }
 }
 
+/// Single-use, short-lived tickets that let a signed-in browser open one RDP session: the IronRDP
+/// web client carries an opaque `proxy_auth` string, and the browser holds no JWT.
+#[derive(Default)]
+pub struct Tickets {
+    map: Mutex<HashMap<[u8; 32], (String, String, Instant)>>,
+}
+
+/// Tickets are recognisable, so `/v1/rdp` knows not to parse them as JWTs.
+pub const TICKET_PREFIX: &str = "pct_";
+const TICKET_TTL: Duration = Duration::from_secs(60);
+
+impl Tickets {
+    pub fn issue(&self, user: &str, target: &str) -> String {
+        use base64::Engine;
+        let mut raw = [0u8; 32];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw);
+        let ticket = format!(
+            "{TICKET_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+        );
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (_, _, expires)| *expires > now);
+        if map.len() < MAX_ENTRIES {
+            map.insert(key_of(&ticket), (user.to_owned(), target.to_owned(), now + TICKET_TTL));
+        }
+        ticket
+    }
+
+    /// (user, target) of a live ticket, which is used up.
+    pub fn redeem(&self, ticket: &str) -> Option<(String, String)> {
+        let (user, target, expires) = self
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key_of(ticket))?;
+        (expires > Instant::now()).then_some((user, target))
+    }
+}
+
 /// Failed sign-ins per user and per client address; too many lock that key for a while.
 #[derive(Default)]
 pub struct Throttle {

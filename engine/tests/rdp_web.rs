@@ -1,0 +1,169 @@
+//! Web RDP through `/v1/rdp` (RDCleanPath) to a real xrdp: the gateway's answer carries the
+//! server's X.224 confirm and certificate, and the client's next PDU, sent in the clear on the
+//! WebSocket, reaches xrdp's MCS layer through the gateway's TLS session with it. Tokens and one-time web tickets are both accepted; a certificate pin is
+//! enforced. (The IronRDP web client in a browser is the other half; see web/.)
+
+mod common;
+mod rdp_peers;
+
+use common::*;
+use portcullis_protocols::rdp::{self, CleanPathAnswer, Negotiated};
+use portcullis_protocols::ws::{Message, OpCode};
+use rdp_peers::Xrdp;
+use rustls::pki_types::pem::PemObject;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+const PASSWORD: &str = "web rdp password";
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(":")
+}
+
+async fn ask(gw: &Gateway, proxy_auth: &str, destination: &str) -> (WsClient, CleanPathAnswer) {
+    let mut ws = WsClient::open_path(gw, "/v1/rdp", None).await;
+    let pdu = rdp::cleanpath_request(&rdp::connection_request("rdpuser"), destination, proxy_auth, None).unwrap();
+    ws.send_frame(true, OpCode::Binary, &pdu, true).await;
+    match ws.recv(30 * SEC).await {
+        Some(Message::Binary(b)) => {
+            let answer = rdp::parse_cleanpath_answer(&b).unwrap();
+            (ws, answer)
+        }
+        other => panic!("expected an RDCleanPath answer, got {other:?}"),
+    }
+}
+
+/// After the answer the WebSocket carries the RDP stream inside the gateway's TLS session with
+/// the server: send an X.224 Data TPDU whose MCS content is not a Connect Initial and return
+/// once the server has hung up on it.
+async fn send_bad_mcs(ws: &mut WsClient) {
+    // TPKT (12 bytes) + X.224 Data TPDU header + 5 bytes that are no BER Connect-Initial.
+    ws.send_binary(&[3, 0, 0, 12, 2, 0xf0, 0x80, 0x7f, 0x65, 0x00, 0x00, 0x00])
+        .await;
+    loop {
+        match ws.recv(30 * SEC).await {
+            Some(Message::Close { .. }) | None => return,
+            Some(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn rdcleanpath_to_xrdp() {
+    let xrdp = Xrdp::start();
+    let cert_pem = std::fs::read(xrdp.dir.path().join("cert.pem")).unwrap();
+    let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(&cert_pem)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let pin = hex(&Sha256::digest(&cert_der));
+    let wrong_pin = hex(&[7u8; 32]);
+    let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
+    let addr = xrdp.address();
+    let gw = Gateway::start_toml(&format!(
+        "[[target]]\nname = \"desk1\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\n\
+         [[target]]\nname = \"pinned\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\ncert_sha256 = \"{pin}\"\n\
+         [[target]]\nname = \"mispinned\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\ncert_sha256 = \"{wrong_pin}\"\n\
+         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntargets = [\"desk1\", \"pinned\", \"mispinned\"]\n"
+    ));
+
+    // A token: the answer has the server's confirm (TLS selected), certificate and address.
+    let (mut ws, answer) = ask(&gw, &gw.token("alice", "desk1"), "desk1").await;
+    match &answer {
+        CleanPathAnswer::Response {
+            x224_confirm,
+            chain,
+            server_addr,
+        } => {
+            assert_eq!(
+                rdp::parse_connection_confirm(x224_confirm).unwrap(),
+                Negotiated::Protocol(1)
+            );
+            assert_eq!(chain.first(), Some(&cert_der));
+            assert_eq!(server_addr, &addr);
+        }
+        other => panic!("{other:?}"),
+    }
+    // ...and what the client sends next reaches xrdp's MCS layer through the gateway's TLS.
+    send_bad_mcs(&mut ws).await;
+    drop(ws);
+    let log = xrdp.xrdp_log();
+    assert!(log.contains("selected [SSL]"), "{log}");
+    assert!(
+        log.contains("Connect-Initial callingDomainSelector failed"),
+        "xrdp's MCS layer got our bytes: {log}"
+    );
+
+    // The destination may also be given as the configured address.
+    let (_, answer) = ask(&gw, &gw.token("alice", "desk1"), &addr).await;
+    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
+
+    // A pinned certificate that matches passes; one that does not is refused by the gateway.
+    let (_, answer) = ask(&gw, &gw.token("alice", "pinned"), "pinned").await;
+    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
+    let (_, answer) = ask(&gw, &gw.token("alice", "mispinned"), "mispinned").await;
+    assert!(
+        matches!(
+            answer,
+            CleanPathAnswer::Error {
+                tls_alert: Some(42),
+                ..
+            }
+        ),
+        "{answer:?}"
+    );
+
+    // A signed-in browser gets a one-time ticket instead of a token.
+    let body = serde_json::json!({ "user": "alice", "password": PASSWORD }).to_string();
+    let (status, head, _) = https(&gw, "POST", "/api/login", "", &body).await;
+    assert_eq!(status, 200);
+    let cookie = session_cookie(&head).unwrap();
+    let (status, _, body) = https(&gw, "POST", "/api/rdp/ticket", &cookie, r#"{"target":"desk1"}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let (_, answer) = ask(&gw, &ticket, "pinned").await;
+    assert!(
+        matches!(
+            answer,
+            CleanPathAnswer::Error {
+                http_status: Some(403),
+                ..
+            }
+        ),
+        "for another target: {answer:?}"
+    );
+    let (status, _, body) = https(&gw, "POST", "/api/rdp/ticket", &cookie, r#"{"target":"desk1"}"#).await;
+    assert_eq!(status, 200);
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
+    let (_, answer) = ask(&gw, &ticket, "desk1").await;
+    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
+    let (_, answer) = ask(&gw, &ticket, "desk1").await;
+    assert!(
+        matches!(
+            answer,
+            CleanPathAnswer::Error {
+                http_status: Some(401),
+                ..
+            }
+        ),
+        "reused: {answer:?}"
+    );
+    assert_eq!(
+        https(&gw, "POST", "/api/rdp/ticket", "", r#"{"target":"desk1"}"#)
+            .await
+            .0,
+        401
+    );
+
+    // Audit: the sessions carry the X.224 cookie and how they came in.
+    let lines = gw.audit_lines(5);
+    let rec = lines
+        .iter()
+        .find(|l| l["event"] == "session" && l["via"] == "web_rdp")
+        .expect("web RDP session record");
+    assert_eq!(rec["rdp_cookie"], "rdpuser");
+    assert_eq!(rec["protocol"], "rdp");
+}
