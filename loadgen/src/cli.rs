@@ -1,0 +1,307 @@
+//! Command-line arguments (clap derive). Cross-argument checks that clap cannot express live in
+//! `endpoint::Endpoint::from_args` and the scenarios, and fail with one clear line.
+
+use clap::builder::TypedValueParser;
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portcullis-loadgen",
+    version,
+    about = "Load generator for Portcullis and other WebSocket-to-TCP bridges (websockify, websocat)",
+    after_help = "Start a target first (`portcullis-loadgen target --listen 127.0.0.1:9000 --mode echo`), point the \
+                  gateway's target at it, then run a scenario. See loadgen/README.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Sessions stream bulk data through the tunnel for a while; reports MB/s each way.
+    Throughput(ThroughputArgs),
+    /// Sessions send small messages to an echo target at a fixed total rate (open loop); reports
+    /// round-trip percentiles.
+    Latency(LatencyArgs),
+    /// Opens and closes sessions as fast as it can; reports sessions per second and the latency of
+    /// each step (TCP, TLS, upgrade, optional echo probe, close).
+    Connect(ConnectArgs),
+    /// Opens and holds many sessions; reports how many it held and the gateway's memory per session.
+    Idle(IdleArgs),
+    /// A TCP target for the tunnels: echo, sink (discard) or source (endless data).
+    Target(TargetArgs),
+}
+
+impl Command {
+    /// Tokio worker threads the command asks for.
+    pub fn workers(&self) -> usize {
+        match self {
+            Command::Throughput(a) => a.run.workers,
+            Command::Latency(a) => a.run.workers,
+            Command::Connect(a) => a.run.workers,
+            Command::Idle(a) => a.run.workers,
+            Command::Target(a) => a.workers,
+        }
+    }
+
+    pub fn run_args(&self) -> Option<&RunArgs> {
+        match self {
+            Command::Throughput(a) => Some(&a.run),
+            Command::Latency(a) => Some(&a.run),
+            Command::Connect(a) => Some(&a.run),
+            Command::Idle(a) => Some(&a.run),
+            Command::Target(_) => None,
+        }
+    }
+}
+
+/// Where the sessions go and how they authenticate.
+#[derive(Args, Debug, Clone)]
+#[command(group = ArgGroup::new("auth").required(true).multiple(false).args(["token", "token_key", "no_auth"]))]
+pub struct ConnArgs {
+    /// Gateway or bridge: wss://HOST[:PORT][/PREFIX] (TLS) or ws://HOST[:PORT][/PREFIX] (plain).
+    #[arg(value_name = "URL")]
+    pub url: String,
+
+    /// Target name: fills `{target}` in --path and the `tgt` claim of minted tokens.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+
+    /// Request path template, appended to the URL's prefix. Placeholders: {target}, {token}
+    /// (a token in the path is sent only there, e.g. `/?token={token}`).
+    #[arg(long, value_name = "TEMPLATE", default_value = "/v1/tunnel/{target}")]
+    pub path: String,
+
+    /// Bearer token sent with every session.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Mint tokens with this Ed25519 private key (PEM); needs --user and --target.
+    #[arg(long, value_name = "PEM_FILE", requires_all = ["user", "target"])]
+    pub token_key: Option<PathBuf>,
+
+    /// User (`sub` claim) of minted tokens.
+    #[arg(long, value_name = "NAME", requires = "token_key")]
+    pub user: Option<String>,
+
+    /// Lifetime of minted tokens.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub token_ttl: humantime::Duration,
+
+    /// Send no token (plain WebSocket-to-TCP bridges such as websockify or websocat).
+    #[arg(long)]
+    pub no_auth: bool,
+
+    /// Extra request header, `Name: value` (repeatable), e.g. `Sec-WebSocket-Protocol: binary`.
+    #[arg(long = "header", value_name = "HEADER")]
+    pub headers: Vec<String>,
+
+    /// wss:// only: accept any server certificate (self-signed test gateways).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+
+    /// wss:// only: trust only the CA certificate(s) in this PEM file.
+    #[arg(long, value_name = "PEM_FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Spread sessions over this many loopback source addresses 127.0.0.1, 127.0.0.2, ... so that
+    /// ephemeral ports do not run out (loopback URLs only).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65_000))]
+    pub source_addrs: Option<u32>,
+
+    /// Timeout for each step of opening a session (TCP, TLS, upgrade).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub open_timeout: humantime::Duration,
+}
+
+/// How the run itself behaves and reports.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Tokio worker threads for the load generator (leave the other cores to the gateway).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub workers: usize,
+
+    /// Write the results as JSON to FILE, or to stdout with `-` (the summary line then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// No progress bar (it is also hidden when stderr is not a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ThroughputArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Concurrent sessions.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sessions: u32,
+
+    /// How long to measure, once all sessions are open.
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// What the sessions send: `up` streams data to the target (use a sink or echo target), `none`
+    /// only reads (use a source target).
+    #[arg(long, value_enum, default_value_t = Send::Up)]
+    pub send: Send,
+
+    /// WebSocket frame payload size, bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024).map(|v| v as usize))]
+    pub frame_size: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Send {
+    Up,
+    None,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LatencyArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Concurrent sessions; the rate is spread evenly over them.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sessions: u32,
+
+    /// Total messages per second over all sessions (each session sends at rate/sessions).
+    #[arg(long, short = 'r', value_name = "MSG_PER_S", default_value_t = 1000.0, value_parser = positive_f64)]
+    pub rate: f64,
+
+    /// Message size in bytes (at least 8: a sequence number checks the echo's order).
+    #[arg(long, value_name = "BYTES", default_value_t = 64, value_parser = clap::value_parser!(u32).range(8..=1024 * 1024).map(|v| v as usize))]
+    pub size: usize,
+
+    /// How long to send, once all sessions are open.
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// After sending stops, how long to wait for the last echoes; later ones count as lost.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub drain: humantime::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Concurrent connect loops (sessions in flight).
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sessions: u32,
+
+    /// How long to keep opening sessions.
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "10s")]
+    pub duration: humantime::Duration,
+
+    /// After the upgrade, send 16 bytes and wait for their echo (needs an echo target); times the
+    /// first round trip, which includes the target connect of bridges that connect lazily.
+    #[arg(long)]
+    pub probe: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Sessions to open and hold.
+    #[arg(long, short = 'n', value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub sessions: u32,
+
+    /// Sessions being opened at the same time.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// How long to hold the sessions once all are open, before measuring memory again.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    pub hold: humantime::Duration,
+
+    /// The gateway's process id: its VmRSS (/proc/PID/status) is read before and after.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// echo: send back what arrives; sink: discard it; source: send data without end.
+    #[arg(long, value_enum, default_value_t = TargetMode::Echo)]
+    pub mode: TargetMode,
+
+    /// Tokio worker threads.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    pub workers: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetMode {
+    Echo,
+    Sink,
+    Source,
+}
+
+fn positive_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be a positive number, got {s}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("portcullis-loadgen").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn auth_is_one_of_three() {
+        assert!(parse(&["latency", "wss://x", "--target", "t", "--token", "a", "--no-auth"]).is_err());
+        assert!(parse(&["latency", "wss://x", "--target", "t", "--token-key", "k"]).is_err()); // needs --user
+        assert!(parse(&["latency", "wss://x", "--user", "u"]).is_err()); // needs --token-key
+        assert!(parse(&["latency", "wss://x", "--target", "t", "--token-key", "k", "--user", "u"]).is_ok());
+        assert!(parse(&["latency", "ws://x", "--no-auth", "--path", "/"]).is_ok());
+        assert!(parse(&["latency", "ws://x", "--path", "/"]).is_err()); // no auth choice at all
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        assert!(parse(&["latency", "ws://x", "--no-auth", "--size", "4"]).is_err());
+        assert!(parse(&["latency", "ws://x", "--no-auth", "--rate", "0"]).is_err());
+        assert!(parse(&["latency", "ws://x", "--no-auth", "--rate", "-3"]).is_err());
+        assert!(parse(&["throughput", "ws://x", "--no-auth", "--sessions", "0"]).is_err());
+        assert!(parse(&["throughput", "ws://x", "--no-auth", "--workers", "0"]).is_err());
+        assert!(parse(&["throughput", "ws://x", "--no-auth", "--duration", "5 parsecs"]).is_err());
+        let cli = parse(&["throughput", "ws://x", "--no-auth", "--workers", "3", "-d", "500ms"]).unwrap();
+        assert_eq!(cli.command.workers(), 3);
+    }
+}

@@ -1,0 +1,326 @@
+//! Where sessions go: the parsed URL, the resolved address, TLS, the request head (path template,
+//! token, extra headers) and the source addresses to spread connections over.
+
+use crate::cli::ConnArgs;
+use anyhow::{anyhow, bail, Context};
+use futures_rustls::TlsConnector;
+use portcullis::tls::{client_config, ServerTrust};
+use rustls::pki_types::ServerName;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// `ws://` or `wss://` URL, split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash ("" for none).
+    pub prefix: String,
+}
+
+impl Url {
+    pub fn parse(url: &str) -> anyhow::Result<Url> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("wss://") {
+            (true, r)
+        } else if let Some(r) = url.strip_prefix("ws://") {
+            (false, r)
+        } else {
+            bail!("URL must start with wss:// or ws:// (got {url:?})");
+        };
+        let (authority, prefix) = match rest.split_once('/') {
+            Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
+            None => (rest, String::new()),
+        };
+        if authority.contains(['?', '#', '@']) || prefix.contains(['?', '#']) {
+            bail!("URL must be SCHEME://HOST[:PORT][/PREFIX] without query, fragment or user (got {url:?})");
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| anyhow!("bad IPv6 address in {url:?}"))?;
+            match after {
+                "" => (h.to_owned(), None),
+                a => (
+                    h.to_owned(),
+                    Some(a.strip_prefix(':').ok_or_else(|| anyhow!("bad port in {url:?}"))?),
+                ),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_owned(), Some(p)),
+                None => (authority.to_owned(), None),
+            }
+        };
+        if host.is_empty() {
+            bail!("no host in {url:?}");
+        }
+        let port = match port {
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| anyhow!("bad port in {url:?}"))?,
+            None if tls => 443,
+            None => 80,
+        };
+        Ok(Url {
+            tls,
+            host,
+            port,
+            prefix: if prefix == "/" { String::new() } else { prefix },
+        })
+    }
+
+    /// The `Host` header value.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Expands `{target}` and `{token}` in the path template. Returns the path and whether the token
+/// went into it (then no `Authorization` header is sent).
+pub fn render_path(
+    prefix: &str,
+    template: &str,
+    target: Option<&str>,
+    token: Option<&str>,
+) -> anyhow::Result<(String, bool)> {
+    if !template.starts_with('/') {
+        bail!("--path must start with '/' (got {template:?})");
+    }
+    let mut path = format!("{prefix}{template}");
+    if path.contains("{target}") {
+        let t = target.ok_or_else(|| anyhow!("--path {template:?} uses {{target}}: give --target NAME"))?;
+        path = path.replace("{target}", t);
+    }
+    let mut token_in_path = false;
+    if path.contains("{token}") {
+        let t = token.ok_or_else(|| anyhow!("--path {template:?} uses {{token}}, but --no-auth sends no token"))?;
+        path = path.replace("{token}", t);
+        token_in_path = true;
+    }
+    if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        bail!("--path contains a character that cannot go into a request line: {bad:?}");
+    }
+    Ok((path, token_in_path))
+}
+
+/// Everything needed to open a session, shared by all sessions of a run.
+pub struct Endpoint {
+    pub url: Url,
+    pub addr: SocketAddr,
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Request head up to (not including) the Sec-WebSocket-Key line.
+    head: String,
+    /// The path with any token replaced by `…`, for reports.
+    pub display_path: String,
+    /// Source addresses to bind to, round robin; empty: let the kernel choose.
+    pub sources: Vec<IpAddr>,
+    pub open_timeout: Duration,
+}
+
+impl Endpoint {
+    /// Validates the connection arguments, mints a token if asked, resolves the host once.
+    /// `default_sources` is used when --source-addrs is absent (loopback URLs only).
+    pub async fn from_args(args: &ConnArgs, default_sources: u32) -> anyhow::Result<Endpoint> {
+        let url = Url::parse(&args.url)?;
+        if !url.tls && (args.insecure || args.ca.is_some()) {
+            bail!("--insecure and --ca apply to wss:// URLs only");
+        }
+        let token = match (&args.token, &args.token_key, args.no_auth) {
+            (Some(t), _, _) => {
+                if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control()) {
+                    bail!("--token is empty or contains whitespace");
+                }
+                Some(t.clone())
+            }
+            (None, Some(key), _) => {
+                let pem = std::fs::read(key).with_context(|| format!("cannot read --token-key {}", key.display()))?;
+                let user = args
+                    .user
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("--token-key needs --user"))?;
+                let target = args
+                    .target
+                    .as_deref()
+                    .ok_or_else(|| anyhow!("--token-key needs --target"))?;
+                let ttl: Duration = args.token_ttl.into();
+                let token = portcullis::keys::issue(&pem, user, target, ttl)
+                    .with_context(|| format!("cannot mint a token with {}", key.display()))?;
+                Some(token)
+            }
+            (None, None, true) => None,
+            (None, None, false) => bail!("give --token, --token-key with --user, or --no-auth"),
+        };
+        let (path, token_in_path) = render_path(&url.prefix, &args.path, args.target.as_deref(), token.as_deref())?;
+        let display_path = match &token {
+            Some(t) if token_in_path => path.replace(t.as_str(), "…"),
+            _ => path.clone(),
+        };
+
+        let mut head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nUser-Agent: portcullis-loadgen/{}\r\n",
+            url.authority(),
+            env!("CARGO_PKG_VERSION")
+        );
+        if let (Some(t), false) = (&token, token_in_path) {
+            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        for h in &args.headers {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| anyhow!("--header {h:?} must look like `Name: value`"))?;
+            let name = name.trim();
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+                || value.contains(['\r', '\n'])
+            {
+                bail!("--header {h:?} is not a valid HTTP header");
+            }
+            head.push_str(&format!("{name}: {}\r\n", value.trim()));
+        }
+
+        let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
+            .await
+            .with_context(|| format!("cannot resolve {}", url.host))?
+            .next()
+            .ok_or_else(|| anyhow!("{} has no address", url.host))?;
+
+        let tls = if url.tls {
+            let trust = match (&args.ca, args.insecure) {
+                (Some(ca), _) => ServerTrust::CaFile(ca),
+                (None, true) => ServerTrust::Insecure,
+                (None, false) => ServerTrust::WebPki,
+            };
+            let name = ServerName::try_from(url.host.clone())
+                .map_err(|_| anyhow!("{:?} is not a valid server name", url.host))?;
+            Some((TlsConnector::from(client_config(trust)?), name))
+        } else {
+            None
+        };
+
+        let sources = match args.source_addrs {
+            Some(n) => {
+                if !addr.ip().is_loopback() || !addr.is_ipv4() {
+                    bail!(
+                        "--source-addrs needs an IPv4 loopback URL (127.x.y.z), not {}",
+                        addr.ip()
+                    );
+                }
+                loopback_sources(n)
+            }
+            None if addr.ip().is_loopback() && addr.is_ipv4() && default_sources > 1 => {
+                loopback_sources(default_sources)
+            }
+            None => Vec::new(),
+        };
+
+        Ok(Endpoint {
+            url,
+            addr,
+            tls,
+            head,
+            display_path,
+            sources,
+            open_timeout: args.open_timeout.into(),
+        })
+    }
+
+    /// The whole upgrade request with this Sec-WebSocket-Key.
+    pub fn request_head(&self, key: &str) -> String {
+        format!("{}Sec-WebSocket-Key: {key}\r\n\r\n", self.head)
+    }
+
+    /// Source address for session number `i`.
+    pub fn source(&self, i: u64) -> Option<IpAddr> {
+        if self.sources.is_empty() {
+            None
+        } else {
+            Some(self.sources[(i % self.sources.len() as u64) as usize])
+        }
+    }
+
+    /// For reports: `wss://host:port/path` (token hidden).
+    pub fn describe(&self) -> String {
+        format!(
+            "{}://{}{}",
+            if self.url.tls { "wss" } else { "ws" },
+            self.url.authority(),
+            self.display_path
+        )
+    }
+}
+
+/// 127.0.0.1, 127.0.0.2, ... (n addresses, all on the loopback network 127/8).
+pub fn loopback_sources(n: u32) -> Vec<IpAddr> {
+    let base = u32::from(Ipv4Addr::new(127, 0, 0, 1));
+    (0..n.min(0x00ff_fffe))
+        .map(|k| IpAddr::V4(Ipv4Addr::from(base + k)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = Url::parse("wss://127.0.0.1:8443").unwrap();
+        assert_eq!(
+            (u.tls, u.host.as_str(), u.port, u.prefix.as_str()),
+            (true, "127.0.0.1", 8443, "")
+        );
+        let u = Url::parse("ws://localhost/gw/").unwrap();
+        assert_eq!((u.tls, u.port, u.prefix.as_str()), (false, 80, "/gw"));
+        let u = Url::parse("wss://[::1]:9000/").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.prefix.as_str()), ("::1", 9000, ""));
+        assert_eq!(u.authority(), "[::1]:9000");
+        assert_eq!(Url::parse("wss://[::1]").unwrap().port, 443);
+        for bad in [
+            "http://x",
+            "x:80",
+            "ws://",
+            "ws://:80",
+            "ws://x:0",
+            "ws://x:port",
+            "ws://x/?a=b",
+            "ws://u@x",
+            "ws://[::1",
+        ] {
+            assert!(Url::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            render_path("", "/v1/tunnel/{target}", Some("echo"), Some("t")).unwrap(),
+            ("/v1/tunnel/echo".to_string(), false)
+        );
+        assert_eq!(
+            render_path("/gw", "/x?token={token}", None, Some("abc")).unwrap(),
+            ("/gw/x?token=abc".to_string(), true)
+        );
+        assert_eq!(render_path("", "/", None, None).unwrap(), ("/".to_string(), false));
+        let e = render_path("", "/v1/tunnel/{target}", None, None).unwrap_err();
+        assert!(e.to_string().contains("--target"), "{e}");
+        assert!(render_path("", "/?t={token}", None, None).is_err());
+        assert!(render_path("", "relative", None, None).is_err());
+        assert!(render_path("", "/a b", None, None).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        let s = loopback_sources(300);
+        assert_eq!(s[0].to_string(), "127.0.0.1");
+        assert_eq!(s[1].to_string(), "127.0.0.2");
+        assert_eq!(s[299].to_string(), "127.0.1.44");
+    }
+}

@@ -1,0 +1,448 @@
+//! End-to-end runs of every scenario: against a real gateway process with the loadgen's own
+//! targets, and against a plain `ws://` bridge without auth. Runs are short (about a second).
+
+mod common;
+
+use clap::Parser;
+use common::{plain_bridge, Gateway};
+use portcullis_loadgen::cli::{Cli, TargetMode};
+use portcullis_loadgen::target;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::Ordering::Relaxed;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_portcullis-loadgen");
+
+fn any() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<Value> {
+    let cli = Cli::try_parse_from(std::iter::once("portcullis-loadgen".to_string()).chain(args))?;
+    Ok(portcullis_loadgen::execute(cli.command).await?.json)
+}
+
+fn args(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> Vec<String> {
+    let mut v = vec![scenario.to_string(), url.to_string()];
+    v.extend(auth.iter().cloned());
+    v.extend(rest.iter().map(|s| s.to_string()));
+    v.push("--quiet".into());
+    v
+}
+
+fn start_gateway(targets: &[(&str, SocketAddr)]) -> Gateway {
+    tokio::task::block_in_place(|| Gateway::start(targets))
+}
+
+fn f(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// A latency summary made of `count` real samples: positive and ordered.
+fn check_summary(s: &Value, count: u64) {
+    assert_eq!(u(s, "count"), count, "{s}");
+    let keys = ["min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"];
+    let values: Vec<f64> = keys.iter().map(|k| f(s, k)).collect();
+    assert!(values[0] > 0.0, "{s}");
+    assert!(values.windows(2).all(|w| w[0] <= w[1]), "percentiles out of order: {s}");
+    assert!(f(s, "mean_us") >= values[0] && f(s, "mean_us") <= values[5], "{s}");
+}
+
+fn no_errors(r: &Value) {
+    assert_eq!(u(r, "error_count"), 0, "errors: {}", r["errors"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_through_the_gateway_each_way() {
+    let (echo, echo_stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let (sink, sink_stats) = target::spawn(any(), TargetMode::Sink).await.unwrap();
+    let (source, _) = target::spawn(any(), TargetMode::Source).await.unwrap();
+    let gw = start_gateway(&[("echo", echo), ("sink", sink), ("source", source)]);
+
+    let r = run(args(
+        "throughput",
+        &gw.url(),
+        &gw.auth("echo"),
+        &["-n", "2", "-d", "1s"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!(u(&r, "sessions_opened"), 2);
+    let (up, down) = (u(&r, "up_bytes"), u(&r, "down_bytes"));
+    assert!(up > 1_000_000 && down > 0, "{r}");
+    // The echo can only return what the target got, and the target got at least what we counted
+    // (the frame in flight at the end was finished after the count stopped).
+    assert!(echo_stats.bytes_in.load(Relaxed) >= up, "{r}");
+    assert!(down <= echo_stats.bytes_out.load(Relaxed), "{r}");
+    assert_eq!(r["per_session"].as_array().unwrap().len(), 2);
+    assert!(f(&r, "up_mb_s") > 0.0 && f(&r, "down_mb_s") > 0.0);
+    assert_eq!(f(&r, "total_mb_s"), ((up + down) as f64 / 1e6 * 100.0).round() / 100.0);
+
+    let r = run(args(
+        "throughput",
+        &gw.url(),
+        &gw.auth("sink"),
+        &["-d", "500ms", "--frame-size", "4000"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "up_bytes") > 0 && u(&r, "up_bytes").is_multiple_of(4000), "{r}");
+    assert_eq!(u(&r, "down_bytes"), 0);
+    assert!(sink_stats.bytes_in.load(Relaxed) >= u(&r, "up_bytes"));
+
+    let r = run(args(
+        "throughput",
+        &gw.url(),
+        &gw.auth("source"),
+        &["-d", "500ms", "--send", "none"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!(u(&r, "up_bytes"), 0);
+    assert!(u(&r, "down_bytes") > 100_000, "{r}");
+
+    // Every session ended with a clean close handshake.
+    let audit = gw.audit_lines(4);
+    assert_eq!(audit.len(), 4);
+    assert!(audit.iter().all(|l| l["ended"] == "client_closed"), "{audit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_counts_every_echo_and_reports_real_percentiles() {
+    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let gw = start_gateway(&[("echo", echo)]);
+    // 10 sessions at 20 msg/s each, phases 5 ms apart: exactly 20 sends per session in 1 s.
+    let r = run(args(
+        "latency",
+        &gw.url(),
+        &gw.auth("echo"),
+        &["-n", "10", "-r", "200", "-d", "1s", "--size", "100"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!(u(&r, "sent"), 200, "{r}");
+    assert_eq!(u(&r, "received"), 200, "{r}");
+    assert_eq!(u(&r, "lost"), 0);
+    assert_eq!(u(&r, "out_of_order"), 0);
+    assert_eq!(u(&r, "unexpected_bytes"), 0);
+    check_summary(&r["rtt"], 200);
+    check_summary(&r["rtt_from_schedule"], 200);
+    assert_eq!(u(&r["send_lag"], "count"), 200);
+    // Each message's time from its schedule is at least its time from being sent.
+    for k in ["p50_us", "p99_us", "max_us"] {
+        assert!(f(&r["rtt_from_schedule"], k) >= f(&r["rtt"], k), "{k}: {r}");
+    }
+    assert_eq!(stats.bytes_in.load(Relaxed), 200 * 100);
+    assert_eq!(stats.bytes_out.load(Relaxed), 200 * 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_times_each_step_of_each_session() {
+    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let gw = start_gateway(&[("echo", echo)]);
+    let r = run(args(
+        "connect",
+        &gw.url(),
+        &gw.auth("echo"),
+        &["-n", "2", "-d", "1s", "--probe"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    let done = u(&r, "completed");
+    assert!(done >= 2, "{r}");
+    assert_eq!(u(&r, "failed"), 0);
+    for step in ["tcp", "tls", "upgrade", "probe", "close", "total"] {
+        check_summary(&r["steps"][step], done);
+    }
+    assert!(f(&r["steps"]["total"], "p50_us") >= f(&r["steps"]["upgrade"], "p50_us"));
+    assert!(f(&r, "sessions_per_s") > 0.0);
+    // The gateway connected to the target once per session, and every probe came back.
+    assert_eq!(stats.accepted.load(Relaxed), done);
+    assert_eq!(stats.bytes_out.load(Relaxed), 16 * done);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_holds_sessions_from_several_sources_and_reads_gateway_memory() {
+    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let gw = start_gateway(&[("echo", echo)]);
+    let pid = gw.pid().to_string();
+    let r = run(args(
+        "idle",
+        &gw.url(),
+        &gw.auth("echo"),
+        &["-n", "60", "--source-addrs", "3", "--hold", "300ms", "--pid", &pid],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!(u(&r, "held"), 60, "{r}");
+    assert_eq!(u(&r, "source_addrs"), 3);
+    assert!(
+        u(&r, "gateway_rss_before_kib") > 0 && u(&r, "gateway_rss_after_kib") > 0,
+        "{r}"
+    );
+    assert!(r["gateway_rss_per_session_bytes"].is_number(), "{r}");
+    // The gateway saw the sessions come from 127.0.0.1, .2 and .3.
+    let audit = gw.audit_lines(60);
+    let mut sources: Vec<String> = audit
+        .iter()
+        .filter_map(|l| l["client"].as_str())
+        .map(|c| c.rsplit_once(':').unwrap().0.to_string())
+        .collect();
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources, ["127.0.0.1", "127.0.0.2", "127.0.0.3"], "{audit:?}");
+    assert!(audit.iter().all(|l| l["ended"] == "client_closed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_ws_bridges_without_auth() {
+    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let (bridge, seen) = plain_bridge(echo).await;
+    let url = format!("ws://{bridge}");
+    let no_auth = ["--no-auth".to_string()];
+
+    let r = run(args(
+        "latency",
+        &url,
+        &no_auth,
+        &["--path", "/websockify", "-n", "3", "-r", "60", "-d", "500ms"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "sent") > 0);
+    assert_eq!(u(&r, "sent"), u(&r, "received"));
+    check_summary(&r["rtt"], u(&r, "received"));
+    assert!(r["url"].as_str().unwrap().starts_with("ws://"));
+
+    let r = run(args("throughput", &url, &no_auth, &["--path", "/", "-d", "300ms"]))
+        .await
+        .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "up_bytes") > 0 && u(&r, "down_bytes") > 0);
+
+    // A token in the path goes only there; a token otherwise goes in the Authorization header.
+    let with_token = ["--token".to_string(), "abc.def".to_string()];
+    run(args(
+        "connect",
+        &url,
+        &with_token,
+        &["--path", "/tunnel?token={token}", "-n", "1", "-d", "100ms"],
+    ))
+    .await
+    .unwrap();
+    run(args(
+        "connect",
+        &url,
+        &with_token,
+        &["--path", "/t", "-n", "1", "-d", "100ms"],
+    ))
+    .await
+    .unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .take(3)
+            .all(|s| s.target == "/websockify" && s.authorization.is_none()),
+        "{seen:?}"
+    );
+    assert!(seen.iter().any(|s| s.target == "/" && s.authorization.is_none()));
+    let query: Vec<_> = seen.iter().filter(|s| s.target.starts_with("/tunnel")).collect();
+    assert!(!query.is_empty());
+    assert!(query
+        .iter()
+        .all(|s| s.target == "/tunnel?token=abc.def" && s.authorization.is_none()));
+    let header: Vec<_> = seen.iter().filter(|s| s.target == "/t").collect();
+    assert!(!header.is_empty());
+    assert!(header
+        .iter()
+        .all(|s| s.authorization.as_deref() == Some("Bearer abc.def")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_fail_the_run_with_the_reason() {
+    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let gw = start_gateway(&[("echo", echo)]);
+    let short = ["-n", "2", "-d", "200ms"];
+    let bad_token = vec![
+        "--insecure".to_string(),
+        "--token".into(),
+        "nope".into(),
+        "--target".into(),
+        "echo".into(),
+    ];
+    let e = run(args("latency", &gw.url(), &bad_token, &short)).await.unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let e = run(args("throughput", &gw.url(), &gw.auth("missing"), &short))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("404"), "{e}");
+    // Without --insecure the self-signed certificate is refused, with a hint.
+    let mut strict = gw.auth("echo");
+    strict.retain(|a| a != "--insecure");
+    let e = run(args("connect", &gw.url(), &strict, &short)).await.unwrap_err();
+    assert!(e.to_string().contains("--insecure"), "{e}");
+}
+
+/// The target and scenario commands as processes: listening line, JSON to stdout or a file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_runs_target_and_writes_json() {
+    use std::io::{BufRead, BufReader};
+    /// Kills the target process even when an assertion fails.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut target = Killed(
+        Command::new(LOADGEN)
+            .args(["target", "--listen", "127.0.0.1:0", "--mode", "echo"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(target.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(
+        line.starts_with("portcullis-loadgen target: echo on 127.0.0.1:"),
+        "{line}"
+    );
+    let gw = start_gateway(&[("echo", addr)]);
+
+    let out = Command::new(LOADGEN)
+        .args(args(
+            "latency",
+            &gw.url(),
+            &gw.auth("echo"),
+            &["-n", "2", "-r", "40", "-d", "500ms", "--json", "-"],
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("stdout is the JSON result");
+    assert_eq!(r["scenario"], "latency");
+    assert_eq!(u(&r, "sent"), 20);
+    assert_eq!(u(&r, "received"), 20);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        summary.starts_with("latency: 2 of 2 sessions") && summary.contains("p99"),
+        "{summary}"
+    );
+
+    let file = gw.dir.path().join("result.json");
+    let out = Command::new(LOADGEN)
+        .args(args(
+            "throughput",
+            &gw.url(),
+            &gw.auth("echo"),
+            &["-d", "300ms", "--json", file.to_str().unwrap()],
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with("throughput: 1 of 1 sessions") && stdout.contains("MB/s"),
+        "{stdout}"
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(u(&r, "up_bytes") > 0);
+}
+
+#[test]
+fn binary_rejects_bad_arguments_clearly() {
+    let fail = |a: &[&str], code: i32, want: &str| {
+        let out = Command::new(LOADGEN).args(a).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{a:?}: {err}");
+        assert!(err.contains(want), "{a:?}: {err}");
+        assert!(out.stdout.is_empty());
+    };
+    fail(&["latency", "wss://127.0.0.1:1", "--target", "x"], 2, "--no-auth");
+    fail(
+        &["latency", "wss://127.0.0.1:1", "--no-auth", "--size", "2"],
+        2,
+        "--size",
+    );
+    fail(
+        &["throughput", "wss://127.0.0.1:1", "--no-auth", "-n", "0"],
+        2,
+        "--sessions",
+    );
+    fail(
+        &["connect", "wss://127.0.0.1:1", "--token", "t", "--duration", "soon"],
+        2,
+        "--duration",
+    );
+    fail(&["target", "--listen", "nowhere"], 2, "--listen");
+    fail(
+        &["latency", "http://127.0.0.1:1", "--no-auth", "--path", "/"],
+        1,
+        "wss:// or ws://",
+    );
+    fail(&["latency", "ws://127.0.0.1:1", "--no-auth"], 1, "--target");
+    fail(
+        &["latency", "ws://127.0.0.1:1", "--no-auth", "--path", "/", "--insecure"],
+        1,
+        "wss://",
+    );
+    fail(
+        &[
+            "latency",
+            "ws://[::1]:1",
+            "--no-auth",
+            "--path",
+            "/",
+            "--source-addrs",
+            "2",
+        ],
+        1,
+        "loopback",
+    );
+    fail(
+        &[
+            "latency",
+            "ws://127.0.0.1:1",
+            "--token-key",
+            "/nonexistent",
+            "--user",
+            "u",
+            "--target",
+            "t",
+        ],
+        1,
+        "/nonexistent",
+    );
+    // Nothing listens there: the run fails with the reason, not with a panic.
+    let port = common::free_port().to_string();
+    fail(
+        &[
+            "latency",
+            &format!("ws://127.0.0.1:{port}"),
+            "--no-auth",
+            "--path",
+            "/",
+            "-d",
+            "100ms",
+        ],
+        1,
+        "portcullis-loadgen: error: no session could be opened",
+    );
+}
