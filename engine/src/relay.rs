@@ -21,6 +21,58 @@ use std::task::{ready, Context, Poll};
 /// Room for the longest frame header (10 bytes + 4 bytes of mask key).
 const HEADROOM: usize = 14;
 
+/// Buffers a core keeps for reuse; beyond this, released buffers are freed.
+const POOL_CAP: usize = 256;
+
+thread_local! {
+    /// Relay buffers of this core not in use by any session. Sessions take one only while data
+    /// is in flight and give it back as soon as a read would block, so an idle session holds
+    /// none: memory follows traffic, not the number of open sessions.
+    static POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer borrowed from the core's pool while needed.
+struct PooledBuf {
+    buf: Option<Box<[u8]>>,
+    size: usize,
+}
+
+impl PooledBuf {
+    fn new(size: usize) -> Self {
+        PooledBuf { buf: None, size }
+    }
+
+    fn get(&mut self) -> &mut [u8] {
+        let size = self.size;
+        self.buf.get_or_insert_with(|| {
+            POOL.with(|p| {
+                let mut pool = p.borrow_mut();
+                match pool.iter().rposition(|b| b.len() == size) {
+                    Some(i) => pool.swap_remove(i),
+                    None => vec![0u8; size].into_boxed_slice(),
+                }
+            })
+        })
+    }
+
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            POOL.with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < POOL_CAP {
+                    pool.push(buf);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for PooledBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A WebSocket byte transport that can announce its own closing (TLS close_notify).
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn begin_close(&mut self) {}
@@ -95,7 +147,7 @@ pub struct Relay {
     role: Role,
     decoder: Decoder,
     // Peer → raw.
-    inbuf: Box<[u8]>,
+    inbuf: PooledBuf,
     in_start: usize,
     in_end: usize,
     in_write: Option<(usize, usize)>,
@@ -103,7 +155,7 @@ pub struct Relay {
     in_unflushed: bool,
     peer_open: bool,
     // Raw → peer.
-    outbuf: Box<[u8]>,
+    outbuf: PooledBuf,
     out_write: Option<(usize, usize)>,
     out_unflushed: bool,
     raw_read_open: bool,
@@ -131,9 +183,12 @@ pub struct Relay {
 impl Relay {
     /// `initial` holds bytes already read from the peer after the HTTP head.
     pub fn new(role: Role, limits: Limits, buf_size: usize, initial: &[u8]) -> Self {
-        let buf_size = buf_size.max(initial.len()).max(1024);
-        let mut inbuf = vec![0u8; buf_size].into_boxed_slice();
-        inbuf[..initial.len()].copy_from_slice(initial);
+        // Both directions use one size so they share the pool.
+        let size = buf_size.max(initial.len()).max(1024) + HEADROOM;
+        let mut inbuf = PooledBuf::new(size);
+        if !initial.is_empty() {
+            inbuf.get()[..initial.len()].copy_from_slice(initial);
+        }
         Self {
             role,
             decoder: Decoder::new(role, limits),
@@ -143,7 +198,7 @@ impl Relay {
             in_write: None,
             in_unflushed: false,
             peer_open: true,
-            outbuf: vec![0u8; buf_size + HEADROOM].into_boxed_slice(),
+            outbuf: PooledBuf::new(size),
             out_write: None,
             out_unflushed: false,
             raw_read_open: true,
@@ -282,7 +337,7 @@ impl Relay {
                     self.in_write = None;
                     continue;
                 }
-                match Pin::new(&mut *raw).poll_write(cx, &self.inbuf[start..end]) {
+                match Pin::new(&mut *raw).poll_write(cx, &self.inbuf.get()[start..end]) {
                     Poll::Ready(Ok(0)) => return self.raw_failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         self.counters.peer_to_raw += n as u64;
@@ -298,7 +353,7 @@ impl Relay {
                 return Poll::Pending;
             }
             if self.in_start < self.in_end {
-                let decoded = match self.decoder.decode(&mut self.inbuf[self.in_start..self.in_end]) {
+                let decoded = match self.decoder.decode(&mut self.inbuf.get()[self.in_start..self.in_end]) {
                     Ok(d) => d,
                     Err(e) => {
                         let code = e.close_code();
@@ -318,7 +373,7 @@ impl Relay {
                             let (start, end) = (base + range.start, base + range.end);
                             if let Some((cap, limit)) = &mut self.capture {
                                 let take = (end - start).min(limit.saturating_sub(cap.len()));
-                                cap.extend_from_slice(&self.inbuf[start..start + take]);
+                                cap.extend_from_slice(&self.inbuf.get()[start..start + take]);
                             }
                             self.in_write = Some((start, end));
                         }
@@ -339,7 +394,7 @@ impl Relay {
             }
             self.in_start = 0;
             self.in_end = 0;
-            match Pin::new(&mut *ws).poll_read(cx, &mut self.inbuf) {
+            match Pin::new(&mut *ws).poll_read(cx, self.inbuf.get()) {
                 Poll::Ready(Ok(0)) => return self.peer_lost(End::PeerGone),
                 Poll::Ready(Ok(n)) => {
                     self.in_end = n;
@@ -351,6 +406,8 @@ impl Relay {
                 }
                 Poll::Ready(Err(e)) => return self.peer_lost(End::PeerError(e.to_string())),
                 Poll::Pending => {
+                    // Everything read has been forwarded: the buffer goes back to the pool.
+                    self.inbuf.release();
                     // Nothing more to forward right now: push out what the raw side buffered.
                     if self.in_unflushed {
                         match Pin::new(&mut *raw).poll_flush(cx) {
@@ -388,7 +445,7 @@ impl Relay {
                 return Poll::Pending;
             }
             if let Some((start, end)) = self.out_write {
-                match Pin::new(&mut *ws).poll_write(cx, &self.outbuf[start..end]) {
+                match Pin::new(&mut *ws).poll_write(cx, &self.outbuf.get()[start..end]) {
                     Poll::Ready(Ok(0)) => return self.peer_write_failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         self.out_write = (start + n < end).then_some((start + n, end));
@@ -423,7 +480,7 @@ impl Relay {
             }
             let mask = matches!(self.role, Role::Client);
             let payload_at = HEADROOM;
-            match Pin::new(&mut *raw).poll_read(cx, &mut self.outbuf[payload_at..]) {
+            match Pin::new(&mut *raw).poll_read(cx, &mut self.outbuf.get()[payload_at..]) {
                 Poll::Ready(Ok(0)) => {
                     self.raw_read_open = false;
                     if self.peer_open {
@@ -446,9 +503,10 @@ impl Relay {
                     let start = payload_at - hlen;
                     let mut header = [0u8; HEADROOM];
                     let written = ws::encode_header(&mut header, true, OpCode::Binary, n as u64, key);
-                    self.outbuf[start..payload_at].copy_from_slice(&header[..written]);
+                    let out = self.outbuf.get();
+                    out[start..payload_at].copy_from_slice(&header[..written]);
                     if let Some(key) = key {
-                        ws::apply_mask(&mut self.outbuf[payload_at..payload_at + n], key, 0);
+                        ws::apply_mask(&mut out[payload_at..payload_at + n], key, 0);
                     }
                     self.counters.raw_to_peer += n as u64;
                     self.out_write = Some((start, payload_at + n));
@@ -461,7 +519,10 @@ impl Relay {
                         .get_or_insert((CloseCode::INTERNAL_ERROR, "target connection failed"));
                     continue;
                 }
-                Poll::Pending => return self.flush(cx, ws),
+                Poll::Pending => {
+                    self.outbuf.release();
+                    return self.flush(cx, ws);
+                }
             }
         }
     }

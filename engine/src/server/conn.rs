@@ -96,9 +96,10 @@ impl Conn<'_> {
                     head_len,
                 } => {
                     let path = path_of(&buf[..filled]);
-                    return self
-                        .tunnel(path, target, claims, accept, &buf[head_len..filled], tracker)
-                        .await;
+                    // The head buffer is not kept for the session's lifetime.
+                    let leftover = buf[head_len..filled].to_vec();
+                    drop(buf);
+                    return self.tunnel(path, target, claims, accept, &leftover, tracker).await;
                 }
             }
             if filled == buf.len() {
