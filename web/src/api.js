@@ -1,0 +1,89 @@
+// HTTP side of the gateway contract (see ../API.md). All requests are same-origin; the session
+// cookie is HttpOnly and is sent by the browser, so the app never sees it.
+
+export class ApiError extends Error {
+  constructor(status, message, body) {
+    super(message);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+async function request(method, path, body) {
+  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, "cannot reach the gateway (network error)", null);
+  }
+  return res;
+}
+
+async function json(res) {
+  const text = await res.text();
+  if (!text) return null;
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
+}
+
+async function expectOk(res) {
+  const body = await json(res);
+  if (res.ok) return body;
+  const message = (body && typeof body.error === "string" && body.error) || `${res.status} ${res.statusText || "error"}`.trim();
+  throw new ApiError(res.status, message, body);
+}
+
+export async function login(user, password) {
+  return expectOk(await request("POST", "/api/login", { user, password }));
+}
+
+export async function loginWithToken(token) {
+  return expectOk(await request("POST", "/api/login/token", { token }));
+}
+
+export async function logout() {
+  const res = await request("POST", "/api/logout", {});
+  if (!res.ok && res.status !== 401) await expectOk(res);
+}
+
+/** `{user, targets: [{name, protocol, credentials}], can_replay}`; throws ApiError(401) when signed out. */
+export async function session() {
+  const s = await expectOk(await request("GET", "/api/session"));
+  return {
+    user: String(s?.user ?? ""),
+    targets: Array.isArray(s?.targets) ? s.targets : [],
+    can_replay: s?.can_replay === true,
+  };
+}
+
+export async function recordings() {
+  const list = await expectOk(await request("GET", "/api/recordings"));
+  return Array.isArray(list) ? list : [];
+}
+
+/** The asciicast v2 text of one recording. */
+export async function recording(id) {
+  const res = await fetch(`/api/recordings/${encodeURIComponent(id)}`, {
+    credentials: "same-origin",
+    cache: "no-store",
+    headers: { Accept: "application/x-asciicast, application/json;q=0.5" },
+  }).catch(() => {
+    throw new ApiError(0, "cannot reach the gateway (network error)", null);
+  });
+  if (!res.ok) await expectOk(res);
+  return res.text();
+}
+
+/** ws:// or wss:// URL of the terminal WebSocket for a target, on this page's origin. */
+export function sshUrl(target, cols, rows, loc = window.location) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}/v1/ssh/${encodeURIComponent(target)}?cols=${cols}&rows=${rows}`;
+}
