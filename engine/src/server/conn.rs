@@ -168,7 +168,8 @@ impl Conn<'_> {
         }
     }
 
-    async fn send_and_close(&mut self, bytes: &[u8]) {
+    /// Writes `bytes`, then TLS close_notify and FIN, all within the close timeout.
+    pub(super) async fn send_and_close(&mut self, bytes: &[u8]) {
         let close = self.state.policy.config.session.close_timeout;
         let tls = &mut self.tls;
         let _ = timeout(close, async {
@@ -181,15 +182,30 @@ impl Conn<'_> {
 
     /// Sends a complete response and closes the connection (TLS close_notify, then FIN).
     pub(super) async fn respond(&mut self, status: u16, body: &str) {
-        let bytes = http::response(status, &[], body);
-        let close = self.state.policy.config.session.close_timeout;
+        self.send_and_close(&http::response(status, &[], body)).await
+    }
+
+    /// One unmasked WebSocket frame from the gateway, written and flushed within the close timeout.
+    pub(super) async fn send_frame(&mut self, opcode: ws::OpCode, payload: &[u8]) -> std::io::Result<()> {
+        let mut frame = vec![0u8; ws::MAX_HEADER_LEN];
+        let n = ws::encode_header(&mut frame, true, opcode, payload.len() as u64, None);
+        frame.truncate(n);
+        frame.extend_from_slice(payload);
+        let limit = self.state.policy.config.session.close_timeout;
         let tls = &mut self.tls;
-        let _ = timeout(close, async {
-            tls.write_all(&bytes).await?;
-            tls.get_mut().1.send_close_notify();
-            tls.close().await
+        timeout(limit, async {
+            tls.write_all(&frame).await?;
+            tls.flush().await
         })
-        .await;
+        .await
+        .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))
+    }
+
+    /// Sends a WebSocket Close and closes the connection.
+    pub(super) async fn close_ws(&mut self, code: ws::CloseCode, reason: &str) {
+        let mut close = Vec::new();
+        ws::encode_close(&mut close, code, reason, None);
+        self.send_and_close(&close).await
     }
 
     pub(super) fn deny(&self, path: &str, status: u16, reason: String, user: Option<String>) {

@@ -86,7 +86,7 @@ impl Conn<'_> {
             mut server,
             response,
         } = est;
-        if self.send_message(OpCode::Binary, &response).await.is_err() {
+        if self.send_frame(OpCode::Binary, &response).await.is_err() {
             return;
         }
 
@@ -366,32 +366,8 @@ impl Conn<'_> {
     async fn refuse_rdp(&mut self, refusal: Refusal) {
         self.deny("/v1/rdp", refusal.status, refusal.reason, refusal.user);
         let _ = self
-            .send_message(OpCode::Binary, &rdp::cleanpath_error(&refusal.failure))
+            .send_frame(OpCode::Binary, &rdp::cleanpath_error(&refusal.failure))
             .await;
-        let mut close = Vec::new();
-        ws::encode_close(&mut close, CloseCode::POLICY, "rdcleanpath_error", None);
-        let limit = self.state.policy.config.session.close_timeout;
-        let tls = &mut self.tls;
-        let _ = timeout(limit, async {
-            tls.write_all(&close).await?;
-            tls.get_mut().1.send_close_notify();
-            tls.close().await
-        })
-        .await;
-    }
-
-    /// One unmasked server frame, written and flushed within the close timeout.
-    async fn send_message(&mut self, opcode: OpCode, payload: &[u8]) -> std::io::Result<()> {
-        let mut frame = vec![0u8; ws::MAX_HEADER_LEN];
-        let n = ws::encode_header(&mut frame, true, opcode, payload.len() as u64, None);
-        frame.truncate(n);
-        frame.extend_from_slice(payload);
-        let limit = self.state.policy.config.session.close_timeout;
-        timeout(limit, async {
-            self.tls.write_all(&frame).await?;
-            self.tls.flush().await
-        })
-        .await
-        .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))
+        self.close_ws(CloseCode::POLICY, "rdcleanpath_error").await;
     }
 }

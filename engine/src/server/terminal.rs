@@ -184,7 +184,7 @@ impl Conn<'_> {
                                 Err(e) => tracing::debug!(%session, "ignored control message: {e}"),
                             },
                             Message::Ping(p) => {
-                                let _ = self.frame(OpCode::Pong, p.as_bytes()).await;
+                                let _ = self.send_frame(OpCode::Pong, p.as_bytes()).await;
                             }
                             Message::Pong(_) => {}
                             Message::Close { .. } => {
@@ -244,7 +244,7 @@ impl Conn<'_> {
                         clipboard: target.ssh.clipboard,
                     };
                     if self
-                        .frame(OpCode::Text, terminal::encode_server(&ready).as_bytes())
+                        .send_frame(OpCode::Text, terminal::encode_server(&ready).as_bytes())
                         .await
                         .is_err()
                     {
@@ -254,7 +254,7 @@ impl Conn<'_> {
                 Wake::Ssh(Some(FromSsh::Output(bytes))) => {
                     last_activity = Instant::now();
                     down += bytes.len() as u64;
-                    if self.frame(OpCode::Binary, &bytes).await.is_err() {
+                    if self.send_frame(OpCode::Binary, &bytes).await.is_err() {
                         let _ = to_ssh.send(ToSsh::Close).await;
                         break "client_disconnected".into();
                     }
@@ -264,7 +264,9 @@ impl Conn<'_> {
                         status,
                         signal: signal.clone(),
                     };
-                    let _ = self.frame(OpCode::Text, terminal::encode_server(&msg).as_bytes()).await;
+                    let _ = self
+                        .send_frame(OpCode::Text, terminal::encode_server(&msg).as_bytes())
+                        .await;
                     self.close_ws(CloseCode::NORMAL, "session ended").await;
                     break match (status, signal) {
                         (Some(s), _) => format!("exit_status: {s}"),
@@ -295,7 +297,9 @@ impl Conn<'_> {
                         let msg = ServerMessage::Error {
                             message: format!("session closed: {}", reason.replace('_', " ")),
                         };
-                        let _ = self.frame(OpCode::Text, terminal::encode_server(&msg).as_bytes()).await;
+                        let _ = self
+                            .send_frame(OpCode::Text, terminal::encode_server(&msg).as_bytes())
+                            .await;
                         self.close_ws(code, reason).await;
                         break reason.into();
                     }
@@ -372,35 +376,9 @@ impl Conn<'_> {
         let msg = ServerMessage::Error {
             message: message.to_owned(),
         };
-        let _ = self.frame(OpCode::Text, terminal::encode_server(&msg).as_bytes()).await;
+        let _ = self
+            .send_frame(OpCode::Text, terminal::encode_server(&msg).as_bytes())
+            .await;
         self.close_ws(code, "").await;
-    }
-
-    async fn frame(&mut self, opcode: OpCode, payload: &[u8]) -> std::io::Result<()> {
-        let mut frame = vec![0u8; ws::MAX_HEADER_LEN];
-        let n = ws::encode_header(&mut frame, true, opcode, payload.len() as u64, None);
-        frame.truncate(n);
-        frame.extend_from_slice(payload);
-        let limit = self.state.policy.config.session.close_timeout;
-        let tls = &mut self.tls;
-        timeout(limit, async {
-            tls.write_all(&frame).await?;
-            tls.flush().await
-        })
-        .await
-        .unwrap_or_else(|| Err(std::io::ErrorKind::TimedOut.into()))
-    }
-
-    async fn close_ws(&mut self, code: CloseCode, reason: &str) {
-        let mut close = Vec::new();
-        ws::encode_close(&mut close, code, reason, None);
-        let limit = self.state.policy.config.session.close_timeout;
-        let tls = &mut self.tls;
-        let _ = timeout(limit, async {
-            tls.write_all(&close).await?;
-            tls.get_mut().1.send_close_notify();
-            tls.close().await
-        })
-        .await;
     }
 }
