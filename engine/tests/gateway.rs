@@ -473,3 +473,49 @@ async fn rdp_tunnels_audit_the_x224_cookie() {
     assert_eq!(rec["protocol"], "rdp");
     assert_eq!(rec["rdp_cookie"], "ALICE-PC\\alice");
 }
+
+#[tokio::test]
+async fn sighup_reloads_policy_without_dropping_sessions() {
+    let echo = EchoTarget::start();
+    let mut gw = Gateway::start(&echo_targets(&echo), "");
+    let mut live = WsClient::open(&gw, "echo", &gw.token("alice", "echo")).await;
+    // Take "echo" away from alice and reload.
+    let config = gw.dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replacen("targets = [\"echo\", \"dead\"]", "targets = [\"dead\"]", 1);
+    assert_ne!(text, changed, "test config shape changed");
+    std::fs::write(&config, changed).unwrap();
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) };
+    // New sessions see the new policy (the reload is asynchronous: poll briefly).
+    let deadline = std::time::Instant::now() + 10 * SEC;
+    loop {
+        let mut tls = tls_connect(gw.addr()).await;
+        let resp = exchange(
+            &mut tls,
+            upgrade_request("/v1/tunnel/echo", Some(&gw.token("alice", "echo"))).as_bytes(),
+        )
+        .await;
+        if status_of(&resp) == 403 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "policy not reloaded: {}",
+            String::from_utf8_lossy(&resp)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The session opened before the reload keeps working.
+    live.send_binary(b"still relayed").await;
+    assert_eq!(live.recv_bytes(13, 10 * SEC).await, b"still relayed");
+    // A broken file is refused and the running policy kept.
+    std::fs::write(&config, "this is not toml").unwrap();
+    unsafe { libc::kill(gw.child.id() as i32, libc::SIGHUP) };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut tls = tls_connect(gw.addr()).await;
+    assert_eq!(
+        status_of(&exchange(&mut tls, b"GET /healthz HTTP/1.1\r\n\r\n").await),
+        200
+    );
+    assert!(gw.child.try_wait().unwrap().is_none(), "gateway exited on a bad reload");
+}
