@@ -107,6 +107,7 @@ struct RawTarget {
     cert_sha256: Option<Spanned<String>>,
     ssh_user: Option<String>,
     ssh_key: Option<Spanned<PathBuf>>,
+    ssh_agent: Option<Spanned<PathBuf>>,
     host_key: Option<Spanned<OneOrMany>>,
     #[serde(default = "yes")]
     clipboard: bool,
@@ -174,6 +175,8 @@ pub struct SshSettings {
     pub user: Option<String>,
     /// Private key file (OpenSSH format) the gateway logs in with.
     pub key: Option<PathBuf>,
+    /// Or an SSH agent socket holding the keys the gateway logs in with.
+    pub agent: Option<PathBuf>,
     /// Pinned host keys, `ssh-ed25519 AAAA…` (known_hosts format, host field optional).
     pub host_keys: Vec<String>,
     pub clipboard: bool,
@@ -449,12 +452,20 @@ impl Config {
                     );
                 }
             }
-            if let (Some(k), None) = (&t.ssh_key, &t.ssh_user) {
-                return cx.err(Some(k.span()), "target.ssh_user", "ssh_key needs ssh_user");
+            if let (Some(k), None) = (t.ssh_key.as_ref().or(t.ssh_agent.as_ref()), &t.ssh_user) {
+                return cx.err(Some(k.span()), "target.ssh_user", "ssh_key and ssh_agent need ssh_user");
+            }
+            if let (Some(_), Some(a)) = (&t.ssh_key, &t.ssh_agent) {
+                return cx.err(
+                    Some(a.span()),
+                    "target.ssh_agent",
+                    "give ssh_key or ssh_agent, not both",
+                );
             }
             let ssh = SshSettings {
                 user: t.ssh_user.clone(),
                 key: t.ssh_key.as_ref().map(|k| cx.path(k.get_ref())),
+                agent: t.ssh_agent.as_ref().map(|a| cx.path(a.get_ref())),
                 host_keys,
                 clipboard: t.clipboard,
                 record_input: t.record_input,

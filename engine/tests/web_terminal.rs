@@ -345,3 +345,47 @@ impl Drop for DemoGuard {
         let _ = self.0.wait();
     }
 }
+
+/// The gateway's credentials may live in an SSH agent instead of a key file.
+#[tokio::test]
+async fn gateway_credentials_from_an_ssh_agent() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let mut agent = std::process::Command::new("/usr/bin/ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent (openssh-client)");
+    let deadline = Instant::now() + 10 * SEC;
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = run_bounded(
+        std::process::Command::new("/usr/bin/ssh-add")
+            .arg(&sshd.client_key)
+            .env("SSH_AUTH_SOCK", &socket),
+        10 * SEC,
+    );
+    assert!(added.status.success(), "ssh-add: {}", text(&added.stderr));
+    let host_pub = std::fs::read_to_string(sshd.dir.path().join("host_key.pub")).unwrap();
+    let host_pub: String = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
+    let gw = Gateway::start_toml(&format!(
+        "[[target]]\nname = \"vm-agent\"\naddress = \"{}\"\nprotocol = \"ssh\"\nssh_user = \"{}\"\nssh_agent = \"{}\"\nhost_key = \"{host_pub}\"\n\
+         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntargets = [\"vm-agent\"]\n",
+        sshd.address(),
+        sshd.user,
+        socket.display()
+    ));
+    let (_, cookie) = sign_in(&gw, "alice", PASSWORD).await;
+    let headers = format!("{}{}", cookie.unwrap(), origin(&gw));
+    let mut ws = WsClient::open_with(&gw, "/v1/ssh/vm-agent", &headers).await.unwrap();
+    ws.send_binary(b"echo agent-$((3*3))\n").await;
+    let mut out = String::new();
+    wait_for(&mut ws, &mut out, "agent-9").await;
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

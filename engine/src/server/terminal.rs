@@ -80,10 +80,14 @@ impl Conn<'_> {
         let session = session_id();
         let started = now_rfc3339();
 
-        let credentials = match (&target.ssh.user, &target.ssh.key) {
-            (Some(user), Some(path)) => Credentials::KeyFile {
+        let credentials = match (&target.ssh.user, &target.ssh.key, &target.ssh.agent) {
+            (Some(user), Some(path), _) => Credentials::KeyFile {
                 user: user.clone(),
                 path: path.clone(),
+            },
+            (Some(user), None, Some(socket)) => Credentials::Agent {
+                user: user.clone(),
+                socket: socket.clone(),
             },
             _ => match self.read_auth(&mut inbox, settings.request_timeout).await {
                 Some(c) => c,

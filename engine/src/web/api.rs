@@ -255,7 +255,11 @@ fn session_info(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Resp
     let targets: Vec<serde_json::Value> = allowed_targets(&s, policy)
         .into_iter()
         .map(|t| {
-            let credentials = if t.ssh.key.is_some() { "gateway" } else { "user" };
+            let credentials = if t.ssh.key.is_some() || t.ssh.agent.is_some() {
+                "gateway"
+            } else {
+                "user"
+            };
             serde_json::json!({ "name": t.name, "protocol": t.protocol.to_string(), "credentials": credentials })
         })
         .collect();

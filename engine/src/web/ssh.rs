@@ -48,6 +48,11 @@ pub enum Credentials {
         user: String,
         pem: String,
     },
+    /// Keys held by an SSH agent the gateway can reach (its socket path).
+    Agent {
+        user: String,
+        socket: std::path::PathBuf,
+    },
 }
 
 pub struct SshRequest {
@@ -154,6 +159,7 @@ async fn session(
                 russh::keys::decode_secret_key(pem, None).map_err(|_| "the private key is not valid".to_string())?;
             authenticate_key(&mut handle, user, key).await
         }
+        Credentials::Agent { user, socket } => authenticate_agent(&mut handle, user, socket).await,
         Credentials::Password { user, password } => handle
             .authenticate_password(user.clone(), password.clone())
             .await
@@ -254,6 +260,36 @@ async fn session(
     let (status, signal) = exit.unwrap_or((None, None));
     let _ = to_browser.send(FromSsh::Exit { status, signal }).await;
     Ok(())
+}
+
+/// Tries each key the agent holds, as OpenSSH does.
+async fn authenticate_agent(
+    handle: &mut client::Handle<Pinned>,
+    user: &str,
+    socket: &std::path::Path,
+) -> Result<bool, russh::Error> {
+    use russh::keys::agent::{client::AgentClient, AgentIdentity};
+    let mut agent = AgentClient::connect_uds(socket)
+        .await
+        .map_err(|e| russh::Error::IO(std::io::Error::other(e)))?;
+    let identities = agent
+        .request_identities()
+        .await
+        .map_err(|e| russh::Error::IO(std::io::Error::other(e)))?;
+    let hash = handle.best_supported_rsa_hash().await?.flatten();
+    for identity in identities {
+        let AgentIdentity::PublicKey { key, .. } = identity else {
+            continue;
+        };
+        match handle
+            .authenticate_publickey_with(user.to_owned(), key, hash, &mut agent)
+            .await
+        {
+            Ok(r) if r.success() => return Ok(true),
+            _ => continue,
+        }
+    }
+    Ok(false)
 }
 
 async fn authenticate_key(
