@@ -163,7 +163,7 @@ impl Conn<'_> {
             }
             crate::web::api::Action::Terminal(start) => {
                 let leftover = buf[total..filled].to_vec();
-                self.terminal(start, leftover, tracker).await
+                self.terminal(*start, leftover, tracker).await
             }
         }
     }

@@ -70,7 +70,7 @@ pub struct TerminalStart {
 
 pub enum Action {
     Respond(Response),
-    Terminal(TerminalStart),
+    Terminal(Box<TerminalStart>),
 }
 
 fn cookie<'a>(head: &RequestHead<'a>) -> Option<&'a str> {
@@ -411,13 +411,13 @@ fn terminal(head: &RequestHead<'_>, policy: &Policy, web: &WebState, target: &st
             .filter(|v| (1..=1000).contains(v))
             .unwrap_or(default)
     };
-    Action::Terminal(TerminalStart {
+    Action::Terminal(Box::new(TerminalStart {
         user: session.user,
         target: t.clone(),
         cols: size("cols", 80),
         rows: size("rows", 24),
         accept: http::switching_protocols(upgrade.key, None),
-    })
+    }))
 }
 
 #[cfg(test)]
