@@ -227,7 +227,8 @@ fn host_key(sshd: &Sshd) -> String {
 /// An SSH target entry where the gateway logs in with sshd's client key and pins `pin`.
 fn ssh_target(name: &str, sshd: &Sshd, pin: &str) -> String {
     format!(
-        "[[target]]\nname = \"{name}\"\naddress = \"{}\"\nprotocol = \"ssh\"\nssh_user = \"{}\"\nssh_key = \"{}\"\nhost_key = \"{pin}\"\n",
+        "[[target]]\nname = \"{name}\"\naddress = \"{}\"\nprotocol = \"ssh\"\n\
+         ssh_user = \"{}\"\nssh_key = \"{}\"\nhost_key = \"{pin}\"\n",
         sshd.address(),
         sshd.user,
         sshd.client_key.display()

@@ -196,6 +196,8 @@ async fn session(
     }
 
     let mut exit = None;
+    // The channel's messages stop without Eof/Close when the connection itself breaks.
+    let mut lost = false;
     loop {
         tokio::select! {
             msg = channel.wait() => match msg {
@@ -211,7 +213,11 @@ async fn session(
                 Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
                     exit = Some((None, Some(format!("{signal_name:?}"))))
                 }
-                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => break,
+                Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) => break,
+                None => {
+                    lost = exit.is_none();
+                    break;
+                }
                 Some(_) => {}
             },
             input = from_browser.recv() => match input {
@@ -236,6 +242,9 @@ async fn session(
                 }
             },
         }
+    }
+    if lost {
+        return Err(format!("the connection to {} was lost", req.target));
     }
     // The exit status may follow the last data; give it a moment.
     if exit.is_none() {
