@@ -6,7 +6,8 @@
 //
 // Users: alice / secret (all targets, may replay); bob / secret (vm1 only). Token sign-in: "demo-token".
 // Targets: vm1 (ssh, gateway credentials), vm2 (ssh, user credentials: any username, password
-// "pw" or any private key), locked (ssh, clipboard:false), win1 (rdp), db1 (tcp).
+// "pw" or any private key), locked (ssh, clipboard:false), win1 (rdp: a ticket from
+// POST /api/rdp/ticket, but no /v1/rdp, so the desktop page fails to connect), db1 (tcp).
 // Fake shell commands: echo …, stty size, colors, utf8, exit [n], kill (drops the connection),
 // fail (sends an error), seq N, clear. Ctrl-C prints ^C.
 import { createHash, randomBytes } from "node:crypto";
@@ -115,6 +116,13 @@ async function api(req, res, path) {
   if (req.method === "GET" && path === "/api/session") {
     const u = USERS[user];
     return send(res, 200, { user, targets: u.targets.map((name) => ({ name, protocol: TARGETS[name].protocol, credentials: TARGETS[name].credentials })), can_replay: u.replay });
+  }
+  if (req.method === "POST" && path === "/api/rdp/ticket") {
+    const name = (await bodyOf(req))?.target;
+    if (!USERS[user].targets.includes(name)) return send(res, 403, { error: "target is not allowed for this user" });
+    if (TARGETS[name].protocol !== "rdp") return send(res, 400, { error: "not an RDP target" });
+    // The mock has no RDCleanPath endpoint: the desktop page gets this far, then fails to connect.
+    return send(res, 200, { ticket: `pct_mock${randomBytes(8).toString("hex")}`, destination: name, path: "/v1/rdp" });
   }
   if (req.method === "GET" && path === "/api/recordings") {
     if (!USERS[user].replay) return send(res, 403, { error: "not allowed to replay" });

@@ -87,3 +87,20 @@ export function sshUrl(target, cols, rows, loc = window.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${loc.host}/v1/ssh/${encodeURIComponent(target)}?cols=${cols}&rows=${rows}`;
 }
+
+/** A one-time RDCleanPath `proxy_auth` ticket for an RDP target: `{ticket, destination, path}`. */
+export async function rdpTicket(target) {
+  const t = await expectOk(await request("POST", "/api/rdp/ticket", { target }));
+  if (!t || typeof t.ticket !== "string" || !t.ticket) throw new ApiError(0, "the gateway sent no RDP ticket", t);
+  return {
+    ticket: t.ticket,
+    destination: typeof t.destination === "string" && t.destination ? t.destination : target,
+    path: typeof t.path === "string" && t.path.startsWith("/") ? t.path : "/v1/rdp",
+  };
+}
+
+/** ws:// or wss:// URL of the gateway's RDCleanPath endpoint (`path` from the ticket), on this page's origin. */
+export function rdpProxyUrl(path = "/v1/rdp", loc = window.location) {
+  const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${loc.host}${path}`;
+}

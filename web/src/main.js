@@ -1,15 +1,17 @@
 // Entry point: hash router and the shared top bar. Routes (API.md): #/ sign-in, #/targets,
-// #/ssh/<target>, #/recordings, #/replay/<session-id>.
+// #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>.
 import "./style.css";
 import * as api from "./api.js";
 import { loginPage } from "./pages/login.js";
 import { targetsPage } from "./pages/targets.js";
 import { terminalPage } from "./pages/terminal.js";
+import { rdpPage } from "./pages/rdp.js";
 import { recordingsPage } from "./pages/recordings.js";
 import { replayPage } from "./pages/replay.js";
 
-// For tests: the active xterm Terminal (live terminal or replay), null elsewhere.
-window.portcullis = { term: null };
+// For tests: the active xterm Terminal (live terminal or replay), null elsewhere; on the remote
+// desktop page, `rdp` is {element, canvas()} (the <iron-remote-desktop> and its canvas).
+window.portcullis = { term: null, rdp: null };
 
 const app = document.getElementById("app");
 const topbar = document.getElementById("topbar");
@@ -90,6 +92,7 @@ function parse(hash) {
   if (parts.length === 0) return { page: loginPage, params: {} };
   if (parts[0] === "targets" && parts.length === 1) return { page: targetsPage, params: {} };
   if (parts[0] === "ssh" && parts.length === 2) return { page: terminalPage, params: { target: arg(1) } };
+  if (parts[0] === "rdp" && parts.length === 2) return { page: rdpPage, params: { target: arg(1) } };
   if (parts[0] === "recordings" && parts.length === 1) return { page: recordingsPage, params: {} };
   if (parts[0] === "replay" && parts.length === 2) return { page: replayPage, params: { session: arg(1) } };
   return null;
@@ -105,6 +108,7 @@ function route() {
     cleanup = null;
   }
   window.portcullis.term = null;
+  window.portcullis.rdp = null;
   const gen = ++generation;
   const match = parse(location.hash);
   if (!match) {

@@ -8,6 +8,7 @@ use crate::config::{Protocol, Target};
 use crate::policy::Policy;
 use portcullis_protocols::http::{self, RequestHead};
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
-    pub body: Vec<u8>,
+    /// Embedded assets are borrowed, not copied, into the response.
+    pub body: Cow<'static, [u8]>,
 }
 
 impl Response {
@@ -29,7 +31,7 @@ impl Response {
             status,
             content_type: "application/json",
             headers: Vec::new(),
-            body: value.to_string().into_bytes(),
+            body: Cow::Owned(value.to_string().into_bytes()),
         }
     }
 
@@ -40,15 +42,23 @@ impl Response {
     /// The full HTTP response, with the security headers every answer of the web app carries.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\
              X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n\
              Strict-Transport-Security: max-age=31536000\r\n\
-             Content-Security-Policy: default-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'\r\n",
+             Content-Security-Policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'\r\n",
             self.status,
             http::reason_phrase(self.status),
             self.content_type,
             self.body.len()
         );
+        // API answers are never cached; assets say otherwise in their own headers.
+        if !self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("cache-control"))
+        {
+            head.push_str("Cache-Control: no-store\r\n");
+        }
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
         }
@@ -118,12 +128,26 @@ pub async fn handle(
     let r = |resp: Response| Action::Respond(resp);
     match (head.method, head.path) {
         ("GET", p) if !p.starts_with("/api/") && !p.starts_with("/v1/") => match assets::get(p) {
-            Some(a) => r(Response {
-                status: 200,
-                content_type: a.content_type,
-                headers: Vec::new(),
-                body: a.body.to_vec(),
-            }),
+            // Revalidated on every load (the assets change with the binary), sent again only
+            // when they did: app.js carries the RDP client's WebAssembly and is large.
+            Some(a) => {
+                let etag = format!("\"{}\"", a.etag);
+                let fresh = head
+                    .header("if-none-match")
+                    .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+                let (status, body) = if fresh {
+                    (304, Cow::Borrowed(&[][..]))
+                } else {
+                    (200, Cow::Borrowed(a.body))
+                };
+                let headers = vec![("Cache-Control", "no-cache".to_owned()), ("ETag", etag)];
+                r(Response {
+                    status,
+                    content_type: a.content_type,
+                    headers,
+                    body,
+                })
+            }
             None => r(Response::error(404, "not found")),
         },
         ("POST", "/api/login") => r(login(head, body, client, policy, web).await),
@@ -260,7 +284,10 @@ fn session_info(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Resp
             } else {
                 "user"
             };
-            serde_json::json!({ "name": t.name, "protocol": t.protocol.to_string(), "credentials": credentials })
+            serde_json::json!({
+                "name": t.name, "protocol": t.protocol.to_string(), "credentials": credentials,
+                "clipboard": t.ssh.clipboard,
+            })
         })
         .collect();
     let can_replay = policy.config.accounts.get(&s.user).is_some_and(|a| a.replay);
@@ -380,7 +407,7 @@ fn recording(head: &RequestHead<'_>, policy: &Policy, web: &WebState, id: &str) 
             status: 200,
             content_type: "application/x-asciicast",
             headers: Vec::new(),
-            body,
+            body: Cow::Owned(body),
         },
         Err(_) => Response::error(404, "no such recording"),
     }

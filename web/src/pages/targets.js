@@ -1,4 +1,5 @@
-// #/targets : the targets this user may reach (GET /api/session).
+// #/targets : the targets this user may reach (GET /api/session). SSH targets open a terminal,
+// RDP targets a remote desktop (`button[data-rdp-target]`), others need the native client.
 import { h } from "../dom.js";
 
 const nativeHint = () => ["Use the native client for now: ", h("code", {}, "portcullis tunnel"), " or ", h("code", {}, "portcullis connect"), "."];
@@ -15,11 +16,12 @@ export const targetsPage = {
       .requireSession()
       .then((s) => {
         if (!s || !ctx.current(gen)) return;
-        // SSH targets (which open here) first, then the others; by name within each group.
-        const ssh = (t) => (String(t.protocol).toLowerCase() === "ssh" ? 0 : 1);
-        const targets = [...s.targets].sort((a, b) => ssh(a) - ssh(b) || String(a.name).localeCompare(String(b.name)));
+        // Targets that open here (SSH terminals, RDP desktops) first, then the others; by name
+        // within each group.
+        const here = (t) => (["ssh", "rdp"].includes(String(t.protocol).toLowerCase()) ? 0 : 1);
+        const targets = [...s.targets].sort((a, b) => here(a) - here(b) || String(a.name).localeCompare(String(b.name)));
         status.textContent = targets.length
-          ? "Pick a server to open a terminal in this browser."
+          ? "Pick a server to open a terminal or a remote desktop in this browser."
           : "No targets are available to you. Ask an administrator to grant access.";
         for (const t of targets) list.append(item(t));
         list.querySelector("button:not([disabled])")?.focus();
@@ -46,6 +48,25 @@ function item(t) {
         h("span", { class: "badge" }, "SSH"),
       ),
       h("span", { class: "muted" }, t.credentials === "user" ? "You will be asked for a username and password or key." : "Opens a terminal in this browser."),
+    );
+  }
+  if (protocol === "rdp") {
+    return h(
+      "li",
+      {},
+      h(
+        "button",
+        {
+          type: "button",
+          class: "target",
+          title: "Open desktop",
+          dataset: { target: name, rdpTarget: name },
+          onclick: () => (location.hash = `#/rdp/${encodeURIComponent(name)}`),
+        },
+        h("span", { class: "target-name" }, name),
+        h("span", { class: "badge" }, "RDP"),
+      ),
+      h("span", { class: "muted" }, "Open desktop: a remote desktop in this browser. You will be asked for your username and password on that server."),
     );
   }
   return h(

@@ -333,6 +333,10 @@ function mountTerminal(app, ctx, name, gen) {
         setStatus("error", `There is no target named ${name} that you may reach.`);
         return;
       }
+      if (String(t.protocol).toLowerCase() === "rdp") {
+        setStatus("error", `${name} is an RDP target: open it as a remote desktop from the targets list.`);
+        return;
+      }
       if (String(t.protocol).toLowerCase() !== "ssh") {
         setStatus("error", `${name} is a ${String(t.protocol).toUpperCase()} target: use the native client (portcullis tunnel).`);
         return;
