@@ -13,11 +13,9 @@
 mod common;
 mod rdp_peers;
 
-use common::{free_port, Gateway, TargetDef, BIN};
+use common::{session_records, Gateway, TargetDef, Tunnel};
 use rdp_peers::{text, wait_until, FreeRdp, ShadowServer, Xrdp, Xvfb, CLIENT_ACTIVE};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The gateway's name for the RDP server.
 const TARGET: &str = "desk1";
@@ -37,79 +35,6 @@ fn gateway_for(address: String) -> Gateway {
         }],
         "",
     )
-}
-
-/// `portcullis tunnel … --target desk1 --local 127.0.0.1:PORT` as a child, killed on drop.
-struct Tunnel {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Tunnel {
-    fn start(gw: &Gateway) -> Tunnel {
-        let token = gw.token("alice", TARGET);
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .args([
-                "tunnel",
-                &gw.url(),
-                "--target",
-                TARGET,
-                "--token",
-                &token,
-                "--insecure",
-                "--local",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start portcullis tunnel");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[tunnel {port}] {line}");
-                if line.contains("forwarding") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        let mut tunnel = Tunnel { child, port };
-        // "forwarding" is printed once the listener is bound (a probe connection would open an
-        // RDP connection of its own).
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let status = tunnel.child.try_wait().ok().flatten();
-            panic!("portcullis tunnel did not start listening on {port} (exit: {status:?})");
-        }
-        tunnel
-    }
-}
-
-fn session_records(gw: &Gateway, want: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let sessions: Vec<serde_json::Value> = gw
-            .audit_lines(0)
-            .into_iter()
-            .filter(|l| l["event"] == "session")
-            .collect();
-        if sessions.len() >= want || Instant::now() > deadline {
-            return sessions;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The one session record of this test: user alice, target desk1, protocol rdp, bytes both ways,
@@ -158,7 +83,7 @@ fn xrdp_tls_right_password_opens_a_session_through_tunnel() {
     let display = Xvfb::start();
     let client = FreeRdp::new(&display);
     let gw = gateway_for(xrdp.address());
-    let tunnel = Tunnel::start(&gw);
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
 
     let mut session = client.session(tunnel.port, &xrdp.user, &xrdp.password);
     let user = &xrdp.user;
@@ -232,7 +157,7 @@ fn xrdp_tls_wrong_password_is_rejected_through_tunnel() {
     let display = Xvfb::start();
     let client = FreeRdp::new(&display);
     let gw = gateway_for(xrdp.address());
-    let tunnel = Tunnel::start(&gw);
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
 
     let wrong = format!("{}-wrong", xrdp.password);
     let mut session = client.session(tunnel.port, &xrdp.user, &wrong);
@@ -305,7 +230,7 @@ fn shadow_nla_right_password_authenticates_through_tunnel() {
     let server = shadow();
     let client = FreeRdp::new(&server.xvfb);
     let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw);
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
 
     let out = client.auth_only(tunnel.port, &server.user, &server.password, AUTH_ONLY_LIMIT);
     let log = text(&out.stdout) + &text(&out.stderr);
@@ -331,7 +256,7 @@ fn shadow_nla_wrong_password_fails_through_tunnel() {
     let server = shadow();
     let client = FreeRdp::new(&server.xvfb);
     let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw);
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
 
     let wrong = format!("{}-wrong", server.password);
     let out = client.auth_only(tunnel.port, &server.user, &wrong, AUTH_ONLY_LIMIT);
@@ -361,7 +286,7 @@ fn shadow_nla_full_session_through_tunnel() {
     let display = Xvfb::start();
     let client = FreeRdp::new(&display);
     let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw);
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
 
     let mut session = client.session(tunnel.port, &server.user, &server.password);
     let active = wait_until(Duration::from_secs(60), || {

@@ -5,12 +5,12 @@
 mod common;
 
 use common::sshd::*;
-use common::{free_port, Gateway, TargetDef, BIN};
+use common::{session_records, Gateway, TargetDef, Tunnel, BIN};
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn gateway_for(sshd: &Sshd) -> Gateway {
@@ -37,78 +37,6 @@ fn cli_token(gw: &Gateway, user: &str, target: &str) -> String {
     let token = text(&out.stdout).trim().to_owned();
     assert_eq!(token.split('.').count(), 3, "not a JWT: {token:?}");
     token
-}
-
-/// `portcullis tunnel` as a child process, killed on drop.
-struct Tunnel {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Tunnel {
-    fn start(gw: &Gateway, token: &str) -> Tunnel {
-        let port = free_port();
-        let mut child = Command::new(BIN)
-            .args([
-                "tunnel",
-                &gw.url(),
-                "--target",
-                ALIAS,
-                "--token",
-                token,
-                "--insecure",
-                "--local",
-            ])
-            .arg(format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start portcullis tunnel");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[tunnel {port}] {line}");
-                if line.contains("forwarding") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        });
-        let mut tunnel = Tunnel { child, port };
-        // The "forwarding" line is printed once the listener is bound, so the port accepts from
-        // then on. (A probe connection would open a tunnel and an sshd session of its own.)
-        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            let status = tunnel.child.try_wait().ok().flatten();
-            panic!("portcullis tunnel did not start listening on {port} (exit: {status:?})");
-        }
-        tunnel
-    }
-}
-
-fn session_records(gw: &Gateway, want: usize) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let sessions: Vec<serde_json::Value> = gw
-            .audit_lines(0)
-            .into_iter()
-            .filter(|l| l["event"] == "session")
-            .collect();
-        if sessions.len() >= want || Instant::now() > deadline {
-            return sessions;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn pseudo_random(len: usize, mut seed: u64) -> Vec<u8> {
@@ -194,7 +122,7 @@ fn ssh_through_connect_proxycommand() {
 fn ssh_through_local_tunnel() {
     let sshd = Sshd::start();
     let gw = gateway_for(&sshd);
-    let tunnel = Tunnel::start(&gw, &gw.token("alice", ALIAS));
+    let tunnel = Tunnel::start(&gw, ALIAS, &gw.token("alice", ALIAS));
 
     let mark = marker();
     let out = sshd.ssh_via_port(tunnel.port, &format!("echo {mark}"));
@@ -230,7 +158,7 @@ fn scp_50_mib_through_tunnel() {
     const SIZE: usize = 50 << 20;
     let sshd = Sshd::start();
     let gw = gateway_for(&sshd);
-    let tunnel = Tunnel::start(&gw, &gw.token("alice", ALIAS));
+    let tunnel = Tunnel::start(&gw, ALIAS, &gw.token("alice", ALIAS));
 
     let local = tempfile::tempdir().unwrap();
     let src = local.path().join("src.bin");

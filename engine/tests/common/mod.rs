@@ -422,3 +422,76 @@ pub fn dead_address() -> String {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `portcullis tunnel` as a child process, killed on drop.
+pub struct Tunnel {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Tunnel {
+    pub fn start(gw: &Gateway, target: &str, token: &str) -> Tunnel {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args([
+                "tunnel",
+                &gw.url(),
+                "--target",
+                target,
+                "--token",
+                token,
+                "--insecure",
+                "--local",
+            ])
+            .arg(format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start portcullis tunnel");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[tunnel {port}] {line}");
+                if line.contains("forwarding") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let mut tunnel = Tunnel { child, port };
+        // The "forwarding" line is printed once the listener is bound, so the port accepts from
+        // then on. (A probe connection would open a tunnel and an sshd session of its own.)
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let status = tunnel.child.try_wait().ok().flatten();
+            panic!("portcullis tunnel did not start listening on {port} (exit: {status:?})");
+        }
+        tunnel
+    }
+}
+
+/// The audit log's session records, waiting up to 15 s for `want` of them.
+pub fn session_records(gw: &Gateway, want: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let sessions: Vec<serde_json::Value> = gw
+            .audit_lines(0)
+            .into_iter()
+            .filter(|l| l["event"] == "session")
+            .collect();
+        if sessions.len() >= want || Instant::now() > deadline {
+            return sessions;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
