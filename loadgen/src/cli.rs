@@ -35,6 +35,26 @@ pub enum Command {
     Target(TargetArgs),
 }
 
+impl Cli {
+    /// Cross-argument checks of the connection arguments, as a usage error (exit status 2).
+    pub fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        let conn = match &self.command {
+            Command::Throughput(a) => &a.conn,
+            Command::Latency(a) => &a.conn,
+            Command::Connect(a) => &a.conn,
+            Command::Idle(a) => &a.conn,
+            Command::Target(_) => return Ok(()),
+        };
+        // A URL that does not parse is reported by the run itself, with the URL.
+        let Ok(url) = crate::endpoint::Url::parse(&conn.url) else {
+            return Ok(());
+        };
+        crate::endpoint::check_conn_args(conn, &url)
+            .map_err(|e| Cli::command().error(clap::error::ErrorKind::ArgumentConflict, e))
+    }
+}
+
 impl Command {
     /// Tokio worker threads the command asks for.
     pub fn workers(&self) -> usize {
@@ -58,11 +78,14 @@ impl Command {
     }
 }
 
-/// Where the sessions go and how they authenticate.
+/// Where the sessions go and how they authenticate. One of --token, --token-key, --no-auth is
+/// needed for ws:// and wss:// URLs, none for tcp:// (checked by `endpoint::check_conn_args`).
 #[derive(Args, Debug, Clone)]
-#[command(group = ArgGroup::new("auth").required(true).multiple(false).args(["token", "token_key", "no_auth"]))]
+#[command(group = ArgGroup::new("auth").multiple(false).args(["token", "token_key", "no_auth"]))]
 pub struct ConnArgs {
-    /// Gateway or bridge: wss://HOST[:PORT][/PREFIX] (TLS) or ws://HOST[:PORT][/PREFIX] (plain).
+    /// Gateway or bridge: wss://HOST[:PORT][/PREFIX] (TLS) or ws://HOST[:PORT][/PREFIX] (plain);
+    /// or tcp://HOST:PORT, the direct path: raw TCP straight to the target (no TLS, WebSocket or
+    /// token), the reference to compare gateways and bridges with.
     #[arg(value_name = "URL")]
     pub url: String,
 
@@ -106,6 +129,12 @@ pub struct ConnArgs {
     /// wss:// only: trust only the CA certificate(s) in this PEM file.
     #[arg(long, value_name = "PEM_FILE")]
     pub ca: Option<PathBuf>,
+
+    /// wss:// only: no TLS session resumption, so every session makes a full handshake (as separate
+    /// `portcullis connect` processes do). By default sessions of a run resume earlier ones when the
+    /// server issues tickets.
+    #[arg(long)]
+    pub no_tls_resume: bool,
 
     /// Spread sessions over this many loopback source addresses 127.0.0.1, 127.0.0.2, ... so that
     /// ephemeral ports do not run out (loopback URLs only).
@@ -283,14 +312,39 @@ mod tests {
         Cli::try_parse_from(std::iter::once("portcullis-loadgen").chain(args.iter().copied()))
     }
 
+    fn parse_checked(args: &[&str]) -> Result<Cli, clap::Error> {
+        let cli = parse(args)?;
+        cli.check()?;
+        Ok(cli)
+    }
+
     #[test]
     fn auth_is_one_of_three() {
         assert!(parse(&["latency", "wss://x", "--target", "t", "--token", "a", "--no-auth"]).is_err());
         assert!(parse(&["latency", "wss://x", "--target", "t", "--token-key", "k"]).is_err()); // needs --user
         assert!(parse(&["latency", "wss://x", "--user", "u"]).is_err()); // needs --token-key
-        assert!(parse(&["latency", "wss://x", "--target", "t", "--token-key", "k", "--user", "u"]).is_ok());
-        assert!(parse(&["latency", "ws://x", "--no-auth", "--path", "/"]).is_ok());
-        assert!(parse(&["latency", "ws://x", "--path", "/"]).is_err()); // no auth choice at all
+        assert!(parse_checked(&["latency", "wss://x", "--target", "t", "--token-key", "k", "--user", "u"]).is_ok());
+        assert!(parse_checked(&["latency", "ws://x", "--no-auth", "--path", "/"]).is_ok());
+        let e = parse_checked(&["latency", "ws://x", "--path", "/"]).unwrap_err(); // no auth choice at all
+        assert!(e.to_string().contains("--no-auth"), "{e}");
+    }
+
+    #[test]
+    fn direct_path_takes_no_token_tls_or_headers() {
+        assert!(parse_checked(&["throughput", "tcp://127.0.0.1:9000"]).is_ok());
+        assert!(parse_checked(&["connect", "tcp://127.0.0.1:9000", "--no-auth", "--probe"]).is_ok());
+        for extra in [
+            &["--token", "t"][..],
+            &["--token-key", "k", "--user", "u", "--target", "t"],
+            &["--insecure"],
+            &["--ca", "ca.pem"],
+            &["--header", "X: y"],
+        ] {
+            let mut a = vec!["latency", "tcp://127.0.0.1:9000"];
+            a.extend_from_slice(extra);
+            let e = parse_checked(&a).unwrap_err();
+            assert!(e.to_string().contains("direct path"), "{a:?}: {e}");
+        }
     }
 
     #[test]

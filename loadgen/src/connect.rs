@@ -1,7 +1,8 @@
 //! `connect`: whole sessions per second, opened and closed by `--sessions` loops, with the latency
 //! of each step: TCP connect, TLS handshake, upgrade (for Portcullis: token check and target
 //! connect happen before the 101), optional echo probe, close (Close frames exchanged and the
-//! connection closed by the server).
+//! connection closed by the server). On the direct path (`tcp://`) only TCP connect, probe and
+//! close (FIN both ways) are timed.
 
 use crate::cli::ConnectArgs;
 use crate::endpoint::Endpoint;
@@ -49,6 +50,7 @@ struct Shared {
     errors: Mutex<ErrorTally>,
     done: AtomicU64,
     failed: AtomicU64,
+    resumed: AtomicU64,
     next: AtomicU64,
 }
 
@@ -60,6 +62,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
         errors: Mutex::new(ErrorTally::default()),
         done: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        resumed: AtomicU64::new(0),
         next: AtomicU64::new(0),
     });
     let pb = progress::bar(args.run.quiet, duration.as_millis() as u64);
@@ -78,7 +81,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
                         if let Some(tls) = t.open.tls {
                             rec(&mut s.tls, tls);
                         }
-                        rec(&mut s.upgrade, t.open.upgrade);
+                        if let Some(upgrade) = t.open.upgrade {
+                            rec(&mut s.upgrade, upgrade);
+                        }
                         if let Some(p) = t.probe {
                             rec(&mut s.probe, p);
                         }
@@ -86,6 +91,9 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
                         rec(&mut s.total, t.total);
                         drop(s);
                         shared.done.fetch_add(1, Relaxed);
+                        if t.open.tls_resumed {
+                            shared.resumed.fetch_add(1, Relaxed);
+                        }
                     }
                     Err(e) => {
                         shared.errors.lock().unwrap_or_else(|p| p.into_inner()).add(e);
@@ -134,6 +142,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
             .map(|h| crate::stats::ms(Summary::of(h).p50_us))
             .unwrap_or_else(|| "-".into())
     };
+    let resumed = shared.resumed.load(Relaxed);
     let json = json!({
         "scenario": "connect",
         "url": ep.describe(),
@@ -145,6 +154,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
         "completed": done,
         "failed": failed,
         "sessions_per_s": rate,
+        "tls_resumed": resumed,
         "steps": {
             "tcp": summary(&steps.tcp),
             "tls": summary(&steps.tls),
@@ -157,7 +167,12 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
         "error_count": errors.total(),
     });
     let tls = if steps.tls.is_some() {
-        format!(", tls {} ms", p50(&steps.tls))
+        let full = if resumed == 0 {
+            " (all full handshakes)".to_string()
+        } else {
+            format!(" ({resumed} resumed)")
+        };
+        format!(", tls {} ms{full}", p50(&steps.tls))
     } else {
         String::new()
     };
@@ -166,13 +181,17 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
     } else {
         String::new()
     };
+    let upgrade = if steps.upgrade.is_some() {
+        format!(", upgrade {} ms", p50(&steps.upgrade))
+    } else {
+        String::new()
+    };
     let summary = format!(
-        "connect: {} loops for {:.1} s via {}: {rate} sessions/s ({done} completed, {failed} failed); p50 tcp {} ms{tls}, upgrade {} ms{probe}, close {} ms, total {} ms{}",
+        "connect: {} loops for {:.1} s via {}: {rate} sessions/s ({done} completed, {failed} failed); p50 tcp {} ms{tls}{upgrade}{probe}, close {} ms, total {} ms{}",
         args.sessions,
         duration.as_secs_f64(),
         ep.describe(),
         p50(&steps.tcp),
-        p50(&steps.upgrade),
         p50(&steps.close),
         p50(&steps.total),
         errors.suffix()

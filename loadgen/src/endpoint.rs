@@ -1,5 +1,8 @@
 //! Where sessions go: the parsed URL, the resolved address, TLS, the request head (path template,
 //! token, extra headers) and the source addresses to spread connections over.
+//!
+//! A `tcp://HOST:PORT` URL is the direct path: raw TCP straight to the target, without TLS,
+//! WebSocket framing or token, as the reference the gateway and the bridges are compared with.
 
 use crate::cli::ConnArgs;
 use anyhow::{anyhow, bail, Context};
@@ -9,10 +12,12 @@ use rustls::pki_types::ServerName;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-/// `ws://` or `wss://` URL, split.
+/// `ws://`, `wss://` or `tcp://` URL, split.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     pub tls: bool,
+    /// `tcp://`: raw bytes straight to the target (no TLS, no WebSocket, no token).
+    pub raw: bool,
     pub host: String,
     pub port: u16,
     /// Path prefix without a trailing slash ("" for none).
@@ -21,12 +26,14 @@ pub struct Url {
 
 impl Url {
     pub fn parse(url: &str) -> anyhow::Result<Url> {
-        let (tls, rest) = if let Some(r) = url.strip_prefix("wss://") {
-            (true, r)
+        let (tls, raw, rest) = if let Some(r) = url.strip_prefix("wss://") {
+            (true, false, r)
         } else if let Some(r) = url.strip_prefix("ws://") {
-            (false, r)
+            (false, false, r)
+        } else if let Some(r) = url.strip_prefix("tcp://") {
+            (false, true, r)
         } else {
-            bail!("URL must start with wss:// or ws:// (got {url:?})");
+            bail!("URL must start with wss://, ws:// or tcp:// (got {url:?})");
         };
         let (authority, prefix) = match rest.split_once('/') {
             Some((a, p)) => (a, format!("/{}", p.trim_end_matches('/'))),
@@ -55,6 +62,9 @@ impl Url {
         if host.is_empty() {
             bail!("no host in {url:?}");
         }
+        if raw && (port.is_none() || !prefix.trim_matches('/').is_empty()) {
+            bail!("a direct-path URL is tcp://HOST:PORT, with a port and without a path (got {url:?})");
+        }
         let port = match port {
             Some(p) => p
                 .parse()
@@ -66,6 +76,7 @@ impl Url {
         };
         Ok(Url {
             tls,
+            raw,
             host,
             port,
             prefix: if prefix == "/" { String::new() } else { prefix },
@@ -129,10 +140,9 @@ impl Endpoint {
     /// `default_sources` is used when --source-addrs is absent (loopback URLs only).
     pub async fn from_args(args: &ConnArgs, default_sources: u32) -> anyhow::Result<Endpoint> {
         let url = Url::parse(&args.url)?;
-        if !url.tls && (args.insecure || args.ca.is_some()) {
-            bail!("--insecure and --ca apply to wss:// URLs only");
-        }
+        check_conn_args(args, &url)?;
         let token = match (&args.token, &args.token_key, args.no_auth) {
+            _ if url.raw => None,
             (Some(t), _, _) => {
                 if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control()) {
                     bail!("--token is empty or contains whitespace");
@@ -157,7 +167,11 @@ impl Endpoint {
             (None, None, true) => None,
             (None, None, false) => bail!("give --token, --token-key with --user, or --no-auth"),
         };
-        let (path, token_in_path) = render_path(&url.prefix, &args.path, args.target.as_deref(), token.as_deref())?;
+        let (path, token_in_path) = if url.raw {
+            (String::new(), false)
+        } else {
+            render_path(&url.prefix, &args.path, args.target.as_deref(), token.as_deref())?
+        };
         let display_path = match &token {
             Some(t) if token_in_path => path.replace(t.as_str(), "…"),
             _ => path.clone(),
@@ -201,7 +215,13 @@ impl Endpoint {
             };
             let name = ServerName::try_from(url.host.clone())
                 .map_err(|_| anyhow!("{:?} is not a valid server name", url.host))?;
-            Some((TlsConnector::from(client_config(trust)?), name))
+            let mut config = client_config(trust)?;
+            if args.no_tls_resume {
+                let mut c = (*config).clone();
+                c.resumption = rustls::client::Resumption::disabled();
+                config = std::sync::Arc::new(c);
+            }
+            Some((TlsConnector::from(config), name))
         } else {
             None
         };
@@ -247,15 +267,59 @@ impl Endpoint {
         }
     }
 
-    /// For reports: `wss://host:port/path` (token hidden).
+    /// For reports: `wss://host:port/path` (token hidden), or `tcp://host:port`.
     pub fn describe(&self) -> String {
         format!(
             "{}://{}{}",
-            if self.url.tls { "wss" } else { "ws" },
+            match (self.url.raw, self.url.tls) {
+                (true, _) => "tcp",
+                (false, true) => "wss",
+                (false, false) => "ws",
+            },
             self.url.authority(),
             self.display_path
         )
     }
+}
+
+/// Cross-argument checks clap cannot express. The binary reports these as usage errors (exit
+/// status 2) before the run; `Endpoint::from_args` repeats them for library callers.
+pub fn check_conn_args(args: &ConnArgs, url: &Url) -> anyhow::Result<()> {
+    if url.raw {
+        let mut bad = Vec::new();
+        if args.token.is_some() {
+            bad.push("--token");
+        }
+        if args.token_key.is_some() {
+            bad.push("--token-key");
+        }
+        if args.insecure {
+            bad.push("--insecure");
+        }
+        if args.ca.is_some() {
+            bad.push("--ca");
+        }
+        if !args.headers.is_empty() {
+            bad.push("--header");
+        }
+        if args.no_tls_resume {
+            bad.push("--no-tls-resume");
+        }
+        if !bad.is_empty() {
+            bail!(
+                "tcp:// is the direct path (raw TCP to the target: no TLS, WebSocket or token), so {} cannot apply",
+                bad.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    if !url.tls && (args.insecure || args.ca.is_some() || args.no_tls_resume) {
+        bail!("--insecure, --ca and --no-tls-resume apply to wss:// URLs only");
+    }
+    if args.token.is_none() && args.token_key.is_none() && !args.no_auth {
+        bail!("give --token, --token-key with --user, or --no-auth (ws:// and wss:// URLs need one of them)");
+    }
+    Ok(())
 }
 
 /// 127.0.0.1, 127.0.0.2, ... (n addresses, all on the loopback network 127/8).
@@ -277,6 +341,10 @@ mod tests {
             (u.tls, u.host.as_str(), u.port, u.prefix.as_str()),
             (true, "127.0.0.1", 8443, "")
         );
+        assert!(!u.raw);
+        let u = Url::parse("tcp://127.0.0.1:9000").unwrap();
+        assert_eq!((u.tls, u.raw, u.port, u.prefix.as_str()), (false, true, 9000, ""));
+        assert!(Url::parse("tcp://127.0.0.1:9000/").unwrap().raw);
         let u = Url::parse("ws://localhost/gw/").unwrap();
         assert_eq!((u.tls, u.port, u.prefix.as_str()), (false, 80, "/gw"));
         let u = Url::parse("wss://[::1]:9000/").unwrap();
@@ -293,6 +361,9 @@ mod tests {
             "ws://x/?a=b",
             "ws://u@x",
             "ws://[::1",
+            "tcp://127.0.0.1",
+            "tcp://127.0.0.1:9000/path",
+            "udp://127.0.0.1:9000",
         ] {
             assert!(Url::parse(bad).is_err(), "{bad}");
         }

@@ -46,6 +46,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Outcome> {
     // Several source addresses by default: about 10 000 sessions each, at least 4.
     let ep = Arc::new(Endpoint::from_args(&args.conn, n.div_ceil(10_000).max(4)).await?);
     let rss_before = args.pid.map(sys::vm_rss_kib).transpose()?;
+    let tree_before = args.pid.map(sys::tree_pss_kib).transpose()?;
     let pb = progress::bar(args.run.quiet, u64::from(n));
     let alive = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -72,6 +73,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Outcome> {
     });
     tokio::time::sleep(hold_for).await;
     let rss_after = args.pid.map(sys::vm_rss_kib).transpose()?;
+    let tree_after = args.pid.map(sys::tree_pss_kib).transpose()?;
     let alive_at_end = alive.load(Relaxed);
     let own_rss = sys::own_rss_kib();
     let _ = stop_tx.send(true);
@@ -103,6 +105,13 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Outcome> {
         _ => None,
     };
     let per_session = delta.filter(|_| held > 0).map(|d| (d * 1024) as f64 / held as f64);
+    let tree_delta = match (tree_before, tree_after) {
+        (Some((b, _)), Some((a, _))) => Some(a as i64 - b as i64),
+        _ => None,
+    };
+    let tree_per_session = tree_delta
+        .filter(|_| held > 0)
+        .map(|d| ((d * 1024) as f64 / held as f64).round());
     let json = json!({
         "scenario": "idle",
         "url": ep.describe(),
@@ -120,14 +129,27 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<Outcome> {
         "gateway_rss_after_kib": rss_after,
         "gateway_rss_delta_kib": delta,
         "gateway_rss_per_session_bytes": per_session.map(f64::round),
+        // The process and its descendants (for servers that fork per connection), by Pss.
+        "gateway_processes_before": tree_before.map(|t| t.1),
+        "gateway_processes_after": tree_after.map(|t| t.1),
+        "gateway_tree_pss_before_kib": tree_before.map(|t| t.0),
+        "gateway_tree_pss_after_kib": tree_after.map(|t| t.0),
+        "gateway_tree_pss_per_session_bytes": tree_per_session,
         "loadgen_rss_kib": own_rss,
         "nofile_limit": limit,
         "unclean_closes": unclean,
         "errors": errors.to_json(),
         "error_count": errors.total(),
     });
-    let memory = match (per_session, delta) {
-        (Some(p), Some(d)) => format!(", gateway RSS +{d} KiB = {:.1} KiB per session", p / 1024.0),
+    let memory = match (per_session, delta, tree_after, tree_per_session) {
+        // A forking server: its own RSS says little, the whole tree counts.
+        (_, _, Some((_, procs)), Some(t)) if procs > 1 => format!(
+            ", gateway and its {} child processes Pss +{} KiB = {:.1} KiB per session",
+            procs - 1,
+            tree_delta.unwrap_or(0),
+            t / 1024.0
+        ),
+        (Some(p), Some(d), _, _) => format!(", gateway RSS +{d} KiB = {:.1} KiB per session", p / 1024.0),
         _ => ", no --pid: gateway memory not measured".to_string(),
     };
     let summary = format!(

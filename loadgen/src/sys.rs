@@ -56,6 +56,53 @@ pub fn own_rss_kib() -> Option<u64> {
     parse_vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
 }
 
+/// Memory of a process and all its descendants (servers that fork per connection, such as
+/// websockify): the sum of their proportional set sizes (`Pss` in /proc/PID/smaps_rollup, so
+/// pages shared after fork count once), and how many processes there were.
+pub fn tree_pss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").context("cannot read /proc")?.flatten() {
+        let Some(p) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some(ppid) = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_ppid)
+        {
+            children.entry(ppid).or_default().push(p);
+        }
+    }
+    let mut stack = vec![pid];
+    let (mut kib, mut count) = (0u64, 0u64);
+    while let Some(p) = stack.pop() {
+        let path = format!("/proc/{p}/smaps_rollup");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                kib += parse_field_kib(&text, "Pss:").unwrap_or(0);
+                count += 1;
+            }
+            // The root must exist; a child may have exited meanwhile.
+            Err(e) if p == pid => return Err(anyhow!("cannot read {path} (is --pid {pid} running?): {e}")),
+            Err(_) => continue,
+        }
+        if let Some(c) = children.get(&p) {
+            stack.extend(c);
+        }
+    }
+    Ok((kib, count))
+}
+
+/// The parent pid from /proc/PID/stat (`pid (comm) state ppid …`; comm may contain spaces).
+fn parse_ppid(stat: &str) -> Option<u32> {
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn parse_field_kib(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn parse_vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -77,5 +124,9 @@ mod tests {
         let raised = raise_nofile();
         assert_eq!(raised, nofile_limit());
         assert!(vm_rss_kib(u32::MAX).is_err());
+        assert_eq!(parse_ppid("42 (a b) c) S 7 42 42 0"), Some(7));
+        let (pss, n) = tree_pss_kib(std::process::id()).unwrap();
+        assert!(pss > 0 && n >= 1);
+        assert!(tree_pss_kib(u32::MAX).is_err());
     }
 }

@@ -4,6 +4,10 @@
 //! A session is driven from one task by `poll_*` calls in a `poll_fn` (as the gateway's relay
 //! does), so the TLS stream is never split: the scenario polls output and input in one loop.
 //! Pings are answered and a peer Close is echoed automatically.
+//!
+//! On the direct path (`tcp://`) the same session type runs without WebSocket: no upgrade, data
+//! goes out and comes in as raw bytes, and closing is a FIN (shutdown) answered by the target's
+//! FIN, so every scenario runs unchanged against the bare target.
 
 use crate::endpoint::Endpoint;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -88,9 +92,11 @@ fn open_error(step: &'static str, message: impl std::fmt::Display) -> OpenError 
 pub struct OpenTimes {
     pub tcp: Duration,
     pub tls: Option<Duration>,
+    /// The TLS handshake resumed an earlier session (no certificate, no signature).
+    pub tls_resumed: bool,
     /// Request sent to 101 received: for Portcullis this includes the token check and the target
-    /// connect, which happen before the 101.
-    pub upgrade: Duration,
+    /// connect, which happen before the 101. None on the direct path (`tcp://`).
+    pub upgrade: Option<Duration>,
 }
 
 /// Connects TCP, from `source` if given. With a source address the port is chosen at connect time
@@ -136,7 +142,7 @@ pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, Ope
         .map_err(|e| open_error("tcp", e))?;
     let _ = tcp.set_nodelay(true);
     let t1 = Instant::now();
-    let (stream, tls) = match &ep.tls {
+    let (stream, tls, tls_resumed) = match &ep.tls {
         Some((connector, name)) => {
             let s = tokio::time::timeout(limit, connector.connect(name.clone(), tcp.compat()))
                 .await
@@ -149,10 +155,23 @@ pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, Ope
                     };
                     open_error("tls", format!("{e}{hint}"))
                 })?;
-            (Stream::Tls(Box::new(s)), Some(t1.elapsed()))
+            let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+            (Stream::Tls(Box::new(s)), Some(t1.elapsed()), resumed)
         }
-        None => (Stream::Plain(tcp.compat()), None),
+        None => (Stream::Plain(tcp.compat()), None, false),
     };
+    let tcp = t1 - t0;
+    if ep.url.raw {
+        return Ok((
+            WsConn::raw(stream, buf_size),
+            OpenTimes {
+                tcp,
+                tls,
+                tls_resumed,
+                upgrade: None,
+            },
+        ));
+    }
     let t2 = Instant::now();
     let mut conn = WsConn::new(stream, buf_size);
     tokio::time::timeout(limit, conn.handshake(ep))
@@ -161,9 +180,10 @@ pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, Ope
     Ok((
         conn,
         OpenTimes {
-            tcp: t1 - t0,
+            tcp,
             tls,
-            upgrade: t2.elapsed(),
+            tls_resumed,
+            upgrade: Some(t2.elapsed()),
         },
     ))
 }
@@ -192,6 +212,10 @@ pub enum CloseOutcome {
 
 pub struct WsConn {
     stream: Stream,
+    /// Direct path: raw bytes, no frames; our "Close" is a FIN, the peer's is its FIN.
+    raw: bool,
+    /// Raw mode: our FIN was sent.
+    shut_down: bool,
     decoder: Decoder,
     rbuf: Box<[u8]>,
     rstart: usize,
@@ -228,6 +252,8 @@ impl WsConn {
     pub fn new(stream: Stream, buf_size: usize) -> WsConn {
         WsConn {
             stream,
+            raw: false,
+            shut_down: false,
             decoder: Decoder::new(
                 Role::Client,
                 Limits {
@@ -246,6 +272,19 @@ impl WsConn {
             peer_close: None,
             eof: false,
         }
+    }
+
+    /// A session on the direct path: the bytes of `stream` are the payload (no upgrade, no frames).
+    pub fn raw(stream: Stream, buf_size: usize) -> WsConn {
+        WsConn {
+            raw: true,
+            ..WsConn::new(stream, buf_size)
+        }
+    }
+
+    /// A direct-path (`tcp://`) session without WebSocket framing.
+    pub fn is_raw(&self) -> bool {
+        self.raw
     }
 
     /// Sends the upgrade request and reads the answer; keeps bytes after the head for decoding.
@@ -330,8 +369,12 @@ impl WsConn {
         (splitmix(&mut self.rng) as u32).to_ne_bytes()
     }
 
-    /// Queues one masked binary frame.
+    /// Queues one masked binary frame (raw mode: the bytes themselves).
     pub fn queue_binary(&mut self, payload: &[u8]) {
+        if self.raw {
+            self.wbuf.extend_from_slice(payload);
+            return;
+        }
         let key = self.mask_key();
         let mut hdr = [0u8; MAX_HEADER_LEN];
         let n = ws::encode_header(&mut hdr, true, OpCode::Binary, payload.len() as u64, Some(key));
@@ -344,6 +387,9 @@ impl WsConn {
     /// A whole masked binary frame carrying `payload`, for sending many times with
     /// `poll_write_raw` (bulk senders skip re-masking every frame).
     pub fn prebuilt_frame(&mut self, payload: &[u8]) -> Vec<u8> {
+        if self.raw {
+            return payload.to_vec();
+        }
         let key = self.mask_key();
         let mut frame = vec![0u8; MAX_HEADER_LEN];
         let n = ws::encode_header(&mut frame, true, OpCode::Binary, payload.len() as u64, Some(key));
@@ -353,8 +399,12 @@ impl WsConn {
         frame
     }
 
-    /// Queues our Close frame (once).
+    /// Queues our Close frame (once); raw mode: a FIN after the queued bytes.
     pub fn queue_close(&mut self, code: CloseCode) {
+        if self.raw {
+            self.close_sent = true;
+            return;
+        }
         if !self.close_sent {
             let key = self.mask_key();
             ws::encode_close(&mut self.wbuf, code, "", Some(key));
@@ -367,9 +417,9 @@ impl WsConn {
         self.wpos < self.wbuf.len()
     }
 
-    /// Queued frames or unflushed bytes remain.
+    /// Queued frames or unflushed bytes remain (or, raw, a FIN to send).
     pub fn has_output(&self) -> bool {
-        self.has_queued() || self.needs_flush
+        self.has_queued() || self.needs_flush || (self.raw && self.close_sent && !self.shut_down)
     }
 
     pub fn close_sent(&self) -> bool {
@@ -400,6 +450,10 @@ impl WsConn {
         if self.needs_flush {
             ready!(Pin::new(&mut self.stream).poll_flush(cx))?;
             self.needs_flush = false;
+        }
+        if self.raw && self.close_sent && !self.shut_down {
+            ready!(Pin::new(&mut self.stream).poll_close(cx))?;
+            self.shut_down = true;
         }
         Poll::Ready(Ok(()))
     }
@@ -433,6 +487,10 @@ impl WsConn {
             if n == 0 {
                 self.eof = true;
                 return Poll::Ready(Ok(Input::Eof));
+            }
+            if self.raw {
+                on_data(&self.rbuf[..n]);
+                return Poll::Ready(Ok(Input::Progress));
             }
             self.rend = n;
         }
@@ -492,6 +550,15 @@ impl WsConn {
             }),
         )
         .await;
+        if self.raw {
+            // Our FIN went out; the target's FIN (EOF) is its answer.
+            return match r {
+                Ok(Ok(())) => CloseOutcome::Clean,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => CloseOutcome::Clean,
+                Ok(Err(e)) => CloseOutcome::Failed(e.to_string()),
+                Err(_) => CloseOutcome::Failed("no FIN from the target in time".into()),
+            };
+        }
         match (r, self.peer_close.is_some()) {
             (Ok(Ok(())), true) => CloseOutcome::Clean,
             (Err(_), true) => CloseOutcome::NoEof,

@@ -1,5 +1,6 @@
 //! End-to-end runs of every scenario: against a real gateway process with the loadgen's own
-//! targets, and against a plain `ws://` bridge without auth. Runs are short (about a second).
+//! targets, against a plain `ws://` bridge without auth, and on the direct path (`tcp://` straight
+//! to the target). Runs are short (about a second).
 
 mod common;
 
@@ -169,6 +170,20 @@ async fn connect_times_each_step_of_each_session() {
     // The gateway connected to the target once per session, and every probe came back.
     assert_eq!(stats.accepted.load(Relaxed), done);
     assert_eq!(stats.bytes_out.load(Relaxed), 16 * done);
+    // The gateway issues TLS 1.3 tickets: later sessions of the run resume earlier ones...
+    assert!(u(&r, "tls_resumed") > 0 && u(&r, "tls_resumed") <= done, "{r}");
+    // ...unless told not to.
+    let r = run(args(
+        "connect",
+        &gw.url(),
+        &gw.auth("echo"),
+        &["-n", "1", "-d", "200ms", "--no-tls-resume"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "completed") > 1);
+    assert_eq!(u(&r, "tls_resumed"), 0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,6 +283,103 @@ async fn plain_ws_bridges_without_auth() {
     assert!(header
         .iter()
         .all(|s| s.authorization.as_deref() == Some("Bearer abc.def")));
+}
+
+/// `tcp://`: every scenario straight to the targets, raw bytes, no gateway; counts match the
+/// targets' own counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_tcp_path_runs_every_scenario() {
+    let (echo, echo_stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let (sink, sink_stats) = target::spawn(any(), TargetMode::Sink).await.unwrap();
+    let (source, _) = target::spawn(any(), TargetMode::Source).await.unwrap();
+    let none: [String; 0] = [];
+
+    let r = run(args(
+        "throughput",
+        &format!("tcp://{echo}"),
+        &none,
+        &["-n", "2", "-d", "300ms"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!(r["url"], format!("tcp://{echo}"));
+    assert_eq!(u(&r, "sessions_opened"), 2);
+    let (up, down) = (u(&r, "up_bytes"), u(&r, "down_bytes"));
+    assert!(up > 1_000_000 && down > 0, "{r}");
+    assert!(echo_stats.bytes_in.load(Relaxed) >= up && down <= echo_stats.bytes_out.load(Relaxed));
+
+    let r = run(args(
+        "throughput",
+        &format!("tcp://{sink}"),
+        &none,
+        &["-d", "200ms", "--frame-size", "4000"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "up_bytes") > 0 && u(&r, "up_bytes").is_multiple_of(4000), "{r}");
+    assert_eq!(u(&r, "down_bytes"), 0);
+    // Raw bytes, no frame headers: the sink got exactly what was sent (the last piece included).
+    assert!(sink_stats.bytes_in.load(Relaxed) >= u(&r, "up_bytes"));
+    assert!(sink_stats.bytes_in.load(Relaxed).is_multiple_of(4000));
+
+    let r = run(args(
+        "throughput",
+        &format!("tcp://{source}"),
+        &none,
+        &["-d", "200ms", "--send", "none"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "down_bytes") > 100_000 && u(&r, "up_bytes") == 0, "{r}");
+
+    // Latency, connect and idle on a fresh echo target, so its counters are theirs alone.
+    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let url = format!("tcp://{echo}");
+    let r = run(args(
+        "latency",
+        &url,
+        &none,
+        &["-n", "5", "-r", "100", "-d", "500ms", "--size", "100"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!((u(&r, "sent"), u(&r, "received"), u(&r, "lost")), (50, 50, 0), "{r}");
+    assert_eq!(u(&r, "out_of_order"), 0);
+    check_summary(&r["rtt"], 50);
+    // Raw bytes both ways: exactly the messages, no frame headers.
+    assert_eq!(stats.bytes_in.load(Relaxed), 50 * 100);
+    assert_eq!(stats.bytes_out.load(Relaxed), 50 * 100);
+
+    let r = run(args("connect", &url, &none, &["-n", "2", "-d", "300ms", "--probe"]))
+        .await
+        .unwrap();
+    no_errors(&r);
+    let done = u(&r, "completed");
+    assert!(done >= 2, "{r}");
+    for step in ["tcp", "probe", "close", "total"] {
+        check_summary(&r["steps"][step], done);
+    }
+    assert!(r["steps"]["tls"].is_null() && r["steps"]["upgrade"].is_null(), "{r}");
+    assert_eq!(stats.accepted.load(Relaxed), 5 + done);
+    assert_eq!(stats.bytes_out.load(Relaxed), 50 * 100 + 16 * done);
+
+    let pid = std::process::id().to_string();
+    let r = run(args(
+        "idle",
+        &url,
+        &none,
+        &["-n", "30", "--source-addrs", "2", "--hold", "100ms", "--pid", &pid],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert_eq!((u(&r, "held"), u(&r, "source_addrs")), (30, 2), "{r}");
+    assert_eq!(u(&r, "unclean_closes"), 0);
+    assert_eq!(stats.accepted.load(Relaxed), 5 + done + 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,12 +507,18 @@ fn binary_rejects_bad_arguments_clearly() {
     fail(
         &["latency", "http://127.0.0.1:1", "--no-auth", "--path", "/"],
         1,
-        "wss:// or ws://",
+        "wss://, ws:// or tcp://",
     );
+    fail(
+        &["throughput", "tcp://127.0.0.1:1", "--token", "t"],
+        2,
+        "tcp:// is the direct path",
+    );
+    fail(&["throughput", "tcp://127.0.0.1"], 1, "tcp://HOST:PORT");
     fail(&["latency", "ws://127.0.0.1:1", "--no-auth"], 1, "--target");
     fail(
         &["latency", "ws://127.0.0.1:1", "--no-auth", "--path", "/", "--insecure"],
-        1,
+        2,
         "wss://",
     );
     fail(

@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# Side-by-side performance harness: the same load scenarios against the direct path, Portcullis,
+# websockify and websocat, on this machine, in one bounded run. See benches/README.md.
+#
+# Builds release binaries, starts every server on 127.0.0.1 with fresh ports, runs
+# portcullis-loadgen's throughput, latency, connect and idle scenarios against each path, measures
+# the raw ceilings (iperf3 over loopback, rustls handshakes alone), then prints a markdown table and
+# writes summary.json and chart.svg (compare-report). Every process it starts is stopped on exit.
+#
+# Settings (environment):
+#   OUT=DIR                  results directory (default target/compare/<date>-<time>)
+#   PATHS="direct portcullis websockify websockify-tls websocat websocat-tls"   paths to measure
+#   SCENARIOS="throughput latency connect idle"
+#   QUICK=1                  small and short runs (a smoke test of the harness, not a measurement)
+#   THROUGHPUT_DURATION=5s   1 session, echo target
+#   LATENCY_SESSIONS=1000 LATENCY_RATE=10000 LATENCY_DURATION=10s LATENCY_SIZE=64
+#   CONNECT_DURATION=5s CONNECT_LOOPS=16
+#   IDLE_SESSIONS=20000 IDLE_HOLD=5s  (capped by the open-files limit, see below)
+#   WEBSOCKIFY_MAX_SESSIONS=450       websockify forks a ~3 MiB process per connection and its
+#                                     select() fails past ~500 concurrent connections (fd > 1024)
+#   WORKERS=$(nproc)         Portcullis workers
+#   LOADGEN_WORKERS=1        load generator threads for throughput and latency
+#   LOADGEN_CONNECT_WORKERS=$(nproc)  for connect and idle (TLS clients are CPU-bound too)
+#   RUSTLS_DURATION=3        seconds per kind of rustls-only handshake
+#   TOTAL_TIMEOUT=2400       seconds: the whole run is stopped after this
+#   NO_BUILD=1               use the existing target/release binaries
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+NPROC=$(nproc)
+PATHS=${PATHS:-"direct portcullis websockify websockify-tls websocat websocat-tls"}
+SCENARIOS=${SCENARIOS:-"throughput latency connect idle"}
+if [[ ${QUICK:-0} == 1 ]]; then
+    THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-2s}
+    LATENCY_SESSIONS=${LATENCY_SESSIONS:-50} LATENCY_RATE=${LATENCY_RATE:-500} LATENCY_DURATION=${LATENCY_DURATION:-2s}
+    CONNECT_DURATION=${CONNECT_DURATION:-2s}
+    IDLE_SESSIONS=${IDLE_SESSIONS:-500} IDLE_HOLD=${IDLE_HOLD:-1s}
+    WEBSOCKIFY_MAX_SESSIONS=${WEBSOCKIFY_MAX_SESSIONS:-50}
+    RUSTLS_DURATION=${RUSTLS_DURATION:-1}
+fi
+THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-5s}
+LATENCY_SESSIONS=${LATENCY_SESSIONS:-1000}
+LATENCY_RATE=${LATENCY_RATE:-10000}
+LATENCY_DURATION=${LATENCY_DURATION:-10s}
+LATENCY_SIZE=${LATENCY_SIZE:-64}
+CONNECT_DURATION=${CONNECT_DURATION:-5s}
+CONNECT_LOOPS=${CONNECT_LOOPS:-16}
+IDLE_SESSIONS=${IDLE_SESSIONS:-20000}
+IDLE_HOLD=${IDLE_HOLD:-5s}
+WEBSOCKIFY_MAX_SESSIONS=${WEBSOCKIFY_MAX_SESSIONS:-450}
+WORKERS=${WORKERS:-$NPROC}
+LOADGEN_WORKERS=${LOADGEN_WORKERS:-1}
+LOADGEN_CONNECT_WORKERS=${LOADGEN_CONNECT_WORKERS:-$NPROC}
+RUSTLS_DURATION=${RUSTLS_DURATION:-3}
+TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-2400}
+OUT=${OUT:-$ROOT/target/compare/$(date +%Y%m%d-%H%M%S)}
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+# A duration ("10s", "500ms", "2m") in whole seconds, rounded up, for time limits.
+secs() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n /= 1000; else if (v ~ /m$/) n *= 60; printf "%d", n + 0.999 }'; }
+
+# --- What is needed, what is missing --------------------------------------------------------------
+WEBSOCAT=$(command -v websocat || true)
+[[ -z $WEBSOCAT && -x $HOME/.cargo/bin/websocat ]] && WEBSOCAT=$HOME/.cargo/bin/websocat
+WEBSOCKIFY=$(command -v websockify || true)
+IPERF3=$(command -v iperf3 || true)
+OPENSSL=$(command -v openssl || true)
+TASKSET=$(command -v taskset || true)
+missing=()
+[[ -z $IPERF3 ]] && missing+=("iperf3 (apt-get install iperf3): no raw loopback ceiling")
+[[ -z $WEBSOCKIFY ]] && missing+=("websockify (apt-get install websockify): websockify paths skipped")
+[[ -z $WEBSOCAT ]] && missing+=("websocat (cargo install websocat): websocat paths skipped")
+[[ -z $OPENSSL ]] && missing+=("openssl (apt-get install openssl): no certificate for the TLS peers, TLS peer paths skipped")
+command -v python3 >/dev/null || die "python3 is needed (free port numbers)"
+for m in "${missing[@]}"; do log "missing: $m"; done
+
+want_path() { [[ " $PATHS " == *" $1 "* ]]; }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
+# --- Processes: every one is recorded, and stopped (with its process group) on exit ---------------
+declare -a STARTED=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${STARTED[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${STARTED[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [[ -n ${WORK:-} && -d ${WORK:-} ]] && rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# Starts "$@" in its own session (so its children can be stopped with it); sets $PID.
+spawn() {
+    local logfile=$1
+    shift
+    setsid "$@" >"$logfile" 2>&1 </dev/null &
+    PID=$!
+    STARTED+=("$PID")
+}
+
+# Stops one process started by spawn (and its process group).
+stop() {
+    local pid=$1
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits until something accepts on 127.0.0.1:$1 (or $2 seconds pass).
+wait_port() {
+    local port=$1 limit=${2:-20} i
+    for ((i = 0; i < limit * 10; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# CPU time (user + system, children included) of a process, in seconds.
+cpu_s() {
+    local ticks hz
+    [[ -r /proc/$1/stat ]] || { echo 0; return; }
+    hz=$(getconf CLK_TCK)
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13 + $14 + $15}')
+    awk -v t="$ticks" -v hz="$hz" 'BEGIN {printf "%.3f", t / hz}'
+}
+
+# Whole run watchdog.
+setsid bash -c "sleep $TOTAL_TIMEOUT; echo '[compare] TOTAL_TIMEOUT ($TOTAL_TIMEOUT s) reached, stopping' >&2; kill -TERM $$" &
+STARTED+=("$!")
+
+# --- Limits ------------------------------------------------------------------------------------------
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+# A relay holds two descriptors per session (client and target); keep some for everything else.
+IDLE_CAP=$(((NOFILE - 256) / 2))
+IDLE_N=$IDLE_SESSIONS
+if ((IDLE_N > IDLE_CAP)); then
+    log "idle: $IDLE_SESSIONS sessions need about $((2 * IDLE_SESSIONS)) descriptors in the relay, the open-files limit is $NOFILE (hard limit; raise it as root with CAP_SYS_RESOURCE, e.g. ulimit -Hn or LimitNOFILE): measuring $IDLE_CAP"
+    IDLE_N=$IDLE_CAP
+fi
+
+# --- Build -------------------------------------------------------------------------------------------
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+    log "building release binaries"
+    timeout 1800 cargo build --release --quiet -p portcullis -p portcullis-loadgen -p portcullis-benches --bins \
+        || die "cargo build failed"
+fi
+BIN=$ROOT/target/release
+GATEWAY=$BIN/portcullis
+L=$BIN/portcullis-loadgen
+for b in "$GATEWAY" "$L" "$BIN/rustls-handshake" "$BIN/compare-report"; do
+    [[ -x $b ]] || die "$b missing (run without NO_BUILD=1)"
+done
+
+mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/portcullis-compare.XXXXXX)
+log "results in $OUT"
+
+# --- The machine, and whether it is quiet ------------------------------------------------------------
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+BUSY=$(pgrep -fc 'cargo |rustc |ci/run' || true)
+if awk -v l="$LOAD_BEFORE" -v n="$NPROC" 'BEGIN {exit !(l > n / 2)}'; then
+    log "warning: load average $LOAD_BEFORE on $NPROC CPUs: the machine is not quiet, numbers will be noisy"
+fi
+json_str() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
+cat >"$OUT/meta.json" <<EOF
+{
+  "date": $(json_str "$(date -u +%Y-%m-%dT%H:%MZ)"),
+  "host": $(json_str "$(hostname)"),
+  "nproc": $NPROC,
+  "cpu": $(json_str "$CPU_MODEL"),
+  "kernel": $(json_str "$(uname -r)"),
+  "git": $(json_str "$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"),
+  "load_before": $LOAD_BEFORE,
+  "busy_build_processes": $BUSY,
+  "nofile_limit": $NOFILE,
+  "settings": {
+    "throughput_duration": "$THROUGHPUT_DURATION",
+    "latency_sessions": $LATENCY_SESSIONS, "latency_rate": $LATENCY_RATE,
+    "latency_duration": "$LATENCY_DURATION", "latency_size": $LATENCY_SIZE,
+    "connect_duration": "$CONNECT_DURATION", "connect_loops": $CONNECT_LOOPS,
+    "idle_sessions": $IDLE_N, "idle_sessions_asked": $IDLE_SESSIONS, "idle_hold": "$IDLE_HOLD",
+    "websockify_max_sessions": $WEBSOCKIFY_MAX_SESSIONS,
+    "workers": $WORKERS, "loadgen_workers": $LOADGEN_WORKERS, "loadgen_connect_workers": $LOADGEN_CONNECT_WORKERS
+  }
+}
+EOF
+
+# --- Certificates and keys ---------------------------------------------------------------------------
+# One ECDSA P-256 certificate for every TLS server (the key type Portcullis generates itself), so the
+# handshakes compared are the same work. websocat wants it as PKCS#12.
+CERT=$WORK/cert.pem KEY=$WORK/key.pem P12=$WORK/id.p12
+if [[ -n $OPENSSL ]]; then
+    timeout 30 "$OPENSSL" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$KEY" -out "$CERT" \
+        -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+    "$OPENSSL" pkcs12 -export -out "$P12" -inkey "$KEY" -in "$CERT" -passout pass: 2>/dev/null \
+        || { log "openssl could not write a PKCS#12 file: websocat without TLS only"; P12=; }
+else
+    CERT= KEY= P12=
+fi
+"$GATEWAY" keygen --out "$WORK/token" >/dev/null 2>&1 || die "portcullis keygen failed"
+
+# --- Raw ceilings: iperf3 over loopback, rustls alone -----------------------------------------------
+if [[ -n $IPERF3 ]] && want throughput; then
+    port=$(free_port)
+    spawn "$OUT/iperf3-server.log" "$IPERF3" -s -1 -B 127.0.0.1 -p "$port"
+    # Not wait_port: a probe connection would be the one test `-1` serves.
+    for ((i = 0; i < 100; i++)); do grep -q 'Server listening' "$OUT/iperf3-server.log" && break; sleep 0.1; done
+    log "iperf3: 1 stream over loopback for $(secs "$THROUGHPUT_DURATION") s"
+    timeout $(($(secs "$THROUGHPUT_DURATION") + 20)) "$IPERF3" -c 127.0.0.1 -p "$port" -t "$(secs "$THROUGHPUT_DURATION")" -J \
+        >"$OUT/iperf3.json" || log "iperf3 client failed"
+    stop "$PID"
+fi
+if want connect; then
+    log "rustls alone: in-memory handshakes on one core, ${RUSTLS_DURATION} s per kind"
+    pin=()
+    [[ -n $TASKSET ]] && pin=("$TASKSET" -c 0)
+    certargs=()
+    [[ -n $CERT ]] && certargs=(--cert "$CERT" --key "$KEY")
+    timeout $((2 * RUSTLS_DURATION + 30)) "${pin[@]}" "$BIN/rustls-handshake" --duration "$RUSTLS_DURATION" \
+        "${certargs[@]}" --json "$OUT/rustls.json" 2>&1 | sed 's/^/  /' >&2 || log "rustls-handshake failed"
+fi
+
+# --- One path: a target, a server, the scenarios -----------------------------------------------------
+# run_path ID URL SERVER_PID [loadgen connection arguments...]
+run_path() {
+    local id=$1 url=$2 server=$3
+    shift 3
+    local conn=("$@") dir=$OUT/$id
+    mkdir -p "$dir"
+    local lat_n=$LATENCY_SESSIONS lat_r=$LATENCY_RATE idle_n=$IDLE_N
+    if [[ $id == websockify* ]]; then
+        if ((lat_n > WEBSOCKIFY_MAX_SESSIONS)); then
+            # Same rate per session, fewer sessions.
+            lat_r=$(awk -v r="$lat_r" -v n="$lat_n" -v m="$WEBSOCKIFY_MAX_SESSIONS" 'BEGIN {print r * m / n}')
+            lat_n=$WEBSOCKIFY_MAX_SESSIONS
+            log "$id: latency with $lat_n sessions at $lat_r msg/s (WEBSOCKIFY_MAX_SESSIONS)"
+        fi
+        ((idle_n > WEBSOCKIFY_MAX_SESSIONS)) && idle_n=$WEBSOCKIFY_MAX_SESSIONS
+    fi
+    local tls=()
+    [[ $url == wss://* ]] && tls=(--no-tls-resume)
+    if want throughput; then
+        log "$id: throughput, 1 session, $THROUGHPUT_DURATION"
+        timeout -k 5 $(($(secs "$THROUGHPUT_DURATION") + 30)) "$L" throughput "$url" "${conn[@]}" -q \
+            --workers "$LOADGEN_WORKERS" -n 1 -d "$THROUGHPUT_DURATION" --json "$dir/throughput.json" >&2 \
+            || log "$id: throughput failed"
+    fi
+    if want latency; then
+        log "$id: latency, $lat_n sessions, $lat_r msg/s, $LATENCY_DURATION"
+        timeout -k 5 $(($(secs "$LATENCY_DURATION") + 120)) "$L" latency "$url" "${conn[@]}" -q \
+            --workers "$LOADGEN_WORKERS" -n "$lat_n" -r "$lat_r" -d "$LATENCY_DURATION" --size "$LATENCY_SIZE" \
+            --json "$dir/latency.json" >&2 || log "$id: latency failed"
+    fi
+    if want connect; then
+        log "$id: connect, $CONNECT_LOOPS loops, $CONNECT_DURATION"
+        local c0 c1
+        c0=$(cpu_s "$server")
+        timeout -k 5 $(($(secs "$CONNECT_DURATION") + 60)) "$L" connect "$url" "${conn[@]}" "${tls[@]}" -q \
+            --workers "$LOADGEN_CONNECT_WORKERS" -n "$CONNECT_LOOPS" -d "$CONNECT_DURATION" --probe \
+            --json "$dir/connect.json" >&2 || log "$id: connect failed"
+        c1=$(cpu_s "$server")
+        awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f\n", b - a}' >"$dir/connect_cpu_s"
+        sleep 1 # let closing connections settle before the next scenario
+    fi
+    if want idle; then
+        log "$id: idle, $idle_n sessions held $IDLE_HOLD"
+        timeout -k 5 $((idle_n / 50 + $(secs "$IDLE_HOLD") + 120)) "$L" idle "$url" "${conn[@]}" -q \
+            --workers "$LOADGEN_CONNECT_WORKERS" -n "$idle_n" --concurrency 256 --hold "$IDLE_HOLD" --pid "$server" \
+            --json "$dir/idle.json" >&2 || log "$id: idle failed"
+    fi
+}
+
+# A fresh echo target for one path; sets TARGET (address) and TARGET_PID.
+start_target() {
+    local logfile=$1
+    spawn "$logfile" "$L" target --listen 127.0.0.1:0 --mode echo
+    TARGET_PID=$PID
+    local i
+    for ((i = 0; i < 100; i++)); do
+        TARGET=$(sed -n 's/^portcullis-loadgen target: echo on //p' "$logfile")
+        [[ -n $TARGET ]] && return 0
+        sleep 0.1
+    done
+    die "the echo target did not start (see $logfile)"
+}
+
+for path in $PATHS; do
+    case $path in
+    direct)
+        start_target "$OUT/direct-target.log"
+        run_path direct "tcp://$TARGET" "$TARGET_PID"
+        stop "$TARGET_PID"
+        ;;
+    portcullis)
+        start_target "$OUT/portcullis-target.log"
+        port=$(free_port)
+        tls_section=""
+        [[ -n $CERT ]] && tls_section=$(printf '[tls]\ncert = "%s"\nkey = "%s"' "$CERT" "$KEY")
+        cat >"$WORK/gw.toml" <<EOF
+listen = "127.0.0.1:$port"
+workers = $WORKERS
+$tls_section
+[auth]
+token_public_key = "token.pub"
+[audit]
+path = "audit.jsonl"
+[[target]]
+name = "echo"
+address = "$TARGET"
+protocol = "tcp"
+[[user]]
+name = "bench"
+targets = ["echo"]
+EOF
+        spawn "$OUT/portcullis.log" "$GATEWAY" serve --config "$WORK/gw.toml"
+        gw=$PID
+        wait_port "$port" 20 || die "the gateway did not start (see $OUT/portcullis.log)"
+        mkdir -p "$OUT/portcullis" && echo "$WORKERS" >"$OUT/portcullis/workers"
+        run_path portcullis "wss://127.0.0.1:$port" "$gw" --insecure --token-key "$WORK/token.key" \
+            --user bench --target echo
+        stop "$gw"
+        stop "$TARGET_PID"
+        ;;
+    websockify | websockify-tls)
+        [[ -z $WEBSOCKIFY ]] && continue
+        [[ $path == websockify-tls && -z $CERT ]] && continue
+        start_target "$OUT/$path-target.log"
+        port=$(free_port)
+        args=()
+        [[ $path == websockify-tls ]] && args=(--cert "$CERT" --key "$KEY" --ssl-only)
+        spawn "$OUT/$path.log" "$WEBSOCKIFY" "${args[@]}" "127.0.0.1:$port" "$TARGET"
+        srv=$PID
+        wait_port "$port" 20 || die "websockify did not start (see $OUT/$path.log)"
+        scheme=ws extra=()
+        [[ $path == websockify-tls ]] && scheme=wss extra=(--insecure)
+        run_path "$path" "$scheme://127.0.0.1:$port" "$srv" --no-auth --path / "${extra[@]}"
+        stop "$srv"
+        stop "$TARGET_PID"
+        ;;
+    websocat | websocat-tls)
+        [[ -z $WEBSOCAT ]] && continue
+        [[ $path == websocat-tls && -z $P12 ]] && continue
+        start_target "$OUT/$path-target.log"
+        port=$(free_port)
+        if [[ $path == websocat-tls ]]; then
+            spawn "$OUT/$path.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$TARGET"
+            scheme=wss extra=(--insecure)
+        else
+            spawn "$OUT/$path.log" "$WEBSOCAT" --binary "ws-l:127.0.0.1:$port" "tcp:$TARGET"
+            scheme=ws extra=()
+        fi
+        srv=$PID
+        wait_port "$port" 20 || die "websocat did not start (see $OUT/$path.log)"
+        run_path "$path" "$scheme://127.0.0.1:$port" "$srv" --no-auth --path / "${extra[@]}"
+        stop "$srv"
+        stop "$TARGET_PID"
+        ;;
+    *) die "unknown path $path (known: direct portcullis websockify websockify-tls websocat websocat-tls)" ;;
+    esac
+done
+
+LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
+log "done (load average before $LOAD_BEFORE, after $LOAD_AFTER)"
+"$BIN/compare-report" "$OUT"

@@ -1,0 +1,248 @@
+//! rustls alone: TLS handshakes between a client and a server in memory, on one thread, with the
+//! gateway's own configurations from `portcullis::tls` (ring provider, TLS 1.3 and 1.2, ALPN
+//! `http/1.1`; the client is the load generator's `--insecure` configuration, which skips the
+//! chain check but verifies the handshake signature). The certificate is the one `portcullis
+//! serve` generates without a `[tls]` section (rcgen's default: ECDSA P-256 with SHA-256), or the
+//! PEM files given with `--cert` and `--key`.
+//!
+//! This is the reference of the `connect` scenario in benches/compare.sh: how many handshakes one
+//! core can do when it does nothing else. Two kinds are measured, each for `--duration`:
+//! `full` (client resumption off, as the load generator's `--no-tls-resume` and every new
+//! `portcullis connect` process) and `resumed` (TLS 1.3 tickets from the server's session cache,
+//! as a client that keeps its configuration). For each: handshakes per second with both ends on
+//! this core, and the server's and the client's share, timed around their own calls alone.
+//!
+//! Usage: `rustls-handshake [--duration SECS] [--cert PEM --key PEM] [--json FILE]`.
+//! Pin it to one core for a per-core figure (`taskset -c 0 rustls-handshake`).
+
+use portcullis::tls::{client_config, Identity, ServerTrust};
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Args {
+    duration: Duration,
+    cert: Option<(PathBuf, PathBuf)>,
+    json: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        duration: Duration::from_secs(3),
+        cert: None,
+        json: None,
+    };
+    let (mut cert, mut key) = (None, None);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--duration" => {
+                let v = value("--duration")?;
+                let secs: f64 = v
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|_| format!("--duration: not a number of seconds: {v:?}"))?;
+                if !(secs.is_finite() && secs > 0.0 && secs <= 600.0) {
+                    return Err(format!("--duration must be between 0 and 600 seconds, got {v}"));
+                }
+                args.duration = Duration::from_secs_f64(secs);
+            }
+            "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
+            "--key" => key = Some(PathBuf::from(value("--key")?)),
+            "--json" => args.json = Some(PathBuf::from(value("--json")?)),
+            "-h" | "--help" => {
+                println!("usage: rustls-handshake [--duration SECS] [--cert PEM --key PEM] [--json FILE]");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    args.cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err("--cert and --key go together".into()),
+    };
+    Ok(args)
+}
+
+/// Time spent in each side's calls during one kind of run.
+#[derive(Default)]
+struct Tally {
+    handshakes: u64,
+    wall: Duration,
+    server: Duration,
+    client: Duration,
+    resumed: u64,
+    version: Option<String>,
+    suite: Option<String>,
+    kx: Option<String>,
+}
+
+/// Moves everything `from` wants to write into `to`, and lets `to` process it. Returns the time
+/// spent in `from` (writing) and in `to` (reading and processing).
+fn pump(from: &mut Connection, to: &mut Connection, buf: &mut Vec<u8>) -> Result<(Duration, Duration), rustls::Error> {
+    let t0 = Instant::now();
+    buf.clear();
+    while from.wants_write() {
+        from.write_tls(buf).expect("writing to a Vec cannot fail");
+    }
+    let t1 = Instant::now();
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        to.read_tls(&mut rd).expect("reading from a slice cannot fail");
+        to.process_new_packets()?;
+    }
+    Ok((t1 - t0, t1.elapsed()))
+}
+
+fn handshake(
+    server_cfg: &Arc<ServerConfig>,
+    client_cfg: &Arc<ClientConfig>,
+    name: &ServerName<'static>,
+    buf: &mut Vec<u8>,
+    tally: &mut Tally,
+) -> Result<(), rustls::Error> {
+    let t = Instant::now();
+    let mut server = Connection::Server(ServerConnection::new(server_cfg.clone())?);
+    let ts = t.elapsed();
+    let t = Instant::now();
+    let mut client = Connection::Client(ClientConnection::new(client_cfg.clone(), name.clone())?);
+    tally.client += t.elapsed();
+    tally.server += ts;
+    for _ in 0..16 {
+        let (c, s) = pump(&mut client, &mut server, buf)?;
+        tally.client += c;
+        tally.server += s;
+        let (s, c) = pump(&mut server, &mut client, buf)?;
+        tally.client += c;
+        tally.server += s;
+        if !client.is_handshaking() && !server.is_handshaking() && !client.wants_write() && !server.wants_write() {
+            tally.handshakes += 1;
+            if client.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                tally.resumed += 1;
+            }
+            if tally.version.is_none() {
+                tally.version = server.protocol_version().map(|v| format!("{v:?}"));
+                tally.suite = server.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()));
+                tally.kx = server
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!("{:?}", g.name()));
+            }
+            return Ok(());
+        }
+    }
+    Err(rustls::Error::General("handshake did not finish in 16 flights".into()))
+}
+
+fn run(kind: &str, server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>, duration: Duration) -> Tally {
+    let name = ServerName::try_from("localhost").expect("valid name");
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut tally = Tally::default();
+    // Warm up (and, for resumption, get the first tickets), then measure.
+    for _ in 0..20 {
+        handshake(server_cfg, client_cfg, &name, &mut buf, &mut Tally::default())
+            .unwrap_or_else(|e| panic!("{kind} handshake failed: {e}"));
+    }
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        for _ in 0..10 {
+            handshake(server_cfg, client_cfg, &name, &mut buf, &mut tally)
+                .unwrap_or_else(|e| panic!("{kind} handshake failed: {e}"));
+        }
+    }
+    tally.wall = start.elapsed();
+    tally
+}
+
+fn per_s(n: u64, d: Duration) -> f64 {
+    (n as f64 / d.as_secs_f64().max(1e-9) * 10.0).round() / 10.0
+}
+
+fn report(t: &Tally) -> serde_json::Value {
+    let us = |d: Duration| (d.as_secs_f64() * 1e6 / t.handshakes.max(1) as f64 * 10.0).round() / 10.0;
+    json!({
+        "handshakes": t.handshakes,
+        "resumed": t.resumed,
+        "seconds": t.wall.as_secs_f64(),
+        "pairs_per_s": per_s(t.handshakes, t.wall),
+        "server_per_s": per_s(t.handshakes, t.server),
+        "client_per_s": per_s(t.handshakes, t.client),
+        "server_us": us(t.server),
+        "client_us": us(t.client),
+        "protocol": t.version,
+        "cipher_suite": t.suite,
+        "key_exchange": t.kx,
+    })
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("rustls-handshake: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (identity, cert) = match &args.cert {
+        Some((c, k)) => match Identity::load(c, k) {
+            Ok(i) => (i, format!("{} (from --cert)", c.display())),
+            Err(e) => {
+                eprintln!("rustls-handshake: error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (
+            Identity::self_signed(&[]).expect("rcgen generates a certificate"),
+            "self-signed ECDSA P-256/SHA-256, as `portcullis serve` generates without [tls]".to_string(),
+        ),
+    };
+    let server_cfg = identity.server_config().expect("valid server config");
+    let resuming = client_config(ServerTrust::Insecure).expect("valid client config");
+    let mut fresh = (*resuming).clone();
+    fresh.resumption = Resumption::disabled();
+    let fresh = Arc::new(fresh);
+
+    let full = run("full", &server_cfg, &fresh, args.duration);
+    let resumed = run("resumed", &server_cfg, &resuming, args.duration);
+    let result = json!({
+        "bench": "rustls-handshake",
+        "rustls": "0.23 (ring provider, the gateway's portcullis::tls configurations)",
+        "certificate": cert,
+        "threads": 1,
+        "full": report(&full),
+        "resumed": report(&resumed),
+    });
+    let text = serde_json::to_string_pretty(&result).expect("JSON");
+    if let Some(path) = &args.json {
+        if let Err(e) = std::fs::write(path, format!("{text}\n")) {
+            eprintln!("rustls-handshake: error: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    } else {
+        println!("{text}");
+    }
+    let line = |name: &str, t: &Tally| {
+        format!(
+            "{name}: {:.0} handshakes/s with both ends on one core; server alone {:.0}/s ({:.1} µs each), client alone {:.0}/s",
+            per_s(t.handshakes, t.wall),
+            per_s(t.handshakes, t.server),
+            t.server.as_secs_f64() * 1e6 / t.handshakes.max(1) as f64,
+            per_s(t.handshakes, t.client),
+        )
+    };
+    eprintln!(
+        "rustls-handshake ({} {} {}): {}; {}",
+        full.version.as_deref().unwrap_or("?"),
+        full.suite.as_deref().unwrap_or("?"),
+        full.kx.as_deref().unwrap_or("?"),
+        line("full", &full),
+        line("resumed", &resumed)
+    );
+    ExitCode::SUCCESS
+}
