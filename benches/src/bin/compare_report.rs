@@ -317,9 +317,10 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
     if full_server.is_some() {
         let _ = writeln!(
             md,
-            "| rustls alone, 1 core, in memory, full handshakes (sessions/s: both ends on the core; per CPU-s: server side) | – | – | {} | {} | – |",
+            "| rustls alone, 1 core, in memory, full handshakes (sessions/s: both ends on the core; per CPU-s: server side; idle: heap of one open ServerConnection) | – | – | {} | {} | {} |",
             num(full_pairs),
             num(full_server),
+            f(rustls, &["memory", "server_connection_bytes"]).map_or("–".into(), |b| num(Some(b / 1024.0))),
         );
         let _ = writeln!(
             md,

@@ -12,7 +12,12 @@
 //! as a client that keeps its configuration). For each: handshakes per second with both ends on
 //! this core, and the server's and the client's share, timed around their own calls alone.
 //!
-//! Usage: `rustls-handshake [--duration SECS] [--cert PEM --key PEM] [--json FILE]`.
+//! It also measures the heap a server connection keeps once open (`--memory N`, default 1000): N
+//! connections handshake and exchange a request-sized and a response-sized message (as an upgrade
+//! does), the clients are dropped and the live heap growth per kept server connection is counted
+//! by a counting allocator. That is rustls's share of an idle tunnel's memory.
+//!
+//! Usage: `rustls-handshake [--duration SECS] [--memory N] [--cert PEM --key PEM] [--json FILE]`.
 //! Pin it to one core for a per-core figure (`taskset -c 0 rustls-handshake`).
 
 use portcullis::tls::{client_config, Identity, ServerTrust};
@@ -20,13 +25,49 @@ use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerConnection};
 use serde_json::json;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The system allocator, counting live bytes.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        // SAFETY: the caller's contract is passed on.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 struct Args {
     duration: Duration,
+    memory: usize,
     cert: Option<(PathBuf, PathBuf)>,
     json: Option<PathBuf>,
 }
@@ -34,6 +75,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(3),
+        memory: 1000,
         cert: None,
         json: None,
     };
@@ -53,11 +95,19 @@ fn parse_args() -> Result<Args, String> {
                 }
                 args.duration = Duration::from_secs_f64(secs);
             }
+            "--memory" => {
+                let v = value("--memory")?;
+                args.memory = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+                    .ok_or_else(|| format!("--memory: a number of connections from 1 to 1000000, got {v:?}"))?;
+            }
             "--cert" => cert = Some(PathBuf::from(value("--cert")?)),
             "--key" => key = Some(PathBuf::from(value("--key")?)),
             "--json" => args.json = Some(PathBuf::from(value("--json")?)),
             "-h" | "--help" => {
-                println!("usage: rustls-handshake [--duration SECS] [--cert PEM --key PEM] [--json FILE]");
+                println!("usage: rustls-handshake [--duration SECS] [--memory N] [--cert PEM --key PEM] [--json FILE]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
@@ -108,6 +158,16 @@ fn handshake(
     buf: &mut Vec<u8>,
     tally: &mut Tally,
 ) -> Result<(), rustls::Error> {
+    handshake_pair(server_cfg, client_cfg, name, buf, tally).map(drop)
+}
+
+fn handshake_pair(
+    server_cfg: &Arc<ServerConfig>,
+    client_cfg: &Arc<ClientConfig>,
+    name: &ServerName<'static>,
+    buf: &mut Vec<u8>,
+    tally: &mut Tally,
+) -> Result<(Connection, Connection), rustls::Error> {
     let t = Instant::now();
     let mut server = Connection::Server(ServerConnection::new(server_cfg.clone())?);
     let ts = t.elapsed();
@@ -134,7 +194,7 @@ fn handshake(
                     .negotiated_key_exchange_group()
                     .map(|g| format!("{:?}", g.name()));
             }
-            return Ok(());
+            return Ok((client, server));
         }
     }
     Err(rustls::Error::General("handshake did not finish in 16 flights".into()))
@@ -158,6 +218,40 @@ fn run(kind: &str, server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig
     }
     tally.wall = start.elapsed();
     tally
+}
+
+/// Live heap bytes per open server connection after a handshake and an upgrade-sized exchange.
+fn memory_per_connection(server_cfg: &Arc<ServerConfig>, client_cfg: &Arc<ClientConfig>, n: usize) -> f64 {
+    let name = ServerName::try_from("localhost").expect("valid name");
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let request = vec![b'q'; 400];
+    let response = vec![b'r'; 200];
+    let mut scratch = vec![0u8; 4096];
+    let mut open = |keep: &mut Vec<Connection>| {
+        let (mut client, mut server) =
+            handshake_pair(server_cfg, client_cfg, &name, &mut buf, &mut Tally::default()).expect("memory handshake");
+        client.writer().write_all(&request).expect("client write");
+        pump(&mut client, &mut server, &mut buf).expect("to server");
+        let got = server.reader().read(&mut scratch).expect("server read");
+        assert_eq!(got, request.len());
+        server.writer().write_all(&response).expect("server write");
+        pump(&mut server, &mut client, &mut buf).expect("to client");
+        keep.push(server);
+    };
+    // Warm up: the server's session cache (256 entries) fills here and stays full afterwards.
+    let mut warm = Vec::new();
+    for _ in 0..300 {
+        open(&mut warm);
+    }
+    drop(warm);
+    let mut kept = Vec::with_capacity(n);
+    let before = LIVE.load(Relaxed);
+    for _ in 0..n {
+        open(&mut kept);
+    }
+    let after = LIVE.load(Relaxed);
+    drop(kept);
+    ((after - before) as f64 / n as f64).round()
 }
 
 fn per_s(n: u64, d: Duration) -> f64 {
@@ -210,6 +304,7 @@ fn main() -> ExitCode {
 
     let full = run("full", &server_cfg, &fresh, args.duration);
     let resumed = run("resumed", &server_cfg, &resuming, args.duration);
+    let conn_bytes = memory_per_connection(&server_cfg, &fresh, args.memory);
     let result = json!({
         "bench": "rustls-handshake",
         "rustls": "0.23 (ring provider, the gateway's portcullis::tls configurations)",
@@ -217,6 +312,11 @@ fn main() -> ExitCode {
         "threads": 1,
         "full": report(&full),
         "resumed": report(&resumed),
+        "memory": {
+            "connections": args.memory,
+            "server_connection_bytes": conn_bytes,
+            "note": "live heap per open rustls ServerConnection after the handshake and a 400 B / 200 B exchange",
+        },
     });
     let text = serde_json::to_string_pretty(&result).expect("JSON");
     if let Some(path) = &args.json {
@@ -237,12 +337,13 @@ fn main() -> ExitCode {
         )
     };
     eprintln!(
-        "rustls-handshake ({} {} {}): {}; {}",
+        "rustls-handshake ({} {} {}): {}; {}; an open server connection keeps {:.1} KiB of heap",
         full.version.as_deref().unwrap_or("?"),
         full.suite.as_deref().unwrap_or("?"),
         full.kx.as_deref().unwrap_or("?"),
         line("full", &full),
-        line("resumed", &resumed)
+        line("resumed", &resumed),
+        conn_bytes / 1024.0
     );
     ExitCode::SUCCESS
 }
