@@ -542,6 +542,10 @@ impl Relay {
 
     /// Encodes the next control frame into `ctrl`. Returns false when there is none.
     fn queue_control(&mut self) -> bool {
+        // Checked on every pass of the writer loop: return before any work when nothing waits.
+        if self.pong.is_none() && self.ping.is_none() && self.close.is_none() {
+            return false;
+        }
         let mask = matches!(self.role, Role::Client).then(|| self.next_mask());
         self.ctrl.clear();
         self.ctrl_pos = 0;
@@ -553,8 +557,6 @@ impl Relay {
         } else if let Some((code, reason)) = self.close.take() {
             ws::encode_close(&mut self.ctrl, code, reason, mask);
             self.ctrl_is_close = true;
-        } else {
-            return false;
         }
         true
     }
