@@ -254,6 +254,33 @@ def main():
     for name, (sel, text) in terminal.items():
         write("terminal", name, bytes([sel, 3]) + text)
 
+    # gateway_request: [sel, request]; sel & 7 = 4 is clock 1800000000, sel >> 3 the cut (32nds).
+    # `$0`..`$5` stand for the tokens gateway_checks.rs signs (0 alice/vm1 good, 1 not hers,
+    # 2 unknown user, 3 unknown target, 4 expired, 5 alice/rdp1 good).
+    def upgrade(path, extra=b""):
+        return (b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" + extra + b"\r\n")
+    gateway = {
+        "tunnel-bearer": upgrade(b"/v1/tunnel/vm1", b"Authorization: Bearer $0\r\n") + b"\x82\x80abcd",
+        "tunnel-query": upgrade(b"/v1/tunnel/rdp1?token=$5"),
+        "tunnel-not-hers": upgrade(b"/v1/tunnel/vm2", b"Authorization: Bearer $1\r\n"),
+        "tunnel-unknown-user": upgrade(b"/v1/tunnel/vm1", b"Authorization: Bearer $2\r\n"),
+        "tunnel-unknown-target": upgrade(b"/v1/tunnel/gone", b"Authorization: Bearer $3\r\n"),
+        "tunnel-expired": upgrade(b"/v1/tunnel/vm1", b"Authorization: Bearer $4\r\n"),
+        "tunnel-other-target": upgrade(b"/v1/tunnel/rdp1", b"Authorization: Bearer $0\r\n"),
+        "tunnel-no-token": upgrade(b"/v1/tunnel/vm1"),
+        "rdp-upgrade": upgrade(b"/jet/rdp", b"Origin: https://gw\r\n"),
+        "web-login": b"POST /api/login HTTP/1.1\r\nHost: gw\r\nContent-Length: 35\r\n\r\n"
+                     b'{"user":"alice","password":"x"}',
+        "web-ssh": upgrade(b"/v1/ssh/vm1", b"Cookie: pc_session=abc\r\nOrigin: https://gw\r\n"),
+        "healthz": b"GET /healthz HTTP/1.1\r\n\r\n",
+        "partial": b"GET /v1/tunnel/vm1 HTTP/1.1\r\nAuthorization: Bearer $0",
+        "tls-client-hello": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    }
+    for name, request in gateway.items():
+        write("gateway_request", name, bytes([4 | (20 << 3)]) + request)
+    write("gateway_request", "tunnel-expired-clock", bytes([7]) + gateway["tunnel-bearer"])
+
 
 if __name__ == "__main__":
     main()
