@@ -31,6 +31,9 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Opens and holds many sessions; reports how many it held and the gateway's memory per session.
     Idle(IdleArgs),
+    /// Whole SSH sessions through the tunnel (russh client to a real SSH server): handshake, key
+    /// authentication, one command; reports sessions per second and the latency of each step.
+    Ssh(SshArgs),
     /// A TCP target for the tunnels: echo, sink (discard) or source (endless data).
     Target(TargetArgs),
 }
@@ -44,6 +47,7 @@ impl Cli {
             Command::Latency(a) => &a.conn,
             Command::Connect(a) => &a.conn,
             Command::Idle(a) => &a.conn,
+            Command::Ssh(a) => &a.conn,
             Command::Target(_) => return Ok(()),
         };
         // A URL that does not parse is reported by the run itself, with the URL.
@@ -63,6 +67,7 @@ impl Command {
             Command::Latency(a) => a.run.workers,
             Command::Connect(a) => a.run.workers,
             Command::Idle(a) => a.run.workers,
+            Command::Ssh(a) => a.run.workers,
             Command::Target(a) => a.workers,
         }
     }
@@ -73,6 +78,7 @@ impl Command {
             Command::Latency(a) => Some(&a.run),
             Command::Connect(a) => Some(&a.run),
             Command::Idle(a) => Some(&a.run),
+            Command::Ssh(a) => Some(&a.run),
             Command::Target(_) => None,
         }
     }
@@ -267,6 +273,54 @@ pub struct IdleArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+pub struct SshArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+
+    /// Sessions in flight at the same time (concurrent loops).
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+
+    /// Run exactly this many sessions (completed or failed), then stop; without it the run lasts
+    /// --duration.
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    pub sessions: Option<u64>,
+
+    /// How long to keep starting sessions (when --sessions is not given).
+    #[arg(
+        long,
+        short = 'd',
+        value_name = "DURATION",
+        default_value = "10s",
+        conflicts_with = "sessions"
+    )]
+    pub duration: humantime::Duration,
+
+    /// SSH user name to log in as.
+    #[arg(long, value_name = "NAME")]
+    pub ssh_user: String,
+
+    /// Private key to authenticate with (OpenSSH or PEM format, unencrypted).
+    #[arg(long, value_name = "FILE")]
+    pub ssh_key: PathBuf,
+
+    /// The server's host key (a public key file, `ssh-ed25519 AAAA… [comment]`): any other key is
+    /// refused. Without it any host key is accepted, and the results say so.
+    #[arg(long, value_name = "FILE")]
+    pub known_host_key: Option<PathBuf>,
+
+    /// Command each session runs; its exit status must be 0.
+    #[arg(long, value_name = "COMMAND", default_value = "true")]
+    pub command: String,
+
+    /// Time limit of each SSH step (handshake, authentication, channel open, command, close).
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub timeout: humantime::Duration,
+}
+
+#[derive(Args, Debug, Clone)]
 pub struct TargetArgs {
     /// Address to listen on.
     #[arg(long, value_name = "ADDR")]
@@ -357,5 +411,25 @@ mod tests {
         assert!(parse(&["throughput", "ws://x", "--no-auth", "--duration", "5 parsecs"]).is_err());
         let cli = parse(&["throughput", "ws://x", "--no-auth", "--workers", "3", "-d", "500ms"]).unwrap();
         assert_eq!(cli.command.workers(), 3);
+    }
+
+    #[test]
+    fn ssh_needs_user_and_key_and_one_stop_rule() {
+        let base = ["ssh", "tcp://127.0.0.1:22", "--ssh-user", "u", "--ssh-key", "k"];
+        let cli = parse_checked(&base).unwrap();
+        let Command::Ssh(a) = cli.command else {
+            panic!("not ssh")
+        };
+        assert_eq!((a.concurrency, a.sessions, a.command.as_str()), (4, None, "true"));
+        assert!(parse(&base[..4]).is_err()); // no --ssh-key
+        assert!(parse(&["ssh", "tcp://127.0.0.1:22", "--ssh-key", "k"]).is_err()); // no --ssh-user
+        let mut both = base.to_vec();
+        both.extend(["-n", "5", "-d", "1s"]);
+        assert!(parse(&both).is_err(), "--sessions and --duration conflict");
+        let mut zero = base.to_vec();
+        zero.extend(["-c", "0"]);
+        assert!(parse(&zero).is_err());
+        let e = parse_checked(&["ssh", "wss://x", "--ssh-user", "u", "--ssh-key", "k", "--target", "t"]).unwrap_err();
+        assert!(e.to_string().contains("--no-auth"), "{e}");
     }
 }

@@ -1,8 +1,9 @@
 //! Load generator for Portcullis and any WebSocket-to-TCP bridge (websockify, websocat).
 //!
-//! Scenarios: `throughput`, `latency` (open loop), `connect`, `idle`; plus a built-in `target`
-//! (echo, sink, source). Sessions use the crate's own small WebSocket client (`ws`) on the sans-IO
-//! codec of `portcullis-protocols`, over TLS (`wss://`) or plain TCP (`ws://`), on tokio.
+//! Scenarios: `throughput`, `latency` (open loop), `connect`, `idle`, `ssh` (russh client through
+//! the tunnel); plus a built-in `target` (echo, sink, source). Sessions use the crate's own small
+//! WebSocket client (`ws`) on the sans-IO codec of `portcullis-protocols`, over TLS (`wss://`) or
+//! plain TCP (`ws://`), on tokio.
 
 pub mod cli;
 pub mod connect;
@@ -11,6 +12,7 @@ pub mod idle;
 pub mod latency;
 pub mod progress;
 pub mod sessions;
+pub mod ssh;
 pub mod stats;
 pub mod sys;
 pub mod target;
@@ -33,6 +35,7 @@ pub async fn execute(command: Command) -> anyhow::Result<Outcome> {
         Command::Latency(a) => latency::run(a).await,
         Command::Connect(a) => connect::run(a).await,
         Command::Idle(a) => idle::run(a).await,
+        Command::Ssh(a) => ssh::run(a).await,
         Command::Target(_) => anyhow::bail!("`target` is a server: run it with target::serve"),
     }
 }

@@ -287,6 +287,16 @@ impl WsConn {
         self.raw
     }
 
+    /// The TCP stream of an untouched direct-path session (nothing read, queued or closed yet), for
+    /// clients that speak to the target themselves (`ssh`); otherwise the session back.
+    pub fn into_tcp(self) -> Result<TcpStream, Box<WsConn>> {
+        let untouched = self.raw && self.wbuf.is_empty() && self.rstart == self.rend && !self.close_sent && !self.eof;
+        match self.stream {
+            Stream::Plain(s) if untouched => Ok(s.into_inner()),
+            stream => Err(Box::new(WsConn { stream, ..self })),
+        }
+    }
+
     /// Sends the upgrade request and reads the answer; keeps bytes after the head for decoding.
     async fn handshake(&mut self, ep: &Endpoint) -> Result<(), OpenError> {
         let mut nonce = [0u8; 16];

@@ -1,6 +1,6 @@
 //! End-to-end runs of every scenario: against a real gateway process with the loadgen's own
 //! targets, against a plain `ws://` bridge without auth, and on the direct path (`tcp://` straight
-//! to the target). Runs are short (about a second).
+//! to the target); `ssh` against a real OpenSSH server. Runs are short (about a second).
 
 mod common;
 
@@ -20,8 +20,12 @@ fn any() -> SocketAddr {
 }
 
 async fn run(args: Vec<String>) -> anyhow::Result<Value> {
+    Ok(run_outcome(args).await?.json)
+}
+
+async fn run_outcome(args: Vec<String>) -> anyhow::Result<portcullis_loadgen::Outcome> {
     let cli = Cli::try_parse_from(std::iter::once("portcullis-loadgen".to_string()).chain(args))?;
-    Ok(portcullis_loadgen::execute(cli.command).await?.json)
+    portcullis_loadgen::execute(cli.command).await
 }
 
 fn args(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> Vec<String> {
@@ -562,5 +566,151 @@ fn binary_rejects_bad_arguments_clearly() {
         ],
         1,
         "portcullis-loadgen: error: no session could be opened",
+    );
+}
+
+fn start_sshd() -> common::sshd::Sshd {
+    tokio::task::block_in_place(common::sshd::Sshd::start)
+}
+
+/// `ssh` through the gateway to a real OpenSSH server: every session logs in and runs the command,
+/// with the host key checked; then a command that fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_sessions_through_the_gateway_to_openssh() {
+    let sshd = start_sshd();
+    let gw = start_gateway(&[("ssh", sshd.addr())]);
+    let mut auth = gw.auth("ssh");
+    auth.extend(sshd.login(true));
+    auth.extend(["--known-host-key".into(), sshd.host_key_pub.display().to_string()]);
+
+    let outcome = run_outcome(args("ssh", &gw.url(), &auth, &["-n", "6", "-c", "2"]))
+        .await
+        .unwrap();
+    let r = &outcome.json;
+    no_errors(r);
+    assert_eq!(r["scenario"], "ssh");
+    assert_eq!((u(r, "completed"), u(r, "failed"), u(r, "sessions")), (6, 0, 6), "{r}");
+    assert_eq!(r["host_key_checked"], true);
+    assert_eq!(r["command"], "true");
+    for step in ["tunnel", "handshake", "auth", "channel", "command", "close", "total"] {
+        check_summary(&r["steps"][step], 6);
+    }
+    for kind in ["tunnel", "handshake", "auth", "exec", "timeout"] {
+        assert_eq!(u(&r["errors_by_kind"], kind), 0, "{r}");
+    }
+    assert!(f(r, "sessions_per_s") > 0.0);
+    assert!(f(&r["steps"]["total"], "min_us") >= f(&r["steps"]["handshake"], "min_us"));
+    assert!(
+        outcome.summary.starts_with("ssh: 2 loops, 6 sessions via wss://")
+            && outcome.summary.contains("(6 completed, 0 failed)")
+            && !outcome.summary.contains("NOT checked"),
+        "{}",
+        outcome.summary
+    );
+    // The real server accepted six logins, and each tunnel ended with a clean close handshake.
+    assert_eq!(sshd.accepted(6), 6, "{}", sshd.log_text());
+    let audit = gw.audit_lines(6);
+    assert_eq!(audit.len(), 6);
+    assert!(audit.iter().all(|l| l["ended"] == "client_closed"), "{audit:?}");
+
+    // A command that exits with 3: every session is an exec error with the status.
+    let e = run(args("ssh", &gw.url(), &auth, &["-n", "2", "--command", "exit 3"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("(2 failed: exec 2)") && e.contains("exit status 3"), "{e}");
+}
+
+/// A key the server does not know, and a host key that is not the server's: refused, counted by
+/// kind, and the run fails with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_refusals_are_counted_by_kind() {
+    let sshd = start_sshd();
+    let gw = start_gateway(&[("ssh", sshd.addr())]);
+
+    let mut auth = gw.auth("ssh");
+    auth.extend(sshd.login(false));
+    let e = run(args("ssh", &gw.url(), &auth, &["-n", "3", "-c", "3"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("no SSH session completed (3 failed: auth 3)"), "{e}");
+    assert!(e.contains("refused the key"), "{e}");
+    assert_eq!(sshd.accepted(0), 0);
+
+    // The right login key, but the pinned host key is the client's own public key.
+    let mut auth = gw.auth("ssh");
+    auth.extend(sshd.login(true));
+    let wrong_host = format!("{}.pub", sshd.client_key.display());
+    auth.extend(["--known-host-key".into(), wrong_host]);
+    let e = run(args("ssh", &gw.url(), &auth, &["-n", "2"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("no SSH session completed (2 failed: handshake 2)"), "{e}");
+    assert!(e.contains("does not match --known-host-key"), "{e}");
+    assert_eq!(sshd.accepted(0), 0, "no login after a refused host key");
+}
+
+/// `tcp://`: russh straight to sshd (the baseline), host key not checked and said so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_direct_tcp_path() {
+    let sshd = start_sshd();
+    let outcome = run_outcome(args(
+        "ssh",
+        &format!("tcp://{}", sshd.addr()),
+        &sshd.login(true),
+        &["-n", "3", "-c", "2"],
+    ))
+    .await
+    .unwrap();
+    let r = &outcome.json;
+    no_errors(r);
+    assert_eq!(r["url"], format!("tcp://{}", sshd.addr()));
+    assert_eq!((u(r, "completed"), u(r, "concurrency")), (3, 2), "{r}");
+    for step in ["tunnel", "handshake", "auth", "channel", "command", "close", "total"] {
+        check_summary(&r["steps"][step], 3);
+    }
+    assert_eq!(r["host_key_checked"], false);
+    assert!(outcome.summary.contains("host key NOT checked"), "{}", outcome.summary);
+    assert_eq!(sshd.accepted(3), 3);
+
+    // With a duration instead of a count: at least one session, no errors.
+    let r = run(args(
+        "ssh",
+        &format!("tcp://{}", sshd.addr()),
+        &sshd.login(true),
+        &["-d", "300ms", "-c", "1"],
+    ))
+    .await
+    .unwrap();
+    no_errors(&r);
+    assert!(u(&r, "completed") >= 1 && r["sessions"].is_null(), "{r}");
+}
+
+#[test]
+fn ssh_rejects_unusable_keys_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("id.pub");
+    std::fs::write(
+        &public,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ x\n",
+    )
+    .unwrap();
+    let fail = |a: &[&str], want: &str| {
+        let out = Command::new(LOADGEN).args(a).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{a:?}: {err}");
+        assert!(err.contains(want) && err.lines().count() == 1, "{a:?}: {err}");
+    };
+    let url = "tcp://127.0.0.1:1";
+    let public = public.to_str().unwrap();
+    fail(
+        &["ssh", url, "--ssh-user", "u", "--ssh-key", "/nonexistent/key"],
+        "cannot read --ssh-key /nonexistent/key",
+    );
+    fail(
+        &["ssh", url, "--ssh-user", "u", "--ssh-key", public],
+        "is not a usable private key",
     );
 }

@@ -1,8 +1,11 @@
 //! Test harness: a real `portcullis` gateway process with a generated config, the loadgen's own
-//! targets in process, and a minimal plain `ws://` bridge (like websockify) built on the gateway's
-//! relay. The gateway binary is built with `cargo build -p portcullis` when missing or older than
-//! its sources (the binary of another package is not built for this crate's tests).
+//! targets in process, a minimal plain `ws://` bridge (like websockify) built on the gateway's
+//! relay, and a real OpenSSH server (`sshd.rs`). The gateway binary is built with
+//! `cargo build -p portcullis` when missing or older than its sources (the binary of another
+//! package is not built for this crate's tests).
 #![allow(dead_code)]
+
+pub mod sshd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
