@@ -21,6 +21,30 @@ use std::task::{ready, Context, Poll};
 /// Room for the longest frame header (10 bytes + 4 bytes of mask key).
 const HEADROOM: usize = 14;
 
+/// Plaintext bytes of a full TLS record (TLS 1.2 and 1.3).
+const TLS_RECORD: usize = 16 * 1024;
+
+/// The largest payload to read for one frame into `area` bytes of buffer: frames are sized to fill
+/// whole TLS records, so a frame never spills its last few bytes into one more record (one more
+/// seal and one more send; a 16 KiB payload plus its 4-byte header took two records). Over plain
+/// TCP it costs nothing.
+fn frame_payload_cap(area: usize, masked: bool) -> usize {
+    let records = (area + ws::header_len(area as u64, masked)) / TLS_RECORD;
+    if records == 0 {
+        return area;
+    }
+    let whole = records * TLS_RECORD;
+    // Payloads this size have a 4- or 10-byte header (plus the mask key).
+    for base in [4, 10] {
+        let header = base + if masked { 4 } else { 0 };
+        let n = whole - header;
+        if ws::header_len(n as u64, masked) == header && n <= area {
+            return n;
+        }
+    }
+    area
+}
+
 /// Buffers a core keeps for reuse; beyond this, released buffers are freed.
 const POOL_CAP: usize = 256;
 
@@ -159,6 +183,8 @@ pub struct Relay {
     out_write: Option<(usize, usize)>,
     out_unflushed: bool,
     raw_read_open: bool,
+    /// Most payload bytes per frame (see `frame_payload_cap`).
+    frame_cap: usize,
     // Control frames waiting for the writer, in order: pong, ping, close.
     pong: Option<ControlPayload>,
     ping: Option<ControlPayload>,
@@ -202,6 +228,7 @@ impl Relay {
             out_write: None,
             out_unflushed: false,
             raw_read_open: true,
+            frame_cap: frame_payload_cap(size - HEADROOM, matches!(role, Role::Client)),
             pong: None,
             ping: None,
             close: None,
@@ -480,7 +507,8 @@ impl Relay {
             }
             let mask = matches!(self.role, Role::Client);
             let payload_at = HEADROOM;
-            match Pin::new(&mut *raw).poll_read(cx, &mut self.outbuf.get()[payload_at..]) {
+            let payload_end = payload_at + self.frame_cap;
+            match Pin::new(&mut *raw).poll_read(cx, &mut self.outbuf.get()[payload_at..payload_end]) {
                 Poll::Ready(Ok(0)) => {
                     self.raw_read_open = false;
                     if self.peer_open {
@@ -610,4 +638,29 @@ fn seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     u64::from_ne_bytes(b) | 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_fill_whole_tls_records() {
+        for masked in [false, true] {
+            for area in [1024, 16 * 1024, 16 * 1024 + 3, 64 * 1024, 100_000, 1 << 20] {
+                let n = frame_payload_cap(area, masked);
+                assert!(n <= area, "{area}: {n}");
+                let frame = n + ws::header_len(n as u64, masked);
+                if area + ws::header_len(area as u64, masked) < TLS_RECORD {
+                    assert_eq!(n, area, "a small buffer is used whole");
+                } else {
+                    assert_eq!(frame % TLS_RECORD, 0, "{area} masked={masked}: frame of {frame}");
+                    assert!(area - n < TLS_RECORD, "{area}: wastes a record");
+                }
+            }
+        }
+        assert_eq!(frame_payload_cap(16 * 1024, false), 16 * 1024 - 4);
+        assert_eq!(frame_payload_cap(16 * 1024, true), 16 * 1024 - 8);
+        assert_eq!(frame_payload_cap(100_000, false), 6 * TLS_RECORD - 10);
+    }
 }

@@ -82,12 +82,15 @@ impl Conn<'_> {
                     }
                     return self.respond(status, &body).await;
                 }
+                // The web and RDP paths run on the heap: their futures are large (the RDP one holds a
+                // TLS client, ~9 KiB), and inline they would size every connection's task, so each
+                // idle tunnel would carry them.
                 Decision::Web { head_len, body_len } => {
-                    return self.web(buf, filled, head_len, body_len, deadline, tracker).await;
+                    return Box::pin(self.web(buf, filled, head_len, body_len, deadline, tracker)).await;
                 }
                 Decision::RdpUpgrade { accept, head_len } => {
                     let leftover = buf[head_len..filled].to_vec();
-                    return self.rdp(accept, leftover, tracker).await;
+                    return Box::pin(self.rdp(accept, leftover, tracker)).await;
                 }
                 Decision::Tunnel {
                     target,
