@@ -203,7 +203,7 @@ async fn denials_reach_no_target() {
     let mut head = [0u8; 12];
     tls.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 101");
-    assert_eq!(echo.accepted(), 1);
+    assert_eq!(echo.accepted_reaching(1).await, 1);
     // Every denial is audited, and no token text ever is.
     let lines = gw.audit_lines(11);
     assert!(lines.iter().filter(|l| l["event"] == "denied").count() >= 11);

@@ -412,6 +412,16 @@ impl EchoTarget {
     pub fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
+
+    /// The count once it reaches `n`, or whatever it is after 5 s: the gateway answers 101 as soon
+    /// as its connect completes, which can be before this target's accept loop has counted it.
+    pub async fn accepted_reaching(&self, n: usize) -> usize {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while self.accepted() < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.accepted()
+    }
 }
 
 /// A closed loopback port: connecting to it is refused.
