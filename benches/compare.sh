@@ -291,7 +291,8 @@ start_target() {
     TARGET_PID=$PID
     local i
     for ((i = 0; i < 100; i++)); do
-        TARGET=$(sed -n 's/^portcullis-loadgen target: echo on //p' "$logfile")
+        # The log may not exist yet: the spawned process's shell creates it.
+        TARGET=$(sed -n 's/^portcullis-loadgen target: echo on //p' "$logfile" 2>/dev/null || true)
         [[ -n $TARGET ]] && return 0
         sleep 0.1
     done
