@@ -121,7 +121,7 @@ pub fn fixture() -> &'static Fixture {
             })
             .collect();
         Fixture {
-            policy: Policy { config, verifier },
+            policy: Policy::new(config, verifier),
             tokens,
         }
     })

@@ -101,13 +101,19 @@ impl TokenVerifier {
             return Err(TokenError::WrongAlgorithm);
         }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        self.check_period(&claims, now)?;
+        Ok(claims)
+    }
+
+    /// Checks only the validity period of claims verified earlier, at `now`, with the leeway.
+    pub fn check_period(&self, claims: &Claims, now: u64) -> Result<(), TokenError> {
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(TokenError::Expired);
         }
         if claims.nbf > now.saturating_add(self.leeway) {
             return Err(TokenError::NotYetValid);
         }
-        Ok(claims)
+        Ok(())
     }
 }
 

@@ -62,7 +62,7 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity) -> anyhow::
     let verifier = TokenVerifier::from_public_pem(&pem, leeway).map_err(|e| anyhow!("token public key: {e}"))?;
     let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
     Ok(State {
-        policy: Policy { config, verifier },
+        policy: Policy::new(config, verifier),
         acceptor,
     })
 }

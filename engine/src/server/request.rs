@@ -136,7 +136,7 @@ mod tests {
         )
         .unwrap();
         let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).unwrap();
-        (Policy { config, verifier }, private)
+        (Policy::new(config, verifier), private)
     }
 
     fn request(path: &str, token: &str) -> Vec<u8> {
