@@ -4,9 +4,10 @@
 
 #[path = "../../fuzz/gateway_checks.rs"]
 mod checks;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
 use std::fs;
-use std::panic;
 use std::path::{Path, PathBuf};
 
 fn fuzz_dir() -> PathBuf {
@@ -30,26 +31,8 @@ fn inputs(kind: &str, keep: impl Fn(&str) -> bool) -> Vec<(checks::Check, PathBu
     out
 }
 
-/// Runs each input through its check, collecting every failure before reporting.
 fn replay(inputs: &[(checks::Check, PathBuf)]) {
-    let mut failures = Vec::new();
-    for (check, path) in inputs {
-        let data = fs::read(path).unwrap();
-        if let Err(panic) = panic::catch_unwind(|| check(&data)) {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{}: {msg}", path.display()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} input(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    replay::replay(inputs.iter().cloned());
 }
 
 #[test]

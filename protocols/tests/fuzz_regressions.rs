@@ -4,9 +4,10 @@
 
 #[path = "../../fuzz/checks.rs"]
 mod checks;
+#[path = "../../fuzz/replay.rs"]
+mod replay;
 
 use std::fs;
-use std::panic;
 use std::path::{Path, PathBuf};
 
 /// Targets whose checks need the engine crate (`fuzz/gateway_checks.rs`): replayed by
@@ -48,26 +49,12 @@ fn inputs(kind: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// Runs each input through its target's check, collecting every failure before reporting.
+/// Runs each input through its target's check.
 fn replay(inputs: &[(String, PathBuf)]) {
-    let mut failures = Vec::new();
-    for (target, path) in inputs {
-        let check = checks::check_for(target).unwrap();
-        let data = fs::read(path).unwrap();
-        if let Err(panic) = panic::catch_unwind(|| check(&data)) {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("{}: {msg}", path.display()));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} input(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
+    replay::replay(
+        inputs
+            .iter()
+            .map(|(target, path)| (checks::check_for(target).unwrap() as fn(&[u8]), path.clone())),
     );
 }
 
