@@ -18,7 +18,7 @@ pub type ClientTls = futures_rustls::client::TlsStream<Compat<tokio::net::TcpStr
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-const BUFFER: usize = 16 * 1024;
+const BUFFER: usize = 64 * 1024;
 
 /// Where the gateway is: from `wss://host[:port][/prefix]`.
 #[derive(Clone, Debug, PartialEq, Eq)]

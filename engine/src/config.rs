@@ -350,7 +350,8 @@ impl Config {
         };
         let s = &raw.session;
         let buffer_size = match &s.buffer_size {
-            None => 16 * 1024,
+            // Four TLS records per read: the records of one frame leave in one `sendmsg`.
+            None => 64 * 1024,
             Some(b) if (1024..=1 << 20).contains(b.get_ref()) => *b.get_ref(),
             Some(b) => {
                 return cx.err(

@@ -45,14 +45,22 @@ fn frame_payload_cap(area: usize, masked: bool) -> usize {
     area
 }
 
-/// Buffers a core keeps for reuse; beyond this, released buffers are freed.
-const POOL_CAP: usize = 256;
+/// Bytes of free buffers a core keeps for reuse (128 buffers at the default 64 KiB); beyond this,
+/// released buffers are freed.
+const POOL_BYTES: usize = 8 << 20;
+
+/// Relay buffers of one core not in use by any session, and their total size.
+#[derive(Default)]
+struct Pool {
+    free: Vec<Box<[u8]>>,
+    bytes: usize,
+}
 
 thread_local! {
-    /// Relay buffers of this core not in use by any session. Sessions take one only while data
-    /// is in flight and give it back as soon as a read would block, so an idle session holds
-    /// none: memory follows traffic, not the number of open sessions.
-    static POOL: std::cell::RefCell<Vec<Box<[u8]>>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Sessions take a buffer only while data is in flight and give it back as soon as a read
+    /// would block, so an idle session holds none: memory follows traffic, not the number of open
+    /// sessions.
+    static POOL: std::cell::RefCell<Pool> = std::cell::RefCell::new(Pool::default());
 }
 
 /// A buffer borrowed from the core's pool while needed.
@@ -71,8 +79,11 @@ impl PooledBuf {
         self.buf.get_or_insert_with(|| {
             POOL.with(|p| {
                 let mut pool = p.borrow_mut();
-                match pool.iter().rposition(|b| b.len() == size) {
-                    Some(i) => pool.swap_remove(i),
+                match pool.free.iter().rposition(|b| b.len() == size) {
+                    Some(i) => {
+                        pool.bytes -= size;
+                        pool.free.swap_remove(i)
+                    }
                     None => vec![0u8; size].into_boxed_slice(),
                 }
             })
@@ -83,8 +94,9 @@ impl PooledBuf {
         if let Some(buf) = self.buf.take() {
             POOL.with(|p| {
                 let mut pool = p.borrow_mut();
-                if pool.len() < POOL_CAP {
-                    pool.push(buf);
+                if pool.bytes + buf.len() <= POOL_BYTES {
+                    pool.bytes += buf.len();
+                    pool.free.push(buf);
                 }
             });
         }

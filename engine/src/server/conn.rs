@@ -1,6 +1,7 @@
 //! One client connection: TLS handshake, one HTTP request head, then an answer or a tunnel.
 
 use super::request::{self, Decision};
+use super::socket::Socket;
 use super::{Shared, State, Tracker};
 use crate::audit::{now_rfc3339, DenialRecord, SessionRecord};
 use crate::config::Protocol;
@@ -16,7 +17,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub(super) type Tls = futures_rustls::server::TlsStream<TcpStream>;
+pub(super) type Tls = futures_rustls::server::TlsStream<Socket>;
 
 /// `None` if `fut` did not finish within `limit`.
 pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
@@ -36,7 +37,7 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
     let state = shared.state.load_full();
     let settings = &state.policy.config.session;
     let _ = stream.set_nodelay(true);
-    let tls = match timeout(settings.handshake_timeout, state.acceptor.accept(stream)).await {
+    let tls = match timeout(settings.handshake_timeout, state.acceptor.accept(Socket::new(stream))).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => {
             tracing::debug!(%client, "TLS handshake failed: {e}");

@@ -7,6 +7,7 @@
 mod conn;
 mod rdp;
 pub mod request;
+mod socket;
 mod terminal;
 
 use crate::audit::Audit;

@@ -13,6 +13,7 @@
 //! Every failure answers with an RDCleanPath error PDU and is audited.
 
 use super::conn::{connect, drive, session_id, timeout, unix_now, Conn};
+use super::socket::Socket;
 use super::Tracker;
 use crate::audit::{now_rfc3339, SessionRecord};
 use crate::config::{Protocol, Target};
@@ -20,7 +21,6 @@ use crate::policy::Denial;
 use crate::relay::Relay;
 use crate::web::session::TICKET_PREFIX;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use portcullis_protocols::rdp::{self, CleanPathFailure, Negotiated, MAX_CLEANPATH_REQUEST, MAX_X224_LEN};
 use portcullis_protocols::token::Claims;
 use portcullis_protocols::ws::{self, CloseCode, Message, MessageAssembler, OpCode, Role};
@@ -28,7 +28,7 @@ use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
 use std::time::Instant;
 
-type ServerTls = futures_rustls::client::TlsStream<TcpStream>;
+type ServerTls = futures_rustls::client::TlsStream<Socket>;
 
 /// Why an RDCleanPath session did not start: what the client is told, and what the audit says.
 struct Refusal {
@@ -314,7 +314,7 @@ impl Conn<'_> {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned()).map_err(|_| general(format!("bad server name {host}")))?;
         let connector = futures_rustls::TlsConnector::from(crate::tls::rdp_client_config());
-        let server = match timeout(settings.handshake_timeout, connector.connect(name, tcp)).await {
+        let server = match timeout(settings.handshake_timeout, connector.connect(name, Socket::new(tcp))).await {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
                 let alert = e
