@@ -10,12 +10,14 @@
 # Settings (environment):
 #   OUT=DIR                  results directory (default target/compare/<date>-<time>)
 #   PATHS="direct portcullis websockify websockify-tls websocat websocat-tls"   paths to measure
-#   SCENARIOS="throughput latency connect idle"
+#   SCENARIOS="throughput latency connect idle ssh"
 #   QUICK=1                  small and short runs (a smoke test of the harness, not a measurement)
 #   THROUGHPUT_DURATION=5s   1 session, echo target
 #   LATENCY_SESSIONS=1000 LATENCY_RATE=10000 LATENCY_DURATION=10s LATENCY_SIZE=64
 #   CONNECT_DURATION=5s CONNECT_LOOPS=16
 #   IDLE_SESSIONS=20000 IDLE_HOLD=5s  (capped by the open-files limit, see below)
+#   SSH_DURATION=10s SSH_CONCURRENCY=4   whole SSH sessions (russh client: key exchange, public key
+#                                     authentication, `true`) to an sshd the script starts
 #   WEBSOCKIFY_MAX_SESSIONS=450       websockify forks a ~3 MiB process per connection and its
 #                                     select() fails past ~500 concurrent connections (fd > 1024)
 #   WORKERS=$(nproc)         Portcullis workers
@@ -31,7 +33,7 @@ cd "$ROOT"
 
 NPROC=$(nproc)
 PATHS=${PATHS:-"direct portcullis websockify websockify-tls websocat websocat-tls"}
-SCENARIOS=${SCENARIOS:-"throughput latency connect idle"}
+SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh"}
 if [[ ${QUICK:-0} == 1 ]]; then
     THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-2s}
     LATENCY_SESSIONS=${LATENCY_SESSIONS:-50} LATENCY_RATE=${LATENCY_RATE:-500} LATENCY_DURATION=${LATENCY_DURATION:-2s}
@@ -39,6 +41,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
     IDLE_SESSIONS=${IDLE_SESSIONS:-500} IDLE_HOLD=${IDLE_HOLD:-1s}
     WEBSOCKIFY_MAX_SESSIONS=${WEBSOCKIFY_MAX_SESSIONS:-50}
     RUSTLS_DURATION=${RUSTLS_DURATION:-1}
+    SSH_DURATION=${SSH_DURATION:-2s}
 fi
 THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-5s}
 LATENCY_SESSIONS=${LATENCY_SESSIONS:-1000}
@@ -54,6 +57,8 @@ WORKERS=${WORKERS:-$NPROC}
 LOADGEN_WORKERS=${LOADGEN_WORKERS:-1}
 LOADGEN_CONNECT_WORKERS=${LOADGEN_CONNECT_WORKERS:-$NPROC}
 RUSTLS_DURATION=${RUSTLS_DURATION:-3}
+SSH_DURATION=${SSH_DURATION:-10s}
+SSH_CONCURRENCY=${SSH_CONCURRENCY:-4}
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-2400}
 OUT=${OUT:-$ROOT/target/compare/$(date +%Y%m%d-%H%M%S)}
 
@@ -73,6 +78,10 @@ missing=()
 [[ -z $IPERF3 ]] && missing+=("iperf3 (apt-get install iperf3): no raw loopback ceiling")
 [[ -z $WEBSOCKIFY ]] && missing+=("websockify (apt-get install websockify): websockify paths skipped")
 [[ -z $WEBSOCAT ]] && missing+=("websocat (cargo install websocat): websocat paths skipped")
+SSHD=/usr/sbin/sshd SSH_KEYGEN=$(command -v ssh-keygen || true)
+if want ssh && [[ ! -x $SSHD || -z $SSH_KEYGEN ]]; then
+    missing+=("sshd and ssh-keygen (apt-get install openssh-server openssh-client): ssh scenario skipped")
+fi
 [[ -z $OPENSSL ]] && missing+=("openssl (apt-get install openssl): no certificate for the TLS peers, TLS peer paths skipped")
 command -v python3 >/dev/null || die "python3 is needed (free port numbers)"
 for m in "${missing[@]}"; do log "missing: $m"; done
@@ -194,6 +203,7 @@ cat >"$OUT/meta.json" <<EOF
     "connect_duration": "$CONNECT_DURATION", "connect_loops": $CONNECT_LOOPS,
     "idle_sessions": $IDLE_N, "idle_sessions_asked": $IDLE_SESSIONS, "idle_hold": "$IDLE_HOLD",
     "websockify_max_sessions": $WEBSOCKIFY_MAX_SESSIONS,
+    "ssh_duration": "$SSH_DURATION", "ssh_concurrency": $SSH_CONCURRENCY,
     "workers": $WORKERS, "loadgen_workers": $LOADGEN_WORKERS, "loadgen_connect_workers": $LOADGEN_CONNECT_WORKERS
   }
 }
@@ -212,6 +222,41 @@ else
     CERT= KEY= P12=
 fi
 "$GATEWAY" keygen --out "$WORK/token" >/dev/null 2>&1 || die "portcullis keygen failed"
+
+# --- An OpenSSH server for the ssh scenario (Debian's sshd on 127.0.0.1, keys made here) ------------
+SSHD_PID= SSHD_ADDR= SSH_USER=$(id -un)
+if want ssh && [[ -x $SSHD && -n $SSH_KEYGEN ]]; then
+    for k in ssh_host ssh_client; do
+        timeout 20 "$SSH_KEYGEN" -q -t ed25519 -N "" -C "portcullis-compare" -f "$WORK/$k" || die "ssh-keygen failed"
+    done
+    cp "$WORK/ssh_client.pub" "$WORK/authorized_keys"
+    mkdir -p /run/sshd 2>/dev/null || true
+    port=$(free_port)
+    cat >"$WORK/sshd_config" <<EOF
+ListenAddress 127.0.0.1
+Port $port
+HostKey $WORK/ssh_host
+PidFile $WORK/sshd.pid
+AuthorizedKeysFile $WORK/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+MaxStartups 200
+MaxSessions 10
+LogLevel ERROR
+EOF
+    spawn "$OUT/sshd.log" "$SSHD" -D -e -f "$WORK/sshd_config"
+    SSHD_PID=$PID
+    if wait_port "$port" 10; then
+        SSHD_ADDR=127.0.0.1:$port
+    else
+        log "sshd did not start (see $OUT/sshd.log): ssh scenario skipped"
+        stop "$SSHD_PID"
+        SSHD_PID=
+    fi
+fi
 
 # --- Raw ceilings: iperf3 over loopback, rustls alone -----------------------------------------------
 if [[ -n $IPERF3 ]] && want throughput; then
@@ -255,9 +300,13 @@ run_path() {
     [[ $url == wss://* ]] && tls=(--no-tls-resume)
     if want throughput; then
         log "$id: throughput, 1 session, $THROUGHPUT_DURATION"
+        local t0 t1
+        t0=$(cpu_s "$server")
         timeout -k 5 $(($(secs "$THROUGHPUT_DURATION") + 30)) "$L" throughput "$url" "${conn[@]}" -q \
             --workers "$LOADGEN_WORKERS" -n 1 -d "$THROUGHPUT_DURATION" --json "$dir/throughput.json" >&2 \
             || log "$id: throughput failed"
+        t1=$(cpu_s "$server")
+        awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f\n", b - a}' >"$dir/throughput_cpu_s"
     fi
     if want latency; then
         log "$id: latency, $lat_n sessions, $lat_r msg/s, $LATENCY_DURATION"
@@ -284,6 +333,24 @@ run_path() {
     fi
 }
 
+# run_ssh ID URL SERVER_PID [loadgen connection arguments...]: whole SSH sessions through the path.
+run_ssh() {
+    local id=$1 url=$2 server=$3
+    shift 3
+    local conn=("$@") dir=$OUT/$id c0 c1
+    mkdir -p "$dir"
+    [[ $url == wss://* ]] && conn+=(--no-tls-resume)
+    log "$id: ssh, $SSH_CONCURRENCY sessions in flight, $SSH_DURATION"
+    [[ -n $server ]] && c0=$(cpu_s "$server")
+    timeout -k 5 $(($(secs "$SSH_DURATION") + 60)) "$L" ssh "$url" "${conn[@]}" -q --workers "$LOADGEN_WORKERS" \
+        -c "$SSH_CONCURRENCY" -d "$SSH_DURATION" --ssh-user "$SSH_USER" --ssh-key "$WORK/ssh_client" \
+        --known-host-key "$WORK/ssh_host.pub" --json "$dir/ssh.json" >&2 || log "$id: ssh failed"
+    if [[ -n $server ]]; then
+        c1=$(cpu_s "$server")
+        awk -v a="$c0" -v b="$c1" 'BEGIN {printf "%.3f\n", b - a}' >"$dir/ssh_cpu_s"
+    fi
+}
+
 # A fresh echo target for one path; sets TARGET (address) and TARGET_PID.
 start_target() {
     local logfile=$1
@@ -299,17 +366,19 @@ start_target() {
     die "the echo target did not start (see $logfile)"
 }
 
-for path in $PATHS; do
+# Starts path $1's server in front of the TCP address $2 (its log named after $3); sets URL, SRV
+# (its pid; empty for the direct path) and CONN (the load generator's connection arguments).
+start_bridge() {
+    local path=$1 target=$2 tag=$3 port
+    port=$(free_port)
+    CONN=()
     case $path in
     direct)
-        start_target "$OUT/direct-target.log"
-        run_path direct "tcp://$TARGET" "$TARGET_PID"
-        stop "$TARGET_PID"
+        URL="tcp://$target" SRV=
+        return 0
         ;;
     portcullis)
-        start_target "$OUT/portcullis-target.log"
-        port=$(free_port)
-        tls_section=""
+        local tls_section=""
         [[ -n $CERT ]] && tls_section=$(printf '[tls]\ncert = "%s"\nkey = "%s"' "$CERT" "$KEY")
         cat >"$WORK/gw.toml" <<EOF
 listen = "127.0.0.1:$port"
@@ -320,58 +389,67 @@ token_public_key = "token.pub"
 [audit]
 path = "audit.jsonl"
 [[target]]
-name = "echo"
-address = "$TARGET"
+name = "t"
+address = "$target"
 protocol = "tcp"
 [[user]]
 name = "bench"
-targets = ["echo"]
+targets = ["t"]
 EOF
-        spawn "$OUT/portcullis.log" "$GATEWAY" serve --config "$WORK/gw.toml"
-        gw=$PID
-        wait_port "$port" 20 || die "the gateway did not start (see $OUT/portcullis.log)"
+        spawn "$OUT/$tag.log" "$GATEWAY" serve --config "$WORK/gw.toml"
+        URL="wss://127.0.0.1:$port" CONN=(--insecure --token-key "$WORK/token.key" --user bench --target t)
         mkdir -p "$OUT/portcullis" && echo "$WORKERS" >"$OUT/portcullis/workers"
-        run_path portcullis "wss://127.0.0.1:$port" "$gw" --insecure --token-key "$WORK/token.key" \
-            --user bench --target echo
-        stop "$gw"
-        stop "$TARGET_PID"
         ;;
     websockify | websockify-tls)
-        [[ -z $WEBSOCKIFY ]] && continue
-        [[ $path == websockify-tls && -z $CERT ]] && continue
-        start_target "$OUT/$path-target.log"
-        port=$(free_port)
-        args=()
+        local args=()
         [[ $path == websockify-tls ]] && args=(--cert "$CERT" --key "$KEY" --ssl-only)
-        spawn "$OUT/$path.log" "$WEBSOCKIFY" "${args[@]}" "127.0.0.1:$port" "$TARGET"
-        srv=$PID
-        wait_port "$port" 20 || die "websockify did not start (see $OUT/$path.log)"
-        scheme=ws extra=()
-        [[ $path == websockify-tls ]] && scheme=wss extra=(--insecure)
-        run_path "$path" "$scheme://127.0.0.1:$port" "$srv" --no-auth --path / "${extra[@]}"
-        stop "$srv"
-        stop "$TARGET_PID"
+        spawn "$OUT/$tag.log" "$WEBSOCKIFY" "${args[@]}" "127.0.0.1:$port" "$target"
+        URL="ws://127.0.0.1:$port" CONN=(--no-auth --path /)
+        [[ $path == websockify-tls ]] && URL="wss://127.0.0.1:$port" CONN+=(--insecure)
         ;;
-    websocat | websocat-tls)
-        [[ -z $WEBSOCAT ]] && continue
-        [[ $path == websocat-tls && -z $P12 ]] && continue
-        start_target "$OUT/$path-target.log"
-        port=$(free_port)
-        if [[ $path == websocat-tls ]]; then
-            spawn "$OUT/$path.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$TARGET"
-            scheme=wss extra=(--insecure)
-        else
-            spawn "$OUT/$path.log" "$WEBSOCAT" --binary "ws-l:127.0.0.1:$port" "tcp:$TARGET"
-            scheme=ws extra=()
-        fi
-        srv=$PID
-        wait_port "$port" 20 || die "websocat did not start (see $OUT/$path.log)"
-        run_path "$path" "$scheme://127.0.0.1:$port" "$srv" --no-auth --path / "${extra[@]}"
-        stop "$srv"
-        stop "$TARGET_PID"
+    websocat)
+        spawn "$OUT/$tag.log" "$WEBSOCAT" --binary "ws-l:127.0.0.1:$port" "tcp:$target"
+        URL="ws://127.0.0.1:$port" CONN=(--no-auth --path /)
+        ;;
+    websocat-tls)
+        spawn "$OUT/$tag.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$target"
+        URL="wss://127.0.0.1:$port" CONN=(--no-auth --path / --insecure)
         ;;
     *) die "unknown path $path (known: direct portcullis websockify websockify-tls websocat websocat-tls)" ;;
     esac
+    SRV=$PID
+    wait_port "$port" 20 || die "$path did not start (see $OUT/$tag.log)"
+}
+
+# Whether path $1 can run here (its program, and a certificate for the TLS ones).
+path_available() {
+    case $1 in
+    websockify) [[ -n $WEBSOCKIFY ]] ;;
+    websockify-tls) [[ -n $WEBSOCKIFY && -n $CERT ]] ;;
+    websocat) [[ -n $WEBSOCAT ]] ;;
+    websocat-tls) [[ -n $WEBSOCAT && -n $P12 ]] ;;
+    *) true ;;
+    esac
+}
+
+ECHO_SCENARIOS=false
+for s in throughput latency connect idle; do want "$s" && ECHO_SCENARIOS=true; done
+
+for path in $PATHS; do
+    path_available "$path" || continue
+    if $ECHO_SCENARIOS; then
+        start_target "$OUT/$path-target.log"
+        start_bridge "$path" "$TARGET" "$path"
+        # On the direct path the "server" is the echo target itself.
+        run_path "$path" "$URL" "${SRV:-$TARGET_PID}" "${CONN[@]}"
+        if [[ -n $SRV ]]; then stop "$SRV"; fi
+        stop "$TARGET_PID"
+    fi
+    if [[ -n $SSHD_PID ]]; then
+        start_bridge "$path" "$SSHD_ADDR" "$path-ssh"
+        run_ssh "$path" "$URL" "$SRV" "${CONN[@]}"
+        if [[ -n $SRV ]]; then stop "$SRV"; fi
+    fi
 done
 
 LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)

@@ -6,9 +6,10 @@
 //!
 //! Layout of DIR, as compare.sh writes it:
 //! - `meta.json`: date, machine, settings of the run;
-//! - `<path>/{throughput,latency,connect,idle}.json`: portcullis-loadgen results, for the paths
-//!   `direct`, `portcullis`, `websockify`, `websockify-tls`, `websocat`, `websocat-tls`;
-//! - `<path>/connect_cpu_s`: CPU seconds the server (and its children) used during `connect`;
+//! - `<path>/{throughput,latency,connect,idle,ssh}.json`: portcullis-loadgen results, for the
+//!   paths `direct`, `portcullis`, `websockify`, `websockify-tls`, `websocat`, `websocat-tls`;
+//! - `<path>/{throughput,connect,ssh}_cpu_s`: CPU seconds the server (and its children) used
+//!   during that scenario (for the direct path, the echo target's; none for direct `ssh`);
 //! - `<path>/workers`: the server's worker count, when it has one;
 //! - `iperf3.json`: `iperf3 -J` client output; `rustls.json`: the `rustls-handshake` result.
 //!
@@ -45,6 +46,8 @@ struct Row {
     throughput_mb_s: Option<f64>,
     throughput_down_mb_s: Option<f64>,
     throughput_errors: u64,
+    /// Server CPU per byte relayed each way (one byte up and its echo down), nanoseconds.
+    throughput_cpu_ns_per_byte: Option<f64>,
     p99_ms: Option<f64>,
     p50_ms: Option<f64>,
     latency_sessions: Option<u64>,
@@ -64,6 +67,14 @@ struct Row {
     idle_processes: Option<u64>,
     idle_errors: u64,
     workers: Option<u64>,
+    ssh_per_s: Option<f64>,
+    ssh_p50_ms: Option<f64>,
+    ssh_p99_ms: Option<f64>,
+    ssh_completed: Option<u64>,
+    ssh_failed: u64,
+    ssh_errors: u64,
+    /// Server CPU per whole SSH session, milliseconds (the SSH server's own work excluded).
+    ssh_cpu_ms: Option<f64>,
 }
 
 fn f(v: &Value, path: &[&str]) -> Option<f64> {
@@ -89,6 +100,10 @@ fn load_row(dir: &Path, id: &str, label: &str) -> Option<Row> {
         r.throughput_mb_s = f(&t, &["up_mb_s"]);
         r.throughput_down_mb_s = f(&t, &["down_mb_s"]);
         r.throughput_errors = u(&t, &["error_count"]).unwrap_or(0);
+        r.throughput_cpu_ns_per_byte = match (read_num(&d.join("throughput_cpu_s")), u(&t, &["up_bytes"])) {
+            (Some(cpu), Some(bytes)) if bytes > 0 => Some(cpu * 1e9 / bytes as f64),
+            _ => None,
+        };
     }
     if let Some(l) = read_json(&d.join("latency.json")) {
         r.p99_ms = f(&l, &["rtt", "p99_us"]).map(|v| v / 1000.0);
@@ -123,6 +138,18 @@ fn load_row(dir: &Path, id: &str, label: &str) -> Option<Row> {
         r.idle_asked = u(&i, &["sessions"]);
         r.idle_processes = procs;
         r.idle_errors = u(&i, &["error_count"]).unwrap_or(0);
+    }
+    if let Some(x) = read_json(&d.join("ssh.json")) {
+        r.ssh_per_s = f(&x, &["sessions_per_s"]);
+        r.ssh_p50_ms = f(&x, &["steps", "total", "p50_us"]).map(|v| v / 1000.0);
+        r.ssh_p99_ms = f(&x, &["steps", "total", "p99_us"]).map(|v| v / 1000.0);
+        r.ssh_completed = u(&x, &["completed"]);
+        r.ssh_failed = u(&x, &["failed"]).unwrap_or(0);
+        r.ssh_errors = u(&x, &["error_count"]).unwrap_or(0);
+        r.ssh_cpu_ms = match (read_num(&d.join("ssh_cpu_s")), r.ssh_completed) {
+            (Some(cpu), Some(n)) if n > 0 => Some(cpu * 1000.0 / n as f64),
+            _ => None,
+        };
     }
     Some(r)
 }
@@ -216,6 +243,7 @@ fn row_json(r: &Row) -> Value {
         "label": r.label,
         "throughput_up_mb_s": r.throughput_mb_s,
         "throughput_down_mb_s": r.throughput_down_mb_s,
+        "throughput_server_cpu_ns_per_byte": r.throughput_cpu_ns_per_byte,
         "latency_p50_ms": r.p50_ms,
         "latency_p99_ms": r.p99_ms,
         "latency_sessions": r.latency_sessions,
@@ -232,11 +260,18 @@ fn row_json(r: &Row) -> Value {
         "idle_sessions": r.idle_asked,
         "idle_processes": r.idle_processes,
         "workers": r.workers,
+        "ssh_sessions_per_s": r.ssh_per_s,
+        "ssh_total_p50_ms": r.ssh_p50_ms,
+        "ssh_total_p99_ms": r.ssh_p99_ms,
+        "ssh_completed": r.ssh_completed,
+        "ssh_failed": r.ssh_failed,
+        "ssh_server_cpu_ms_per_session": r.ssh_cpu_ms,
         "errors": {
             "throughput": r.throughput_errors,
             "latency": r.latency_errors,
             "connect": r.connect_errors,
             "idle": r.idle_errors,
+            "ssh": r.ssh_errors,
         },
     })
 }
@@ -258,10 +293,10 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
     let idle_n = rows.iter().filter_map(|r| r.idle_asked).max();
     let _ = writeln!(
         md,
-        "| Path | Throughput, 1 session, MB/s each way | Latency p99 RTT, ms{} | Connect, sessions/s | Sessions per server CPU-s | Idle, KiB per session (held) |",
+        "| Path | Throughput, 1 session, MB/s each way | Server CPU, ns per byte each way | Latency p99 RTT, ms{} | Connect, sessions/s | Sessions per server CPU-s | Idle, KiB per session (held) | SSH sessions/s | SSH session p50 / p99, ms | Server CPU per SSH session, ms |",
         lat.map_or(String::new(), |(n, r)| format!(" ({n} sessions, {r:.0} msg/s)"))
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let thr = format!(
             "{}{}{}",
@@ -297,16 +332,28 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
             Some(w) => format!("{}, {w} workers", r.label),
             None => r.label.clone(),
         };
+        let ssh = format!(
+            "{}{}{}",
+            num(r.ssh_per_s),
+            ratio(r.ssh_per_s, direct.ssh_per_s),
+            mark(r.ssh_errors)
+        );
+        let ssh_lat = match (r.ssh_p50_ms, r.ssh_p99_ms) {
+            (None, None) => "–".to_string(),
+            (a, b) => format!("{} / {}", num(a), num(b)),
+        };
         let _ = writeln!(
             md,
-            "| {label} | {thr} | {lat} | {conn} | {} | {idle} |",
-            num(r.per_cpu_s)
+            "| {label} | {thr} | {} | {lat} | {conn} | {} | {idle} | {ssh} | {ssh_lat} | {} |",
+            num(r.throughput_cpu_ns_per_byte),
+            num(r.per_cpu_s),
+            num(r.ssh_cpu_ms)
         );
     }
     if let Some(i) = iperf {
         let _ = writeln!(
             md,
-            "| iperf3, loopback, 1 stream (raw ceiling) | {}{} | – | – | – | – |",
+            "| iperf3, loopback, 1 stream (raw ceiling) | {}{} | – | – | – | – | – | – | – | – |",
             num(Some(i)),
             ratio(Some(i), direct.throughput_mb_s)
         );
@@ -317,14 +364,14 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
     if full_server.is_some() {
         let _ = writeln!(
             md,
-            "| rustls alone, 1 core, in memory, full handshakes (sessions/s: both ends on the core; per CPU-s: server side; idle: heap of one open ServerConnection) | – | – | {} | {} | {} |",
+            "| rustls alone, 1 core, in memory, full handshakes (sessions/s: both ends on the core; per CPU-s: server side; idle: heap of one open ServerConnection) | – | – | – | {} | {} | {} | – | – | – |",
             num(full_pairs),
             num(full_server),
             f(rustls, &["memory", "server_connection_bytes"]).map_or("–".into(), |b| num(Some(b / 1024.0))),
         );
         let _ = writeln!(
             md,
-            "| rustls alone, 1 core, in memory, resumed handshakes (same) | – | – | {} | {} | – |",
+            "| rustls alone, 1 core, in memory, resumed handshakes (same) | – | – | – | {} | {} | – | – | – | – |",
             num(f(rustls, &["resumed", "pairs_per_s"])),
             num(resumed_server),
         );
@@ -333,7 +380,7 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
         md,
         "\nRatios are to the direct path. Throughput: MB = 10^6 bytes, echo target, bytes sent per second (the echo returns as much). \
          Latency: round trip of {} B messages, open loop. Connect: whole sessions (TCP, TLS, upgrade, 16-byte echo, close){}; \
-         per server CPU-s: sessions divided by the CPU time the server used meanwhile. Idle: growth of the server's RSS \
+         per server CPU-s: sessions divided by the CPU time the server used meanwhile. Server CPU per byte: the server's CPU time during the throughput run over the bytes sent (for the direct path, the echo target's). SSH: whole sessions through the path to an OpenSSH server (key exchange, public key authentication, `true`, disconnect), {} in flight; server CPU excludes sshd. Idle: growth of the server's RSS \
          (for a server that forks per connection, the Pss of its process tree) per held session{}. `!`: the run counted errors.",
         64,
         if rows
@@ -345,6 +392,7 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
         } else {
             ", some TLS sessions resumed"
         },
+        u(meta, &["settings", "ssh_concurrency"]).map_or("several".into(), |n| n.to_string()),
         idle_n.map_or(String::new(), |n| format!(", up to {n} sessions"))
     );
 
@@ -401,9 +449,10 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
             "p99 added latency < 1 ms",
             added.map(|a| a < 1.0 && p.latency_lost == 0),
             format!(
-                "p99 {} ms vs direct {} ms: +{} ms{}",
+                "p99 {} ms vs direct {} ms: {}{} ms{}",
                 num(p.p99_ms),
                 num(direct.p99_ms),
+                if added.is_some_and(|a| a < 0.0) { "" } else { "+" },
                 num(added),
                 lat.map_or(String::new(), |(n, r)| format!(" at {n} sessions, {r:.0} msg/s"))
             ),
@@ -488,13 +537,18 @@ fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(
     if let Some(i) = iperf {
         thr.insert(0, ("iperf3".into(), "iperf3".into(), i));
     }
-    let panels: [(&str, Bars); 4] = [
+    let panels: [(&str, Bars); 6] = [
         ("Throughput, 1 session, MB/s (higher is better)", thr),
+        (
+            "Server CPU per byte relayed, ns (lower is better)",
+            pick(&|r| r.throughput_cpu_ns_per_byte),
+        ),
         ("Latency p99 RTT, ms (lower is better)", pick(&|r| r.p99_ms)),
         ("Connect, sessions/s (higher is better)", pick(&|r| r.sessions_per_s)),
         ("Idle memory, KiB per session (lower is better)", pick(&|r| r.idle_kib)),
+        ("Whole SSH sessions/s (higher is better)", pick(&|r| r.ssh_per_s)),
     ];
-    let root = SVGBackend::new(svg, (1200, 820)).into_drawing_area();
+    let root = SVGBackend::new(svg, (1200, 1200)).into_drawing_area();
     root.fill(&WHITE)?;
     let title = match meta.get("date").and_then(Value::as_str) {
         Some(d) => format!(
@@ -506,7 +560,7 @@ fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(
     };
     let (head, body) = root.split_vertically(40);
     head.draw(&Text::new(title, (20, 10), ("sans-serif", 22).into_font()))?;
-    for (area, (caption, bars)) in body.split_evenly((2, 2)).iter().zip(panels) {
+    for (area, (caption, bars)) in body.split_evenly((3, 2)).iter().zip(panels) {
         panel(area, caption, &bars)?;
     }
     root.present()?;
