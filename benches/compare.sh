@@ -67,6 +67,9 @@ die() { log "error: $*"; exit 1; }
 # A duration ("10s", "500ms", "2m") in whole seconds, rounded up, for time limits.
 secs() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /ms$/) n /= 1000; else if (v ~ /m$/) n *= 60; printf "%d", n + 0.999 }'; }
 
+want_path() { [[ " $PATHS " == *" $1 "* ]]; }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
+
 # --- What is needed, what is missing --------------------------------------------------------------
 WEBSOCAT=$(command -v websocat || true)
 [[ -z $WEBSOCAT && -x $HOME/.cargo/bin/websocat ]] && WEBSOCAT=$HOME/.cargo/bin/websocat
@@ -85,9 +88,6 @@ fi
 [[ -z $OPENSSL ]] && missing+=("openssl (apt-get install openssl): no certificate for the TLS peers, TLS peer paths skipped")
 command -v python3 >/dev/null || die "python3 is needed (free port numbers)"
 for m in "${missing[@]}"; do log "missing: $m"; done
-
-want_path() { [[ " $PATHS " == *" $1 "* ]]; }
-want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # --- Processes: every one is recorded, and stopped (with its process group) on exit ---------------
 declare -a STARTED=()
