@@ -6,7 +6,10 @@
 //! client role) run the same code.
 //!
 //! Copies: frames are unmasked in place in the read buffer and written to the raw side from there;
-//! raw bytes are read just behind a reserved header gap, so a frame goes out as one contiguous write.
+//! while the peer keeps sending, the payloads of consecutive frames are gathered into one range
+//! (each moved back over the header before it) and written together, one write per buffer rather
+//! than per frame. Raw bytes are read just behind a reserved header gap, so a frame goes out as one
+//! contiguous write.
 //!
 //! Close: a peer Close or raw EOF is a half-close. Peer Close → FIN to the raw side, keep relaying
 //! raw → peer until raw EOF, then echo the Close. Raw EOF → send Close(1000), keep relaying
@@ -23,6 +26,10 @@ const HEADROOM: usize = 14;
 
 /// Plaintext bytes of a full TLS record (TLS 1.2 and 1.3).
 const TLS_RECORD: usize = 16 * 1024;
+
+/// Payload from the peer is gathered while at least this much buffer (or a quarter of a small
+/// one) is free for the next read.
+const MIN_GATHER_ROOM: usize = TLS_RECORD;
 
 /// The largest payload to read for one frame into `area` bytes of buffer: frames are sized to fill
 /// whole TLS records, so a frame never spills its last few bytes into one more record (one more
@@ -187,6 +194,10 @@ pub struct Relay {
     in_start: usize,
     in_end: usize,
     in_write: Option<(usize, usize)>,
+    /// Payload decoded but not yet written, gathered into one range of `inbuf` so that the
+    /// payloads of several frames (and TLS records) reach the raw side in one write. Only while
+    /// `in_write` is None.
+    gather: Option<(usize, usize)>,
     /// Bytes were written to the raw side since its last flush (stdout buffers; sockets do not).
     in_unflushed: bool,
     peer_open: bool,
@@ -234,6 +245,7 @@ impl Relay {
             in_start: 0,
             in_end: initial.len(),
             in_write: None,
+            gather: None,
             in_unflushed: false,
             peer_open: true,
             outbuf: PooledBuf::new(size),
@@ -337,12 +349,15 @@ impl Relay {
     }
 
     fn finished(&self) -> bool {
-        // The peer is gone, or Close frames went both ways, or ours went out after an error.
-        (self.peer_gone && self.in_write.is_none()) || (self.close_sent && (!self.peer_open || self.finish_after_close))
+        // The peer is gone, or Close frames went both ways, or ours went out after an error; and
+        // what the peer sent before is delivered.
+        self.in_write.is_none() && (self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close)))
     }
 
     /// The peer broke the protocol or sent what a tunnel does not carry: close with `code`.
     fn fail_peer(&mut self, end: End, code: CloseCode, reason: &'static str) -> Poll<()> {
+        // Data from frames before the offending one is still delivered.
+        self.write_gathered();
         self.record(end);
         self.peer_open = false;
         self.raw_read_open = false;
@@ -353,6 +368,7 @@ impl Relay {
 
     /// The peer's transport failed or hit EOF.
     fn peer_lost(&mut self, end: End) -> Poll<()> {
+        self.write_gathered();
         self.record(end);
         self.peer_open = false;
         self.peer_gone = true;
@@ -414,7 +430,14 @@ impl Relay {
                                 let take = (end - start).min(limit.saturating_sub(cap.len()));
                                 cap.extend_from_slice(&self.inbuf.get()[start..start + take]);
                             }
-                            self.in_write = Some((start, end));
+                            self.gather = Some(match self.gather {
+                                None => (start, end),
+                                // Close the gap the frame header left (payloads only move back).
+                                Some((g0, g1)) => {
+                                    self.inbuf.get().copy_within(start..end, g1);
+                                    (g0, g1 + end - start)
+                                }
+                            });
                         }
                     }
                     Some(Event::Ping(p)) => {
@@ -425,9 +448,28 @@ impl Relay {
                     Some(Event::Pong(_)) => {}
                     Some(Event::Close { code, .. }) => {
                         self.peer_open = false;
+                        self.write_gathered();
                         self.record(End::PeerClosed(code.map(|c| c.0)));
                         return Poll::Ready(());
                     }
+                }
+                continue;
+            }
+            if let Some((_, g1)) = self.gather {
+                // Read more behind the gathered payload while the buffer has room for a TLS
+                // record's worth; write it all once the peer has nothing more right now.
+                let len = self.inbuf.get().len();
+                if len - g1 < MIN_GATHER_ROOM.min(len / 4) {
+                    self.write_gathered();
+                    continue;
+                }
+                match Pin::new(&mut *ws).poll_read(cx, &mut self.inbuf.get()[g1..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        (self.in_start, self.in_end) = (g1, g1 + n);
+                        self.counters.peer_reads += 1;
+                    }
+                    // EOF or an error: deliver what was gathered first; the read says it again.
+                    Poll::Ready(_) | Poll::Pending => self.write_gathered(),
                 }
                 continue;
             }
@@ -461,9 +503,17 @@ impl Relay {
         }
     }
 
+    /// Hands the gathered payload to the writer.
+    fn write_gathered(&mut self) {
+        if self.in_write.is_none() {
+            self.in_write = self.gather.take();
+        }
+    }
+
     fn raw_failed(&mut self, e: io::Error) -> Poll<()> {
         self.record(End::RawError(e.to_string()));
         self.in_write = None;
+        self.gather = None;
         self.raw_write_shut = true;
         self.raw_read_open = false;
         self.finish_after_close = true;
@@ -674,5 +724,164 @@ mod tests {
         assert_eq!(frame_payload_cap(16 * 1024, false), 16 * 1024 - 4);
         assert_eq!(frame_payload_cap(16 * 1024, true), 16 * 1024 - 8);
         assert_eq!(frame_payload_cap(100_000, false), 6 * TLS_RECORD - 10);
+    }
+
+    /// The WebSocket side: hands out `input` at most `chunk` bytes per read, keeps what is written.
+    struct Peer {
+        input: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        written: Vec<u8>,
+    }
+
+    impl AsyncRead for Peer {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+            let n = self.chunk.min(buf.len()).min(self.input.len() - self.pos);
+            if n == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+            self.pos += n;
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Peer {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Transport for Peer {}
+
+    /// The raw side: records each write; silent until it gets FIN, then EOF.
+    #[derive(Default)]
+    struct Raw {
+        data: Vec<u8>,
+        writes: usize,
+        fin: bool,
+    }
+
+    impl AsyncRead for Raw {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, _: &mut [u8]) -> Poll<io::Result<usize>> {
+            if self.fin {
+                return Poll::Ready(Ok(0));
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Raw {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            assert!(!self.fin, "write after FIN");
+            self.data.extend_from_slice(buf);
+            self.writes += 1;
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.fin = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A client's masked frame.
+    fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
+        let mut header = [0u8; HEADROOM];
+        let h = ws::encode_header(&mut header, true, opcode, payload.len() as u64, Some(key));
+        out.extend_from_slice(&header[..h]);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        ws::apply_mask(&mut out[start..], key, 0);
+    }
+
+    /// Relays `input` from a client in reads of `chunk` bytes until the session ends.
+    fn relay(input: Vec<u8>, chunk: usize, buf_size: usize) -> (End, Raw, Peer) {
+        let mut relay = Relay::new(Role::Server, Limits::default(), buf_size, &[]);
+        let mut peer = Peer {
+            input,
+            pos: 0,
+            chunk,
+            written: Vec::new(),
+        };
+        let mut raw = Raw::default();
+        let end = futures_lite::future::block_on(std::future::poll_fn(|cx| loop {
+            match relay.poll(cx, &mut peer, &mut raw) {
+                Poll::Ready(Step::Closing) => continue,
+                Poll::Ready(Step::Ended(end)) => return Poll::Ready(end),
+                Poll::Pending => return Poll::Pending,
+            }
+        }));
+        (end, raw, peer)
+    }
+
+    /// Payload of uneven frames, split across reads at every kind of place, reaches the raw side
+    /// whole, in order and in far fewer writes than frames; the peer's Close comes after all of
+    /// it, and FIN only then.
+    #[test]
+    fn payloads_of_many_frames_are_gathered_into_few_writes() {
+        let mut input = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..200usize {
+            let payload: Vec<u8> = (0..(i * 37) % 3000 + 1).map(|j| (i + j) as u8).collect();
+            frame(&mut input, OpCode::Binary, &payload, [i as u8, 7, 0x5a, 3]);
+            expected.extend_from_slice(&payload);
+            if i % 50 == 0 {
+                frame(&mut input, OpCode::Ping, b"hi", [1, 2, 3, 4]);
+            }
+        }
+        frame(&mut input, OpCode::Close, &1000u16.to_be_bytes(), [9, 9, 9, 9]);
+        for (chunk, buf_size) in [
+            (1, 1024),
+            (7, 1024),
+            (1000, 4096),
+            (16 * 1024, 64 * 1024),
+            (1 << 20, 64 * 1024),
+        ] {
+            let (end, raw, peer) = relay(input.clone(), chunk, buf_size);
+            assert_eq!(end, End::PeerClosed(Some(1000)), "chunk {chunk}");
+            assert!(raw.data == expected, "chunk {chunk}: payload differs");
+            assert!(raw.fin, "chunk {chunk}: no FIN");
+            // One write per frame would be 200; gathered, a write carries most of a buffer.
+            assert!(
+                raw.writes * (buf_size / 3) <= expected.len(),
+                "chunk {chunk}, buffer {buf_size}: {} writes for {} bytes in 200 frames",
+                raw.writes,
+                expected.len()
+            );
+            // Four pongs and the Close echo went back.
+            assert_eq!(peer.written.iter().filter(|&&b| b == 0x8a).count(), 4, "chunk {chunk}");
+            assert_eq!(
+                &peer.written[peer.written.len() - 4..],
+                &[0x88, 2, 0x03, 0xe8],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    /// A frame the tunnel refuses ends the session, but data from the frames before it is still
+    /// delivered, before FIN.
+    #[test]
+    fn data_before_a_refused_frame_is_delivered() {
+        let mut input = Vec::new();
+        frame(&mut input, OpCode::Binary, b"first ", [1, 2, 3, 4]);
+        frame(&mut input, OpCode::Binary, b"second", [5, 6, 7, 8]);
+        frame(&mut input, OpCode::Text, b"no text in a tunnel", [9, 9, 9, 9]);
+        frame(&mut input, OpCode::Binary, b"never", [1, 1, 1, 1]);
+        let (end, raw, _) = relay(input, 1 << 20, 4096);
+        assert_eq!(end, End::Local(CloseCode::UNSUPPORTED_DATA.0, "text_frame_refused"));
+        assert_eq!(raw.data, b"first second");
+        assert!(raw.fin);
     }
 }
