@@ -607,11 +607,18 @@ async fn ssh_sessions_through_the_gateway_to_openssh() {
         "{}",
         outcome.summary
     );
-    // The real server accepted six logins, and each tunnel ended with a clean close handshake.
+    // The real server accepted six logins, and each tunnel ended with a clean close handshake:
+    // ours after the disconnect, or the gateway's when sshd, having read the disconnect, closed
+    // first (a race the client does not control; it happens under load).
     assert_eq!(sshd.accepted(6), 6, "{}", sshd.log_text());
     let audit = gw.audit_lines(6);
     assert_eq!(audit.len(), 6);
-    assert!(audit.iter().all(|l| l["ended"] == "client_closed"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .all(|l| l["ended"] == "client_closed" || l["ended"] == "target_closed"),
+        "{audit:?}"
+    );
 
     // A command that exits with 3: every session is an exec error with the status.
     let e = run(args("ssh", &gw.url(), &auth, &["-n", "2", "--command", "exit 3"]))
