@@ -52,8 +52,8 @@ fn frame_payload_cap(area: usize, masked: bool) -> usize {
     area
 }
 
-/// Bytes of free buffers a core keeps for reuse (128 buffers at the default 64 KiB); beyond this,
-/// released buffers are freed.
+/// Bytes of free buffers a core keeps for reuse (about 128 buffers at the default 64 KiB); beyond
+/// this, released buffers are freed.
 const POOL_BYTES: usize = 8 << 20;
 
 /// Relay buffers of one core not in use by any session, and their total size.
@@ -455,30 +455,24 @@ impl Relay {
                 }
                 continue;
             }
-            if let Some((_, g1)) = self.gather {
-                // Read more behind the gathered payload while the buffer has room for a TLS
-                // record's worth; write it all once the peer has nothing more right now.
-                let len = self.inbuf.get().len();
-                if len - g1 < MIN_GATHER_ROOM.min(len / 4) {
-                    self.write_gathered();
-                    continue;
-                }
-                match Pin::new(&mut *ws).poll_read(cx, &mut self.inbuf.get()[g1..]) {
-                    Poll::Ready(Ok(n)) if n > 0 => {
-                        (self.in_start, self.in_end) = (g1, g1 + n);
-                        self.counters.peer_reads += 1;
+            // Read behind the payload gathered so far while the buffer has room for a TLS record's
+            // worth, so that it all reaches the raw side in one write; else from the start.
+            let at = match self.gather {
+                Some((_, g1)) => {
+                    let len = self.inbuf.get().len();
+                    if len - g1 < MIN_GATHER_ROOM.min(len / 4) {
+                        self.write_gathered();
+                        continue;
                     }
-                    // EOF or an error: deliver what was gathered first; the read says it again.
-                    Poll::Ready(_) | Poll::Pending => self.write_gathered(),
+                    g1
                 }
-                continue;
-            }
-            self.in_start = 0;
-            self.in_end = 0;
-            match Pin::new(&mut *ws).poll_read(cx, self.inbuf.get()) {
+                None => 0,
+            };
+            (self.in_start, self.in_end) = (at, at);
+            match Pin::new(&mut *ws).poll_read(cx, &mut self.inbuf.get()[at..]) {
                 Poll::Ready(Ok(0)) => return self.peer_lost(End::PeerGone),
                 Poll::Ready(Ok(n)) => {
-                    self.in_end = n;
+                    self.in_end = at + n;
                     self.counters.peer_reads += 1;
                 }
                 // A peer that drops TCP without TLS close_notify has simply gone away.
@@ -486,6 +480,8 @@ impl Relay {
                     return self.peer_lost(End::PeerGone)
                 }
                 Poll::Ready(Err(e)) => return self.peer_lost(End::PeerError(e.to_string())),
+                // The peer has nothing more right now: write what was gathered.
+                Poll::Pending if self.gather.is_some() => self.write_gathered(),
                 Poll::Pending => {
                     // Everything read has been forwarded: the buffer goes back to the pool.
                     self.inbuf.release();
@@ -726,17 +722,22 @@ mod tests {
         assert_eq!(frame_payload_cap(100_000, false), 6 * TLS_RECORD - 10);
     }
 
-    /// The WebSocket side: hands out `input` at most `chunk` bytes per read, keeps what is written.
+    /// The WebSocket side: hands out `input` at most `chunk` bytes per read, then waits (or, with
+    /// `eof`, ends); keeps what is written.
     struct Peer {
         input: Vec<u8>,
         pos: usize,
         chunk: usize,
+        eof: bool,
         written: Vec<u8>,
     }
 
     impl AsyncRead for Peer {
         fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
             let n = self.chunk.min(buf.len()).min(self.input.len() - self.pos);
+            if n == 0 && self.eof {
+                return Poll::Ready(Ok(0));
+            }
             if n == 0 {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -807,12 +808,13 @@ mod tests {
     }
 
     /// Relays `input` from a client in reads of `chunk` bytes until the session ends.
-    fn relay(input: Vec<u8>, chunk: usize, buf_size: usize) -> (End, Raw, Peer) {
+    fn relay(input: Vec<u8>, chunk: usize, buf_size: usize, eof: bool) -> (End, Raw, Peer) {
         let mut relay = Relay::new(Role::Server, Limits::default(), buf_size, &[]);
         let mut peer = Peer {
             input,
             pos: 0,
             chunk,
+            eof,
             written: Vec::new(),
         };
         let mut raw = Raw::default();
@@ -849,7 +851,7 @@ mod tests {
             (16 * 1024, 64 * 1024),
             (1 << 20, 64 * 1024),
         ] {
-            let (end, raw, peer) = relay(input.clone(), chunk, buf_size);
+            let (end, raw, peer) = relay(input.clone(), chunk, buf_size, false);
             assert_eq!(end, End::PeerClosed(Some(1000)), "chunk {chunk}");
             assert!(raw.data == expected, "chunk {chunk}: payload differs");
             assert!(raw.fin, "chunk {chunk}: no FIN");
@@ -879,9 +881,23 @@ mod tests {
         frame(&mut input, OpCode::Binary, b"second", [5, 6, 7, 8]);
         frame(&mut input, OpCode::Text, b"no text in a tunnel", [9, 9, 9, 9]);
         frame(&mut input, OpCode::Binary, b"never", [1, 1, 1, 1]);
-        let (end, raw, _) = relay(input, 1 << 20, 4096);
+        let (end, raw, _) = relay(input, 1 << 20, 4096, false);
         assert_eq!(end, End::Local(CloseCode::UNSUPPORTED_DATA.0, "text_frame_refused"));
         assert_eq!(raw.data, b"first second");
         assert!(raw.fin);
+    }
+
+    /// A client that vanishes without a Close: what it sent before is delivered, then FIN.
+    #[test]
+    fn data_before_the_peer_vanishes_is_delivered() {
+        let mut input = Vec::new();
+        frame(&mut input, OpCode::Binary, b"last ", [1, 2, 3, 4]);
+        frame(&mut input, OpCode::Binary, b"words", [5, 6, 7, 8]);
+        for chunk in [3, 1 << 20] {
+            let (end, raw, _) = relay(input.clone(), chunk, 4096, true);
+            assert_eq!(end, End::PeerGone);
+            assert_eq!(raw.data, b"last words", "chunk {chunk}");
+            assert!(raw.fin, "chunk {chunk}");
+        }
     }
 }
