@@ -103,21 +103,28 @@ impl Policy {
     }
 }
 
+/// A policy over `targets_and_users` (TOML) with a fresh token key pair; the private key's PEM.
+#[cfg(test)]
+pub(crate) fn test_policy(targets_and_users: &str) -> (Policy, String) {
+    let (private, public) = crate::keys::generate().unwrap();
+    let config = Config::parse(
+        &format!("listen = \"127.0.0.1:1\"\n[auth]\ntoken_public_key = \"k\"\n{targets_and_users}"),
+        std::path::Path::new("."),
+    )
+    .unwrap();
+    let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).unwrap();
+    (Policy::new(config, verifier), private)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
     use std::time::Duration;
 
     fn policy() -> (Policy, String) {
-        let (private, public) = crate::keys::generate().unwrap();
-        let config = Config::parse(
-            "listen = \"127.0.0.1:1\"\n[auth]\ntoken_public_key = \"k\"\n[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n[[target]]\nname = \"vm2\"\naddress = \"10.0.0.5:22\"\nprotocol = \"ssh\"\n[[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\n",
-            Path::new("."),
+        test_policy(
+            "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n[[target]]\nname = \"vm2\"\naddress = \"10.0.0.5:22\"\nprotocol = \"ssh\"\n[[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\n",
         )
-        .unwrap();
-        let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).unwrap();
-        (Policy::new(config, verifier), private)
     }
 
     fn cached(policy: &Policy) -> usize {

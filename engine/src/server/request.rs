@@ -124,19 +124,11 @@ pub fn decide(buf: &[u8], policy: &Policy, now: u64) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use portcullis_protocols::token::TokenVerifier;
-    use std::path::Path;
 
     fn policy() -> (Policy, String) {
-        let (private, public) = crate::keys::generate().unwrap();
-        let config = Config::parse(
-            "listen = \"127.0.0.1:1\"\n[auth]\ntoken_public_key = \"k\"\n[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n[[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\n",
-            Path::new("."),
+        crate::policy::test_policy(
+            "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n[[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\n",
         )
-        .unwrap();
-        let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).unwrap();
-        (Policy::new(config, verifier), private)
     }
 
     fn request(path: &str, token: &str) -> Vec<u8> {
