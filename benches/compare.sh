@@ -26,6 +26,8 @@
 #   RUSTLS_DURATION=3        seconds per kind of rustls-only handshake
 #   TOTAL_TIMEOUT=2400       seconds: the whole run is stopped after this
 #   NO_BUILD=1               use the existing target/release binaries
+#   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
+#                            tree's load generator: before/after comparisons with the same client
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -167,7 +169,7 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
         || die "cargo build failed"
 fi
 BIN=$ROOT/target/release
-GATEWAY=$BIN/portcullis
+GATEWAY=${GATEWAY_BIN:-$BIN/portcullis}
 L=$BIN/portcullis-loadgen
 for b in "$GATEWAY" "$L" "$BIN/rustls-handshake" "$BIN/compare-report"; do
     [[ -x $b ]] || die "$b missing (run without NO_BUILD=1)"

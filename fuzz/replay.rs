@@ -1,5 +1,5 @@
 //! Replays fuzz inputs through their property checks for the plain regression tests
-//! (`protocols/tests/fuzz_regressions.rs`, `engine/tests/fuzz_regressions.rs`, both include this
+//! (`protocols/tests/fuzz_regressions.rs`, `core/tests/fuzz_regressions.rs`, both include this
 //! file with `#[path]`), collecting every failure before reporting.
 
 use std::path::PathBuf;

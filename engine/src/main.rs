@@ -2,12 +2,12 @@
 
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
-use portcullis::client::{self, GatewayUrl};
-use portcullis::config::Config;
+use portcullis::cli::client::{self, GatewayUrl};
 use portcullis::server::{serve, KeySource, ServeOptions};
 use portcullis::tls::{client_config, ServerTrust};
-use portcullis::{demo, keys};
+use portcullis_core::config::Config;
 use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -34,6 +34,10 @@ enum Command {
         /// Override the listen address of the config (or of the demo).
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// An inherited file descriptor to write `READY <certificate fingerprint>` to, then
+        /// close, once every worker listens (for supervisors and tests).
+        #[arg(long, value_name = "FD")]
+        ready_fd: Option<RawFd>,
     },
     /// Write an Ed25519 token key pair: PREFIX.key (private, 0600) and PREFIX.pub.
     Keygen {
@@ -142,17 +146,40 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the I/O runtime")
 }
 
+/// Takes ownership of the descriptor `--ready-fd` names, after checking that it is open.
+fn ready_fd(fd: Option<RawFd>) -> anyhow::Result<Option<OwnedFd>> {
+    let Some(fd) = fd else { return Ok(None) };
+    if fd <= 2 {
+        return Err(anyhow!(
+            "--ready-fd {fd}: stdin, stdout and stderr cannot be the readiness channel"
+        ));
+    }
+    // Whether it is open, without borrowing a descriptor that might not be.
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return Err(anyhow!("--ready-fd {fd} is not an open file descriptor"));
+    }
+    // SAFETY: the parent passed this open descriptor for the gateway to write to and close; this
+    // is the only place that takes it, once.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config: None, listen } => {
+        Command::Serve {
+            config: None,
+            listen,
+            ready_fd: fd,
+        } => {
             init_logging();
-            demo::run(listen)
+            Ok(portcullis::demo::run(listen, ready_fd(fd)?)?)
         }
         Command::Serve {
             config: Some(path),
             listen,
+            ready_fd: fd,
         } => {
             init_logging();
+            let ready_fd = ready_fd(fd)?;
             let mut config = Config::load(&path)?;
             if let Some(l) = listen {
                 config.listen = l;
@@ -165,33 +192,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     id.fingerprint
                 );
             });
-            serve(ServeOptions {
+            Ok(serve(ServeOptions {
                 config,
                 config_path: Some(path),
                 key: KeySource::File,
                 on_ready,
-            })
+                ready_fd,
+            })?)
         }
-        Command::Keygen { out } => keys::keygen(&out),
-        Command::Passwd => portcullis::web::passwd::run(),
+        Command::Keygen { out } => Ok(portcullis::cli::keygen::keygen(&out)?),
+        Command::Passwd => Ok(portcullis::cli::passwd::run()?),
         Command::Token {
             command: TokenCommand::Issue { key, user, target, ttl },
         } => {
             let pem = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
-            println!("{}", keys::issue(&pem, &user, &target, Duration::from(ttl))?);
+            let token = portcullis_core::keys::issue(&pem, &user, &target, Duration::from(ttl))
+                .context("cannot issue the token")?;
+            println!("{token}");
             Ok(())
         }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => {
             let config = Config::load(&file)?;
-            if !config.token_public_key.exists() {
-                return Err(anyhow!(
-                    "{}: auth.token_public_key: {} does not exist",
-                    file.display(),
-                    config.token_public_key.display()
-                ));
-            }
+            portcullis::server::validate(&config).with_context(|| file.display().to_string())?;
             println!(
                 "{}: ok ({} targets, {} users)",
                 file.display(),
@@ -206,14 +230,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let result = rt.block_on(client::connect_stdio(&url, &gw.target, &gw.token, tls));
             // A read of stdin may still be blocked in tokio's thread pool: do not wait for it.
             rt.shutdown_background();
-            result
+            Ok(result?)
         }
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
             let rt = client_runtime()?;
             let result = rt.block_on(client::tunnel(url, gw.target, gw.token, tls, local));
             rt.shutdown_background();
-            result
+            Ok(result?)
         }
     }
 }

@@ -1,6 +1,6 @@
 //! TLS settings for both ends: the gateway's server config and the CLI client's.
 
-use anyhow::{anyhow, Context};
+use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring as provider, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
@@ -45,17 +45,17 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn load(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
-        let pem = std::fs::read(cert).with_context(|| format!("cannot read certificate {}", cert.display()))?;
+    pub fn load(cert: &Path, key: &Path) -> Result<Identity> {
+        let pem = std::fs::read(cert).map_err(|e| Error::file("cannot read certificate", cert, e))?;
         let chain = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| anyhow!("bad certificate PEM in {}: {e}", cert.display()))?;
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Tls(format!("bad certificate PEM in {}: {e}", cert.display())))?;
         if chain.is_empty() {
-            return Err(anyhow!("no certificate in {}", cert.display()));
+            return Err(Error::Tls(format!("no certificate in {}", cert.display())));
         }
-        let key_pem = std::fs::read(key).with_context(|| format!("cannot read key {}", key.display()))?;
+        let key_pem = std::fs::read(key).map_err(|e| Error::file("cannot read key", key, e))?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem)
-            .map_err(|e| anyhow!("bad private key PEM in {}: {e}", key.display()))?;
+            .map_err(|e| Error::Tls(format!("bad private key PEM in {}: {e}", key.display())))?;
         Ok(Identity {
             fingerprint: fingerprint(&chain[0]),
             chain,
@@ -65,12 +65,13 @@ impl Identity {
     }
 
     /// A fresh self-signed certificate for `localhost`, `127.0.0.1`, `::1` and `extra` names.
-    pub fn self_signed(extra: &[String]) -> anyhow::Result<Identity> {
+    pub fn self_signed(extra: &[String]) -> Result<Identity> {
         let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
         names.extend(extra.iter().filter(|n| !names.contains(n)).cloned().collect::<Vec<_>>());
-        let ck = rcgen::generate_simple_self_signed(names).context("cannot generate a self-signed certificate")?;
+        let ck = rcgen::generate_simple_self_signed(names)
+            .map_err(|e| Error::Tls(format!("cannot generate a self-signed certificate: {e}")))?;
         let der = ck.cert.der().clone();
-        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| anyhow!("{e}"))?;
+        let key = PrivateKeyDer::try_from(ck.signing_key.serialize_der()).map_err(|e| Error::Tls(e.to_string()))?;
         Ok(Identity {
             fingerprint: fingerprint(&der),
             chain: vec![der],
@@ -79,12 +80,13 @@ impl Identity {
         })
     }
 
-    pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
         let mut config = ServerConfig::builder_with_provider(server_provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| Error::Tls(e.to_string()))?
             .with_no_client_auth()
             .with_single_cert(self.chain.clone(), self.key.clone_key())
-            .context("certificate and key do not match")?;
+            .map_err(|e| Error::Tls(format!("certificate and key do not match: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Our order, not the client's: rustls clients put AES-256 first (browsers already AES-128).
         config.ignore_client_order = true;
@@ -110,9 +112,10 @@ pub enum ServerTrust<'a> {
     Insecure,
 }
 
-pub fn client_config(trust: ServerTrust<'_>) -> anyhow::Result<Arc<ClientConfig>> {
+pub fn client_config(trust: ServerTrust<'_>) -> Result<Arc<ClientConfig>> {
     let builder = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Tls(e.to_string()))?;
     let mut config = match trust {
         ServerTrust::WebPki => {
             let roots = RootCertStore {
@@ -121,16 +124,16 @@ pub fn client_config(trust: ServerTrust<'_>) -> anyhow::Result<Arc<ClientConfig>
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         ServerTrust::CaFile(path) => {
-            let pem = std::fs::read(path).with_context(|| format!("cannot read CA file {}", path.display()))?;
+            let pem = std::fs::read(path).map_err(|e| Error::file("cannot read CA file", path, e))?;
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| anyhow!("bad PEM in {}: {e}", path.display()))?;
+                let cert = cert.map_err(|e| Error::Tls(format!("bad PEM in {}: {e}", path.display())))?;
                 roots
                     .add(cert)
-                    .map_err(|e| anyhow!("unusable CA certificate in {}: {e}", path.display()))?;
+                    .map_err(|e| Error::Tls(format!("unusable CA certificate in {}: {e}", path.display())))?;
             }
             if roots.is_empty() {
-                return Err(anyhow!("no certificate in {}", path.display()));
+                return Err(Error::Tls(format!("no certificate in {}", path.display())));
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
@@ -173,7 +176,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         _server_name: &ServerName<'_>,
         _ocsp: &[u8],
         _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
@@ -182,7 +185,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
@@ -191,7 +194,7 @@ impl ServerCertVerifier for AcceptAnyCert {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 

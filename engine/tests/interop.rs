@@ -2,57 +2,23 @@
 //! websocat. They frame, fragment, ping and close in their own ways; the tunnel must carry their
 //! bytes exactly. `scripts/test` installs both.
 
-mod common;
-
-use common::*;
+use portcullis_testkit::process::{run_bounded, run_bounded_fed};
+use portcullis_testkit::targets::TcpTarget;
+use portcullis_testkit::{text, EchoTarget, Gateway};
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-fn echo_gateway() -> (EchoTarget, Gateway) {
+fn echo_gateway() -> (TcpTarget, Gateway) {
     let echo = EchoTarget::start();
-    let gw = Gateway::start(
-        &[TargetDef {
-            name: "echo",
-            address: echo.addr.to_string(),
-            protocol: "tcp",
-        }],
-        "",
-    );
+    let gw = Gateway::builder().target("echo", echo.addr, "tcp").start();
     (echo, gw)
 }
 
-/// Runs `cmd` with a hard time limit and returns (success, stdout, stderr).
-/// `pause` holds stdin back for a while halfway through, so keepalive pings get their turn.
-fn run_bounded(mut cmd: Command, stdin: &[u8], pause: Duration, limit: Duration) -> (bool, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {:?} ({e}); scripts/test installs it", cmd.get_program()));
-    // Feed stdin from a thread: the child may echo before it has read everything.
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let (first, second) = stdin.split_at(stdin.len() / 2);
-        let _ = input.write_all(first);
-        std::thread::sleep(pause);
-        let _ = input.write_all(second);
-    });
-    let id = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(limit);
-        unsafe { libc::kill(id as i32, libc::SIGKILL) };
-    });
-    let out = child.wait_with_output().unwrap();
-    let _ = feeder.join();
-    drop(watchdog);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// `python3 -c script args…` within `limit`: (success, stdout, stderr).
+fn python(script: &str, args: &[&str], limit: Duration) -> (bool, String, String) {
+    let out = run_bounded(Command::new("python3").args(["-c", script]).args(args), limit);
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
 }
 
 const PYTHON_CLIENT: &str = r#"
@@ -82,19 +48,16 @@ print("ok")
 #[test]
 fn python_websockets_client() {
     let (echo, gw) = echo_gateway();
-    let mut cmd = Command::new("python3");
-    cmd.args([
-        "-c",
+    let url = format!("{}/v1/tunnel/echo", gw.url());
+    let (ok, out, err) = python(
         PYTHON_CLIENT,
-        &format!("{}/v1/tunnel/echo", gw.url()),
-        &gw.token("alice", "echo"),
-    ]);
-    let (ok, out, err) = run_bounded(cmd, b"", Duration::ZERO, Duration::from_secs(60));
+        &[&url, &gw.token("alice", "echo")],
+        Duration::from_secs(60),
+    );
     assert!(ok, "python client failed:\n{out}\n{err}");
     assert!(out.contains("close 1000") && out.trim_end().ends_with("ok"), "{out}");
     assert_eq!(echo.accepted(), 1);
-    let lines = gw.audit_lines(1);
-    let rec = lines.iter().find(|l| l["event"] == "session").unwrap();
+    let rec = &gw.session_records(1)[0];
     assert_eq!(rec["bytes_client_to_target"], 300_011);
     assert_eq!(rec["ended"], "client_closed");
 }
@@ -112,9 +75,8 @@ try:
 except InvalidStatus as e:
     print("status", e.response.status_code)
 "#;
-    let mut cmd = Command::new("python3");
-    cmd.args(["-c", script, &format!("{}/v1/tunnel/echo", gw.url())]);
-    let (_, out, err) = run_bounded(cmd, b"", Duration::ZERO, Duration::from_secs(30));
+    let url = format!("{}/v1/tunnel/echo", gw.url());
+    let (_, out, err) = python(script, &[&url], Duration::from_secs(30));
     assert!(out.contains("status 401"), "{out}\n{err}");
     assert_eq!(echo.accepted(), 0);
 }
@@ -124,17 +86,23 @@ fn websocat_client() {
     let (echo, gw) = echo_gateway();
     let token = gw.token("alice", "echo");
     let payload: Vec<u8> = (0..200_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut cmd = Command::new("websocat");
     // The URL goes first: websocat's -H takes every value after it.
+    let mut cmd = Command::new("websocat");
     cmd.arg(format!("{}/v1/tunnel/echo", gw.url()))
         .args(["--binary", "-k", "--ping-interval", "1", "-H"])
         .arg(format!("Authorization: Bearer {token}"));
-    let (ok, out, err) = run_bounded(cmd, &payload, Duration::from_millis(2500), Duration::from_secs(60));
-    assert!(ok, "websocat failed: {err}");
-    assert_eq!(out.len(), payload.len(), "{err}");
-    assert!(out.as_bytes() == payload.as_slice());
+    // Half the input, a pause so that keepalive pings get their turn, then the rest.
+    let input = payload.clone();
+    let out = run_bounded_fed(&mut cmd, Duration::from_secs(60), move |mut stdin| {
+        let (first, second) = input.split_at(input.len() / 2);
+        let _ = stdin.write_all(first);
+        std::thread::sleep(Duration::from_millis(2500));
+        let _ = stdin.write_all(second);
+    });
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "websocat failed: {err}");
+    assert_eq!(out.stdout.len(), payload.len(), "{err}");
+    assert!(out.stdout == payload);
     assert_eq!(echo.accepted(), 1);
-    let lines = gw.audit_lines(1);
-    let rec = lines.iter().find(|l| l["event"] == "session").unwrap();
-    assert_eq!(rec["bytes_target_to_client"], payload.len() as u64);
+    assert_eq!(gw.session_records(1)[0]["bytes_target_to_client"], payload.len() as u64);
 }

@@ -7,14 +7,12 @@
 //!   before the session, so `xfreerdp +auth-only` exits 0 or non-zero.
 //!
 //! Every test starts its own servers, displays, gateway and tunnel on fresh loopback ports; xrdp
-//! tests run one at a time (see `rdp_peers::Xrdp`). Needs the Debian packages listed in
-//! `rdp_peers`, and root for xrdp.
+//! tests run one at a time (see `portcullis_testkit::rdp::Xrdp`). Needs the Debian packages listed
+//! there, and root for xrdp.
 
-mod common;
-mod rdp_peers;
-
-use common::{session_records, Gateway, TargetDef, Tunnel};
-use rdp_peers::{text, wait_until, FreeRdp, ShadowServer, Xrdp, Xvfb, CLIENT_ACTIVE};
+use portcullis_testkit::process::{random_string, wait_until};
+use portcullis_testkit::rdp::{ClientSession, FreeRdp, ShadowServer, Xrdp, Xvfb, CLIENT_ACTIVE};
+use portcullis_testkit::{text, Gateway, Tunnel};
 use std::time::Duration;
 
 /// The gateway's name for the RDP server.
@@ -22,26 +20,18 @@ const TARGET: &str = "desk1";
 
 const AUTH_ONLY_LIMIT: Duration = Duration::from_secs(60);
 
-// ---------------------------------------------------------------------------------------------
-// Gateway and tunnel
-// ---------------------------------------------------------------------------------------------
-
-fn gateway_for(address: String) -> Gateway {
-    Gateway::start(
-        &[TargetDef {
-            name: TARGET,
-            address,
-            protocol: "rdp",
-        }],
-        "",
-    )
+/// A gateway with the RDP server at `address`, and a tunnel to it (both live as long as the pair).
+fn through_tunnel(address: String) -> (Gateway, Tunnel) {
+    let gw = Gateway::builder().target(TARGET, address, "rdp").start();
+    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
+    (gw, tunnel)
 }
 
 /// The one session record of this test: user alice, target desk1, protocol rdp, bytes both ways,
 /// the RDP user name from the client's X.224 cookie, and who ended it.
 /// `ended` lists the acceptable endings: when both peers hang up at once either may be first.
 fn assert_one_rdp_session(gw: &Gateway, rdp_user: &str, ended: &[&str]) -> serde_json::Value {
-    let sessions = session_records(gw, 1);
+    let sessions = gw.session_records(1);
     assert_eq!(
         sessions.len(),
         1,
@@ -50,9 +40,11 @@ fn assert_one_rdp_session(gw: &Gateway, rdp_user: &str, ended: &[&str]) -> serde
     );
     let s = sessions[0].clone();
     eprintln!("audit session record: {s}");
-    assert_eq!(s["user"], "alice", "{s}");
-    assert_eq!(s["target"], TARGET, "{s}");
-    assert_eq!(s["protocol"], "rdp", "{s}");
+    assert_eq!(
+        (s["user"].as_str(), s["target"].as_str(), s["protocol"].as_str()),
+        (Some("alice"), Some(TARGET), Some("rdp")),
+        "{s}"
+    );
     assert!(s["bytes_client_to_target"].as_u64().unwrap_or(0) > 0, "{s}");
     assert!(s["bytes_target_to_client"].as_u64().unwrap_or(0) > 0, "{s}");
     assert!(!s["end"].as_str().unwrap_or("").is_empty(), "{s}");
@@ -60,6 +52,35 @@ fn assert_one_rdp_session(gw: &Gateway, rdp_user: &str, ended: &[&str]) -> serde
     assert_eq!(s["rdp_cookie"], rdp_user, "{s}");
     assert!(ended.iter().any(|e| s["ended"] == *e), "ended not in {ended:?}: {s}");
     s
+}
+
+/// Waits up to `limit` for `reached` (given the client's log) while the client runs, checks that
+/// the client then stays connected for `period`, stops it, and returns its log.
+fn hold_session(
+    session: &mut ClientSession,
+    limit: Duration,
+    mut reached: impl FnMut(&str) -> bool,
+    period: Duration,
+    diagnostics: impl Fn() -> String,
+) -> String {
+    let done = wait_until(limit, || reached(&session.log_text()) || session.exited().is_some());
+    let status = session.exited();
+    assert!(
+        done && status.is_none(),
+        "not reached within {limit:?} (client exit: {status:?})\n--- xfreerdp\n{}\n{}",
+        session.log_text(),
+        diagnostics()
+    );
+    assert!(
+        session.stays_up(period),
+        "xfreerdp ended during the session: {:?}\n{}\n{}",
+        session.exited(),
+        session.log_text(),
+        diagnostics()
+    );
+    let log = session.log_text();
+    session.stop();
+    log
 }
 
 /// Log lines worth seeing in CI output.
@@ -77,69 +98,92 @@ fn count(haystack: &str, needle: &str) -> usize {
 // xrdp: TLS security, password checked by sesman (PAM)
 // ---------------------------------------------------------------------------------------------
 
+/// The logs of an xrdp session's parties.
+struct Logs {
+    client: String,
+    sesman: String,
+    xrdp: String,
+}
+
+/// An xfreerdp session through a tunnel to xrdp, over: the logs, and what must outlive them.
+struct XrdpRun {
+    logs: Logs,
+    user: String,
+    gw: Gateway,
+    _tunnel: Tunnel,
+    _server: Xrdp,
+}
+
+/// Starts xrdp, and an xfreerdp session (on its own display) through a gateway and a tunnel with
+/// the right or a wrong password; holds it until `reached(user, logs)` and then for `period`.
+fn xrdp_session(wrong_password: bool, period: Duration, reached: impl Fn(&str, &Logs) -> bool) -> XrdpRun {
+    let server = Xrdp::start();
+    let display = Xvfb::start();
+    let (gw, tunnel) = through_tunnel(server.address());
+    let password = match wrong_password {
+        true => format!("{}-wrong", server.password),
+        false => server.password.clone(),
+    };
+    let mut session = FreeRdp::new(&display).session(tunnel.port, &server.user, &password);
+    let logs = |client: &str| Logs {
+        client: client.to_owned(),
+        sesman: server.sesman_log(),
+        xrdp: server.xrdp_log(),
+    };
+    let limit = Duration::from_secs(90);
+    let up = |client: &str| reached(&server.user, &logs(client));
+    let client = hold_session(&mut session, limit, up, period, || server.diagnostics());
+    XrdpRun {
+        logs: logs(&client),
+        user: server.user.clone(),
+        gw,
+        _tunnel: tunnel,
+        _server: server,
+    }
+}
+
+impl XrdpRun {
+    /// Exactly one RDP connection reached xrdp (the one through the gateway), and the client,
+    /// stopped while its session ran, closed the tunnel. Shows the log lines worth seeing.
+    fn assert_one_connection(&self, sesman_lines: &[&str], xrdp_lines: &[&str]) {
+        let xlog = &self.logs.xrdp;
+        assert_eq!(count(xlog, "connection received from"), 1, "xrdp log:\n{xlog}");
+        show("sesman", &self.logs.sesman, sesman_lines);
+        show("xrdp", xlog, xrdp_lines);
+        assert_one_rdp_session(&self.gw, &self.user, &["client_closed"]);
+    }
+}
+
 #[test]
 fn xrdp_tls_right_password_opens_a_session_through_tunnel() {
-    let xrdp = Xrdp::start();
-    let display = Xvfb::start();
-    let client = FreeRdp::new(&display);
-    let gw = gateway_for(xrdp.address());
-    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
-
-    let mut session = client.session(tunnel.port, &xrdp.user, &xrdp.password);
-    let user = &xrdp.user;
     // sesman: PAM accepted the password and the Xorg session started; xrdp: connected to it;
-    // xfreerdp: its connection sequence is complete.
-    let granted = format!("++ created session (access granted): username {user}");
-    let started = format!("Session started successfully for user {user}");
-    let login_ok = format!("login successful for user {user}");
-    let up = wait_until(Duration::from_secs(90), || {
-        let (s, x) = (xrdp.sesman_log(), xrdp.xrdp_log());
-        let done = s.contains(&started) && x.contains(&login_ok) && x.contains("connected ok");
-        (done && session.log_text().contains(CLIENT_ACTIVE)) || session.exited().is_some()
+    // xfreerdp: its connection sequence is complete. Then the tunnel keeps carrying the session.
+    let run = xrdp_session(false, Duration::from_secs(2), |user, logs| {
+        logs.sesman
+            .contains(&format!("Session started successfully for user {user}"))
+            && logs.xrdp.contains(&format!("login successful for user {user}"))
+            && logs.xrdp.contains("connected ok")
+            && logs.client.contains(CLIENT_ACTIVE)
     });
-    let status = session.exited();
-    assert!(
-        up && status.is_none(),
-        "no xrdp session within 90 s (client exit: {status:?})\n--- xfreerdp\n{}\n{}",
-        session.log_text(),
-        xrdp.diagnostics()
-    );
-    // The session stays up: the tunnel keeps carrying it.
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        session.exited().is_none(),
-        "xfreerdp ended during the session: {:?}\n{}",
-        session.exited(),
-        session.log_text()
-    );
-    let client_log = session.log_text();
-    session.stop();
-
-    let (sesman, xlog) = (xrdp.sesman_log(), xrdp.xrdp_log());
+    let Logs { client, sesman, xrdp } = &run.logs;
+    let granted = format!("++ created session (access granted): username {}", run.user);
     assert!(sesman.contains(&granted), "sesman log:\n{sesman}");
     assert!(!sesman.contains("pam_authenticate failed"), "sesman log:\n{sesman}");
+    assert!(client.contains("Negotiated TLS security"), "xfreerdp:\n{client}");
     assert!(
-        client_log.contains("Negotiated TLS security"),
-        "xfreerdp:\n{client_log}"
+        xrdp.contains("selected [SSL]"),
+        "xrdp did not pick TLS security:\n{xrdp}"
     );
     assert!(
-        xlog.contains("selected [SSL]"),
-        "xrdp did not pick TLS security:\n{xlog}"
+        xrdp.contains("TLS connection established from 127.0.0.1"),
+        "xrdp log:\n{xrdp}"
     );
     assert!(
-        xlog.contains("TLS connection established from 127.0.0.1"),
-        "xrdp log:\n{xlog}"
+        xrdp.contains("lib_mod_log_peer") && xrdp.contains("lib_mod_connect: connecting via UNIX socket"),
+        "xrdp did not attach to the Xorg session:\n{xrdp}"
     );
-    assert!(
-        xlog.contains("lib_mod_log_peer") && xlog.contains("lib_mod_connect: connecting via UNIX socket"),
-        "xrdp did not attach to the Xorg session:\n{xlog}"
-    );
-    // Exactly one RDP connection reached xrdp: the one through the gateway.
-    assert_eq!(count(&xlog, "connection received from"), 1, "xrdp log:\n{xlog}");
-    show("sesman", &sesman, &["access granted", "Session started", "pam_"]);
-    show(
-        "xrdp",
-        &xlog,
+    run.assert_one_connection(
+        &["access granted", "Session started", "pam_"],
         &[
             "Security protocol",
             "login successful",
@@ -147,55 +191,22 @@ fn xrdp_tls_right_password_opens_a_session_through_tunnel() {
             "connected ok",
         ],
     );
-    // The client was stopped while the session ran: the client side closed the tunnel.
-    assert_one_rdp_session(&gw, user, &["client_closed"]);
 }
 
 #[test]
 fn xrdp_tls_wrong_password_is_rejected_through_tunnel() {
-    let xrdp = Xrdp::start();
-    let display = Xvfb::start();
-    let client = FreeRdp::new(&display);
-    let gw = gateway_for(xrdp.address());
-    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
-
-    let wrong = format!("{}-wrong", xrdp.password);
-    let mut session = client.session(tunnel.port, &xrdp.user, &wrong);
-    let user = &xrdp.user;
-    let authfail = format!("AUTHFAIL: user={user}");
-    let login_failed = format!("login failed for user {user}");
-    let rejected = wait_until(Duration::from_secs(90), || {
-        let (s, x) = (xrdp.sesman_log(), xrdp.xrdp_log());
-        (s.contains("pam_authenticate failed") && s.contains(&authfail) && x.contains(&login_failed))
-            || session.exited().is_some()
-    });
-    let status = session.exited();
-    assert!(
-        rejected && status.is_none(),
-        "sesman did not reject the password within 90 s (client exit: {status:?})\n--- xfreerdp\n{}\n{}",
-        session.log_text(),
-        xrdp.diagnostics()
-    );
     // With TLS security the RDP connection itself is complete before the password is checked
-    // (xfreerdp reached CONNECTION_STATE_ACTIVE, `+auth-only` would exit 0 whatever the password):
+    // (xfreerdp reaches CONNECTION_STATE_ACTIVE, `+auth-only` would exit 0 whatever the password):
     // the rejection is xrdp's login screen showing the failure, and the client stays connected.
     // A tunnel failure would instead end the client.
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        session.exited().is_none(),
-        "xfreerdp ended: {:?}\n{}",
-        session.exited(),
-        session.log_text()
-    );
-    let client_log = session.log_text();
-    session.stop();
-
-    let (sesman, xlog) = (xrdp.sesman_log(), xrdp.xrdp_log());
-    assert!(client_log.contains(CLIENT_ACTIVE), "xfreerdp:\n{client_log}");
-    assert!(
-        client_log.contains("Negotiated TLS security"),
-        "xfreerdp:\n{client_log}"
-    );
+    let run = xrdp_session(true, Duration::from_secs(1), |user, logs| {
+        logs.sesman.contains("pam_authenticate failed")
+            && logs.sesman.contains(&format!("AUTHFAIL: user={user}"))
+            && logs.xrdp.contains(&format!("login failed for user {user}"))
+    });
+    let Logs { client, sesman, xrdp } = &run.logs;
+    assert!(client.contains(CLIENT_ACTIVE), "xfreerdp:\n{client}");
+    assert!(client.contains("Negotiated TLS security"), "xfreerdp:\n{client}");
     assert!(
         !sesman.contains("created session"),
         "sesman created a session:\n{sesman}"
@@ -204,15 +215,15 @@ fn xrdp_tls_wrong_password_is_rejected_through_tunnel() {
         !sesman.contains("Session started successfully"),
         "sesman log:\n{sesman}"
     );
-    assert!(!xlog.contains("login successful"), "xrdp log:\n{xlog}");
+    assert!(!xrdp.contains("login successful"), "xrdp log:\n{xrdp}");
     assert!(
-        !xlog.contains("lib_mod_log_peer"),
-        "xrdp attached to a session:\n{xlog}"
+        !xrdp.contains("lib_mod_log_peer"),
+        "xrdp attached to a session:\n{xrdp}"
     );
-    assert_eq!(count(&xlog, "connection received from"), 1, "xrdp log:\n{xlog}");
-    show("sesman", &sesman, &["pam_authenticate", "AUTHFAIL"]);
-    show("xrdp", &xlog, &["Security protocol", "login failed"]);
-    assert_one_rdp_session(&gw, user, &["client_closed"]);
+    run.assert_one_connection(
+        &["pam_authenticate", "AUTHFAIL"],
+        &["Security protocol", "login failed"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,25 +233,41 @@ fn xrdp_tls_wrong_password_is_rejected_through_tunnel() {
 const SHADOW_USER: &str = "rdpuser";
 
 fn shadow() -> ShadowServer {
-    ShadowServer::start(SHADOW_USER, &format!("Sh-{}", rdp_peers::random_string(16)))
+    ShadowServer::start(SHADOW_USER, &format!("Sh-{}", random_string(16)))
+}
+
+/// An `xfreerdp +auth-only` run through a tunnel (kept up until the test has read the audit).
+struct AuthOnly {
+    gw: Gateway,
+    _tunnel: Tunnel,
+    ok: bool,
+    log: String,
+}
+
+/// `xfreerdp +auth-only` through a tunnel to `server` with `password`; NLA is negotiated.
+fn auth_only(server: &ShadowServer, password: &str) -> AuthOnly {
+    let (gw, tunnel) = through_tunnel(server.address());
+    let out = FreeRdp::new(&server.xvfb).auth_only(tunnel.port, &server.user, password, AUTH_ONLY_LIMIT);
+    let log = text(&out.stdout) + &text(&out.stderr);
+    assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
+    eprintln!("xfreerdp +auth-only: {}", out.status);
+    AuthOnly {
+        gw,
+        _tunnel: tunnel,
+        ok: out.status.success(),
+        log,
+    }
 }
 
 #[test]
 fn shadow_nla_right_password_authenticates_through_tunnel() {
     let server = shadow();
-    let client = FreeRdp::new(&server.xvfb);
-    let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
-
-    let out = client.auth_only(tunnel.port, &server.user, &server.password, AUTH_ONLY_LIMIT);
-    let log = text(&out.stdout) + &text(&out.stderr);
+    let AuthOnly { gw, _tunnel, ok, log } = auth_only(&server, &server.password);
     assert!(
-        out.status.success(),
-        "xfreerdp +auth-only failed ({}):\n{log}\n--- shadow\n{}",
-        out.status,
+        ok,
+        "xfreerdp +auth-only failed:\n{log}\n--- shadow\n{}",
         server.log_text()
     );
-    assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
     assert!(log.contains("Authentication only, exit status 0"), "xfreerdp:\n{log}");
     let shadow_log = server.log_text();
     assert!(
@@ -254,15 +281,8 @@ fn shadow_nla_right_password_authenticates_through_tunnel() {
 #[test]
 fn shadow_nla_wrong_password_fails_through_tunnel() {
     let server = shadow();
-    let client = FreeRdp::new(&server.xvfb);
-    let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
-
-    let wrong = format!("{}-wrong", server.password);
-    let out = client.auth_only(tunnel.port, &server.user, &wrong, AUTH_ONLY_LIMIT);
-    let log = text(&out.stdout) + &text(&out.stderr);
-    assert!(!out.status.success(), "xfreerdp accepted a wrong password:\n{log}");
-    assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
+    let AuthOnly { gw, _tunnel, ok, log } = auth_only(&server, &format!("{}-wrong", server.password));
+    assert!(!ok, "xfreerdp accepted a wrong password:\n{log}");
     assert!(log.contains("Authentication only, exit status 1"), "xfreerdp:\n{log}");
     // The server itself refused the credentials (not a broken tunnel).
     let refused = wait_until(Duration::from_secs(10), || {
@@ -274,7 +294,6 @@ fn shadow_nla_wrong_password_fails_through_tunnel() {
         &server.log_text(),
         &["authentication failure", "MIC", "SEC_E_"],
     );
-    eprintln!("xfreerdp +auth-only with a wrong password: {}", out.status);
     // The server hung up after the failed CredSSP exchange: the target side ended the session.
     assert_one_rdp_session(&gw, SHADOW_USER, &["target_closed", "client_closed"]);
 }
@@ -284,30 +303,16 @@ fn shadow_nla_full_session_through_tunnel() {
     let server = shadow();
     // Its own display: the client window must not be inside the shadowed screen.
     let display = Xvfb::start();
-    let client = FreeRdp::new(&display);
-    let gw = gateway_for(server.address());
-    let tunnel = Tunnel::start(&gw, TARGET, &gw.token("alice", TARGET));
-
-    let mut session = client.session(tunnel.port, &server.user, &server.password);
-    let active = wait_until(Duration::from_secs(60), || {
-        session.log_text().contains(CLIENT_ACTIVE) || session.exited().is_some()
-    });
-    let status = session.exited();
-    assert!(
-        active && status.is_none(),
-        "no active session within 60 s (client exit: {status:?})\n--- xfreerdp\n{}\n--- shadow\n{}",
-        session.log_text(),
-        server.log_text()
+    let (gw, tunnel) = through_tunnel(server.address());
+    let mut session = FreeRdp::new(&display).session(tunnel.port, &server.user, &server.password);
+    let active = |client: &str| client.contains(CLIENT_ACTIVE);
+    let client_log = hold_session(
+        &mut session,
+        Duration::from_secs(60),
+        active,
+        Duration::from_secs(3),
+        || format!("--- shadow\n{}", server.log_text()),
     );
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(
-        session.exited().is_none(),
-        "xfreerdp ended during the session: {:?}\n{}",
-        session.exited(),
-        session.log_text()
-    );
-    let client_log = session.log_text();
-    session.stop();
     assert!(
         client_log.contains("Negotiated NLA security"),
         "xfreerdp:\n{client_log}"
@@ -317,21 +322,4 @@ fn shadow_nla_full_session_through_tunnel() {
     let down = s["bytes_target_to_client"].as_u64().unwrap_or(0);
     let up = s["bytes_client_to_target"].as_u64().unwrap_or(0);
     eprintln!("full shadow session: {up} bytes up, {down} bytes down");
-}
-
-#[test]
-fn ini_editing_replaces_only_active_keys_of_the_section() {
-    let ini = "[Globals]\n; port=tcp://:3389\nport=3389\n#hidelogwindow=true\n[Xorg]\nport=-1\n";
-    let out = rdp_peers::ini_set(ini, "Globals", "port", "tcp://127.0.0.1:5");
-    assert_eq!(
-        rdp_peers::ini_get(&out, "Globals", "port").as_deref(),
-        Some("tcp://127.0.0.1:5")
-    );
-    assert_eq!(rdp_peers::ini_get(&out, "Xorg", "port").as_deref(), Some("-1"));
-    assert!(out.contains("; port=tcp://:3389\n"), "{out}");
-    let out = rdp_peers::ini_set(&out, "Globals", "autorun", "Xorg");
-    assert_eq!(rdp_peers::ini_get(&out, "Globals", "autorun").as_deref(), Some("Xorg"));
-    assert!(out.find("autorun=Xorg").unwrap() < out.find("[Xorg]").unwrap(), "{out}");
-    let out = rdp_peers::ini_set(&out, "Logging", "LogLevel", "INFO");
-    assert_eq!(rdp_peers::ini_get(&out, "Logging", "LogLevel").as_deref(), Some("INFO"));
 }

@@ -1,15 +1,14 @@
 //! Web RDP through `/v1/rdp` (RDCleanPath) to a real xrdp: the gateway's answer carries the
 //! server's X.224 confirm and certificate, and the client's next PDU, sent in the clear on the
-//! WebSocket, reaches xrdp's MCS layer through the gateway's TLS session with it. Tokens and one-time web tickets are both accepted; a certificate pin is
-//! enforced. (The IronRDP web client in a browser is the other half; see web/.)
+//! WebSocket, reaches xrdp's MCS layer through the gateway's TLS session with it. Tokens and
+//! one-time web tickets are both accepted; a certificate pin is enforced. (The IronRDP web client
+//! in a browser is the other half; see browser_rdp.rs.)
 
-mod common;
-mod rdp_peers;
-
-use common::*;
 use portcullis_protocols::rdp::{self, CleanPathAnswer, Negotiated};
 use portcullis_protocols::ws::{Message, OpCode};
-use rdp_peers::Xrdp;
+use portcullis_testkit::client::sign_in;
+use portcullis_testkit::rdp::Xrdp;
+use portcullis_testkit::{https, Gateway, WsClient};
 use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -34,6 +33,40 @@ async fn ask(gw: &Gateway, proxy_auth: &str, destination: &str) -> (WsClient, Cl
     }
 }
 
+/// The answer to a request with `proxy_auth` for `destination` is a response (the server's).
+async fn answered(gw: &Gateway, proxy_auth: &str, destination: &str) {
+    let (_, answer) = ask(gw, proxy_auth, destination).await;
+    assert!(
+        matches!(answer, CleanPathAnswer::Response { .. }),
+        "{destination}: {answer:?}"
+    );
+}
+
+/// The answer to a request with `proxy_auth` for `destination` is an HTTP error `status`.
+async fn refused(gw: &Gateway, proxy_auth: &str, destination: &str, status: u16) {
+    let (_, answer) = ask(gw, proxy_auth, destination).await;
+    let got = match answer {
+        CleanPathAnswer::Error { http_status, .. } => http_status,
+        CleanPathAnswer::Response { .. } => None,
+    };
+    assert_eq!(got, Some(status), "{destination}: {answer:?}");
+}
+
+/// A one-time web ticket for `desk1` from a signed-in session.
+async fn ticket(gw: &Gateway, cookie: &str) -> String {
+    let (status, _, body) = https(
+        gw,
+        "POST",
+        "/api/rdp/ticket",
+        &[("Cookie", cookie)],
+        r#"{"target":"desk1"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
+    ticket["ticket"].as_str().unwrap().to_owned()
+}
+
 /// After the answer the WebSocket carries the RDP stream inside the gateway's TLS session with
 /// the server: send an X.224 Data TPDU whose MCS content is not a Connect Initial and return
 /// once the server has hung up on it.
@@ -41,10 +74,9 @@ async fn send_bad_mcs(ws: &mut WsClient) {
     // TPKT (12 bytes) + X.224 Data TPDU header + 5 bytes that are no BER Connect-Initial.
     ws.send_binary(&[3, 0, 0, 12, 2, 0xf0, 0x80, 0x7f, 0x65, 0x00, 0x00, 0x00])
         .await;
-    loop {
-        match ws.recv(30 * SEC).await {
-            Some(Message::Close { .. }) | None => return,
-            Some(_) => {}
+    while let Some(msg) = ws.recv(30 * SEC).await {
+        if matches!(msg, Message::Close { .. }) {
+            return;
         }
     }
 }
@@ -57,16 +89,14 @@ async fn rdcleanpath_to_xrdp() {
         .unwrap()
         .as_ref()
         .to_vec();
-    let pin = hex(&Sha256::digest(&cert_der));
-    let wrong_pin = hex(&[7u8; 32]);
-    let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
+    let pin = |fingerprint: String| format!("cert_sha256 = \"{fingerprint}\"");
     let addr = xrdp.address();
-    let gw = Gateway::start_toml(&format!(
-        "[[target]]\nname = \"desk1\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\n\
-         [[target]]\nname = \"pinned\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\ncert_sha256 = \"{pin}\"\n\
-         [[target]]\nname = \"mispinned\"\naddress = \"{addr}\"\nprotocol = \"rdp\"\ncert_sha256 = \"{wrong_pin}\"\n\
-         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntargets = [\"desk1\", \"pinned\", \"mispinned\"]\n"
-    ));
+    let gw = Gateway::builder()
+        .target("desk1", &addr, "rdp")
+        .target_with("pinned", &addr, "rdp", &pin(hex(&Sha256::digest(&cert_der))))
+        .target_with("mispinned", &addr, "rdp", &pin(hex(&[7u8; 32])))
+        .password(PASSWORD)
+        .start();
 
     // A token: the answer has the server's confirm (TLS selected), certificate and address.
     let (mut ws, answer) = ask(&gw, &gw.token("alice", "desk1"), "desk1").await;
@@ -96,12 +126,10 @@ async fn rdcleanpath_to_xrdp() {
     );
 
     // The destination may also be given as the configured address.
-    let (_, answer) = ask(&gw, &gw.token("alice", "desk1"), &addr).await;
-    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
+    answered(&gw, &gw.token("alice", "desk1"), &addr).await;
 
     // A pinned certificate that matches passes; one that does not is refused by the gateway.
-    let (_, answer) = ask(&gw, &gw.token("alice", "pinned"), "pinned").await;
-    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
+    answered(&gw, &gw.token("alice", "pinned"), "pinned").await;
     let (_, answer) = ask(&gw, &gw.token("alice", "mispinned"), "mispinned").await;
     assert!(
         matches!(
@@ -114,56 +142,20 @@ async fn rdcleanpath_to_xrdp() {
         "{answer:?}"
     );
 
-    // A signed-in browser gets a one-time ticket instead of a token.
-    let body = serde_json::json!({ "user": "alice", "password": PASSWORD }).to_string();
-    let (status, head, _) = https(&gw, "POST", "/api/login", "", &body).await;
+    // A signed-in browser gets a one-time ticket instead of a token: for its target only, once.
+    let (status, cookie) = sign_in(&gw, "alice", PASSWORD).await;
     assert_eq!(status, 200);
-    let cookie = session_cookie(&head).unwrap();
-    let (status, _, body) = https(&gw, "POST", "/api/rdp/ticket", &cookie, r#"{"target":"desk1"}"#).await;
-    assert_eq!(status, 200, "{body}");
-    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
-    let (_, answer) = ask(&gw, &ticket, "pinned").await;
-    assert!(
-        matches!(
-            answer,
-            CleanPathAnswer::Error {
-                http_status: Some(403),
-                ..
-            }
-        ),
-        "for another target: {answer:?}"
-    );
-    let (status, _, body) = https(&gw, "POST", "/api/rdp/ticket", &cookie, r#"{"target":"desk1"}"#).await;
-    assert_eq!(status, 200);
-    let ticket: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ticket = ticket["ticket"].as_str().unwrap().to_owned();
-    let (_, answer) = ask(&gw, &ticket, "desk1").await;
-    assert!(matches!(answer, CleanPathAnswer::Response { .. }), "{answer:?}");
-    let (_, answer) = ask(&gw, &ticket, "desk1").await;
-    assert!(
-        matches!(
-            answer,
-            CleanPathAnswer::Error {
-                http_status: Some(401),
-                ..
-            }
-        ),
-        "reused: {answer:?}"
-    );
-    assert_eq!(
-        https(&gw, "POST", "/api/rdp/ticket", "", r#"{"target":"desk1"}"#)
-            .await
-            .0,
-        401
-    );
+    let cookie = cookie.unwrap();
+    refused(&gw, &ticket(&gw, &cookie).await, "pinned", 403).await;
+    let ticket = ticket(&gw, &cookie).await;
+    answered(&gw, &ticket, "desk1").await;
+    refused(&gw, &ticket, "desk1", 401).await;
+    let (status, _, _) = https(&gw, "POST", "/api/rdp/ticket", &[], r#"{"target":"desk1"}"#).await;
+    assert_eq!(status, 401);
 
     // Audit: the sessions carry the X.224 cookie and how they came in.
-    let lines = gw.audit_lines(5);
-    let rec = lines
-        .iter()
-        .find(|l| l["event"] == "session" && l["via"] == "web_rdp")
-        .expect("web RDP session record");
+    let records = gw.records_where(1, |l| l["event"] == "session" && l["via"] == "web_rdp");
+    let rec = records.first().expect("web RDP session record");
     assert_eq!(rec["rdp_cookie"], "rdpuser");
     assert_eq!(rec["protocol"], "rdp");
 }

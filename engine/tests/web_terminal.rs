@@ -1,66 +1,71 @@
 //! The browser SSH terminal's server side against a real sshd: sign-in, the terminal WebSocket
 //! protocol (data, resize reaching the PTY, exit status), recording, and every refusal.
 
-mod common;
-
-use common::sshd::*;
-use common::*;
 use portcullis_protocols::ws::Message;
-use std::time::{Duration, Instant};
+use portcullis_testkit::client::{eventually, sign_in, Endpoint};
+use portcullis_testkit::gateway::{gateway_bin, spawn_ready};
+use portcullis_testkit::process::{self, run_bounded, wait_until, ChildGuard};
+use portcullis_testkit::sshd::{other_host_key, Sshd};
+use portcullis_testkit::{free_port, https, text, Gateway, WsClient};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const SEC: Duration = Duration::from_secs(1);
 const PASSWORD: &str = "correct horse battery";
 
-struct Setup {
-    sshd: Sshd,
-    gw: Gateway,
-}
-
 /// sshd + a gateway whose `vm1` uses the gateway's key, `vm-typed` asks the user, `vm-wrong-key`
 /// pins a host key that is not sshd's, and alice may reach all but `forbidden`.
-fn setup(extra_session: &str) -> Setup {
+fn setup() -> (Sshd, Gateway) {
     let sshd = Sshd::start();
-    let host_pub = std::fs::read_to_string(sshd.dir.path().join("host_key.pub")).unwrap();
-    let host_pub: String = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    let other_dir = tempfile::tempdir().unwrap();
-    keygen(&other_dir.path().join("other"));
-    let other_pub = std::fs::read_to_string(other_dir.path().join("other.pub")).unwrap();
-    let other_pub: String = other_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
-    let addr = sshd.address();
-    let key = sshd.client_key.display().to_string();
-    let user = &sshd.user;
-    let body = format!(
-        "[session]\n{extra_session}\n[recording]\ndir = \"{{dir}}/recordings\"\n\
-         [[target]]\nname = \"vm1\"\naddress = \"{addr}\"\nprotocol = \"ssh\"\nssh_user = \"{user}\"\nssh_key = \"{key}\"\nhost_key = \"{host_pub}\"\n\
-         [[target]]\nname = \"vm-typed\"\naddress = \"{addr}\"\nprotocol = \"ssh\"\nhost_key = \"{host_pub}\"\nclipboard = false\n\
-         [[target]]\nname = \"vm-wrong-key\"\naddress = \"{addr}\"\nprotocol = \"ssh\"\nssh_user = \"{user}\"\nssh_key = \"{key}\"\nhost_key = \"{other_pub}\"\n\
-         [[target]]\nname = \"forbidden\"\naddress = \"{addr}\"\nprotocol = \"ssh\"\nssh_user = \"{user}\"\nssh_key = \"{key}\"\nhost_key = \"{host_pub}\"\n\
-         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nreplay = true\ntargets = [\"vm1\", \"vm-typed\", \"vm-wrong-key\"]\n\
-         [[user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\ntargets = []\n"
-    );
-    let gw = Gateway::start_toml(&body);
-    Setup { sshd, gw }
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let gw = Gateway::builder()
+        .toml("[recording]\ndir = \"{dir}/recordings\"")
+        .target_with("vm1", &addr, "ssh", &sshd.target_keys(&pin))
+        .target_with(
+            "vm-typed",
+            &addr,
+            "ssh",
+            &format!("host_key = \"{pin}\"\nclipboard = false"),
+        )
+        .target_with("vm-wrong-key", &addr, "ssh", &sshd.target_keys(&other_host_key()))
+        .target_with("forbidden", &addr, "ssh", &sshd.target_keys(&pin))
+        .password(PASSWORD)
+        .user("alice", &["vm1", "vm-typed", "vm-wrong-key"], "replay = true")
+        .user("bob", &[], "")
+        .start();
+    (sshd, gw)
 }
 
-async fn sign_in(gw: &Gateway, user: &str, password: &str) -> (u16, Option<String>) {
-    let body = serde_json::json!({ "user": user, "password": password }).to_string();
-    let (status, head, _) = https(gw, "POST", "/api/login", "", &body).await;
-    (status, session_cookie(&head))
+/// Signs alice in; the headers of a same-origin terminal WebSocket with her session.
+async fn alice_headers(ep: &impl Endpoint, password: &str) -> [(&'static str, String); 2] {
+    let (status, cookie) = sign_in(ep, "alice", password).await;
+    assert_eq!(status, 200);
+    [("Cookie", cookie.expect("session cookie")), ("Origin", ep.origin())]
 }
 
-fn origin(gw: &Gateway) -> String {
-    format!("Origin: https://127.0.0.1:{}\r\n", gw.port)
+fn as_refs<'a>(headers: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
 }
 
-/// Collects terminal output until `needle` shows up (or panics after 15 s with what came).
+/// A terminal WebSocket on `path` with `headers`; panics unless it opens.
+async fn terminal(ep: &impl Endpoint, path: &str, headers: &[(&'static str, String)]) -> WsClient {
+    WsClient::open_with(ep, path, &as_refs(headers))
+        .await
+        .unwrap_or_else(|answer| panic!("terminal refused: {}", text(&answer)))
+}
+
+/// Collects terminal output until `needle` shows up (or panics after 15 s with what came);
+/// returns the control messages seen meanwhile.
 async fn wait_for(ws: &mut WsClient, out: &mut String, needle: &str) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + 15 * SEC;
+    let deadline = tokio::time::Instant::now() + 15 * SEC;
     let mut control = Vec::new();
     while !out.contains(needle) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match ws.recv(left).await {
-            Some(Message::Binary(b)) => out.push_str(&String::from_utf8_lossy(&b)),
+        match ws
+            .recv(deadline.saturating_duration_since(tokio::time::Instant::now()))
+            .await
+        {
+            Some(Message::Binary(b)) => out.push_str(&text(&b)),
             Some(Message::Text(t)) => control.push(serde_json::from_str(&t).unwrap()),
             Some(_) => {}
             None => panic!("no {needle:?} in terminal output:\n{out}\ncontrol: {control:?}"),
@@ -69,12 +74,17 @@ async fn wait_for(ws: &mut WsClient, out: &mut String, needle: &str) -> Vec<serd
     control
 }
 
+/// Types `input` and waits for `needle` in the output.
+async fn run(ws: &mut WsClient, input: &str, needle: &str) -> Vec<serde_json::Value> {
+    ws.send_binary(input.as_bytes()).await;
+    wait_for(ws, &mut String::new(), needle).await
+}
+
 #[tokio::test]
 async fn terminal_session_end_to_end() {
-    let Setup { sshd: _sshd, gw } = setup("");
-    let (status, cookie) = sign_in(&gw, "alice", PASSWORD).await;
-    assert_eq!(status, 200);
-    let cookie = cookie.expect("session cookie");
+    let (_sshd, gw) = setup();
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let cookie = [("Cookie", headers[0].1.as_str())];
 
     let (status, _, body) = https(&gw, "GET", "/api/session", &cookie, "").await;
     assert_eq!(status, 200);
@@ -87,10 +97,7 @@ async fn terminal_session_end_to_end() {
         .collect();
     assert_eq!(names, ["vm-typed", "vm-wrong-key", "vm1"]);
 
-    let headers = format!("{cookie}{}", origin(&gw));
-    let mut ws = WsClient::open_with(&gw, "/v1/ssh/vm1?cols=100&rows=30", &headers)
-        .await
-        .expect("upgrade");
+    let mut ws = terminal(&gw, "/v1/ssh/vm1?cols=100&rows=30", &headers).await;
     let marker = format!("MARK{}", std::process::id());
     let mut out = String::new();
     ws.send_binary(format!("echo {marker}-$((6*7)); stty size\n").as_bytes())
@@ -103,37 +110,35 @@ async fn terminal_session_end_to_end() {
     wait_for(&mut ws, &mut out, "30 100").await;
 
     ws.send_text(r#"{"type":"resize","cols":120,"rows":40}"#).await;
-    ws.send_binary(b"stty size\n").await;
-    wait_for(&mut ws, &mut out, "40 120").await;
+    run(&mut ws, "stty size\n", "40 120").await;
 
     ws.send_binary(b"exit 3\n").await;
-    let exit = loop {
-        match ws.recv(15 * SEC).await {
-            Some(Message::Text(t)) => break serde_json::from_str::<serde_json::Value>(&t).unwrap(),
-            Some(_) => continue,
-            None => panic!("no exit message"),
-        }
-    };
-    assert_eq!(exit["type"], "exit");
-    assert_eq!(exit["status"], 3);
+    let exit = ws.recv_json(15 * SEC).await.expect("an exit message");
+    assert_eq!(
+        (exit["type"].as_str(), exit["status"].as_i64()),
+        (Some("exit"), Some(3)),
+        "{exit}"
+    );
 
     // Audited, recorded, and the recording holds what the user saw; replay lists it.
-    let lines = gw.audit_lines(1);
-    let rec = lines.iter().find(|l| l["event"] == "session").expect("session record");
+    let rec = &gw.session_records(1)[0];
     assert_eq!(
         (rec["user"].as_str(), rec["target"].as_str(), rec["via"].as_str()),
         (Some("alice"), Some("vm1"), Some("web_terminal"))
     );
-    assert_eq!(rec["ended"], "exit_status: 3");
+    assert_eq!(
+        (rec["ended"].as_str(), rec["detail"].as_str()),
+        (Some("exit_status"), Some("3")),
+        "{rec}"
+    );
+    assert!(rec.get("token_id").is_none(), "a web session has no token: {rec}");
     let path = rec["recording"].as_str().expect("recording path").to_owned();
-    let deadline = Instant::now() + 5 * SEC;
-    while !std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .contains(&format!("{marker}-42"))
-    {
-        assert!(Instant::now() < deadline, "marker not in recording");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let recorded = wait_until(5 * SEC, || {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains(&format!("{marker}-42"))
+    });
+    assert!(recorded, "marker not in recording");
     let id = rec["session"].as_str().unwrap();
     let (status, _, list) = https(&gw, "GET", "/api/recordings", &cookie, "").await;
     assert_eq!(status, 200);
@@ -147,16 +152,13 @@ async fn terminal_session_end_to_end() {
 
 #[tokio::test]
 async fn typed_credentials_and_clipboard_policy() {
-    let Setup { sshd, gw } = setup("");
-    let (_, cookie) = sign_in(&gw, "alice", PASSWORD).await;
-    let headers = format!("{}{}", cookie.unwrap(), origin(&gw));
+    let (sshd, gw) = setup();
+    let headers = alice_headers(&gw, PASSWORD).await;
     let pem = std::fs::read_to_string(&sshd.client_key).unwrap();
-    let mut ws = WsClient::open_with(&gw, "/v1/ssh/vm-typed", &headers).await.unwrap();
+    let mut ws = terminal(&gw, "/v1/ssh/vm-typed", &headers).await;
     let auth = serde_json::json!({ "type": "auth", "username": sshd.user, "private_key": pem }).to_string();
     ws.send_text(&auth).await;
-    ws.send_binary(b"echo typed-$((1+1))\n").await;
-    let mut out = String::new();
-    let control = wait_for(&mut ws, &mut out, "typed-2").await;
+    let control = run(&mut ws, "echo typed-$((1+1))\n", "typed-2").await;
     assert!(
         control.iter().any(|c| c["type"] == "ready" && c["clipboard"] == false),
         "{control:?}"
@@ -170,80 +172,56 @@ async fn typed_credentials_and_clipboard_policy() {
 
 #[tokio::test]
 async fn refusals() {
-    let Setup { sshd: _sshd, gw } = setup("");
+    let (_sshd, gw) = setup();
     // Wrong password, unknown user: 401, same answer.
     assert_eq!(sign_in(&gw, "alice", "wrong").await.0, 401);
     assert_eq!(sign_in(&gw, "mallory", PASSWORD).await.0, 401);
     // Cross-origin sign-in.
     let body = serde_json::json!({ "user": "alice", "password": PASSWORD }).to_string();
-    let mut tls = tls_connect(gw.addr()).await;
-    let req = format!(
-        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nOrigin: https://evil.example\r\nContent-Length: {}\r\n\r\n{body}",
-        gw.port,
-        body.len()
-    );
-    assert_eq!(status_of(&exchange(&mut tls, req.as_bytes()).await), 403);
+    let evil = ("Origin", "https://evil.example");
+    assert_eq!(https(&gw, "POST", "/api/login", &[evil], &body).await.0, 403);
 
-    let (_, cookie) = sign_in(&gw, "alice", PASSWORD).await;
-    let cookie = cookie.unwrap();
-    // Cross-origin WebSocket with a valid cookie.
-    let evil = format!("{cookie}Origin: https://evil.example\r\n");
-    let err = WsClient::open_with(&gw, "/v1/ssh/vm1", &evil)
-        .await
-        .err()
-        .expect("refused");
-    assert_eq!(status_of(&err), 403);
-    // No cookie; a forged one.
-    assert_eq!(
-        status_of(
-            &WsClient::open_with(&gw, "/v1/ssh/vm1", &origin(&gw))
-                .await
-                .err()
-                .unwrap()
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let cookie = ("Cookie", headers[0].1.as_str());
+    let origin = ("Origin", headers[1].1.as_str());
+    let forged = ("Cookie", "portcullis_session=AAAA");
+    for (what, path, headers, want) in [
+        (
+            "cross-origin with a valid cookie",
+            "/v1/ssh/vm1",
+            vec![cookie, evil],
+            403,
         ),
-        401
-    );
-    let forged = format!("Cookie: portcullis_session=AAAA\r\n{}", origin(&gw));
-    assert_eq!(
-        status_of(&WsClient::open_with(&gw, "/v1/ssh/vm1", &forged).await.err().unwrap()),
-        401
-    );
-    // Target not in the user's policy.
-    let ok_headers = format!("{cookie}{}", origin(&gw));
-    assert_eq!(
-        status_of(
-            &WsClient::open_with(&gw, "/v1/ssh/forbidden", &ok_headers)
-                .await
-                .err()
-                .unwrap()
+        ("no cookie", "/v1/ssh/vm1", vec![origin], 401),
+        ("a forged cookie", "/v1/ssh/vm1", vec![forged, origin], 401),
+        (
+            "not in the user's policy",
+            "/v1/ssh/forbidden",
+            vec![cookie, origin],
+            403,
         ),
+        // One policy decision for every route: an unknown target is not found.
+        ("unknown target", "/v1/ssh/nowhere", vec![cookie, origin], 404),
+    ] {
+        assert_eq!(WsClient::refused(&gw, path, &headers).await, want, "{what}");
+    }
+    // Changed host key: a clear error, no shell.
+    let mut ws = terminal(&gw, "/v1/ssh/vm-wrong-key", &headers).await;
+    let msg = ws.recv_json(15 * SEC).await.expect("an error message");
+    assert_eq!(msg["type"], "error");
+    let message = msg["message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not match the pinned key"), "{msg}");
+    // Sign-out ends the session.
+    assert_eq!(https(&gw, "POST", "/api/logout", &[cookie], "").await.0, 200);
+    assert_eq!(https(&gw, "GET", "/api/session", &[cookie], "").await.0, 401);
+    // bob may not replay.
+    let bob = sign_in(&gw, "bob", PASSWORD).await.1.unwrap();
+    assert_eq!(
+        https(&gw, "GET", "/api/recordings", &[("Cookie", bob.as_str())], "")
+            .await
+            .0,
         403
     );
-    // Changed host key: a clear error, no shell.
-    let mut ws = WsClient::open_with(&gw, "/v1/ssh/vm-wrong-key", &ok_headers)
-        .await
-        .unwrap();
-    let msg = loop {
-        match ws.recv(15 * SEC).await {
-            Some(Message::Text(t)) => break serde_json::from_str::<serde_json::Value>(&t).unwrap(),
-            Some(_) => continue,
-            None => panic!("no error message"),
-        }
-    };
-    assert_eq!(msg["type"], "error");
-    assert!(
-        msg["message"]
-            .as_str()
-            .unwrap()
-            .contains("does not match the pinned key"),
-        "{msg}"
-    );
-    // Sign-out ends the session.
-    assert_eq!(https(&gw, "POST", "/api/logout", &cookie, "").await.0, 200);
-    assert_eq!(https(&gw, "GET", "/api/session", &cookie, "").await.0, 401);
-    // bob may not replay.
-    let (_, bob) = sign_in(&gw, "bob", PASSWORD).await;
-    assert_eq!(https(&gw, "GET", "/api/recordings", &bob.unwrap(), "").await.0, 403);
     // Lockout: after 5 failures even the right password is refused, with 429.
     for _ in 0..5 {
         sign_in(&gw, "bob", "nope").await;
@@ -253,97 +231,56 @@ async fn refusals() {
 
 #[tokio::test]
 async fn expired_sessions_are_refused() {
-    let Setup { sshd: _sshd, gw } = {
-        // A one-second session lifetime.
-        let s = setup("");
-        drop(s.gw);
-        let body = std::fs::read_to_string(s.sshd.dir.path().join("sshd_config")).unwrap();
-        assert!(!body.is_empty());
-        let host_pub = std::fs::read_to_string(s.sshd.dir.path().join("host_key.pub")).unwrap();
-        let host_pub: String = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
-        let gw = Gateway::start_toml(&format!(
-            "[web]\nsession_ttl = \"1s\"\n[[target]]\nname = \"vm1\"\naddress = \"{}\"\nprotocol = \"ssh\"\nhost_key = \"{host_pub}\"\n\
-             [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntargets = [\"vm1\"]\n",
-            s.sshd.address()
-        ));
-        Setup { sshd: s.sshd, gw }
-    };
-    let (_, cookie) = sign_in(&gw, "alice", PASSWORD).await;
-    let cookie = cookie.unwrap();
+    // A one-second session lifetime.
+    let sshd = Sshd::start();
+    let gw = Gateway::builder()
+        .toml("[web]\nsession_ttl = \"1s\"")
+        .target_with(
+            "vm1",
+            sshd.address(),
+            "ssh",
+            &format!("host_key = \"{}\"", sshd.host_key()),
+        )
+        .password(PASSWORD)
+        .user("alice", &["vm1"], "")
+        .start();
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let cookie = [("Cookie", headers[0].1.as_str())];
     assert_eq!(https(&gw, "GET", "/api/session", &cookie, "").await.0, 200);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(https(&gw, "GET", "/api/session", &cookie, "").await.0, 401);
-    let headers = format!("{cookie}{}", origin(&gw));
-    assert_eq!(
-        status_of(&WsClient::open_with(&gw, "/v1/ssh/vm1", &headers).await.err().unwrap()),
-        401
-    );
+    let (gw_ref, cookie_ref) = (&gw, &cookie);
+    let expired = eventually(10 * SEC, || async move {
+        https(gw_ref, "GET", "/api/session", cookie_ref, "").await.0 == 401
+    })
+    .await;
+    assert!(expired, "the session did not expire");
+    assert_eq!(WsClient::refused(&gw, "/v1/ssh/vm1", &as_refs(&headers)).await, 401);
 }
 
 /// `portcullis serve` with no config: sign in with the printed password and get a shell from
 /// the built-in SSH server.
 #[tokio::test]
 async fn demo_gives_a_working_terminal() {
-    use std::io::BufRead;
-    let port = free_port();
-    let mut child = std::process::Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split_once("sign in as demo / ").map(|(_, p)| p.trim().to_owned()) {
-                let _ = tx.send(rest);
-            }
-        }
-    });
-    let password = rx.recv_timeout(20 * SEC).expect("demo banner with a password");
-    let gw = DemoGuard(child);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    // The harness's helpers take a Gateway; talk to the demo by hand.
-    let mut tls = tls_connect(addr).await;
-    let body = serde_json::json!({ "user": "demo", "password": password }).to_string();
-    let req = format!(
-        "POST /api/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://127.0.0.1:{port}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
+    let dir = tempfile::tempdir().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let log = dir.path().join("demo.log");
+    // The banner (with the password) is printed before the gateway reports ready.
+    let (_demo, _) = spawn_ready(
+        Command::new(gateway_bin()).args(["serve", "--listen", &addr.to_string()]),
+        &log,
     );
-    let resp = String::from_utf8_lossy(&exchange(&mut tls, req.as_bytes()).await).into_owned();
-    assert_eq!(status_of(resp.as_bytes()), 200, "{resp}");
-    let cookie = session_cookie(&resp).unwrap();
-    let mut tls = tls_connect(addr).await;
-    use futures_lite::{AsyncReadExt, AsyncWriteExt};
-    let req = format!(
-        "GET /v1/ssh/demo-shell?cols=90&rows=20 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nOrigin: https://127.0.0.1:{port}\r\n{cookie}\
-         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    tls.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(tls.read(&mut b).await.unwrap(), 1, "{}", String::from_utf8_lossy(&head));
-        head.push(b[0]);
-    }
-    assert_eq!(status_of(&head), 101, "{}", String::from_utf8_lossy(&head));
-    let mut ws = WsClient::from_tls(tls);
-    ws.send_binary(b"echo demo-$((20+22)); stty size\n").await;
+    let banner = process::read_log(&log);
+    let password = banner
+        .lines()
+        .find_map(|l| l.split_once("sign in as demo / ").map(|(_, p)| p.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no demo password in the banner:\n{banner}"));
+    let (status, cookie) = sign_in(&addr, "demo", &password).await;
+    assert_eq!(status, 200);
+    let headers = [("Cookie", cookie.expect("session cookie")), ("Origin", addr.origin())];
+    let mut ws = terminal(&addr, "/v1/ssh/demo-shell?cols=90&rows=20", &headers).await;
     let mut out = String::new();
+    ws.send_binary(b"echo demo-$((20+22)); stty size\n").await;
     wait_for(&mut ws, &mut out, "demo-42").await;
     wait_for(&mut ws, &mut out, "20 90").await;
-    drop(gw);
-}
-
-struct DemoGuard(std::process::Child);
-
-impl Drop for DemoGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The gateway's credentials may live in an SSH agent instead of a key file.
@@ -352,40 +289,33 @@ async fn gateway_credentials_from_an_ssh_agent() {
     let sshd = Sshd::start();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("agent.sock");
-    let mut agent = std::process::Command::new("/usr/bin/ssh-agent")
+    let agent = Command::new("/usr/bin/ssh-agent")
         .args(["-D", "-a"])
         .arg(&socket)
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .spawn()
         .expect("ssh-agent (openssh-client)");
-    let deadline = Instant::now() + 10 * SEC;
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "ssh-agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _agent = ChildGuard::new(agent, Duration::ZERO);
+    assert!(wait_until(10 * SEC, || socket.exists()), "ssh-agent did not start");
     let added = run_bounded(
-        std::process::Command::new("/usr/bin/ssh-add")
+        Command::new("/usr/bin/ssh-add")
             .arg(&sshd.client_key)
             .env("SSH_AUTH_SOCK", &socket),
         10 * SEC,
     );
     assert!(added.status.success(), "ssh-add: {}", text(&added.stderr));
-    let host_pub = std::fs::read_to_string(sshd.dir.path().join("host_key.pub")).unwrap();
-    let host_pub: String = host_pub.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-    let hash = portcullis::web::passwd::hash(PASSWORD).unwrap();
-    let gw = Gateway::start_toml(&format!(
-        "[[target]]\nname = \"vm-agent\"\naddress = \"{}\"\nprotocol = \"ssh\"\nssh_user = \"{}\"\nssh_agent = \"{}\"\nhost_key = \"{host_pub}\"\n\
-         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntargets = [\"vm-agent\"]\n",
-        sshd.address(),
+    let keys = format!(
+        "ssh_user = \"{}\"\nssh_agent = \"{}\"\nhost_key = \"{}\"",
         sshd.user,
-        socket.display()
-    ));
-    let (_, cookie) = sign_in(&gw, "alice", PASSWORD).await;
-    let headers = format!("{}{}", cookie.unwrap(), origin(&gw));
-    let mut ws = WsClient::open_with(&gw, "/v1/ssh/vm-agent", &headers).await.unwrap();
-    ws.send_binary(b"echo agent-$((3*3))\n").await;
-    let mut out = String::new();
-    wait_for(&mut ws, &mut out, "agent-9").await;
-    let _ = agent.kill();
-    let _ = agent.wait();
+        socket.display(),
+        sshd.host_key()
+    );
+    let gw = Gateway::builder()
+        .target_with("vm-agent", sshd.address(), "ssh", &keys)
+        .password(PASSWORD)
+        .user("alice", &["vm-agent"], "")
+        .start();
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let mut ws = terminal(&gw, "/v1/ssh/vm-agent", &headers).await;
+    run(&mut ws, "echo agent-$((3*3))\n", "agent-9").await;
 }

@@ -255,7 +255,7 @@ def main():
         write("terminal", name, bytes([sel, 3]) + text)
 
     # gateway_request: [sel, request]; sel & 7 = 4 is clock 1800000000, sel >> 3 the cut (32nds).
-    # `$0`..`$5` stand for the tokens gateway_checks.rs signs (0 alice/vm1 good, 1 not hers,
+    # `$0`..`$5` stand for the tokens core_checks.rs signs (0 alice/vm1 good, 1 not hers,
     # 2 unknown user, 3 unknown target, 4 expired, 5 alice/rdp1 good).
     def upgrade(path, extra=b""):
         return (b"GET " + path + b" HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -280,6 +280,31 @@ def main():
     for name, request in gateway.items():
         write("gateway_request", name, bytes([4 | (20 << 3)]) + request)
     write("gateway_request", "tunnel-expired-clock", bytes([7]) + gateway["tunnel-bearer"])
+    # The grant check reads lines `destination`, `user`, `bound target` from the same input.
+    grants = {
+        "grant-web-name": b"vm1\nalice\n",
+        "grant-address-bound": b"10.0.0.6:3389\nalice\nrdp2\n",
+        "grant-ticket-rdp": b"rdp1\nalice\nrdp1\n",
+        "grant-not-hers": b"vm2\nbob\nvm2\n",
+        "grant-token-address": b"10.0.0.6:3389\nalice\n",
+    }
+    for name, text in grants.items():
+        write("gateway_request", name, bytes([4]) + text)
+
+    # relay: choices of the simulation (portcullis_core::relay::sim::FromBytes), found by search so
+    # that the seeds reach every way a session ends, with small and large transfers.
+    write("relay", "local-big", bytes.fromhex("da6fe96ff7d0596239cfc048425e41b5a93e033e09a82e4d934678f251ece1bda4f7dbbb2d50a1bb72384733b4a5dd63533e2539c99f6d983503cea4b5b43b98250d4bcf567228d9372aca1852c7f84420bbfb05eceabcad5b5aa0"))
+    write("relay", "local-small", bytes.fromhex("02177b5bf2d6ff414fd5f31a911184a919d308cfbdff9ac7c32c681ebc5ab3a95d7f332fbad6ed1ccef9614e6aad2177367ad0fb01436e71f93c8c4d160a481ab8454647dca40f18ba237a64fe5b9f0ba75a343c5e39336097b835aeb312235ba264e18345eaa4650c5cc422da704d43f480556f28026f2a3a2d"))
+    write("relay", "peerclosed-big", bytes.fromhex("02bb3e313e84f538ed768a193f15c4a268b9f932651042da1521b093e5bbcc1afe3c9f1cd26255400928da7be1c63cea46ff1d746b08e9a90cedb9ca1a8c476ed6e81f89d51206a0508eb23d0f8a8624eebceddcaaba502e1d7dca2f60b713ba835c618a6a"))
+    write("relay", "peerclosed-small", bytes.fromhex("9dc8b29ebafeee9aeb15d1aa5d46cdd2ff55b78c78d3ab2ff636308bb7e7f9cb31a14f2fee64d0cdb9caec3a1164d8adc0c13f4e1109bd958e398f1b1c348a3c993ec32b46a314e8743a07e7dd4dd75369c5e90087199c2f3c7062ab8566a364bded195b"))
+    write("relay", "peergone-big", bytes.fromhex("1226c2ba6c9bdd192997ff475a9741063ca8f1d2160c5322861dc41cf445413a5a0f96a2bdc69a507c75c070f3f5d7375d59e4a8f748ed3cf67ec3b1cf"))
+    write("relay", "peergone-small", bytes.fromhex("acbface6b49efe6b59454bdfed279bd536b1a2a5973a2b7866cf74da2c7ce04d95646f71597f3f023bf9eb0b0b00072c4d71e29acd2dbfb58ffcb306a7f740e5650bf40e2902425d09c8374fdd2924f2658ebe9e0690"))
+    write("relay", "protocol-big", bytes.fromhex("ce474c0ee2d94af18c824c52143df3e1274584e242b3f7d20aeae94aa8c94dc3578a9f3299ecd71aceba"))
+    write("relay", "protocol-small", bytes.fromhex("a121976012e86b25203e12bb0fddf5b3841841b1b70d9cff5f5e347b4f4601a1f60711a9e0240ec8f038864ce703af0ea9153de7c857d9cd4befb71ef47f06bd1d9384fc63948debeacd9834d75db56ed5d3b0854cb511459df2"))
+    write("relay", "rawclosed-big", bytes.fromhex("4a17f53a059b758700f6a4651d433463545048cfd0cbf332e55e40ea595fb32da26489c05a50be9fe51963b301502a1d44a9f567fb397953e2f31029f78430ac9ce5a6d3aa72bd0e5db437ce34a5d2557acbf8feaf93"))
+    write("relay", "rawclosed-small", bytes.fromhex("94ad50f3e947ed7ecafaaef09a16a4348b9c10458d987fda01f59a291e80a9d6aa6a196a241af0cf019b48bbb04dd3ea13"))
+    write("relay", "rawerror-big", bytes.fromhex("252dfd90ab9e434c9f870ab6bc30abdc9b9248b63b63865fb1c98ea5b948091f44a2f0dace409b11bb3d114a8b545e4204ecea6dacedb9d85ba2b37224465c85bbd48836572c5e2474b3d03029f7d61bf9ea8cf3bd0c236719c1e1bf4d5b2e4724d6c21ced6a25b96df2730cbf5809b7e1"))
+    write("relay", "rawerror-small", bytes.fromhex("578a914162c7f01d982be0031658451ca7370915089af117e8933add0386abc966c8367599ccd0d0a85e2c955eb793c0db4a4d8d19308c0a7746"))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
 use crate::cli::ConnectArgs;
 use crate::endpoint::Endpoint;
 use crate::progress;
-use crate::stats::{nanos, new_histogram, ErrorTally, Summary};
+use crate::stats::{record_step, step_summary, ErrorTally, Summary};
 use crate::ws::{self, CloseOutcome, Input, WsConn};
 use crate::Outcome;
 use hdrhistogram::Histogram;
@@ -32,17 +32,6 @@ struct Steps {
     probe: Option<Histogram<u64>>,
     close: Option<Histogram<u64>>,
     total: Option<Histogram<u64>>,
-}
-
-fn rec(h: &mut Option<Histogram<u64>>, d: Duration) {
-    h.get_or_insert_with(new_histogram).saturating_record(nanos(d));
-}
-
-fn summary(h: &Option<Histogram<u64>>) -> serde_json::Value {
-    match h {
-        Some(h) => json!(Summary::of(h)),
-        None => serde_json::Value::Null,
-    }
 }
 
 struct Shared {
@@ -77,18 +66,18 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
                 match one(&ep, i, probe).await {
                     Ok(t) => {
                         let mut s = shared.steps.lock().unwrap_or_else(|p| p.into_inner());
-                        rec(&mut s.tcp, t.open.tcp);
+                        record_step(&mut s.tcp, t.open.tcp);
                         if let Some(tls) = t.open.tls {
-                            rec(&mut s.tls, tls);
+                            record_step(&mut s.tls, tls);
                         }
                         if let Some(upgrade) = t.open.upgrade {
-                            rec(&mut s.upgrade, upgrade);
+                            record_step(&mut s.upgrade, upgrade);
                         }
                         if let Some(p) = t.probe {
-                            rec(&mut s.probe, p);
+                            record_step(&mut s.probe, p);
                         }
-                        rec(&mut s.close, t.close);
-                        rec(&mut s.total, t.total);
+                        record_step(&mut s.close, t.close);
+                        record_step(&mut s.total, t.total);
                         drop(s);
                         shared.done.fetch_add(1, Relaxed);
                         if t.open.tls_resumed {
@@ -156,12 +145,12 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<Outcome> {
         "sessions_per_s": rate,
         "tls_resumed": resumed,
         "steps": {
-            "tcp": summary(&steps.tcp),
-            "tls": summary(&steps.tls),
-            "upgrade": summary(&steps.upgrade),
-            "probe": summary(&steps.probe),
-            "close": summary(&steps.close),
-            "total": summary(&steps.total),
+            "tcp": step_summary(&steps.tcp),
+            "tls": step_summary(&steps.tls),
+            "upgrade": step_summary(&steps.upgrade),
+            "probe": step_summary(&steps.probe),
+            "close": step_summary(&steps.close),
+            "total": step_summary(&steps.total),
         },
         "errors": errors.to_json(),
         "error_count": errors.total(),

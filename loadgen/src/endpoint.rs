@@ -8,6 +8,7 @@ use crate::cli::ConnArgs;
 use anyhow::{anyhow, bail, Context};
 use futures_rustls::TlsConnector;
 use portcullis::tls::{client_config, ServerTrust};
+use portcullis_protocols::http;
 use rustls::pki_types::ServerName;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -121,13 +122,36 @@ pub fn render_path(
     Ok((path, token_in_path))
 }
 
+/// The parts of an upgrade request that are the same for every session of a run.
+struct RequestParts {
+    path: String,
+    host: String,
+    bearer: Option<String>,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestParts {
+    fn encode(&self, key: &str) -> Result<Vec<u8>, http::HttpError> {
+        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        http::UpgradeRequest {
+            path: &self.path,
+            host: &self.host,
+            key,
+            bearer: self.bearer.as_deref(),
+            user_agent: concat!("portcullis-loadgen/", env!("CARGO_PKG_VERSION")),
+            headers: &headers,
+        }
+        .encode()
+    }
+}
+
 /// Everything needed to open a session, shared by all sessions of a run.
 pub struct Endpoint {
     pub url: Url,
     pub addr: SocketAddr,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
-    /// Request head up to (not including) the Sec-WebSocket-Key line.
-    head: String,
+    /// What every session's upgrade request carries (its key differs).
+    head: RequestParts,
     /// The path with any token replaced by `…`, for reports.
     pub display_path: String,
     /// Source addresses to bind to, round robin; empty: let the kernel choose.
@@ -160,7 +184,7 @@ impl Endpoint {
                     .as_deref()
                     .ok_or_else(|| anyhow!("--token-key needs --target"))?;
                 let ttl: Duration = args.token_ttl.into();
-                let token = portcullis::keys::issue(&pem, user, target, ttl)
+                let token = portcullis_core::keys::issue(&pem, user, target, ttl)
                     .with_context(|| format!("cannot mint a token with {}", key.display()))?;
                 Some(token)
             }
@@ -177,28 +201,28 @@ impl Endpoint {
             _ => path.clone(),
         };
 
-        let mut head = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nUser-Agent: portcullis-loadgen/{}\r\n",
-            url.authority(),
-            env!("CARGO_PKG_VERSION")
-        );
-        if let (Some(t), false) = (&token, token_in_path) {
-            head.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
+        let bearer = token.filter(|_| !token_in_path);
+        let mut headers = Vec::new();
         for h in &args.headers {
             let (name, value) = h
                 .split_once(':')
                 .ok_or_else(|| anyhow!("--header {h:?} must look like `Name: value`"))?;
             let name = name.trim();
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-                || value.contains(['\r', '\n'])
-            {
+            if !http::is_token(name) || value.contains(['\r', '\n']) {
                 bail!("--header {h:?} is not a valid HTTP header");
             }
-            head.push_str(&format!("{name}: {}\r\n", value.trim()));
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        let head = RequestParts {
+            path,
+            host: url.authority(),
+            bearer,
+            headers,
+        };
+        // Checked once here, so that every session's request encodes (tcp:// sends none).
+        if !url.raw {
+            head.encode("dGhlIHNhbXBsZSBub25jZQ==")
+                .map_err(|e| anyhow!("cannot build the upgrade request: {e}"))?;
         }
 
         let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
@@ -254,8 +278,9 @@ impl Endpoint {
     }
 
     /// The whole upgrade request with this Sec-WebSocket-Key.
-    pub fn request_head(&self, key: &str) -> String {
-        format!("{}Sec-WebSocket-Key: {key}\r\n\r\n", self.head)
+    pub fn request_head(&self, key: &str) -> Vec<u8> {
+        // `from_args` encoded it once with a placeholder key; keys are base64, so this encodes too.
+        self.head.encode(key).expect("the upgrade request was checked at start")
     }
 
     /// Source address for session number `i`.

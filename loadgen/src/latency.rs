@@ -21,7 +21,6 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
-use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -291,14 +290,7 @@ async fn session(mut conn: WsConn, plan: Plan, mut rec: Recorder, live: Arc<Live
             }
             match input {
                 Poll::Ready(Ok(Input::Progress)) => progress = true,
-                Poll::Ready(Ok(Input::Closed(code))) => {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "the server closed the session (code {})",
-                        code.map_or("none".into(), |c| c.to_string())
-                    ))))
-                }
-                Poll::Ready(Ok(Input::Eof)) => return Poll::Ready(Err(io::Error::other("the connection ended"))),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(other) => return Poll::Ready(Err(Input::ended(other))),
                 Poll::Pending => {}
             }
             if !sending && in_flight.is_empty() && !conn.has_output() {

@@ -19,7 +19,7 @@
 
 use crate::cli::SshArgs;
 use crate::endpoint::Endpoint;
-use crate::stats::{nanos, new_histogram, ErrorTally, Summary};
+use crate::stats::{record_step, step_summary, ErrorTally, Summary};
 use crate::ws::{self, CloseOutcome, Input, WsConn};
 use crate::{progress, Outcome};
 use anyhow::{anyhow, bail};
@@ -99,17 +99,6 @@ struct Steps {
     command: Option<Histogram<u64>>,
     close: Option<Histogram<u64>>,
     total: Option<Histogram<u64>>,
-}
-
-fn rec(h: &mut Option<Histogram<u64>>, d: Duration) {
-    h.get_or_insert_with(new_histogram).saturating_record(nanos(d));
-}
-
-fn summary(h: &Option<Histogram<u64>>) -> serde_json::Value {
-    match h {
-        Some(h) => json!(Summary::of(h)),
-        None => serde_json::Value::Null,
-    }
 }
 
 struct Times {
@@ -266,13 +255,13 @@ pub async fn run(args: SshArgs) -> anyhow::Result<Outcome> {
                 match one(&ctx, i).await {
                     Ok(t) => {
                         let mut s = shared.steps.lock().unwrap_or_else(|p| p.into_inner());
-                        rec(&mut s.tunnel, t.tunnel);
-                        rec(&mut s.handshake, t.handshake);
-                        rec(&mut s.auth, t.auth);
-                        rec(&mut s.channel, t.channel);
-                        rec(&mut s.command, t.command);
-                        rec(&mut s.close, t.close);
-                        rec(&mut s.total, t.total);
+                        record_step(&mut s.tunnel, t.tunnel);
+                        record_step(&mut s.handshake, t.handshake);
+                        record_step(&mut s.auth, t.auth);
+                        record_step(&mut s.channel, t.channel);
+                        record_step(&mut s.command, t.command);
+                        record_step(&mut s.close, t.close);
+                        record_step(&mut s.total, t.total);
                         drop(s);
                         shared.done.fetch_add(1, Relaxed);
                         if t.open.tls_resumed {
@@ -361,13 +350,13 @@ pub async fn run(args: SshArgs) -> anyhow::Result<Outcome> {
         "sessions_per_s": rate,
         "tls_resumed": shared.resumed.load(Relaxed),
         "steps": {
-            "tunnel": summary(&steps.tunnel),
-            "handshake": summary(&steps.handshake),
-            "auth": summary(&steps.auth),
-            "channel": summary(&steps.channel),
-            "command": summary(&steps.command),
-            "close": summary(&steps.close),
-            "total": summary(&steps.total),
+            "tunnel": step_summary(&steps.tunnel),
+            "handshake": step_summary(&steps.handshake),
+            "auth": step_summary(&steps.auth),
+            "channel": step_summary(&steps.channel),
+            "command": step_summary(&steps.command),
+            "close": step_summary(&steps.close),
+            "total": step_summary(&steps.total),
         },
         "errors_by_kind": serde_json::Value::Object(
             kinds.iter().map(|(k, n)| (k.to_string(), json!(n))).collect()

@@ -10,6 +10,19 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Records `d` into a step's histogram, created on first use (steps a run never reached stay absent).
+pub fn record_step(h: &mut Option<Histogram<u64>>, d: Duration) {
+    h.get_or_insert_with(new_histogram).saturating_record(nanos(d));
+}
+
+/// A step's summary for the report, `null` when the step never happened.
+pub fn step_summary(h: &Option<Histogram<u64>>) -> serde_json::Value {
+    match h {
+        Some(h) => serde_json::json!(Summary::of(h)),
+        None => serde_json::Value::Null,
+    }
+}
+
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
 }

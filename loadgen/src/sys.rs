@@ -3,44 +3,26 @@
 use anyhow::{anyhow, Context};
 
 /// Raises the soft open-files limit to the hard limit; returns the new soft limit.
-#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid resource and a properly sized struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let want = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
         };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
+        if setrlimit(Resource::Nofile, want).is_ok() {
+            return lim.maximum.unwrap_or(u64::MAX);
         }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-        lim.rlim_cur as u64
     }
+    lim.current.unwrap_or(u64::MAX)
 }
 
 /// The current soft open-files limit.
-#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
 pub fn nofile_limit() -> u64 {
-    // SAFETY: as above.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        lim.rlim_cur as u64
-    }
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
 }
 
 /// VmRSS of a process in KiB, from /proc/PID/status.

@@ -53,32 +53,19 @@ pub async fn serve(listener: TcpListener, mode: TargetMode, stats: Arc<TargetSta
     }
 }
 
-async fn echo(mut sock: TcpStream, stats: &TargetStats) -> io::Result<()> {
-    loop {
-        sock.readable().await?;
-        let mut buf = vec![0u8; BUF];
-        loop {
-            match sock.try_read(&mut buf) {
-                Ok(0) => {
-                    sock.shutdown().await?;
-                    return Ok(());
-                }
-                Ok(n) => {
-                    stats.bytes_in.fetch_add(n as u64, Relaxed);
-                    sock.write_all(&buf[..n]).await?;
-                    stats.bytes_out.fetch_add(n as u64, Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
-    }
+async fn echo(sock: TcpStream, stats: &TargetStats) -> io::Result<()> {
+    relay_bytes(sock, stats, true).await
 }
 
-async fn sink(mut sock: TcpStream, stats: &TargetStats) -> io::Result<()> {
+async fn sink(sock: TcpStream, stats: &TargetStats) -> io::Result<()> {
+    relay_bytes(sock, stats, false).await
+}
+
+/// Reads until EOF (then FIN back), counting bytes; with `echo`, writes every byte back.
+async fn relay_bytes(mut sock: TcpStream, stats: &TargetStats, echo: bool) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF];
     loop {
         sock.readable().await?;
-        let mut buf = vec![0u8; BUF];
         loop {
             match sock.try_read(&mut buf) {
                 Ok(0) => {
@@ -87,6 +74,10 @@ async fn sink(mut sock: TcpStream, stats: &TargetStats) -> io::Result<()> {
                 }
                 Ok(n) => {
                     stats.bytes_in.fetch_add(n as u64, Relaxed);
+                    if echo {
+                        sock.write_all(&buf[..n]).await?;
+                        stats.bytes_out.fetch_add(n as u64, Relaxed);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),

@@ -174,14 +174,7 @@ async fn session(
             let mut got = 0u64;
             match conn.poll_input(cx, |d| got += d.len() as u64) {
                 Poll::Ready(Ok(Input::Progress)) => progress = true,
-                Poll::Ready(Ok(Input::Closed(code))) => {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "the server closed the session (code {})",
-                        code.map_or("none".into(), |c| c.to_string())
-                    ))))
-                }
-                Poll::Ready(Ok(Input::Eof)) => return Poll::Ready(Err(io::Error::other("the connection ended"))),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(other) => return Poll::Ready(Err(Input::ended(other))),
                 Poll::Pending => {}
             }
             if got > 0 {

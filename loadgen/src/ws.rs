@@ -114,7 +114,8 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
     {
         use std::os::fd::AsRawFd;
         let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a c_int option value of the right size.
+        // SAFETY: a valid socket fd and a c_int option value of the right size. (rustix has no
+        // wrapper for IP_BIND_ADDRESS_NO_PORT.)
         let rc = unsafe {
             libc::setsockopt(
                 sock.as_raw_fd(),
@@ -197,6 +198,21 @@ pub enum Input {
     Closed(Option<u16>),
     /// The transport ended.
     Eof,
+}
+
+impl Input {
+    /// The error a scenario reports when input ended its session (anything but `Progress`).
+    pub fn ended(input: io::Result<Input>) -> io::Error {
+        match input {
+            Ok(Input::Closed(code)) => io::Error::other(format!(
+                "the server closed the session (code {})",
+                code.map_or("none".into(), |c| c.to_string())
+            )),
+            Ok(Input::Eof) => io::Error::other("the connection ended"),
+            Ok(Input::Progress) => io::Error::other("no progress"),
+            Err(e) => e,
+        }
+    }
 }
 
 /// How a graceful close went.
@@ -305,7 +321,7 @@ impl WsConn {
         let key = ws::client_key(nonce);
         let request = ep.request_head(&key);
         let io_err = |e: io::Error| open_error("upgrade", e);
-        self.stream.write_all(request.as_bytes()).await.map_err(io_err)?;
+        self.stream.write_all(&request).await.map_err(io_err)?;
         self.stream.flush().await.map_err(io_err)?;
         let limits = HeadLimits {
             max_bytes: 16 * 1024,
@@ -313,7 +329,7 @@ impl WsConn {
         };
         let mut buf = vec![0u8; limits.max_bytes];
         let mut filled = 0;
-        let head = loop {
+        let answer = loop {
             let n = self.stream.read(&mut buf[filled..]).await.map_err(io_err)?;
             if n == 0 {
                 return Err(open_error(
@@ -329,43 +345,38 @@ impl WsConn {
                 ));
             }
             filled += n;
-            match http::parse_response_head(&buf[..filled], limits) {
-                Ok(Some(head)) => break head,
+            match http::upgrade_answer(&buf[..filled], &key, limits) {
+                Ok(Some(answer)) => break answer,
                 Ok(None) => {}
-                Err(e) => return Err(open_error("upgrade", format!("bad HTTP answer: {e}"))),
+                Err(e) => return Err(open_error("upgrade", e)),
             }
         };
-        if head.status != 101 {
-            // The body is a short reason; take what is there and what follows within a moment.
-            let mut body = buf[head.len..filled].to_vec();
-            let mut more = [0u8; 512];
-            while body.len() < 512 {
-                match tokio::time::timeout(Duration::from_millis(200), self.stream.read(&mut more)).await {
-                    Ok(Ok(n)) if n > 0 => body.extend_from_slice(&more[..n]),
-                    _ => break,
+        let head_len = match answer {
+            http::UpgradeAnswer::Accepted { head_len } => head_len,
+            http::UpgradeAnswer::Refused { status, head_len } => {
+                // The body is a short reason; take what is there and what follows within a moment.
+                let mut body = buf[head_len..filled].to_vec();
+                let mut more = [0u8; 512];
+                while body.len() < 512 {
+                    match tokio::time::timeout(Duration::from_millis(200), self.stream.read(&mut more)).await {
+                        Ok(Ok(n)) if n > 0 => body.extend_from_slice(&more[..n]),
+                        _ => break,
+                    }
                 }
+                let detail = http::refusal_detail(&body, 120);
+                let reason = http::reason_phrase(status);
+                return Err(OpenError {
+                    step: "upgrade",
+                    message: if detail.is_empty() {
+                        format!("{status} {reason}")
+                    } else {
+                        format!("{status} {reason} ({detail})")
+                    },
+                    status: Some(status),
+                });
             }
-            let detail: String = String::from_utf8_lossy(&body)
-                .trim()
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(120)
-                .collect();
-            let reason = http::reason_phrase(head.status);
-            return Err(OpenError {
-                step: "upgrade",
-                message: if detail.is_empty() {
-                    format!("{} {reason}", head.status)
-                } else {
-                    format!("{} {reason} ({detail})", head.status)
-                },
-                status: Some(head.status),
-            });
-        }
-        if head.accept.as_deref() != Some(ws::accept_key(&key).as_str()) {
-            return Err(open_error("upgrade", "Sec-WebSocket-Accept mismatch"));
-        }
-        let rest = &buf[head.len..filled];
+        };
+        let rest = &buf[head_len..filled];
         if rest.len() > self.rbuf.len() {
             self.rbuf = vec![0u8; rest.len()].into_boxed_slice();
         }

@@ -2,16 +2,17 @@
 //! targets, against a plain `ws://` bridge without auth, and on the direct path (`tcp://` straight
 //! to the target); `ssh` against a real OpenSSH server. Runs are short (about a second).
 
-mod common;
-
 use clap::Parser;
-use common::{plain_bridge, Gateway};
 use portcullis_loadgen::cli::{Cli, TargetMode};
-use portcullis_loadgen::target;
+use portcullis_loadgen::target::{self, TargetStats};
+use portcullis_testkit::bridge::plain_bridge;
+use portcullis_testkit::sshd::Sshd;
+use portcullis_testkit::Gateway;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_portcullis-loadgen");
 
@@ -36,8 +37,12 @@ fn args(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> Vec<String
     v
 }
 
+/// A gateway whose user alice may reach the `tcp` targets (started off the runtime's threads).
 fn start_gateway(targets: &[(&str, SocketAddr)]) -> Gateway {
-    tokio::task::block_in_place(|| Gateway::start(targets))
+    let gw = targets
+        .iter()
+        .fold(Gateway::builder(), |gw, (name, addr)| gw.target(name, addr, "tcp"));
+    tokio::task::block_in_place(|| gw.start())
 }
 
 fn f(v: &Value, key: &str) -> f64 {
@@ -62,22 +67,52 @@ fn no_errors(r: &Value) {
     assert_eq!(u(r, "error_count"), 0, "errors: {}", r["errors"]);
 }
 
+/// A loadgen target of `mode` on a fresh port: its address and counters.
+async fn spawn_target(mode: TargetMode) -> (SocketAddr, Arc<TargetStats>) {
+    target::spawn(any(), mode).await.unwrap()
+}
+
+/// An echo target's counters, and a gateway to it (target `echo`).
+async fn echo_gateway() -> (Arc<TargetStats>, Gateway) {
+    let (echo, stats) = spawn_target(TargetMode::Echo).await;
+    (stats, start_gateway(&[("echo", echo)]))
+}
+
+/// `scenario` as alice through `gw` to `target`: it must succeed with no errors.
+async fn via(gw: &Gateway, target: &str, scenario: &str, rest: &[&str]) -> Value {
+    ok(scenario, &gw.url(), &gw.auth(target), rest).await
+}
+
+/// `scenario` on the direct path (`tcp://addr`, no gateway): it must succeed with no errors.
+async fn direct(addr: SocketAddr, scenario: &str, rest: &[&str]) -> Value {
+    ok(scenario, &format!("tcp://{addr}"), &[], rest).await
+}
+
+/// Runs a scenario that must succeed with no errors; its JSON result.
+async fn ok(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> Value {
+    let r = run(args(scenario, url, auth, rest))
+        .await
+        .unwrap_or_else(|e| panic!("{scenario} {url}: {e:#}"));
+    no_errors(&r);
+    r
+}
+
+/// Runs a scenario that must fail; the reason.
+async fn fails(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> String {
+    match run(args(scenario, url, auth, rest)).await {
+        Ok(r) => panic!("{scenario} {url} succeeded: {r}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throughput_through_the_gateway_each_way() {
-    let (echo, echo_stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let (sink, sink_stats) = target::spawn(any(), TargetMode::Sink).await.unwrap();
-    let (source, _) = target::spawn(any(), TargetMode::Source).await.unwrap();
+    let (echo, echo_stats) = spawn_target(TargetMode::Echo).await;
+    let (sink, sink_stats) = spawn_target(TargetMode::Sink).await;
+    let (source, _) = spawn_target(TargetMode::Source).await;
     let gw = start_gateway(&[("echo", echo), ("sink", sink), ("source", source)]);
 
-    let r = run(args(
-        "throughput",
-        &gw.url(),
-        &gw.auth("echo"),
-        &["-n", "2", "-d", "1s"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = via(&gw, "echo", "throughput", &["-n", "2", "-d", "1s"]).await;
     assert_eq!(u(&r, "sessions_opened"), 2);
     let (up, down) = (u(&r, "up_bytes"), u(&r, "down_bytes"));
     assert!(up > 1_000_000 && down > 0, "{r}");
@@ -89,28 +124,12 @@ async fn throughput_through_the_gateway_each_way() {
     assert!(f(&r, "up_mb_s") > 0.0 && f(&r, "down_mb_s") > 0.0);
     assert_eq!(f(&r, "total_mb_s"), ((up + down) as f64 / 1e6 * 100.0).round() / 100.0);
 
-    let r = run(args(
-        "throughput",
-        &gw.url(),
-        &gw.auth("sink"),
-        &["-d", "500ms", "--frame-size", "4000"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = via(&gw, "sink", "throughput", &["-d", "500ms", "--frame-size", "4000"]).await;
     assert!(u(&r, "up_bytes") > 0 && u(&r, "up_bytes").is_multiple_of(4000), "{r}");
     assert_eq!(u(&r, "down_bytes"), 0);
     assert!(sink_stats.bytes_in.load(Relaxed) >= u(&r, "up_bytes"));
 
-    let r = run(args(
-        "throughput",
-        &gw.url(),
-        &gw.auth("source"),
-        &["-d", "500ms", "--send", "none"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = via(&gw, "source", "throughput", &["-d", "500ms", "--send", "none"]).await;
     assert_eq!(u(&r, "up_bytes"), 0);
     assert!(u(&r, "down_bytes") > 100_000, "{r}");
 
@@ -122,18 +141,15 @@ async fn throughput_through_the_gateway_each_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_counts_every_echo_and_reports_real_percentiles() {
-    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let gw = start_gateway(&[("echo", echo)]);
+    let (stats, gw) = echo_gateway().await;
     // 10 sessions at 20 msg/s each, phases 5 ms apart: exactly 20 sends per session in 1 s.
-    let r = run(args(
+    let r = via(
+        &gw,
+        "echo",
         "latency",
-        &gw.url(),
-        &gw.auth("echo"),
         &["-n", "10", "-r", "200", "-d", "1s", "--size", "100"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert_eq!(u(&r, "sent"), 200, "{r}");
     assert_eq!(u(&r, "received"), 200, "{r}");
     assert_eq!(u(&r, "lost"), 0);
@@ -152,17 +168,8 @@ async fn latency_counts_every_echo_and_reports_real_percentiles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_times_each_step_of_each_session() {
-    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let gw = start_gateway(&[("echo", echo)]);
-    let r = run(args(
-        "connect",
-        &gw.url(),
-        &gw.auth("echo"),
-        &["-n", "2", "-d", "1s", "--probe"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let (stats, gw) = echo_gateway().await;
+    let r = via(&gw, "echo", "connect", &["-n", "2", "-d", "1s", "--probe"]).await;
     let done = u(&r, "completed");
     assert!(done >= 2, "{r}");
     assert_eq!(u(&r, "failed"), 0);
@@ -177,33 +184,22 @@ async fn connect_times_each_step_of_each_session() {
     // The gateway issues TLS 1.3 tickets: later sessions of the run resume earlier ones...
     assert!(u(&r, "tls_resumed") > 0 && u(&r, "tls_resumed") <= done, "{r}");
     // ...unless told not to.
-    let r = run(args(
-        "connect",
-        &gw.url(),
-        &gw.auth("echo"),
-        &["-n", "1", "-d", "200ms", "--no-tls-resume"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = via(&gw, "echo", "connect", &["-n", "1", "-d", "200ms", "--no-tls-resume"]).await;
     assert!(u(&r, "completed") > 1);
     assert_eq!(u(&r, "tls_resumed"), 0, "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_holds_sessions_from_several_sources_and_reads_gateway_memory() {
-    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let gw = start_gateway(&[("echo", echo)]);
+    let (_, gw) = echo_gateway().await;
     let pid = gw.pid().to_string();
-    let r = run(args(
+    let r = via(
+        &gw,
+        "echo",
         "idle",
-        &gw.url(),
-        &gw.auth("echo"),
         &["-n", "60", "--source-addrs", "3", "--hold", "300ms", "--pid", &pid],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert_eq!(u(&r, "held"), 60, "{r}");
     assert_eq!(u(&r, "source_addrs"), 3);
     assert!(
@@ -226,49 +222,37 @@ async fn idle_holds_sessions_from_several_sources_and_reads_gateway_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_ws_bridges_without_auth() {
-    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
+    let (echo, _) = spawn_target(TargetMode::Echo).await;
     let (bridge, seen) = plain_bridge(echo).await;
     let url = format!("ws://{bridge}");
     let no_auth = ["--no-auth".to_string()];
 
-    let r = run(args(
+    let r = ok(
         "latency",
         &url,
         &no_auth,
         &["--path", "/websockify", "-n", "3", "-r", "60", "-d", "500ms"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert!(u(&r, "sent") > 0);
     assert_eq!(u(&r, "sent"), u(&r, "received"));
     check_summary(&r["rtt"], u(&r, "received"));
     assert!(r["url"].as_str().unwrap().starts_with("ws://"));
 
-    let r = run(args("throughput", &url, &no_auth, &["--path", "/", "-d", "300ms"]))
-        .await
-        .unwrap();
-    no_errors(&r);
+    let r = ok("throughput", &url, &no_auth, &["--path", "/", "-d", "300ms"]).await;
     assert!(u(&r, "up_bytes") > 0 && u(&r, "down_bytes") > 0);
 
     // A token in the path goes only there; a token otherwise goes in the Authorization header.
     let with_token = ["--token".to_string(), "abc.def".to_string()];
-    run(args(
-        "connect",
-        &url,
-        &with_token,
-        &["--path", "/tunnel?token={token}", "-n", "1", "-d", "100ms"],
-    ))
-    .await
-    .unwrap();
-    run(args(
-        "connect",
-        &url,
-        &with_token,
-        &["--path", "/t", "-n", "1", "-d", "100ms"],
-    ))
-    .await
-    .unwrap();
+    for path in ["/tunnel?token={token}", "/t"] {
+        ok(
+            "connect",
+            &url,
+            &with_token,
+            &["--path", path, "-n", "1", "-d", "100ms"],
+        )
+        .await;
+    }
     let seen = seen.lock().unwrap().clone();
     assert!(
         seen.iter()
@@ -293,64 +277,35 @@ async fn plain_ws_bridges_without_auth() {
 /// targets' own counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_tcp_path_runs_every_scenario() {
-    let (echo, echo_stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let (sink, sink_stats) = target::spawn(any(), TargetMode::Sink).await.unwrap();
-    let (source, _) = target::spawn(any(), TargetMode::Source).await.unwrap();
-    let none: [String; 0] = [];
+    let (echo, echo_stats) = spawn_target(TargetMode::Echo).await;
+    let (sink, sink_stats) = spawn_target(TargetMode::Sink).await;
+    let (source, _) = spawn_target(TargetMode::Source).await;
 
-    let r = run(args(
-        "throughput",
-        &format!("tcp://{echo}"),
-        &none,
-        &["-n", "2", "-d", "300ms"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = direct(echo, "throughput", &["-n", "2", "-d", "300ms"]).await;
     assert_eq!(r["url"], format!("tcp://{echo}"));
     assert_eq!(u(&r, "sessions_opened"), 2);
     let (up, down) = (u(&r, "up_bytes"), u(&r, "down_bytes"));
     assert!(up > 1_000_000 && down > 0, "{r}");
     assert!(echo_stats.bytes_in.load(Relaxed) >= up && down <= echo_stats.bytes_out.load(Relaxed));
 
-    let r = run(args(
-        "throughput",
-        &format!("tcp://{sink}"),
-        &none,
-        &["-d", "200ms", "--frame-size", "4000"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = direct(sink, "throughput", &["-d", "200ms", "--frame-size", "4000"]).await;
     assert!(u(&r, "up_bytes") > 0 && u(&r, "up_bytes").is_multiple_of(4000), "{r}");
     assert_eq!(u(&r, "down_bytes"), 0);
     // Raw bytes, no frame headers: the sink got exactly what was sent (the last piece included).
     assert!(sink_stats.bytes_in.load(Relaxed) >= u(&r, "up_bytes"));
     assert!(sink_stats.bytes_in.load(Relaxed).is_multiple_of(4000));
 
-    let r = run(args(
-        "throughput",
-        &format!("tcp://{source}"),
-        &none,
-        &["-d", "200ms", "--send", "none"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    let r = direct(source, "throughput", &["-d", "200ms", "--send", "none"]).await;
     assert!(u(&r, "down_bytes") > 100_000 && u(&r, "up_bytes") == 0, "{r}");
 
     // Latency, connect and idle on a fresh echo target, so its counters are theirs alone.
-    let (echo, stats) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let url = format!("tcp://{echo}");
-    let r = run(args(
+    let (echo, stats) = spawn_target(TargetMode::Echo).await;
+    let r = direct(
+        echo,
         "latency",
-        &url,
-        &none,
         &["-n", "5", "-r", "100", "-d", "500ms", "--size", "100"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert_eq!((u(&r, "sent"), u(&r, "received"), u(&r, "lost")), (50, 50, 0), "{r}");
     assert_eq!(u(&r, "out_of_order"), 0);
     check_summary(&r["rtt"], 50);
@@ -358,10 +313,7 @@ async fn direct_tcp_path_runs_every_scenario() {
     assert_eq!(stats.bytes_in.load(Relaxed), 50 * 100);
     assert_eq!(stats.bytes_out.load(Relaxed), 50 * 100);
 
-    let r = run(args("connect", &url, &none, &["-n", "2", "-d", "300ms", "--probe"]))
-        .await
-        .unwrap();
-    no_errors(&r);
+    let r = direct(echo, "connect", &["-n", "2", "-d", "300ms", "--probe"]).await;
     let done = u(&r, "completed");
     assert!(done >= 2, "{r}");
     for step in ["tcp", "probe", "close", "total"] {
@@ -372,15 +324,12 @@ async fn direct_tcp_path_runs_every_scenario() {
     assert_eq!(stats.bytes_out.load(Relaxed), 50 * 100 + 16 * done);
 
     let pid = std::process::id().to_string();
-    let r = run(args(
+    let r = direct(
+        echo,
         "idle",
-        &url,
-        &none,
         &["-n", "30", "--source-addrs", "2", "--hold", "100ms", "--pid", &pid],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert_eq!((u(&r, "held"), u(&r, "source_addrs")), (30, 2), "{r}");
     assert_eq!(u(&r, "unclean_closes"), 0);
     assert_eq!(stats.accepted.load(Relaxed), 5 + done + 30);
@@ -388,8 +337,7 @@ async fn direct_tcp_path_runs_every_scenario() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_fail_the_run_with_the_reason() {
-    let (echo, _) = target::spawn(any(), TargetMode::Echo).await.unwrap();
-    let gw = start_gateway(&[("echo", echo)]);
+    let (_, gw) = echo_gateway().await;
     let short = ["-n", "2", "-d", "200ms"];
     let bad_token = vec![
         "--insecure".to_string(),
@@ -398,17 +346,15 @@ async fn refusals_fail_the_run_with_the_reason() {
         "--target".into(),
         "echo".into(),
     ];
-    let e = run(args("latency", &gw.url(), &bad_token, &short)).await.unwrap_err();
-    assert!(e.to_string().contains("401"), "{e}");
-    let e = run(args("throughput", &gw.url(), &gw.auth("missing"), &short))
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("404"), "{e}");
+    let e = fails("latency", &gw.url(), &bad_token, &short).await;
+    assert!(e.contains("401"), "{e}");
+    let e = fails("throughput", &gw.url(), &gw.auth("missing"), &short).await;
+    assert!(e.contains("404"), "{e}");
     // Without --insecure the self-signed certificate is refused, with a hint.
     let mut strict = gw.auth("echo");
     strict.retain(|a| a != "--insecure");
-    let e = run(args("connect", &gw.url(), &strict, &short)).await.unwrap_err();
-    assert!(e.to_string().contains("--insecure"), "{e}");
+    let e = fails("connect", &gw.url(), &strict, &short).await;
+    assert!(e.contains("--insecure"), "{e}");
 }
 
 /// The target and scenario commands as processes: listening line, JSON to stdout or a file.
@@ -553,7 +499,7 @@ fn binary_rejects_bad_arguments_clearly() {
         "/nonexistent",
     );
     // Nothing listens there: the run fails with the reason, not with a panic.
-    let port = common::free_port().to_string();
+    let port = portcullis_testkit::free_port().to_string();
     fail(
         &[
             "latency",
@@ -569,19 +515,32 @@ fn binary_rejects_bad_arguments_clearly() {
     );
 }
 
-fn start_sshd() -> common::sshd::Sshd {
-    tokio::task::block_in_place(common::sshd::Sshd::start)
+fn start_sshd() -> Sshd {
+    tokio::task::block_in_place(Sshd::start)
+}
+
+/// An sshd and a gateway to it (target `ssh`).
+fn ssh_gateway() -> (Sshd, Gateway) {
+    let sshd = start_sshd();
+    let gw = start_gateway(&[("ssh", sshd.addr())]);
+    (sshd, gw)
+}
+
+/// The `ssh` scenario's arguments through `gw`: the right or the wrong login key, and the host
+/// key to pin, if any.
+fn ssh_auth(gw: &Gateway, sshd: &Sshd, right_key: bool, host_key: Option<String>) -> Vec<String> {
+    let mut auth = gw.auth("ssh");
+    auth.extend(sshd.login(right_key));
+    auth.extend(host_key.into_iter().flat_map(|k| ["--known-host-key".to_owned(), k]));
+    auth
 }
 
 /// `ssh` through the gateway to a real OpenSSH server: every session logs in and runs the command,
 /// with the host key checked; then a command that fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_sessions_through_the_gateway_to_openssh() {
-    let sshd = start_sshd();
-    let gw = start_gateway(&[("ssh", sshd.addr())]);
-    let mut auth = gw.auth("ssh");
-    auth.extend(sshd.login(true));
-    auth.extend(["--known-host-key".into(), sshd.host_key_pub.display().to_string()]);
+    let (sshd, gw) = ssh_gateway();
+    let auth = ssh_auth(&gw, &sshd, true, Some(sshd.host_key_pub.display().to_string()));
 
     let outcome = run_outcome(args("ssh", &gw.url(), &auth, &["-n", "6", "-c", "2"]))
         .await
@@ -621,10 +580,7 @@ async fn ssh_sessions_through_the_gateway_to_openssh() {
     );
 
     // A command that exits with 3: every session is an exec error with the status.
-    let e = run(args("ssh", &gw.url(), &auth, &["-n", "2", "--command", "exit 3"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = fails("ssh", &gw.url(), &auth, &["-n", "2", "--command", "exit 3"]).await;
     assert!(e.contains("(2 failed: exec 2)") && e.contains("exit status 3"), "{e}");
 }
 
@@ -632,28 +588,17 @@ async fn ssh_sessions_through_the_gateway_to_openssh() {
 /// kind, and the run fails with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssh_refusals_are_counted_by_kind() {
-    let sshd = start_sshd();
-    let gw = start_gateway(&[("ssh", sshd.addr())]);
-
-    let mut auth = gw.auth("ssh");
-    auth.extend(sshd.login(false));
-    let e = run(args("ssh", &gw.url(), &auth, &["-n", "3", "-c", "3"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let (sshd, gw) = ssh_gateway();
+    let auth = ssh_auth(&gw, &sshd, false, None);
+    let e = fails("ssh", &gw.url(), &auth, &["-n", "3", "-c", "3"]).await;
     assert!(e.starts_with("no SSH session completed (3 failed: auth 3)"), "{e}");
     assert!(e.contains("refused the key"), "{e}");
     assert_eq!(sshd.accepted(0), 0);
 
     // The right login key, but the pinned host key is the client's own public key.
-    let mut auth = gw.auth("ssh");
-    auth.extend(sshd.login(true));
     let wrong_host = format!("{}.pub", sshd.client_key.display());
-    auth.extend(["--known-host-key".into(), wrong_host]);
-    let e = run(args("ssh", &gw.url(), &auth, &["-n", "2"]))
-        .await
-        .unwrap_err()
-        .to_string();
+    let auth = ssh_auth(&gw, &sshd, true, Some(wrong_host));
+    let e = fails("ssh", &gw.url(), &auth, &["-n", "2"]).await;
     assert!(e.starts_with("no SSH session completed (2 failed: handshake 2)"), "{e}");
     assert!(e.contains("does not match --known-host-key"), "{e}");
     assert_eq!(sshd.accepted(0), 0, "no login after a refused host key");
@@ -683,15 +628,13 @@ async fn ssh_direct_tcp_path() {
     assert_eq!(sshd.accepted(3), 3);
 
     // With a duration instead of a count: at least one session, no errors.
-    let r = run(args(
+    let r = ok(
         "ssh",
         &format!("tcp://{}", sshd.addr()),
         &sshd.login(true),
         &["-d", "300ms", "-c", "1"],
-    ))
-    .await
-    .unwrap();
-    no_errors(&r);
+    )
+    .await;
     assert!(u(&r, "completed") >= 1 && r["sessions"].is_null(), "{r}");
 }
 

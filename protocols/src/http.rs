@@ -14,11 +14,16 @@ pub struct HeadLimits {
     pub max_headers: usize,
 }
 
+/// Default bound on a request head's bytes (the gateway's `limits.max_header_bytes`).
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Default bound on a request head's header count (`limits.max_headers`).
+pub const DEFAULT_MAX_HEADERS: usize = 32;
+
 impl Default for HeadLimits {
     fn default() -> Self {
         Self {
-            max_bytes: 8 * 1024,
-            max_headers: 32,
+            max_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
         }
     }
 }
@@ -244,15 +249,21 @@ pub fn switching_protocols(key: &str, protocol: Option<&str>) -> Vec<u8> {
 
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
+        101 => "Switching Protocols",
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
@@ -261,13 +272,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// A complete response that closes the connection. `body` is plain text.
-pub fn response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+/// The head of a complete response that closes the connection, `content_length` bytes of body
+/// to follow (written separately, so a large or shared body is never copied into the head).
+/// Every answer says `no-store` unless `extra_headers` sets its own Cache-Control.
+pub fn response_head(
+    status: u16,
+    content_type: &str,
+    content_length: usize,
+    extra_headers: &[(&str, &str)],
+) -> Vec<u8> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {content_length}\r\nConnection: close\r\n",
         reason_phrase(status),
-        body.len()
     );
+    if !extra_headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("cache-control"))
+    {
+        out.push_str("Cache-Control: no-store\r\n");
+    }
     if status == 426 {
         out.push_str("Sec-WebSocket-Version: 13\r\n");
     }
@@ -275,11 +298,117 @@ pub fn response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<
         out.push_str("WWW-Authenticate: Bearer\r\n");
     }
     for (k, v) in extra_headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
+        out.push_str(k);
+        out.push_str(": ");
+        out.push_str(v);
+        out.push_str("\r\n");
     }
     out.push_str("\r\n");
-    out.push_str(body);
     out.into_bytes()
+}
+
+/// A complete plain-text response that closes the connection.
+pub fn response(status: u16, extra_headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = response_head(status, "text/plain; charset=utf-8", body.len(), extra_headers);
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// A client's WebSocket upgrade request (RFC 6455 §4.1), as the CLI, the load generator and
+/// the tests send it.
+#[derive(Clone, Copy, Debug)]
+pub struct UpgradeRequest<'a> {
+    /// Path and query.
+    pub path: &'a str,
+    /// `host[:port]`.
+    pub host: &'a str,
+    /// `Sec-WebSocket-Key`, from `ws::client_key`.
+    pub key: &'a str,
+    /// Sent as `Authorization: Bearer …` when set.
+    pub bearer: Option<&'a str>,
+    pub user_agent: &'a str,
+    /// More headers, checked: a name is a token, a value holds no CR or LF.
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+impl UpgradeRequest<'_> {
+    pub fn encode(&self) -> Result<Vec<u8>, HttpError> {
+        let clean = |v: &str| !v.contains(['\r', '\n']);
+        if !self.path.starts_with('/') || !clean(self.path) || self.path.contains(' ') {
+            return Err(HttpError::Malformed("request target must be a path"));
+        }
+        if ![self.host, self.key, self.user_agent].into_iter().all(clean) || !self.bearer.is_none_or(clean) {
+            return Err(HttpError::Malformed("header value with a line break"));
+        }
+        let mut out = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: {}\r\n",
+            self.path, self.host, self.key, self.user_agent
+        );
+        if let Some(token) = self.bearer {
+            out.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for (name, value) in self.headers {
+            if !is_token(name) || !clean(value) {
+                return Err(HttpError::Malformed("invalid header"));
+            }
+            out.push_str(&format!("{name}: {}\r\n", value.trim()));
+        }
+        out.push_str("\r\n");
+        Ok(out.into_bytes())
+    }
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): what a header name may be.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What a server answered to an upgrade request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UpgradeAnswer {
+    /// 101 with the right `Sec-WebSocket-Accept`; WebSocket data starts after `head_len` bytes.
+    Accepted { head_len: usize },
+    /// Any other status; a short reason may follow the head.
+    Refused { status: u16, head_len: usize },
+}
+
+/// Why an upgrade answer is unusable.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UpgradeAnswerError {
+    #[error("bad HTTP answer: {0}")]
+    Http(HttpError),
+    #[error("the WebSocket handshake is invalid (Sec-WebSocket-Accept mismatch)")]
+    AcceptMismatch,
+}
+
+/// Reads the answer to an upgrade request sent with `key`. `Ok(None)` until the head is whole.
+pub fn upgrade_answer(buf: &[u8], key: &str, limits: HeadLimits) -> Result<Option<UpgradeAnswer>, UpgradeAnswerError> {
+    let Some(head) = parse_response_head(buf, limits).map_err(UpgradeAnswerError::Http)? else {
+        return Ok(None);
+    };
+    if head.status != 101 {
+        return Ok(Some(UpgradeAnswer::Refused {
+            status: head.status,
+            head_len: head.len,
+        }));
+    }
+    if head.accept.as_deref() != Some(ws::accept_key(key).as_str()) {
+        return Err(UpgradeAnswerError::AcceptMismatch);
+    }
+    Ok(Some(UpgradeAnswer::Accepted { head_len: head.len }))
+}
+
+/// A refusal's body as one line a client can show: printable, trimmed, at most `max` characters.
+pub fn refusal_detail(body: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect()
 }
 
 /// Status code of a response head, for clients. `Ok(None)` until the head is complete.
@@ -425,6 +554,71 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(req.bearer_token(), None);
         let req = head(b"GET /?a=1&token=%zz HTTP/1.1\r\n\r\n");
         assert_eq!(req.bearer_token(), None);
+    }
+
+    #[test]
+    fn upgrade_request_and_answer() {
+        let key = ws::client_key([7; 16]);
+        let req = UpgradeRequest {
+            path: "/v1/tunnel/vm1",
+            host: "gw:443",
+            key: &key,
+            bearer: Some("t.o.k"),
+            user_agent: "portcullis/1",
+            headers: &[("X-Trace", "1")],
+        }
+        .encode()
+        .unwrap();
+        let head = parse_head(&req, HeadLimits::default()).unwrap().unwrap();
+        let upgrade = websocket_upgrade(&head).unwrap();
+        assert_eq!(
+            (head.path, head.bearer_token().as_deref()),
+            ("/v1/tunnel/vm1", Some("t.o.k"))
+        );
+        let mut answer = switching_protocols(upgrade.key, None);
+        let len = answer.len();
+        answer.extend_from_slice(b"\x82\x00");
+        assert_eq!(
+            upgrade_answer(&answer, &key, HeadLimits::default()),
+            Ok(Some(UpgradeAnswer::Accepted { head_len: len }))
+        );
+        assert_eq!(
+            upgrade_answer(&answer[..len - 1], &key, HeadLimits::default()),
+            Ok(None)
+        );
+        assert_eq!(
+            upgrade_answer(&answer, &ws::client_key([8; 16]), HeadLimits::default()),
+            Err(UpgradeAnswerError::AcceptMismatch)
+        );
+        let refused = response(403, &[], "target is not allowed for this user\n");
+        assert!(matches!(
+            upgrade_answer(&refused, &key, HeadLimits::default()),
+            Ok(Some(UpgradeAnswer::Refused { status: 403, .. }))
+        ));
+        assert_eq!(refusal_detail(b" no\x07 way \n", 200), "no way");
+        // Header injection is refused, not sent.
+        let bad = UpgradeRequest {
+            headers: &[("X", "a\r\nEvil: 1")],
+            path: "/",
+            host: "h",
+            key: &key,
+            bearer: None,
+            user_agent: "u",
+        };
+        assert!(bad.encode().is_err());
+        assert!(UpgradeRequest {
+            bearer: Some("a\nb"),
+            headers: &[],
+            ..bad
+        }
+        .encode()
+        .is_err());
+        assert!(UpgradeRequest {
+            headers: &[("Bad Name", "v")],
+            ..bad
+        }
+        .encode()
+        .is_err());
     }
 
     #[test]

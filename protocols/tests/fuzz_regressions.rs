@@ -10,9 +10,9 @@ mod replay;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Targets whose checks need the engine crate (`fuzz/gateway_checks.rs`): replayed by
-/// `engine/tests/fuzz_regressions.rs` instead.
-const ENGINE_TARGETS: &[&str] = &["gateway_request"];
+/// Targets whose checks need the core crate (`fuzz/core_checks.rs`): replayed by
+/// `core/tests/fuzz_regressions.rs` instead.
+const CORE_TARGETS: &[&str] = &["gateway_request", "relay"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -28,7 +28,7 @@ fn inputs(kind: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, PathBuf)> {
             continue;
         }
         let target = dir.file_name().unwrap().to_string_lossy().into_owned();
-        if ENGINE_TARGETS.contains(&target.as_str()) {
+        if CORE_TARGETS.contains(&target.as_str()) {
             continue;
         }
         assert!(

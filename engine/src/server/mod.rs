@@ -3,40 +3,53 @@
 //!
 //! Shared state is read-only and swapped whole (`ArcSwap`) on SIGHUP; nothing on the data path
 //! takes a lock. SIGTERM/SIGINT: stop accepting, let sessions drain, then close them cleanly.
+//!
+//! - `conn.rs`: one connection from TLS to the request's decision, and the helpers handlers share;
+//! - `handlers/`: one file per route (tunnel, RDCleanPath, web app, browser terminal);
+//! - `session.rs`: a granted session's audit record and its relay under the session clock;
+//! - `dial.rs`: connecting to a target; `socket.rs`: the client's socket under TLS;
+//! - `shutdown.rs`: live-connection tracking and the drain.
 
 mod conn;
-mod rdp;
-pub mod request;
+mod dial;
+mod handlers;
+mod session;
+mod shutdown;
 mod socket;
-mod terminal;
 
 use crate::audit::Audit;
-use crate::config::Config;
-use crate::policy::Policy;
+use crate::blocking::Pools;
+use crate::error::{Error, Result};
 use crate::tls::Identity;
-use anyhow::{anyhow, Context};
 use arc_swap::ArcSwap;
-use event_listener::Event;
-use futures_lite::AsyncReadExt;
+use futures_lite::{AsyncReadExt, Future};
 use glommio::{LocalExecutorBuilder, Placement};
+use portcullis_core::config::Config;
+use portcullis_core::policy::Policy;
+use portcullis_core::revocation::Revocations;
 use portcullis_protocols::token::TokenVerifier;
-use std::cell::Cell;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use shutdown::Tracker;
+use std::io::Write;
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Everything a connection needs, swapped atomically on reload.
+/// Everything a connection needs from the configuration, swapped atomically on reload.
 pub struct State {
     pub policy: Policy,
     pub acceptor: futures_rustls::TlsAcceptor,
 }
 
+/// Process-wide services, alive for the whole run.
 pub struct Shared {
     pub state: ArcSwap<State>,
     pub audit: Audit,
     pub web: Arc<crate::web::WebState>,
+    pub pools: Pools,
+    /// Users and tokens refused by every snapshot's policy (a reload keeps them).
+    pub revocations: Arc<Revocations>,
 }
 
 /// Where the token public key comes from: a file named in the config, or (demo) memory.
@@ -51,24 +64,64 @@ pub struct ServeOptions {
     pub key: KeySource,
     /// Called once every worker listens, with the certificate fingerprint.
     pub on_ready: Box<dyn FnOnce(&Identity) + Send>,
+    /// Written to once every worker listens (`READY <fingerprint>\n`), then closed: how a
+    /// supervisor or a test learns that the gateway accepts connections.
+    pub ready_fd: Option<OwnedFd>,
 }
 
-fn build_state(config: Config, key: &KeySource, identity: &Identity) -> anyhow::Result<State> {
+/// `None` if `fut` did not finish within `limit`.
+pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}
+
+fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations: &Arc<Revocations>) -> Result<State> {
     let pem = match key {
-        KeySource::File => std::fs::read(&config.token_public_key)
-            .with_context(|| format!("cannot read token public key {}", config.token_public_key.display()))?,
+        KeySource::File => std::fs::read(&config.auth.token_public_key)
+            .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?,
         KeySource::Pem(p) => p.clone(),
     };
-    let leeway = config.token_leeway.as_secs();
-    let verifier = TokenVerifier::from_public_pem(&pem, leeway).map_err(|e| anyhow!("token public key: {e}"))?;
+    let verifier = TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
+    check_host_keys(&config)?;
     let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
     Ok(State {
-        policy: Policy::new(config, verifier),
+        policy: Policy::new(config, verifier, revocations.clone()),
         acceptor,
     })
 }
 
-fn load_identity(config: &Config) -> anyhow::Result<Identity> {
+/// What the configuration file cannot say about itself: the token key is readable and an Ed25519
+/// public key, and every pinned host key is one the SSH client takes. `serve`, a reload and
+/// `portcullis config check` all ask this one function.
+pub fn validate(config: &Config) -> Result<()> {
+    let pem = std::fs::read(&config.auth.token_public_key)
+        .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?;
+    TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
+    check_host_keys(config)
+}
+
+/// Host keys were checked for shape with the configuration; the SSH client must also take them.
+fn check_host_keys(config: &Config) -> Result<()> {
+    for target in config.targets.values() {
+        if let Some(bad) = target
+            .ssh
+            .host_keys
+            .iter()
+            .find(|k| crate::ssh::parse_host_key(k).is_none())
+        {
+            return Err(Error::Target {
+                target: target.name.clone(),
+                message: format!("host_key is not a usable SSH public key: {bad:?}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn load_identity(config: &Config) -> Result<Identity> {
     match (&config.tls_cert, &config.tls_key) {
         (Some(c), Some(k)) => Identity::load(c, k),
         _ => Identity::self_signed(&[config.listen.ip().to_string()]),
@@ -76,36 +129,38 @@ fn load_identity(config: &Config) -> anyhow::Result<Identity> {
 }
 
 /// Runs the gateway until SIGTERM/SIGINT and the drain that follows.
-pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+pub fn serve(opts: ServeOptions) -> Result<()> {
     let ServeOptions {
         config,
         config_path,
         key,
         on_ready,
+        ready_fd,
     } = opts;
     let identity = load_identity(&config)?;
     let audit = Audit::start(config.audit_path.as_deref())?;
-    let listen = config.listen;
-    let workers = config.workers;
-    let web = crate::web::WebState::start()?;
+    let (listen, workers) = (config.listen, config.workers);
+    let revocations = Arc::new(Revocations::default());
     let shared = Arc::new(Shared {
-        state: ArcSwap::from_pointee(build_state(config, &key, &identity)?),
+        state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
         audit,
-        web,
+        web: crate::web::WebState::start()?,
+        pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
+        revocations,
     });
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.
     let mut stop_writers = Vec::new();
     let mut stop_readers = Vec::new();
     for _ in 0..workers {
-        let (r, w) = std::os::unix::net::UnixStream::pair()?;
-        r.set_nonblocking(true)?;
+        let (r, w) = std::os::unix::net::UnixStream::pair().map_err(|e| Error::Io("socketpair", e))?;
+        r.set_nonblocking(true).map_err(|e| Error::Io("socketpair", e))?;
         stop_readers.push(r);
         stop_writers.push(w);
     }
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::result::Result<(), String>>();
     let mut handles = Vec::new();
     for (id, stop) in stop_readers.into_iter().enumerate() {
         let shared = shared.clone();
@@ -124,33 +179,40 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 };
                 let _ = ready.send(Ok(()));
                 drop(ready);
-                // SAFETY: the fd comes from a UnixStream we own and hand over here.
+                // SAFETY: the descriptor comes from a UnixStream this closure owns; `into_raw_fd`
+                // gives up that ownership, so glommio's stream is its only owner.
                 let stop = unsafe { glommio::net::UnixStream::from_raw_fd(stop.into_raw_fd()) };
                 worker(id, listener, stop, shared).await;
             })
-            .map_err(|e| anyhow!("cannot start worker {id}: {e}"))?;
+            .map_err(|e| Error::Startup(format!("cannot start worker {id}: {e}")))?;
         handles.push(handle);
     }
     drop(ready_tx);
     for _ in 0..workers {
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(anyhow!(e)),
+            Ok(Err(e)) => return Err(Error::Startup(e)),
             Err(_) => {
                 // A worker that never reported failed to start (e.g. RLIMIT_MEMLOCK): its join says why.
                 for h in handles {
-                    h.join().map_err(|e| anyhow!("worker failed to start: {e}"))?;
+                    h.join()
+                        .map_err(|e| Error::Startup(format!("worker failed to start: {e}")))?;
                 }
-                return Err(anyhow!("workers failed to start"));
+                return Err(Error::Startup("workers failed to start".into()));
             }
         }
     }
     on_ready(&identity);
+    if let Some(fd) = ready_fd {
+        let mut ready = std::fs::File::from(fd);
+        // A supervisor that went away must not stop the gateway.
+        let _ = writeln!(ready, "READY {}", identity.fingerprint);
+    }
     tracing::info!(%listen, workers, "gateway listening");
 
     spawn_signal_thread(stop_writers, shared.clone(), config_path, key, identity)?;
     for h in handles {
-        h.join().map_err(|e| anyhow!("worker failed: {e}"))?;
+        h.join().map_err(|e| Error::Startup(format!("worker failed: {e}")))?;
     }
     tracing::info!("gateway stopped");
     Ok(())
@@ -162,29 +224,32 @@ fn spawn_signal_thread(
     config_path: Option<PathBuf>,
     key: KeySource,
     identity: Identity,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    use std::io::Write;
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
-    std::thread::Builder::new().name("signals".into()).spawn(move || {
-        let mut stopping = false;
-        for sig in signals.forever() {
-            match sig {
-                SIGHUP => reload(&shared, config_path.as_deref(), &key, &identity),
-                _ if stopping => {
-                    tracing::warn!("second stop signal: exiting now");
-                    std::process::exit(130);
-                }
-                _ => {
-                    stopping = true;
-                    tracing::info!("stop signal: no new connections, draining sessions");
-                    for mut s in &stops {
-                        let _ = s.write_all(b"x");
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| Error::Io("signals", e))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut stopping = false;
+            for sig in signals.forever() {
+                match sig {
+                    SIGHUP => reload(&shared, config_path.as_deref(), &key, &identity),
+                    _ if stopping => {
+                        tracing::warn!("second stop signal: exiting now");
+                        std::process::exit(130);
+                    }
+                    _ => {
+                        stopping = true;
+                        tracing::info!("stop signal: no new connections, draining sessions");
+                        for mut s in &stops {
+                            let _ = s.write_all(b"x");
+                        }
                     }
                 }
             }
-        }
-    })?;
+        })
+        .map_err(|e| Error::Io("cannot start the signal thread", e))?;
     Ok(())
 }
 
@@ -195,7 +260,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, iden
         tracing::warn!("SIGHUP ignored: the demo configuration has no file to reload");
         return;
     };
-    let result = Config::load(path).and_then(|config| {
+    let result = Config::load(path).map_err(Error::from).and_then(|config| {
         let fresh_identity;
         let identity = match (&config.tls_cert, &config.tls_key) {
             (Some(_), Some(_)) => {
@@ -204,67 +269,14 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, iden
             }
             _ => identity,
         };
-        build_state(config, key, identity)
+        build_state(config, key, identity, &shared.revocations)
     });
     match result {
         Ok(state) => {
             shared.state.store(Arc::new(state));
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
-        Err(e) => tracing::error!("reload failed, keeping the running configuration: {e:#}"),
-    }
-}
-
-/// Per-executor bookkeeping of live connections, for the drain at shutdown.
-pub struct Tracker {
-    live: Cell<usize>,
-    closing: Cell<bool>,
-    /// Notified when `live` drops to zero (only the worker waits on it).
-    drained: Event,
-    /// Notified once, when every session must close.
-    close_all: Event,
-}
-
-impl Tracker {
-    fn enter(self: &Rc<Self>) -> LiveGuard {
-        self.live.set(self.live.get() + 1);
-        LiveGuard(self.clone())
-    }
-
-    /// True once the gateway asks every session to close.
-    pub fn closing(&self) -> bool {
-        self.closing.get()
-    }
-
-    /// Resolves when the gateway asks every session to close.
-    pub fn close_requested(&self) -> event_listener::EventListener {
-        self.close_all.listen()
-    }
-
-    async fn wait_idle(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while self.live.get() > 0 {
-            let listener = self.drained.listen();
-            if self.live.get() == 0 {
-                break;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || conn::timeout(left, listener).await.is_none() {
-                break;
-            }
-        }
-    }
-}
-
-pub struct LiveGuard(Rc<Tracker>);
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        let live = self.0.live.get() - 1;
-        self.0.live.set(live);
-        if live == 0 {
-            self.0.drained.notify(usize::MAX);
-        }
+        Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
     }
 }
 
@@ -274,12 +286,7 @@ async fn worker(
     mut stop: glommio::net::UnixStream,
     shared: Arc<Shared>,
 ) {
-    let tracker = Rc::new(Tracker {
-        live: Cell::new(0),
-        closing: Cell::new(false),
-        drained: Event::new(),
-        close_all: Event::new(),
-    });
+    let tracker = Rc::new(Tracker::default());
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = stop.read(&mut [0u8; 1]).await;
@@ -307,16 +314,11 @@ async fn worker(
     }
     drop(listener);
     let settings = shared.state.load().policy.config.session.clone();
-    tracing::info!(worker = id, live = tracker.live.get(), "draining");
+    tracing::info!(worker = id, live = tracker.live(), "draining");
     tracker.wait_idle(settings.drain_timeout).await;
-    if tracker.live.get() > 0 {
-        tracing::info!(
-            worker = id,
-            live = tracker.live.get(),
-            "drain deadline: closing sessions"
-        );
-        tracker.closing.set(true);
-        tracker.close_all.notify(usize::MAX);
+    if tracker.live() > 0 {
+        tracing::info!(worker = id, live = tracker.live(), "drain deadline: closing sessions");
+        tracker.close_all();
         tracker.wait_idle(settings.close_timeout + Duration::from_secs(1)).await;
     }
 }

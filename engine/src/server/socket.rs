@@ -8,7 +8,7 @@
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use std::io::{self, IoSlice};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -24,24 +24,31 @@ impl Socket {
 
     /// One non-blocking `sendmsg` of `bufs`; `None` if the socket buffer is full.
     fn try_send(&self, bufs: &[IoSlice<'_>]) -> Option<io::Result<usize>> {
+        use rustix::net::{sendmsg, SendAncillaryBuffer, SendFlags};
         let bufs = &bufs[..bufs.len().min(MAX_SLICES)];
-        // SAFETY: `IoSlice` is ABI-compatible with `iovec` (std guarantees it on Unix), and the
-        // slices outlive the call. The message has no address and no control data.
-        let sent = unsafe {
-            let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
-            msg.msg_iovlen = bufs.len() as _;
-            libc::sendmsg(self.0.as_raw_fd(), &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
-        if sent >= 0 {
-            return Some(Ok(sent as usize));
+        let fd = self.fd();
+        loop {
+            match sendmsg(
+                fd,
+                bufs,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(sent) => return Some(Ok(sent)),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => return None,
+                Err(e) => return Some(Err(e.into())),
+            }
         }
-        let err = io::Error::last_os_error();
-        match err.kind() {
-            io::ErrorKind::WouldBlock => None,
-            io::ErrorKind::Interrupted => self.try_send(bufs),
-            _ => Some(Err(err)),
-        }
+    }
+}
+
+impl Socket {
+    /// The stream's descriptor, borrowed for one call.
+    fn fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: glommio's stream owns the descriptor and keeps it open at least as long as
+        // `self` is borrowed, which bounds the returned borrow.
+        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
     }
 }
 

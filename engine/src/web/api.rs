@@ -1,78 +1,39 @@
-//! The web app's HTTP API (see `web/API.md`): sign-in, session, recordings, and the checks in
-//! front of the terminal WebSocket. Runs on the glommio executors; password hashing runs on a
-//! blocking thread so it never stalls the core's other sessions.
+//! The web app's HTTP API (see `web/API.md`): sign-in, session, tickets, recordings, and the
+//! checks in front of the terminal WebSocket. One function per route of
+//! `portcullis_core::route::WebRoute`; the policy's `authorize` is the only yes for a target.
 
-use super::session::{WebSession, COOKIE};
-use super::{assets, passwd, WebState};
-use crate::config::{Protocol, Target};
-use crate::policy::Policy;
+use super::response::{Body, Response};
+use super::signin;
+use super::{assets, recordings, WebState};
+use crate::blocking::Pools;
+use crate::store::WebSession;
+use portcullis_core::audit::Via;
+use portcullis_core::config::Protocol;
+use portcullis_core::policy::{Credential, Destination, Grant, Policy};
+use portcullis_core::route::WebRoute;
 use portcullis_protocols::http::{self, RequestHead};
 use serde::Deserialize;
-use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Request bodies of this API are tiny JSON objects.
-pub const MAX_BODY: usize = 16 * 1024;
 /// Failed sign-ins are answered this late, to slow guessing without holding a thread.
 const FAILURE_DELAY: Duration = Duration::from_millis(750);
 
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub headers: Vec<(&'static str, String)>,
-    /// Embedded assets are borrowed, not copied, into the response.
-    pub body: Cow<'static, [u8]>,
+/// One request to the web app.
+pub struct WebRequest<'a> {
+    pub head: &'a RequestHead<'a>,
+    pub body: &'a [u8],
+    pub client: SocketAddr,
+    pub policy: &'a Policy,
+    pub web: &'a WebState,
+    pub pools: &'a Pools,
+    /// How long a call to the store or a file read may take (the request timeout).
+    pub limit: Duration,
 }
 
-impl Response {
-    pub fn json(status: u16, value: serde_json::Value) -> Response {
-        Response {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body: Cow::Owned(value.to_string().into_bytes()),
-        }
-    }
-
-    fn error(status: u16, message: &str) -> Response {
-        Response::json(status, serde_json::json!({ "error": message }))
-    }
-
-    /// The full HTTP response, with the security headers every answer of the web app carries.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut head = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\
-             X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\nReferrer-Policy: no-referrer\r\n\
-             Strict-Transport-Security: max-age=31536000\r\n\
-             Content-Security-Policy: default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'\r\n",
-            self.status,
-            http::reason_phrase(self.status),
-            self.content_type,
-            self.body.len()
-        );
-        // API answers are never cached; assets say otherwise in their own headers.
-        if !self
-            .headers
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("cache-control"))
-        {
-            head.push_str("Cache-Control: no-store\r\n");
-        }
-        for (k, v) in &self.headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let mut out = head.into_bytes();
-        out.extend_from_slice(&self.body);
-        out
-    }
-}
-
-/// A terminal the checks allowed: what `server/terminal.rs` needs to start it.
+/// A terminal the checks allowed: what the terminal handler needs to start it.
 pub struct TerminalStart {
-    pub user: String,
-    pub target: Target,
+    pub grant: Grant,
     pub cols: u16,
     pub rows: u16,
     pub accept: Vec<u8>,
@@ -83,13 +44,44 @@ pub enum Action {
     Terminal(Box<TerminalStart>),
 }
 
-fn cookie<'a>(head: &RequestHead<'a>) -> Option<&'a str> {
-    head.headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')))
+pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
+    let respond = Action::Respond;
+    match route {
+        WebRoute::Asset { path } => respond(asset(req.head, &path)),
+        WebRoute::Terminal { target } => terminal(req, &target).await,
+        WebRoute::Login => respond(login(req).await),
+        WebRoute::LoginToken => respond(login_token(req).await),
+        WebRoute::Logout => respond(logout(req).await),
+        WebRoute::Session => respond(session_info(req).await),
+        WebRoute::RdpTicket => respond(rdp_ticket(req).await),
+        WebRoute::Recordings => respond(match replay_dir(req).await {
+            Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
+            Err(r) => r,
+        }),
+        WebRoute::Recording { id } => respond(match replay_dir(req).await {
+            Ok(dir) => recordings::open(req.pools, dir, &id, req.limit).await,
+            Err(r) => r,
+        }),
+    }
+}
+
+fn asset(head: &RequestHead<'_>, path: &str) -> Response {
+    let Some(a) = assets::get(path) else {
+        return Response::error(404, "not found");
+    };
+    // Revalidated on every load (the assets change with the binary), sent again only when they
+    // did: app.js carries the RDP client's WebAssembly and is large.
+    let etag = format!("\"{}\"", a.etag);
+    let fresh = head
+        .header("if-none-match")
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    Response {
+        status: if fresh { 304 } else { 200 },
+        content_type: a.content_type,
+        headers: vec![("Cache-Control", "no-cache".to_owned()), ("ETag", etag)],
+        body: if fresh { Body::Empty } else { Body::Static(a.body) },
+        reason: None,
+    }
 }
 
 /// Browsers send `Origin` on POSTs and WebSocket upgrades: it must be this gateway (as the
@@ -101,75 +93,38 @@ fn origin_ok(head: &RequestHead<'_>, policy: &Policy) -> bool {
     origin == format!("https://{host}") || policy.config.web.origins.iter().any(|o| o == origin)
 }
 
-fn session_cookie(value: &str, max_age: u64) -> String {
-    format!("{COOKIE}={value}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={max_age}")
-}
-
-pub fn current_session(head: &RequestHead<'_>, web: &WebState) -> Option<WebSession> {
-    cookie(head).and_then(|c| web.sessions.get(c))
-}
-
-/// Whether this path belongs to the web app (vs. tunnels and health).
-pub fn is_web_path(path: &str) -> bool {
-    path == "/"
-        || path == "/index.html"
-        || path.starts_with("/assets/")
-        || path.starts_with("/api/")
-        || path.starts_with("/v1/ssh/")
-}
-
-pub async fn handle(
-    head: &RequestHead<'_>,
-    body: &[u8],
-    client: SocketAddr,
-    policy: &Policy,
-    web: &WebState,
-) -> Action {
-    let r = |resp: Response| Action::Respond(resp);
-    match (head.method, head.path) {
-        ("GET", p) if !p.starts_with("/api/") && !p.starts_with("/v1/") => match assets::get(p) {
-            // Revalidated on every load (the assets change with the binary), sent again only
-            // when they did: app.js carries the RDP client's WebAssembly and is large.
-            Some(a) => {
-                let etag = format!("\"{}\"", a.etag);
-                let fresh = head
-                    .header("if-none-match")
-                    .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-                let (status, body) = if fresh {
-                    (304, Cow::Borrowed(&[][..]))
-                } else {
-                    (200, Cow::Borrowed(a.body))
-                };
-                let headers = vec![("Cache-Control", "no-cache".to_owned()), ("ETag", etag)];
-                r(Response {
-                    status,
-                    content_type: a.content_type,
-                    headers,
-                    body,
-                })
-            }
-            None => r(Response::error(404, "not found")),
-        },
-        ("POST", "/api/login") => r(login(head, body, client, policy, web).await),
-        ("POST", "/api/login/token") => r(login_token(head, body, client, policy, web)),
-        ("POST", "/api/logout") => {
-            if let Some(c) = cookie(head) {
-                web.sessions.remove(c);
-            }
-            let mut resp = Response::json(200, serde_json::json!({}));
-            resp.headers.push(("Set-Cookie", session_cookie("", 0)));
-            r(resp)
-        }
-        ("GET", "/api/session") => r(session_info(head, policy, web)),
-        ("POST", "/api/rdp/ticket") => r(rdp_ticket(head, body, policy, web)),
-        ("GET", "/api/recordings") => r(recordings(head, policy, web)),
-        ("GET", p) if p.starts_with("/api/recordings/") => {
-            r(recording(head, policy, web, &p["/api/recordings/".len()..]))
-        }
-        ("GET", p) if p.starts_with("/v1/ssh/") => terminal(head, policy, web, &p["/v1/ssh/".len()..]),
-        (_, p) if p.starts_with("/api/") || p.starts_with("/v1/") => r(Response::error(404, "not found")),
-        _ => r(Response::error(405, "method not allowed")),
+/// A JSON POST from the gateway's own pages: the origin check, then the body as `T` (`Err` is
+/// the answer: 403 cross-origin, 400 with `expected` when the body does not parse).
+fn json_post<T: serde::de::DeserializeOwned>(req: &WebRequest<'_>, expected: &str) -> Result<T, Response> {
+    if !origin_ok(req.head, req.policy) {
+        return Err(Response::error(403, "cross-origin request refused"));
     }
+    serde_json::from_slice(req.body).map_err(|_| Response::error(400, &format!("expected {expected}")))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!("web sign-in state unavailable: {e}");
+    Response::error(503, "sign-in is unavailable; try again later")
+}
+
+/// A call to the state store, bounded by the request timeout: `Err` is the answer (503) when it
+/// fails or does not answer in time. Callers fail closed.
+async fn store<T, E: std::fmt::Display>(
+    req: &WebRequest<'_>,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Response> {
+    match crate::server::timeout(req.limit, call).await {
+        Some(Ok(v)) => Ok(v),
+        Some(Err(e)) => Err(unavailable(e)),
+        None => Err(unavailable("the state store did not answer in time")),
+    }
+}
+
+/// The signed-in session of the request: `Err` is the answer when there is none.
+async fn signed_in(req: &WebRequest<'_>) -> Result<WebSession, Response> {
+    store(req, signin::current(req.web.store.as_ref(), req.head))
+        .await?
+        .ok_or_else(|| Response::error(401, "not signed in"))
 }
 
 #[derive(Deserialize)]
@@ -178,119 +133,125 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(head: &RequestHead<'_>, body: &[u8], client: SocketAddr, policy: &Policy, web: &WebState) -> Response {
-    if !origin_ok(head, policy) {
-        return Response::error(403, "cross-origin request refused");
-    }
-    let Ok(LoginBody { user, password }) = serde_json::from_slice(body) else {
-        return Response::error(400, "expected {\"user\":…,\"password\":…}");
+async fn login(req: &WebRequest<'_>) -> Response {
+    let LoginBody { user, password } = match json_post(req, "{\"user\":…,\"password\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
     };
-    if let Err(wait) = web.throttle.check(&user, client.ip()) {
-        let secs = wait.as_secs().max(1);
-        tracing::info!(%client, user = %user, "sign-in refused: locked out");
-        return Response::json(
-            429,
-            serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
-        );
+    let state = req.web.store.as_ref();
+    let client = req.client;
+    match store(req, signin::locked_for(state, &user, client.ip())).await {
+        Ok(None) => {}
+        Ok(Some(wait)) => {
+            let secs = wait.as_secs().max(1);
+            tracing::info!(%client, user = ?user, "sign-in refused: locked out");
+            return Response::json(
+                429,
+                serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
+            );
+        }
+        Err(r) => return r,
     }
-    let hash = policy.config.accounts.get(&user).and_then(|a| a.password_hash.clone());
+    let hash = req.policy.config.users.get(&user).and_then(|u| u.password_hash.clone());
     // Verify against a fixed dummy hash for unknown users, so timing does not reveal who exists.
-    let phc = hash.clone().unwrap_or_else(|| DUMMY_HASH.to_owned());
-    let ok = glommio::executor()
-        .spawn_blocking(move || passwd::verify(&password, &phc))
-        .await
-        && hash.is_some();
-    if !ok {
-        web.throttle.failed(&user, client.ip());
-        tracing::info!(%client, user = %user, "sign-in failed");
+    let phc = hash
+        .clone()
+        .unwrap_or_else(|| portcullis_core::passwd::DUMMY_HASH.to_owned());
+    let verified = match req
+        .pools
+        .hashing
+        .run(move || portcullis_core::passwd::verify(&password, &phc))
+    {
+        Ok(check) => check.await.unwrap_or(false),
+        Err(e) => {
+            tracing::warn!(%client, "sign-in refused: {e}");
+            return Response::error(503, "too many sign-ins at once; try again in a moment")
+                .with_header("Retry-After", "1".into());
+        }
+    };
+    if !(verified && hash.is_some()) {
+        if let Err(r) = store(req, signin::failed(state, &user, client.ip())).await {
+            return r;
+        }
+        tracing::info!(%client, user = ?user, "sign-in failed");
         glommio::timer::sleep(FAILURE_DELAY).await;
         return Response::error(401, "invalid user or password");
     }
-    web.throttle.succeeded(&user);
-    tracing::info!(%client, user = %user, "signed in");
-    start_session(user, None, policy.config.web.session_ttl, web)
+    if let Err(r) = store(req, signin::succeeded(state, &user)).await {
+        return r;
+    }
+    tracing::info!(%client, user = ?user, "signed in");
+    start_session(req, user, None, req.policy.config.web.session_ttl).await
 }
-
-/// Argon2id of a random password nobody knows (same cost as real hashes).
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Zr2d8tAwxOIpsl9ATVcSazFYSi8V/3wuXzrbdgH3mZM";
 
 #[derive(Deserialize)]
 struct TokenBody {
     token: String,
 }
 
-fn login_token(head: &RequestHead<'_>, body: &[u8], client: SocketAddr, policy: &Policy, web: &WebState) -> Response {
-    if !origin_ok(head, policy) {
-        return Response::error(403, "cross-origin request refused");
-    }
-    let Ok(TokenBody { token }) = serde_json::from_slice(body) else {
-        return Response::error(400, "expected {\"token\":…}");
+async fn login_token(req: &WebRequest<'_>) -> Response {
+    let TokenBody { token } = match json_post(req, "{\"token\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
     };
-    let now = crate::keys::unix_now();
-    let claims = match policy.verifier.verify(&token, now) {
+    let now = portcullis_core::keys::unix_now();
+    let claims = match req.policy.sign_in_token(&token, now) {
         Ok(c) => c,
-        Err(e) => {
-            tracing::info!(%client, "token sign-in failed: {e}");
-            return Response::error(401, &e.to_string());
+        Err(denial) => {
+            tracing::info!(client = %req.client, "token sign-in failed: {denial}");
+            return Response::error(denial.status(), &denial.to_string());
         }
     };
-    if !policy.config.users.contains_key(&claims.sub) {
-        return Response::error(403, "user is not allowed");
-    }
-    let ttl = policy
+    let ttl = req
+        .policy
         .config
         .web
         .session_ttl
         .min(Duration::from_secs(claims.exp.saturating_sub(now)));
-    tracing::info!(%client, user = %claims.sub, "signed in with a token");
-    start_session(claims.sub, Some(claims.tgt), ttl, web)
+    tracing::info!(client = %req.client, user = %claims.sub, "signed in with a token");
+    start_session(req, claims.sub, Some(claims.tgt), ttl).await
 }
 
-fn start_session(user: String, only_target: Option<String>, ttl: Duration, web: &WebState) -> Response {
-    let value = web.sessions.create(WebSession {
+async fn start_session(req: &WebRequest<'_>, user: String, only_target: Option<String>, ttl: Duration) -> Response {
+    let session = WebSession {
         user: user.clone(),
-        expires: Instant::now() + ttl,
         only_target,
-    });
-    let mut resp = Response::json(200, serde_json::json!({ "user": user }));
-    resp.headers.push(("Set-Cookie", session_cookie(&value, ttl.as_secs())));
-    resp
+    };
+    match store(req, signin::start_session(req.web.store.as_ref(), session, ttl)).await {
+        Ok(cookie) => Response::json(200, serde_json::json!({ "user": user }))
+            .with_header("Set-Cookie", signin::set_cookie(&cookie, ttl)),
+        Err(r) => r,
+    }
 }
 
-/// The targets a web session may open.
-fn allowed_targets<'p>(s: &WebSession, policy: &'p Policy) -> Vec<&'p Target> {
-    let Some(names) = policy.config.users.get(&s.user) else {
-        return Vec::new();
-    };
-    let mut targets: Vec<&Target> = names
-        .iter()
-        .filter(|n| s.only_target.as_ref().is_none_or(|t| t == *n))
-        .filter_map(|n| policy.config.targets.get(n))
-        .collect();
-    targets.sort_by(|a, b| a.name.cmp(&b.name));
-    targets
+async fn logout(req: &WebRequest<'_>) -> Response {
+    if let Err(r) = store(req, signin::end_session(req.web.store.as_ref(), req.head)).await {
+        return r;
+    }
+    Response::json(200, serde_json::json!({})).with_header("Set-Cookie", signin::set_cookie("", Duration::ZERO))
 }
 
-fn session_info(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Response {
-    let Some(s) = current_session(head, web) else {
-        return Response::error(401, "not signed in");
+async fn session_info(req: &WebRequest<'_>) -> Response {
+    let s = match signed_in(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    let targets: Vec<serde_json::Value> = allowed_targets(&s, policy)
+    let targets: Vec<serde_json::Value> = req
+        .policy
+        .targets_of(&s.user, s.only_target.as_deref())
         .into_iter()
         .map(|t| {
-            let credentials = if t.ssh.key.is_some() || t.ssh.agent.is_some() {
-                "gateway"
-            } else {
-                "user"
-            };
+            let credentials = if t.ssh.gateway_credentials() { "gateway" } else { "user" };
             serde_json::json!({
-                "name": t.name, "protocol": t.protocol.to_string(), "credentials": credentials,
-                "clipboard": t.ssh.clipboard,
+                "name": t.name, "protocol": t.protocol.as_str(), "credentials": credentials,
+                "clipboard": t.clipboard,
             })
         })
         .collect();
-    let can_replay = policy.config.accounts.get(&s.user).is_some_and(|a| a.replay);
+    let can_replay = req
+        .policy
+        .may_replay(&s.user, portcullis_core::keys::unix_now())
+        .is_ok();
     Response::json(
         200,
         serde_json::json!({ "user": s.user, "targets": targets, "can_replay": can_replay }),
@@ -303,158 +264,94 @@ struct TicketBody {
 }
 
 /// A one-time `proxy_auth` for the IronRDP web client to open `target` through `/v1/rdp`.
-fn rdp_ticket(head: &RequestHead<'_>, body: &[u8], policy: &Policy, web: &WebState) -> Response {
-    if !origin_ok(head, policy) {
-        return Response::error(403, "cross-origin request refused");
-    }
-    let Some(s) = current_session(head, web) else {
-        return Response::error(401, "not signed in");
+async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
+    let TicketBody { target } = match json_post(req, "{\"target\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
     };
-    let Ok(TicketBody { target }) = serde_json::from_slice(body) else {
-        return Response::error(400, "expected {\"target\":…}");
+    let s = match signed_in(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
     };
-    match allowed_targets(&s, policy).into_iter().find(|t| t.name == target) {
-        Some(t) if t.protocol == Protocol::Rdp => {
-            let ticket = web.tickets.issue(&s.user, &t.name);
-            Response::json(
-                200,
-                serde_json::json!({ "ticket": ticket, "destination": t.name, "path": "/v1/rdp" }),
-            )
-        }
-        Some(_) => Response::error(400, "not an RDP target"),
-        None => Response::error(403, "target is not allowed for this user"),
+    let credential = Credential::WebSession {
+        user: &s.user,
+        only_target: s.only_target.as_deref(),
+    };
+    let now = portcullis_core::keys::unix_now();
+    let grant = match req
+        .policy
+        .authorize(credential, Destination::Name(&target), Via::WebRdp, now)
+    {
+        Ok(g) => g,
+        Err(denial) => return Response::error(denial.status(), &denial.to_string()),
+    };
+    match store(
+        req,
+        signin::issue_ticket(req.web.store.as_ref(), &grant.user, &grant.target.name),
+    )
+    .await
+    {
+        Ok(ticket) => Response::json(
+            200,
+            serde_json::json!({ "ticket": ticket, "destination": grant.target.name, "path": "/v1/rdp" }),
+        ),
+        Err(r) => r,
     }
 }
 
-fn replay_allowed(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Result<(), Response> {
-    let Some(s) = current_session(head, web) else {
-        return Err(Response::error(401, "not signed in"));
-    };
-    if !policy.config.accounts.get(&s.user).is_some_and(|a| a.replay) {
-        return Err(Response::error(
-            403,
-            "replaying recordings is not allowed for this user",
-        ));
-    }
-    if policy.config.recording.dir.is_none() {
-        return Err(Response::error(404, "recording is not configured"));
-    }
-    Ok(())
-}
-
-fn recordings(head: &RequestHead<'_>, policy: &Policy, web: &WebState) -> Response {
-    if let Err(resp) = replay_allowed(head, policy, web) {
-        return resp;
-    }
-    let dir = policy
+/// The recordings directory, when the signed-in user may replay.
+async fn replay_dir(req: &WebRequest<'_>) -> Result<std::path::PathBuf, Response> {
+    let s = signed_in(req).await?;
+    req.policy
+        .may_replay(&s.user, portcullis_core::keys::unix_now())
+        .map_err(|d| Response::error(d.status(), &d.to_string()))?;
+    req.policy
         .config
         .recording
         .dir
-        .as_deref()
-        .unwrap_or(std::path::Path::new("."));
-    let mut list = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten().take(10_000) {
-        let path = entry.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".cast"))
-        else {
-            continue;
-        };
-        let Ok(meta) = entry.metadata() else { continue };
-        let header = first_line(&path).and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok());
-        let title = header
-            .as_ref()
-            .and_then(|h| h["title"].as_str().map(str::to_owned))
-            .unwrap_or_default();
-        let (user, target) = title.split_once('@').unwrap_or(("", ""));
-        let start = header.as_ref().and_then(|h| h["timestamp"].as_u64()).unwrap_or(0);
-        list.push(serde_json::json!({
-            "session": id, "user": user, "target": target,
-            "start": crate::audit::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(start)),
-            "bytes": meta.len(),
-        }));
-    }
-    list.sort_by(|a, b| b["start"].as_str().cmp(&a["start"].as_str()));
-    Response::json(200, serde_json::Value::Array(list))
+        .clone()
+        .ok_or_else(|| Response::error(404, "recording is not configured"))
 }
 
-fn first_line(path: &std::path::Path) -> Option<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 4096];
-    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
-    let line = buf[..n].split(|&b| b == b'\n').next()?;
-    String::from_utf8(line.to_vec()).ok()
-}
-
-fn recording(head: &RequestHead<'_>, policy: &Policy, web: &WebState, id: &str) -> Response {
-    if let Err(resp) = replay_allowed(head, policy, web) {
-        return resp;
-    }
-    // Session ids are hex: nothing else can name a file.
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Response::error(404, "no such recording");
-    }
-    let dir = policy
-        .config
-        .recording
-        .dir
-        .as_deref()
-        .unwrap_or(std::path::Path::new("."));
-    match std::fs::read(dir.join(format!("{id}.cast"))) {
-        Ok(body) => Response {
-            status: 200,
-            content_type: "application/x-asciicast",
-            headers: Vec::new(),
-            body: Cow::Owned(body),
-        },
-        Err(_) => Response::error(404, "no such recording"),
-    }
-}
-
-fn terminal(head: &RequestHead<'_>, policy: &Policy, web: &WebState, target: &str) -> Action {
+async fn terminal(req: &WebRequest<'_>, target: &str) -> Action {
     let refuse = |status: u16, msg: &str| Action::Respond(Response::error(status, msg));
-    let upgrade = match http::websocket_upgrade(head) {
+    let upgrade = match http::websocket_upgrade(req.head) {
         Ok(u) => u,
         Err(e) => return refuse(e.status(), &e.to_string()),
     };
     // The cookie is ambient: without this check any site could open a terminal as the user.
-    if !origin_ok(head, policy) {
+    if !origin_ok(req.head, req.policy) {
         return refuse(403, "cross-origin WebSocket refused");
     }
-    let Some(session) = current_session(head, web) else {
-        return refuse(401, "not signed in or session expired");
+    let session = match store(req, signin::current(req.web.store.as_ref(), req.head)).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return refuse(401, "not signed in or session expired"),
+        Err(r) => return Action::Respond(r),
     };
-    let Some(t) = allowed_targets(&session, policy).into_iter().find(|t| t.name == target) else {
-        return refuse(403, "target is not allowed for this user");
+    let credential = Credential::WebSession {
+        user: &session.user,
+        only_target: session.only_target.as_deref(),
     };
-    if t.protocol != Protocol::Ssh {
-        return refuse(400, "not an SSH target");
-    }
+    let now = portcullis_core::keys::unix_now();
+    let grant = match req
+        .policy
+        .authorize(credential, Destination::Name(target), Via::WebTerminal, now)
+    {
+        Ok(g) => g,
+        Err(denial) => return refuse(denial.status(), &denial.to_string()),
+    };
+    debug_assert_eq!(grant.target.protocol, Protocol::Ssh);
     let size = |name: &str, default: u16| {
-        head.query_param(name)
+        req.head
+            .query_param(name)
             .and_then(|v| v.parse::<u16>().ok())
             .filter(|v| (1..=1000).contains(v))
             .unwrap_or(default)
     };
     Action::Terminal(Box::new(TerminalStart {
-        user: session.user,
-        target: t.clone(),
+        grant,
         cols: size("cols", 80),
         rows: size("rows", 24),
         accept: http::switching_protocols(upgrade.key, None),
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dummy_hash_is_argon2id() {
-        assert!(!super::passwd::verify("", super::DUMMY_HASH));
-        assert_eq!(
-            argon2::PasswordHash::new(super::DUMMY_HASH).unwrap().algorithm.as_str(),
-            "argon2id"
-        );
-    }
 }

@@ -27,11 +27,16 @@ pub struct Limits {
     pub max_message: u64,
 }
 
+/// Default largest data frame payload (the gateway's `limits.max_frame_size`).
+pub const DEFAULT_MAX_FRAME_PAYLOAD: u64 = 1 << 20;
+/// Default largest data message (`limits.max_message_size`).
+pub const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_frame_payload: 1 << 20,
-            max_message: 16 << 20,
+            max_frame_payload: DEFAULT_MAX_FRAME_PAYLOAD,
+            max_message: DEFAULT_MAX_MESSAGE,
         }
     }
 }

@@ -18,7 +18,7 @@ mod tests;
 
 pub use assembler::{Message, MessageAssembler};
 pub use control::{encode_close, encode_control, ControlPayload};
-pub use decoder::{Decoded, Decoder, Event, Limits, Role};
+pub use decoder::{Decoded, Decoder, Event, Limits, Role, DEFAULT_MAX_FRAME_PAYLOAD, DEFAULT_MAX_MESSAGE};
 pub use error::ProtocolError;
 pub use frame::{encode_header, header_len, CloseCode, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
 pub use handshake::{accept_key, client_key, is_valid_client_key};

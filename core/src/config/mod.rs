@@ -1,0 +1,578 @@
+//! Configuration: the TOML file administrators write, validated into typed settings.
+//!
+//! Every error names the key and the line, so `portcullis config check` is useful in the CI of the
+//! people who deploy us. Unknown keys are errors and out-of-range values are refused, never
+//! clamped: a typo must not silently weaken policy. Every default and range lives in
+//! [`settings`], the one place the code, the README (checked by a test) and the codecs agree on.
+
+mod raw;
+pub mod settings;
+
+use raw::{OneOrMany, RawConfig, RawTarget, RawUser};
+use settings::{DurationSetting, IntSetting};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// The demo configuration `portcullis serve` runs without `--config`. Its token key and the
+/// built-in targets' addresses are filled in at start (see the engine's `demo` module).
+pub const DEMO: &str = include_str!("demo.toml");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Ssh,
+    Rdp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Ssh => "ssh",
+            Protocol::Rdp => "rdp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A destination users may be granted. Shared (`Arc`) by every session and grant of a snapshot.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    /// `host:port` as written; resolved at connect time so DNS changes are followed.
+    pub address: String,
+    pub protocol: Protocol,
+    /// RDP only: the SHA-256 of the server's TLS certificate; a mismatch is refused.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// Web clients offer copy and paste (terminal, web RDP).
+    pub clipboard: bool,
+    /// Overrides of `[session]` for every session to this target, whatever the route.
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    /// SSH only: how the browser terminal reaches this target.
+    pub ssh: SshSettings,
+}
+
+impl Target {
+    pub fn idle_timeout(&self, session: &SessionSettings) -> Duration {
+        self.idle_timeout.unwrap_or(session.idle_timeout)
+    }
+
+    pub fn max_lifetime(&self, session: &SessionSettings) -> Option<Duration> {
+        self.max_lifetime.or(session.max_lifetime)
+    }
+
+    /// The host part of `address` (without brackets), for TLS server names.
+    pub fn host(&self) -> &str {
+        let host = self.address.rsplit_once(':').map(|(h, _)| h).unwrap_or(&self.address);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// Browser-terminal settings of an SSH target.
+#[derive(Clone, Debug, Default)]
+pub struct SshSettings {
+    /// Login name the gateway uses; with `key` or `agent`, users never see credentials.
+    pub user: Option<String>,
+    /// Private key file (OpenSSH format) the gateway logs in with.
+    pub key: Option<PathBuf>,
+    /// Or an SSH agent socket holding the keys the gateway logs in with.
+    pub agent: Option<PathBuf>,
+    /// Pinned host keys, `ssh-ed25519 AAAA…` (known_hosts format, host field optional).
+    pub host_keys: Vec<String>,
+    /// Also record what the user types (passwords typed at prompts!).
+    pub record_input: bool,
+}
+
+impl SshSettings {
+    /// The gateway holds the credentials (users are never asked for any).
+    pub fn gateway_credentials(&self) -> bool {
+        self.user.is_some() && (self.key.is_some() || self.agent.is_some())
+    }
+}
+
+/// A user of the policy.
+#[derive(Clone, Debug, Default)]
+pub struct User {
+    /// Names of the targets this user may reach.
+    pub targets: HashSet<String>,
+    /// Argon2id PHC string for web sign-in; without it the user can only sign in with a token.
+    pub password_hash: Option<String>,
+    /// May list and replay session recordings.
+    pub replay: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct WebSettings {
+    pub session_ttl: Duration,
+    /// Origins allowed besides the gateway's own (`https://<Host>`).
+    pub origins: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RecordingSettings {
+    pub dir: Option<PathBuf>,
+    /// Refuse browser SSH sessions whose recording cannot be written.
+    pub required: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionSettings {
+    pub idle_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+    pub ping_interval: Duration,
+    pub connect_timeout: Duration,
+    pub handshake_timeout: Duration,
+    pub request_timeout: Duration,
+    pub close_timeout: Duration,
+    pub drain_timeout: Duration,
+    pub buffer_size: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub max_frame_size: u64,
+    pub max_message_size: u64,
+}
+
+impl Limits {
+    pub fn head(&self) -> portcullis_protocols::http::HeadLimits {
+        portcullis_protocols::http::HeadLimits {
+            max_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
+        }
+    }
+
+    pub fn websocket(&self) -> portcullis_protocols::ws::Limits {
+        portcullis_protocols::ws::Limits {
+            max_frame_payload: self.max_frame_size,
+            max_message: self.max_message_size,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthSettings {
+    /// Ed25519 public key (PEM) that verifies tokens.
+    pub token_public_key: PathBuf,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub auth: AuthSettings,
+    pub audit_path: Option<PathBuf>,
+    pub session: SessionSettings,
+    pub limits: Limits,
+    pub targets: HashMap<String, Arc<Target>>,
+    pub users: HashMap<String, User>,
+    pub web: WebSettings,
+    pub recording: RecordingSettings,
+}
+
+/// A configuration error with the line it is on (1-based), when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Reading a configuration file failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {error}", path.display())]
+    Invalid { path: PathBuf, error: ConfigError },
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Source text and base directory of the file being parsed, for errors and relative paths.
+struct Ctx<'a> {
+    src: &'a str,
+    base: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&self, span: Option<std::ops::Range<usize>>, key: &str, message: impl Into<String>) -> Result<T> {
+        let line = span.map(|s| line_of(self.src, s.start));
+        Err(ConfigError {
+            line,
+            key: key.to_owned(),
+            message: message.into(),
+        })
+    }
+
+    /// A duration key with a default: the default when absent, else a value inside its range.
+    fn duration(&self, v: &Option<Spanned<String>>, s: &DurationSetting) -> Result<Duration> {
+        match (v, s.default) {
+            (Some(v), _) => self.duration_value(v, s),
+            (None, Some(default)) => Ok(default),
+            (None, None) => self.err(None, s.key, "is required"),
+        }
+    }
+
+    /// An optional duration key (no default).
+    fn optional_duration(&self, v: &Option<Spanned<String>>, s: &DurationSetting) -> Result<Option<Duration>> {
+        v.as_ref().map(|v| self.duration_value(v, s)).transpose()
+    }
+
+    fn duration_value(&self, v: &Spanned<String>, s: &DurationSetting) -> Result<Duration> {
+        match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if (s.min..=s.max).contains(&d) => Ok(d),
+            Ok(_) => self.err(Some(v.span()), s.key, format!("must be between {}", s.range_text())),
+            Err(e) => self.err(
+                Some(v.span()),
+                s.key,
+                format!("not a duration ({e}); write e.g. \"30s\", \"20m\""),
+            ),
+        }
+    }
+
+    fn int(&self, v: &Option<Spanned<u64>>, s: &IntSetting) -> Result<u64> {
+        match v {
+            None => Ok(s.default),
+            Some(v) if (s.min..=s.max).contains(v.get_ref()) => Ok(*v.get_ref()),
+            Some(v) => self.err(
+                Some(v.span()),
+                s.key,
+                format!("must be between {} and {}", s.min, s.max),
+            ),
+        }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+fn line_of(src: &str, offset: usize) -> usize {
+    src[..offset.min(src.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Parses and validates `src`. Relative paths are taken from `base` (the config's directory).
+    pub fn parse(src: &str, base: &Path) -> Result<Config> {
+        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError {
+            line: e.span().map(|s| line_of(src, s.start)),
+            key: "config".into(),
+            message: e.message().trim().to_owned(),
+        })?;
+        let cx = Ctx { src, base };
+        let listen = raw.listen.get_ref().parse::<SocketAddr>().or_else(|_| {
+            cx.err(
+                Some(raw.listen.span()),
+                "listen",
+                "expected ip:port, e.g. \"0.0.0.0:443\"",
+            )
+        })?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let workers = cx.int(&raw.workers, &settings::WORKERS.with_default(cores as u64))? as usize;
+        let (tls_cert, tls_key) = match (&raw.tls.cert, &raw.tls.key) {
+            (Some(c), Some(k)) => (Some(cx.path(c.get_ref())), Some(cx.path(k.get_ref()))),
+            (None, None) => (None, None),
+            (Some(c), None) => return cx.err(Some(c.span()), "tls.key", "tls.cert is set, so tls.key is required"),
+            (None, Some(k)) => return cx.err(Some(k.span()), "tls.cert", "tls.key is set, so tls.cert is required"),
+        };
+        let auth = AuthSettings {
+            token_public_key: cx.path(raw.auth.token_public_key.get_ref()),
+            leeway: cx.duration(&raw.auth.leeway, &settings::LEEWAY)?,
+        };
+        let targets = parse_targets(&cx, &raw.targets)?;
+        let users = parse_users(&cx, &raw.users, &targets)?;
+        Ok(Config {
+            listen,
+            workers,
+            tls_cert,
+            tls_key,
+            auth,
+            audit_path: raw.audit.path.as_deref().map(|p| cx.path(p)),
+            session: parse_session(&cx, &raw.session)?,
+            limits: parse_limits(&cx, &raw.limits)?,
+            targets,
+            users,
+            web: WebSettings {
+                session_ttl: cx.duration(&raw.web.session_ttl, &settings::SESSION_TTL)?,
+                origins: raw
+                    .web
+                    .origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_owned())
+                    .collect(),
+            },
+            recording: RecordingSettings {
+                dir: raw.recording.dir.as_deref().map(|d| cx.path(d)),
+                required: raw.recording.required,
+            },
+        })
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> std::result::Result<Config, LoadError> {
+        let src = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&src, base).map_err(|error| LoadError::Invalid {
+            path: path.to_owned(),
+            error,
+        })
+    }
+}
+
+fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
+    use settings as d;
+    Ok(SessionSettings {
+        idle_timeout: cx.duration(&s.idle_timeout, &d::IDLE_TIMEOUT)?,
+        max_lifetime: cx.optional_duration(&s.max_lifetime, &d::MAX_LIFETIME)?,
+        ping_interval: cx.duration(&s.ping_interval, &d::PING_INTERVAL)?,
+        connect_timeout: cx.duration(&s.connect_timeout, &d::CONNECT_TIMEOUT)?,
+        handshake_timeout: cx.duration(&s.handshake_timeout, &d::HANDSHAKE_TIMEOUT)?,
+        request_timeout: cx.duration(&s.request_timeout, &d::REQUEST_TIMEOUT)?,
+        close_timeout: cx.duration(&s.close_timeout, &d::CLOSE_TIMEOUT)?,
+        drain_timeout: cx.duration(&s.drain_timeout, &d::DRAIN_TIMEOUT)?,
+        buffer_size: cx.int(&s.buffer_size, &d::BUFFER_SIZE)? as usize,
+    })
+}
+
+fn parse_limits(cx: &Ctx<'_>, l: &raw::RawLimits) -> Result<Limits> {
+    use settings as d;
+    Ok(Limits {
+        max_header_bytes: cx.int(&l.max_header_bytes, &d::MAX_HEADER_BYTES)? as usize,
+        max_headers: cx.int(&l.max_headers, &d::MAX_HEADERS)? as usize,
+        max_frame_size: cx.int(&l.max_frame_size, &d::MAX_FRAME_SIZE)?,
+        max_message_size: cx.int(&l.max_message_size, &d::MAX_MESSAGE_SIZE)?,
+    })
+}
+
+fn parse_targets(cx: &Ctx<'_>, raw: &[RawTarget]) -> Result<HashMap<String, Arc<Target>>> {
+    let mut targets = HashMap::new();
+    for t in raw {
+        let target = parse_target(cx, t)?;
+        let name = target.name.clone();
+        if targets.insert(name.clone(), Arc::new(target)).is_some() {
+            return cx.err(
+                Some(t.name.span()),
+                "target.name",
+                format!("duplicate target \"{name}\""),
+            );
+        }
+    }
+    Ok(targets)
+}
+
+fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
+    let name = t.name.get_ref();
+    if !valid_name(name) {
+        return cx.err(
+            Some(t.name.span()),
+            "target.name",
+            "use letters, digits, '-', '_' and '.' (1-64 chars)",
+        );
+    }
+    let protocol = match t.protocol.get_ref().as_str() {
+        "ssh" => Protocol::Ssh,
+        "rdp" => Protocol::Rdp,
+        "tcp" => Protocol::Tcp,
+        other => {
+            return cx.err(
+                Some(t.protocol.span()),
+                "target.protocol",
+                format!("\"{other}\" is not one of ssh, rdp, tcp"),
+            )
+        }
+    };
+    if !valid_address(t.address.get_ref()) {
+        return cx.err(
+            Some(t.address.span()),
+            "target.address",
+            "expected host:port, e.g. \"10.0.0.4:22\"",
+        );
+    }
+    let cert_sha256 = match &t.cert_sha256 {
+        None => None,
+        Some(fp) if protocol != Protocol::Rdp => {
+            return cx.err(Some(fp.span()), "target.cert_sha256", "only for rdp targets")
+        }
+        Some(fp) => match parse_fingerprint(fp.get_ref()) {
+            Some(f) => Some(f),
+            None => {
+                return cx.err(
+                    Some(fp.span()),
+                    "target.cert_sha256",
+                    "expected 32 hex bytes, e.g. \"AB:CD:…\"",
+                )
+            }
+        },
+    };
+    Ok(Target {
+        name: name.clone(),
+        address: t.address.get_ref().clone(),
+        protocol,
+        cert_sha256,
+        clipboard: t.clipboard,
+        idle_timeout: cx.optional_duration(&t.idle_timeout, &settings::TARGET_IDLE_TIMEOUT)?,
+        max_lifetime: cx.optional_duration(&t.max_lifetime, &settings::TARGET_MAX_LIFETIME)?,
+        ssh: parse_ssh(cx, t, protocol)?,
+    })
+}
+
+fn parse_ssh(cx: &Ctx<'_>, t: &RawTarget, protocol: Protocol) -> Result<SshSettings> {
+    let ssh_keys = [
+        t.ssh_user.as_ref().map(Spanned::span),
+        t.ssh_key.as_ref().map(Spanned::span),
+        t.ssh_agent.as_ref().map(Spanned::span),
+        t.host_key.as_ref().map(Spanned::span),
+    ];
+    if protocol != Protocol::Ssh {
+        if let Some(span) = ssh_keys.into_iter().flatten().next() {
+            return cx.err(
+                Some(span),
+                "target.ssh_user",
+                "ssh_user, ssh_key, ssh_agent and host_key are for ssh targets",
+            );
+        }
+    }
+    let host_keys = match t.host_key.as_ref().map(|h| h.get_ref()) {
+        None => Vec::new(),
+        Some(OneOrMany::One(k)) => vec![k.clone()],
+        Some(OneOrMany::Many(ks)) => ks.clone(),
+    };
+    if let Some(h) = &t.host_key {
+        if let Some(bad) = host_keys
+            .iter()
+            .find(|k| crate::sshkey::parse_host_key_line(k).is_none())
+        {
+            return cx.err(
+                Some(h.span()),
+                "target.host_key",
+                format!("not an SSH public key: {bad:?}"),
+            );
+        }
+    }
+    if let (Some(k), None) = (t.ssh_key.as_ref().or(t.ssh_agent.as_ref()), &t.ssh_user) {
+        return cx.err(Some(k.span()), "target.ssh_user", "ssh_key and ssh_agent need ssh_user");
+    }
+    if let (Some(_), Some(a)) = (&t.ssh_key, &t.ssh_agent) {
+        return cx.err(
+            Some(a.span()),
+            "target.ssh_agent",
+            "give ssh_key or ssh_agent, not both",
+        );
+    }
+    Ok(SshSettings {
+        user: t.ssh_user.as_ref().map(|u| u.get_ref().clone()),
+        key: t.ssh_key.as_ref().map(|k| cx.path(k.get_ref())),
+        agent: t.ssh_agent.as_ref().map(|a| cx.path(a.get_ref())),
+        host_keys,
+        record_input: t.record_input,
+    })
+}
+
+fn parse_users(cx: &Ctx<'_>, raw: &[RawUser], targets: &HashMap<String, Arc<Target>>) -> Result<HashMap<String, User>> {
+    let mut users = HashMap::new();
+    for u in raw {
+        let name = u.name.get_ref();
+        if !valid_name(name) {
+            return cx.err(
+                Some(u.name.span()),
+                "user.name",
+                "use letters, digits, '-', '_' and '.' (1-64 chars)",
+            );
+        }
+        let mut allowed = HashSet::new();
+        for t in &u.targets {
+            if !targets.contains_key(t.get_ref()) {
+                return cx.err(
+                    Some(t.span()),
+                    "user.targets",
+                    format!("unknown target \"{}\"", t.get_ref()),
+                );
+            }
+            allowed.insert(t.get_ref().clone());
+        }
+        if let Some(h) = &u.password_hash {
+            if !crate::passwd::is_argon2id(h.get_ref()) {
+                return cx.err(
+                    Some(h.span()),
+                    "user.password_hash",
+                    "expected an Argon2id hash from `portcullis passwd`",
+                );
+            }
+        }
+        let user = User {
+            targets: allowed,
+            password_hash: u.password_hash.as_ref().map(|h| h.get_ref().clone()),
+            replay: u.replay,
+        };
+        if users.insert(name.clone(), user).is_some() {
+            return cx.err(Some(u.name.span()), "user.name", format!("duplicate user \"{name}\""));
+        }
+    }
+    Ok(users)
+}
+
+/// `AB:CD:…` or plain hex, 32 bytes.
+pub fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Target and user names: what users type and what appears in paths and audit records.
+pub fn valid_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn valid_address(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+}
+
+#[cfg(test)]
+mod tests;

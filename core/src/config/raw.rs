@@ -1,0 +1,129 @@
+//! The file as TOML sees it: every key optional where the format allows, spans kept for errors.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub listen: Spanned<String>,
+    pub workers: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub tls: RawTls,
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub session: RawSession,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub web: RawWeb,
+    #[serde(default)]
+    pub recording: RawRecording,
+    #[serde(default, rename = "target")]
+    pub targets: Vec<RawTarget>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<RawUser>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    pub session_ttl: Option<Spanned<String>>,
+    #[serde(default)]
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRecording {
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub cert: Option<Spanned<PathBuf>>,
+    pub key: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub token_public_key: Spanned<PathBuf>,
+    pub leeway: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_lifetime: Option<Spanned<String>>,
+    pub ping_interval: Option<Spanned<String>>,
+    pub connect_timeout: Option<Spanned<String>>,
+    pub handshake_timeout: Option<Spanned<String>>,
+    pub request_timeout: Option<Spanned<String>>,
+    pub close_timeout: Option<Spanned<String>>,
+    pub drain_timeout: Option<Spanned<String>>,
+    pub buffer_size: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub max_header_bytes: Option<Spanned<u64>>,
+    pub max_headers: Option<Spanned<u64>>,
+    pub max_frame_size: Option<Spanned<u64>>,
+    pub max_message_size: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    pub name: Spanned<String>,
+    pub address: Spanned<String>,
+    pub protocol: Spanned<String>,
+    pub cert_sha256: Option<Spanned<String>>,
+    pub ssh_user: Option<Spanned<String>>,
+    pub ssh_key: Option<Spanned<PathBuf>>,
+    pub ssh_agent: Option<Spanned<PathBuf>>,
+    pub host_key: Option<Spanned<OneOrMany>>,
+    #[serde(default = "yes")]
+    pub clipboard: bool,
+    #[serde(default)]
+    pub record_input: bool,
+    pub idle_timeout: Option<Spanned<String>>,
+    pub max_lifetime: Option<Spanned<String>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUser {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub targets: Vec<Spanned<String>>,
+    pub password_hash: Option<Spanned<String>>,
+    #[serde(default)]
+    pub replay: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}

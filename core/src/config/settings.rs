@@ -1,0 +1,142 @@
+//! Every tunable of the configuration: its key, its default and the range it must be in. The one
+//! place defaults are written down; the README's configuration example is checked against it.
+
+use portcullis_protocols::{http, ws};
+use std::time::Duration;
+
+/// A duration key.
+#[derive(Clone, Copy, Debug)]
+pub struct DurationSetting {
+    pub key: &'static str,
+    /// `None` for an optional setting (absent means: no such limit).
+    pub default: Option<Duration>,
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl DurationSetting {
+    pub fn range_text(&self) -> String {
+        format!(
+            "{} and {}",
+            humantime::format_duration(self.min),
+            humantime::format_duration(self.max)
+        )
+    }
+}
+
+/// An integer key.
+#[derive(Clone, Copy, Debug)]
+pub struct IntSetting {
+    pub key: &'static str,
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl IntSetting {
+    /// The same range with a default known only at run time (the number of cores).
+    pub fn with_default(self, default: u64) -> IntSetting {
+        IntSetting {
+            default: default.clamp(self.min, self.max),
+            ..self
+        }
+    }
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+const fn duration(key: &'static str, default: Duration, min: Duration, max: Duration) -> DurationSetting {
+    DurationSetting {
+        key,
+        default: Some(default),
+        min,
+        max,
+    }
+}
+
+const fn optional(key: &'static str, min: Duration, max: Duration) -> DurationSetting {
+    DurationSetting {
+        key,
+        default: None,
+        min,
+        max,
+    }
+}
+
+const fn int(key: &'static str, default: u64, min: u64, max: u64) -> IntSetting {
+    IntSetting { key, default, min, max }
+}
+
+pub const WORKERS: IntSetting = int("workers", 1, 1, 1024);
+pub const LEEWAY: DurationSetting = duration("auth.leeway", secs(60), secs(0), secs(10 * MINUTE));
+
+pub const IDLE_TIMEOUT: DurationSetting = duration("session.idle_timeout", secs(20 * MINUTE), secs(1), secs(7 * DAY));
+/// Optional: without it, sessions live as long as they are used.
+pub const MAX_LIFETIME: DurationSetting = optional("session.max_lifetime", secs(1), secs(30 * DAY));
+/// Per-target overrides: optional, in the ranges of the `[session]` keys they override.
+pub const TARGET_IDLE_TIMEOUT: DurationSetting = DurationSetting {
+    default: None,
+    key: "target.idle_timeout",
+    ..IDLE_TIMEOUT
+};
+pub const TARGET_MAX_LIFETIME: DurationSetting = DurationSetting {
+    key: "target.max_lifetime",
+    ..MAX_LIFETIME
+};
+pub const PING_INTERVAL: DurationSetting = duration("session.ping_interval", secs(30), millis(100), secs(HOUR));
+pub const CONNECT_TIMEOUT: DurationSetting =
+    duration("session.connect_timeout", secs(5), millis(100), secs(5 * MINUTE));
+pub const HANDSHAKE_TIMEOUT: DurationSetting =
+    duration("session.handshake_timeout", secs(10), millis(100), secs(5 * MINUTE));
+pub const REQUEST_TIMEOUT: DurationSetting =
+    duration("session.request_timeout", secs(10), millis(100), secs(5 * MINUTE));
+pub const CLOSE_TIMEOUT: DurationSetting = duration("session.close_timeout", secs(5), millis(100), secs(5 * MINUTE));
+pub const DRAIN_TIMEOUT: DurationSetting = duration("session.drain_timeout", secs(30), millis(100), secs(DAY));
+/// Four TLS records per read: the records of one frame leave in one `sendmsg`.
+pub const BUFFER_SIZE: IntSetting = int("session.buffer_size", 64 * 1024, 1024, 1 << 20);
+
+pub const MAX_HEADER_BYTES: IntSetting = int(
+    "limits.max_header_bytes",
+    http::DEFAULT_MAX_HEAD_BYTES as u64,
+    512,
+    64 * 1024,
+);
+pub const MAX_HEADERS: IntSetting = int("limits.max_headers", http::DEFAULT_MAX_HEADERS as u64, 8, 128);
+/// RFC 6455 control frames carry 125 bytes; data frames may not be held to less.
+pub const MAX_FRAME_SIZE: IntSetting = int("limits.max_frame_size", ws::DEFAULT_MAX_FRAME_PAYLOAD, 125, 64 << 20);
+pub const MAX_MESSAGE_SIZE: IntSetting = int("limits.max_message_size", ws::DEFAULT_MAX_MESSAGE, 125, 1 << 30);
+
+pub const SESSION_TTL: DurationSetting = duration("web.session_ttl", secs(HOUR), secs(1), secs(30 * DAY));
+
+/// Every duration setting, for documentation checks.
+pub const DURATIONS: &[DurationSetting] = &[
+    LEEWAY,
+    IDLE_TIMEOUT,
+    MAX_LIFETIME,
+    PING_INTERVAL,
+    CONNECT_TIMEOUT,
+    HANDSHAKE_TIMEOUT,
+    REQUEST_TIMEOUT,
+    CLOSE_TIMEOUT,
+    DRAIN_TIMEOUT,
+    SESSION_TTL,
+];
+
+/// Every integer setting but `workers` (whose default is the number of cores).
+pub const INTEGERS: &[IntSetting] = &[
+    BUFFER_SIZE,
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    MAX_FRAME_SIZE,
+    MAX_MESSAGE_SIZE,
+];

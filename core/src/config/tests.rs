@@ -1,0 +1,191 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen = "127.0.0.1:8443"
+workers = 2
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[auth]
+token_public_key = "token.pub"
+[audit]
+path = "/var/log/portcullis/audit.jsonl"
+[session]
+idle_timeout = "5m"
+max_lifetime = "8h"
+[[target]]
+name = "vm1"
+address = "10.0.0.4:22"
+protocol = "ssh"
+[[user]]
+name = "alice"
+targets = ["vm1"]
+"#;
+
+#[test]
+fn parses_the_documented_example() {
+    let c = Config::parse(GOOD, Path::new("/etc/portcullis")).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/etc/portcullis/cert.pem")));
+    assert_eq!(c.session.idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.session.max_lifetime, Some(Duration::from_secs(8 * 3600)));
+    assert_eq!(c.targets["vm1"].protocol, Protocol::Ssh);
+    assert!(c.users["alice"].targets.contains("vm1"));
+    assert_eq!(Some(c.auth.leeway), settings::LEEWAY.default);
+    assert_eq!(
+        c.limits.max_frame_size,
+        portcullis_protocols::ws::DEFAULT_MAX_FRAME_PAYLOAD
+    );
+}
+
+#[test]
+fn the_demo_config_parses() {
+    Config::parse(DEMO, Path::new(".")).unwrap();
+}
+
+fn error_of(src: &str) -> String {
+    Config::parse(src, Path::new(".")).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_key_and_line() {
+    let e = error_of(&GOOD.replace("targets = [\"vm1\"]", "targets = [\"vm2\"]"));
+    assert_eq!(e, "line 20: user.targets: unknown target \"vm2\"");
+    let e = error_of(&GOOD.replace("protocol = \"ssh\"", "protocol = \"telnet\""));
+    assert!(e.starts_with("line 17: target.protocol:"), "{e}");
+    let e = error_of(&GOOD.replace("idle_timeout = \"5m\"", "idle_timeout = \"soon\""));
+    assert!(e.starts_with("line 12: session.idle_timeout:"), "{e}");
+    let e = error_of(&GOOD.replace("workers = 2", "workers = 2\nwrokers = 3"));
+    assert!(e.contains("line 4") && e.contains("wrokers"), "{e}");
+    let e = error_of(&GOOD.replace("10.0.0.4:22", "10.0.0.4"));
+    assert!(e.starts_with("line 16: target.address"), "{e}");
+    let e = error_of(&GOOD.replace("key = \"key.pem\"", ""));
+    assert!(e.contains("tls.key"), "{e}");
+    let e = error_of(&format!(
+        "{GOOD}\n[[target]]\nname = \"vm1\"\naddress = \"h:1\"\nprotocol = \"tcp\"\n"
+    ));
+    assert!(e.contains("duplicate target"), "{e}");
+}
+
+/// Values out of range are refused with their key and line, never clamped (a typo must not
+/// weaken policy), and durations cannot be large enough to overflow a clock.
+#[test]
+fn out_of_range_values_are_refused() {
+    const MINIMAL: &str = "listen = \"127.0.0.1:1\"\n[auth]\ntoken_public_key = \"k\"\n";
+    let cases = [
+        (
+            "[limits]\nmax_frame_size = 1",
+            "limits.max_frame_size: must be between 125 and",
+        ),
+        ("[limits]\nmax_headers = 1000", "limits.max_headers:"),
+        ("[limits]\nmax_header_bytes = 100", "limits.max_header_bytes:"),
+        ("[limits]\nmax_message_size = 0", "limits.max_message_size:"),
+        ("[session]\nbuffer_size = 100", "session.buffer_size:"),
+        (
+            "[session]\nmax_lifetime = \"500000000000y\"",
+            "session.max_lifetime: must be between",
+        ),
+        ("[session]\nidle_timeout = \"0s\"", "session.idle_timeout:"),
+        ("[session]\nping_interval = \"1ms\"", "session.ping_interval:"),
+        ("[session]\ndrain_timeout = \"2d\"", "session.drain_timeout:"),
+        ("[web]\nsession_ttl = \"31d\"", "web.session_ttl:"),
+        ("[web]\norigins = 3", "config: invalid type"),
+    ];
+    for (extra, want) in cases {
+        let e = error_of(&format!("{MINIMAL}{extra}\n"));
+        assert!(e.starts_with(&format!("line 5: {want}")), "{extra}: {e}");
+    }
+    let e = error_of(&GOOD.replace("[auth]\n", "[auth]\nleeway = \"11m\"\n"));
+    assert!(e.starts_with("line 8: auth.leeway: must be between 0s and 10m"), "{e}");
+    let e = error_of(&GOOD.replace("workers = 2", "workers = 0"));
+    assert!(e.starts_with("line 3: workers: must be between 1 and 1024"), "{e}");
+    let e = error_of(&GOOD.replace("protocol = \"ssh\"", "protocol = \"ssh\"\nmax_lifetime = \"100y\""));
+    assert!(e.starts_with("line 18: target.max_lifetime:"), "{e}");
+}
+
+#[test]
+fn limits_at_their_bounds_are_accepted() {
+    let src = GOOD.replace(
+        "[session]\n",
+        "[limits]\nmax_frame_size = 125\nmax_headers = 128\n[session]\nbuffer_size = 1048576\nping_interval = \"100ms\"\n",
+    );
+    let c = Config::parse(&src, Path::new(".")).unwrap();
+    assert_eq!((c.limits.max_frame_size, c.limits.max_headers), (125, 128));
+    assert_eq!(c.session.buffer_size, 1 << 20);
+}
+
+/// Per-target `idle_timeout` and `max_lifetime` override `[session]` for that target.
+#[test]
+fn target_overrides() {
+    let src = GOOD.replace(
+        "protocol = \"ssh\"",
+        "protocol = \"ssh\"\nidle_timeout = \"1m\"\nmax_lifetime = \"2h\"",
+    );
+    let c = Config::parse(&src, Path::new(".")).unwrap();
+    let t = &c.targets["vm1"];
+    assert_eq!(t.idle_timeout(&c.session), Duration::from_secs(60));
+    assert_eq!(t.max_lifetime(&c.session), Some(Duration::from_secs(7200)));
+    let c = Config::parse(GOOD, Path::new(".")).unwrap();
+    let t = &c.targets["vm1"];
+    assert_eq!(t.idle_timeout(&c.session), Duration::from_secs(300));
+    assert_eq!(t.max_lifetime(&c.session), Some(Duration::from_secs(8 * 3600)));
+}
+
+#[test]
+fn ssh_settings_belong_to_ssh_targets() {
+    let e = error_of(&GOOD.replace(
+        "protocol = \"ssh\"",
+        "protocol = \"rdp\"\nssh_agent = \"/run/agent.sock\"",
+    ));
+    assert!(e.starts_with("line 18: target.ssh_user:"), "{e}");
+    let e = error_of(&GOOD.replace("protocol = \"ssh\"", "protocol = \"ssh\"\nhost_key = \"SHA256:abc\""));
+    assert!(e.starts_with("line 18: target.host_key: not an SSH public key"), "{e}");
+}
+
+/// The README's configuration example documents the defaults: every key it shows with a value
+/// (other than the optional `max_lifetime`) holds exactly the default of `settings`.
+#[test]
+fn readme_documents_the_defaults() {
+    let readme = include_str!("../../../README.md");
+    let start = readme
+        .find("[auth]\ntoken_public_key")
+        .expect("README configuration example");
+    let block = &readme[start..];
+    let block = &block[..block.find("```").unwrap()];
+    // Only the tables of tunables; targets and users follow.
+    let tunables = &block[..block.find("[recording]").unwrap()];
+    let doc: toml::Table = toml::from_str(tunables).unwrap();
+    let value = |key: &str| {
+        let (table, name) = key.split_once('.').unwrap();
+        doc.get(table).and_then(|t| t.get(name)).cloned()
+    };
+    // Each key's line states its range, e.g. `(1s..7days)`.
+    let line_of = |key: &str| {
+        let name = key.split_once('.').unwrap().1;
+        tunables
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} =")))
+            .unwrap_or_else(|| panic!("README does not show {key}"))
+    };
+    for s in settings::DURATIONS {
+        let v = value(s.key).unwrap_or_else(|| panic!("README does not show {}", s.key));
+        // Optional keys (no default) show an example value.
+        if let Some(default) = s.default {
+            let d = humantime::parse_duration(v.as_str().unwrap()).unwrap();
+            assert_eq!(d, default, "README shows {} = {v}", s.key);
+        }
+        let range = format!("({})", s.range_text().replace(" and ", ".."));
+        assert!(line_of(s.key).contains(&range), "README: {} should say {range}", s.key);
+    }
+    for s in settings::INTEGERS {
+        let v = value(s.key).unwrap_or_else(|| panic!("README does not show {}", s.key));
+        assert_eq!(
+            v.as_integer().unwrap() as u64,
+            s.default,
+            "README shows {} = {v}",
+            s.key
+        );
+        let range = format!("({}..{})", s.min, s.max);
+        assert!(line_of(s.key).contains(&range), "README: {} should say {range}", s.key);
+    }
+}

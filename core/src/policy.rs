@@ -1,0 +1,293 @@
+//! Who may reach what: the one place that says yes.
+//!
+//! Every route asks [`Policy::authorize`] with the credential it holds (a token, a web sign-in, a
+//! redeemed one-time ticket), the destination it was asked for and the route itself, and gets one
+//! [`Grant`] or a typed [`Denial`] with its HTTP status. Deny by default: a session needs a
+//! credential for a target that exists in the configuration, naming that same target when the
+//! credential is bound to one, for a user whose policy lists it, over a route that carries that
+//! target's protocol, unless the user or the token is revoked. Session caps plug in here next.
+
+use crate::audit::Via;
+use crate::config::{Config, Protocol, Target, User};
+use crate::revocation::Revocations;
+use portcullis_protocols::token::{Claims, TokenError, TokenVerifier, MAX_TOKEN_LEN};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Most verified tokens a policy snapshot remembers; when full it starts over.
+const TOKEN_CACHE_MAX: usize = 4096;
+
+/// What the requester holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Credential<'a> {
+    /// A bearer token (absent or empty: refused as missing).
+    Token(Option<&'a str>),
+    /// A signed-in browser: its user, and the one target a token sign-in is limited to.
+    WebSession {
+        user: &'a str,
+        only_target: Option<&'a str>,
+    },
+    /// A one-time ticket already redeemed from the store: issued to `user` for `target`.
+    Ticket { user: &'a str, target: &'a str },
+}
+
+/// How the request names its target.
+#[derive(Clone, Copy, Debug)]
+pub enum Destination<'a> {
+    /// A configured target's name (tunnels, the terminal).
+    Name(&'a str),
+    /// A name, or the configured address of the target the credential is bound to (RDCleanPath
+    /// clients send `host:port`; several targets may share an address). Never any other address.
+    NameOrAddress(&'a str),
+}
+
+/// A yes: who may open which target over which route. Sessions start only from one of these.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    pub user: String,
+    pub target: Arc<Target>,
+    /// The token's `jti` when a token was the credential.
+    pub token_id: Option<String>,
+    pub via: Via,
+}
+
+/// Why a request was refused. `status()` is the HTTP answer; `Display` is safe to log and to send
+/// (it never contains the token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Denial {
+    #[error("missing token")]
+    MissingToken,
+    #[error("{0}")]
+    BadToken(TokenError),
+    #[error("unknown target")]
+    UnknownTarget,
+    /// The token (or ticket, or token sign-in) names another target.
+    #[error("token is for another target")]
+    TargetMismatch,
+    /// The user is not in the policy.
+    #[error("user is not allowed")]
+    UnknownUser,
+    /// The user's policy does not list the target.
+    #[error("target is not allowed for this user")]
+    NotAllowed,
+    /// The route does not carry the target's protocol (a terminal to an RDP target).
+    #[error("not {} target", article(.0))]
+    WrongProtocol(Protocol),
+    /// The user, or the token, is revoked.
+    #[error("access is revoked")]
+    Revoked,
+    /// The user may not replay recordings.
+    #[error("replaying recordings is not allowed for this user")]
+    ReplayNotAllowed,
+}
+
+fn article(p: &Protocol) -> &'static str {
+    match p {
+        Protocol::Ssh => "an SSH",
+        Protocol::Rdp => "an RDP",
+        Protocol::Tcp => "a TCP",
+    }
+}
+
+impl Denial {
+    pub fn status(&self) -> u16 {
+        match self {
+            Denial::MissingToken | Denial::BadToken(_) => 401,
+            Denial::UnknownTarget => 404,
+            Denial::TargetMismatch
+            | Denial::UnknownUser
+            | Denial::NotAllowed
+            | Denial::Revoked
+            | Denial::ReplayNotAllowed => 403,
+            Denial::WrongProtocol(_) => 400,
+        }
+    }
+}
+
+/// Who the credential says the requester is.
+struct Identity<'a> {
+    user: std::borrow::Cow<'a, str>,
+    /// The target the credential is limited to, if any.
+    bound: Option<std::borrow::Cow<'a, str>>,
+    token_id: Option<String>,
+}
+
+pub struct Policy {
+    pub config: Config,
+    pub verifier: TokenVerifier,
+    /// Claims of tokens this snapshot has verified, by SHA-256 of the token text: a client that
+    /// reconnects with the same token (a ProxyCommand per `ssh`, reconnect loops) skips the Ed25519
+    /// check (~60 µs, about 15 % of a tunnel's setup). The period is still checked on every use,
+    /// and the cache dies with the snapshot, so a reload with another key never honours it. Only
+    /// digests of valid tokens are kept, never token text.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
+    /// The process's revocations, shared by every snapshot.
+    revocations: Arc<Revocations>,
+}
+
+impl Policy {
+    pub fn new(config: Config, verifier: TokenVerifier, revocations: Arc<Revocations>) -> Policy {
+        Policy {
+            config,
+            verifier,
+            verified: Mutex::new(HashMap::new()),
+            revocations,
+        }
+    }
+
+    /// Decides whether `credential` may open `destination` over `via` at `now` (Unix seconds).
+    pub fn authorize(
+        &self,
+        credential: Credential<'_>,
+        destination: Destination<'_>,
+        via: Via,
+        now: u64,
+    ) -> Result<Grant, Denial> {
+        let who = self.identify(credential, now)?;
+        if self.revocations.is_revoked(&who.user, who.token_id.as_deref(), now) {
+            return Err(Denial::Revoked);
+        }
+        let target = self.resolve(destination, who.bound.as_deref())?;
+        if who.bound.as_deref().is_some_and(|b| b != target.name) {
+            return Err(Denial::TargetMismatch);
+        }
+        let user = self.config.users.get(who.user.as_ref()).ok_or(Denial::UnknownUser)?;
+        if !user.targets.contains(&target.name) {
+            return Err(Denial::NotAllowed);
+        }
+        let needed = match via {
+            Via::Tunnel => None,
+            Via::WebTerminal => Some(Protocol::Ssh),
+            Via::WebRdp => Some(Protocol::Rdp),
+        };
+        if let Some(protocol) = needed.filter(|p| *p != target.protocol) {
+            return Err(Denial::WrongProtocol(protocol));
+        }
+        Ok(Grant {
+            user: who.user.into_owned(),
+            target: target.clone(),
+            token_id: who.token_id,
+            via,
+        })
+    }
+
+    /// A token for signing in to the web app: valid, unrevoked, and for a user of the policy.
+    pub fn sign_in_token(&self, token: &str, now: u64) -> Result<Claims, Denial> {
+        let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+        if !self.config.users.contains_key(&claims.sub) {
+            return Err(Denial::UnknownUser);
+        }
+        if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
+            return Err(Denial::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// Whether a signed-in `user` may list and replay session recordings.
+    pub fn may_replay(&self, user: &str, now: u64) -> Result<(), Denial> {
+        if self.revocations.is_revoked(user, None, now) {
+            return Err(Denial::Revoked);
+        }
+        match self.config.users.get(user) {
+            Some(u) if u.replay => Ok(()),
+            Some(_) => Err(Denial::ReplayNotAllowed),
+            None => Err(Denial::UnknownUser),
+        }
+    }
+
+    /// The targets `user` may open, sorted by name, limited to `only` (a token sign-in's target):
+    /// what the web app lists. Listing is not a grant; opening one still goes through `authorize`.
+    pub fn targets_of(&self, user: &str, only: Option<&str>) -> Vec<&Arc<Target>> {
+        let Some(User { targets: names, .. }) = self.config.users.get(user) else {
+            return Vec::new();
+        };
+        let mut targets: Vec<&Arc<Target>> = names
+            .iter()
+            .filter(|n| only.is_none_or(|o| o == n.as_str()))
+            .filter_map(|n| self.config.targets.get(n))
+            .collect();
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        targets
+    }
+
+    fn identify<'a>(&self, credential: Credential<'a>, now: u64) -> Result<Identity<'a>, Denial> {
+        use std::borrow::Cow::{Borrowed, Owned};
+        Ok(match credential {
+            Credential::Token(token) => {
+                let token = token.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
+                let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+                Identity {
+                    user: Owned(claims.sub),
+                    bound: Some(Owned(claims.tgt)),
+                    token_id: Some(claims.jti),
+                }
+            }
+            Credential::WebSession { user, only_target } => Identity {
+                user: Borrowed(user),
+                bound: only_target.map(Borrowed),
+                token_id: None,
+            },
+            Credential::Ticket { user, target } => Identity {
+                user: Borrowed(user),
+                bound: Some(Borrowed(target)),
+                token_id: None,
+            },
+        })
+    }
+
+    fn resolve(&self, destination: Destination<'_>, bound: Option<&str>) -> Result<&Arc<Target>, Denial> {
+        let targets = &self.config.targets;
+        match destination {
+            Destination::Name(name) => targets.get(name),
+            Destination::NameOrAddress(d) => targets
+                .get(d)
+                .or_else(|| bound.and_then(|b| targets.get(b)).filter(|t| t.address == d)),
+        }
+        .ok_or(Denial::UnknownTarget)
+    }
+
+    /// Verifies `token` at `now`, from the cache when this snapshot has verified it before.
+    fn verify(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return self.verifier.verify(token, now);
+        }
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let cached = self.verified.lock().ok().and_then(|m| m.get(&digest).cloned());
+        if let Some(claims) = cached {
+            self.verifier.check_period(&claims, now)?;
+            return Ok(claims);
+        }
+        let claims = self.verifier.verify(token, now)?;
+        if let Ok(mut map) = self.verified.lock() {
+            if map.len() >= TOKEN_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(digest, claims.clone());
+        }
+        Ok(claims)
+    }
+
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.verified.lock().unwrap().len()
+    }
+}
+
+/// A policy over `targets_and_users` (TOML) with a fresh token key pair, and the private key's
+/// PEM: the fixture of the policy and request-path tests.
+#[cfg(test)]
+pub(crate) fn test_policy(targets_and_users: &str) -> (Policy, String) {
+    let (private, public) = crate::keys::generate().expect("key generation");
+    let config = Config::parse(
+        &format!("listen = \"127.0.0.1:1\"\n[auth]\ntoken_public_key = \"k\"\nleeway = \"0s\"\n{targets_and_users}"),
+        std::path::Path::new("."),
+    )
+    .expect("test policy");
+    let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).expect("test key");
+    (Policy::new(config, verifier, Default::default()), private)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,294 @@
+use super::*;
+use std::time::Duration;
+
+const TARGETS: &str = "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
+[[target]]\nname = \"vm2\"\naddress = \"10.0.0.5:22\"\nprotocol = \"ssh\"\n\
+[[target]]\nname = \"desk\"\naddress = \"10.0.0.6:3389\"\nprotocol = \"rdp\"\n\
+[[target]]\nname = \"desk-alias\"\naddress = \"10.0.0.6:3389\"\nprotocol = \"rdp\"\n\
+[[user]]\nname = \"alice\"\ntargets = [\"vm1\", \"desk\", \"desk-alias\"]\n";
+
+fn policy() -> (Policy, String) {
+    test_policy(TARGETS)
+}
+
+fn token(key: &str, user: &str, target: &str) -> String {
+    crate::keys::issue(key.as_bytes(), user, target, Duration::from_secs(60)).unwrap()
+}
+
+fn now() -> u64 {
+    crate::keys::unix_now()
+}
+
+#[test]
+fn tokens_are_granted_only_for_their_own_allowed_target() {
+    let (policy, key) = policy();
+    let t = token(&key, "alice", "vm1");
+    let grant = policy
+        .authorize(
+            Credential::Token(Some(&t)),
+            Destination::Name("vm1"),
+            Via::Tunnel,
+            now(),
+        )
+        .unwrap();
+    assert_eq!((grant.user.as_str(), grant.target.name.as_str()), ("alice", "vm1"));
+    assert_eq!(grant.token_id.as_ref().map(String::len), Some(32));
+    let deny = |cred, dest, via| policy.authorize(cred, dest, via, now()).unwrap_err();
+    assert_eq!(
+        deny(Credential::Token(None), Destination::Name("vm1"), Via::Tunnel),
+        Denial::MissingToken
+    );
+    assert_eq!(
+        deny(Credential::Token(Some("")), Destination::Name("vm1"), Via::Tunnel),
+        Denial::MissingToken
+    );
+    assert_eq!(
+        deny(Credential::Token(Some(&t)), Destination::Name("nope"), Via::Tunnel),
+        Denial::UnknownTarget
+    );
+    assert_eq!(
+        deny(Credential::Token(Some(&t)), Destination::Name("vm2"), Via::Tunnel),
+        Denial::TargetMismatch
+    );
+    let vm2 = token(&key, "alice", "vm2");
+    assert_eq!(
+        deny(Credential::Token(Some(&vm2)), Destination::Name("vm2"), Via::Tunnel),
+        Denial::NotAllowed
+    );
+    let mallory = token(&key, "mallory", "vm1");
+    assert_eq!(
+        deny(Credential::Token(Some(&mallory)), Destination::Name("vm1"), Via::Tunnel),
+        Denial::UnknownUser
+    );
+    assert_eq!(Denial::UnknownUser.status(), 403);
+    assert_eq!(Denial::UnknownTarget.status(), 404);
+    assert_eq!(Denial::MissingToken.status(), 401);
+}
+
+#[test]
+fn web_routes_need_the_targets_protocol() {
+    let (policy, _) = policy();
+    let web = Credential::WebSession {
+        user: "alice",
+        only_target: None,
+    };
+    let g = policy
+        .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now())
+        .unwrap();
+    assert_eq!((g.via, g.token_id), (Via::WebTerminal, None));
+    let e = policy
+        .authorize(web, Destination::Name("desk"), Via::WebTerminal, now())
+        .unwrap_err();
+    assert_eq!((e.status(), e.to_string()), (400, "not an SSH target".into()));
+    let e = policy
+        .authorize(web, Destination::Name("vm1"), Via::WebRdp, now())
+        .unwrap_err();
+    assert_eq!(e.to_string(), "not an RDP target");
+    // A token sign-in is good for its own target only.
+    let limited = Credential::WebSession {
+        user: "alice",
+        only_target: Some("desk"),
+    };
+    assert_eq!(
+        policy
+            .authorize(limited, Destination::Name("vm1"), Via::WebTerminal, now())
+            .unwrap_err(),
+        Denial::TargetMismatch
+    );
+    assert_eq!(
+        policy
+            .targets_of("alice", Some("desk"))
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["desk"]
+    );
+    assert_eq!(policy.targets_of("alice", None).len(), 3);
+    assert!(policy.targets_of("nobody", None).is_empty());
+}
+
+/// RDCleanPath destinations: a configured name, or the configured address of the very target the
+/// credential is for; never another address, even one a different target of the user has.
+#[test]
+fn destinations_by_address_need_a_bound_credential() {
+    let (policy, key) = policy();
+    let ticket = Credential::Ticket {
+        user: "alice",
+        target: "desk-alias",
+    };
+    let g = policy
+        .authorize(ticket, Destination::NameOrAddress("10.0.0.6:3389"), Via::WebRdp, now())
+        .unwrap();
+    assert_eq!(g.target.name, "desk-alias");
+    let t = token(&key, "alice", "desk");
+    let g = policy
+        .authorize(
+            Credential::Token(Some(&t)),
+            Destination::NameOrAddress("10.0.0.6:3389"),
+            Via::WebRdp,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(g.target.name, "desk");
+    for other in ["10.0.0.4:22", "10.0.0.6:3390", "127.0.0.1:3389", "desk2"] {
+        assert_eq!(
+            policy
+                .authorize(ticket, Destination::NameOrAddress(other), Via::WebRdp, now())
+                .unwrap_err(),
+            Denial::UnknownTarget,
+            "{other}"
+        );
+    }
+    // An unbound web session cannot name an address at all.
+    let web = Credential::WebSession {
+        user: "alice",
+        only_target: None,
+    };
+    assert_eq!(
+        policy
+            .authorize(web, Destination::NameOrAddress("10.0.0.6:3389"), Via::WebRdp, now())
+            .unwrap_err(),
+        Denial::UnknownTarget
+    );
+    // A ticket for one target does not open another by name.
+    assert_eq!(
+        policy
+            .authorize(ticket, Destination::NameOrAddress("desk"), Via::WebRdp, now())
+            .unwrap_err(),
+        Denial::TargetMismatch
+    );
+}
+
+#[test]
+fn verified_tokens_are_cached_but_still_checked() {
+    let (policy, key) = policy();
+    let t = token(&key, "alice", "vm1");
+    let grant = |t: &str, target: &str, at: u64| {
+        policy.authorize(Credential::Token(Some(t)), Destination::Name(target), Via::Tunnel, at)
+    };
+    let first = grant(&t, "vm1", now()).unwrap();
+    assert_eq!(policy.cached(), 1);
+    let again = grant(&t, "vm1", now()).unwrap();
+    assert_eq!((first.token_id, policy.cached()), (again.token_id, 1));
+    // A hit is still held to the token's period and to the target and user checks.
+    assert_eq!(
+        grant(&t, "vm1", now() + 3600).unwrap_err(),
+        Denial::BadToken(TokenError::Expired)
+    );
+    assert_eq!(grant(&t, "vm2", now()).unwrap_err(), Denial::TargetMismatch);
+    // Refused tokens are not remembered; a changed signature is another token.
+    let mut forged = t.clone().into_bytes();
+    let at = forged.len() - 10;
+    forged[at] = if forged[at] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert!(matches!(
+        grant(&forged, "vm1", now()),
+        Err(Denial::BadToken(TokenError::BadSignature | TokenError::Malformed))
+    ));
+    assert_eq!(policy.cached(), 1);
+    // Another snapshot (a reload with a new key) knows nothing of it.
+    let (rotated, _) = self::policy();
+    assert_eq!(
+        rotated
+            .authorize(
+                Credential::Token(Some(&t)),
+                Destination::Name("vm1"),
+                Via::Tunnel,
+                now()
+            )
+            .unwrap_err(),
+        Denial::BadToken(TokenError::BadSignature)
+    );
+}
+
+#[test]
+fn the_cache_is_bounded() {
+    let (policy, key) = policy();
+    for _ in 0..TOKEN_CACHE_MAX + 1 {
+        let t = token(&key, "alice", "vm1");
+        policy
+            .authorize(
+                Credential::Token(Some(&t)),
+                Destination::Name("vm1"),
+                Via::Tunnel,
+                now(),
+            )
+            .unwrap();
+        assert!(policy.cached() <= TOKEN_CACHE_MAX);
+    }
+}
+
+#[test]
+fn token_sign_in_needs_a_known_user() {
+    let (policy, key) = policy();
+    assert_eq!(
+        policy.sign_in_token(&token(&key, "alice", "vm1"), now()).unwrap().sub,
+        "alice"
+    );
+    assert_eq!(
+        policy.sign_in_token(&token(&key, "mallory", "vm1"), now()).unwrap_err(),
+        Denial::UnknownUser
+    );
+}
+
+/// A revoked user or token is refused on every route, by every snapshot sharing the set (a
+/// reload does not un-revoke), until the revocation ends.
+#[test]
+fn revocations_refuse_users_and_tokens() {
+    use crate::revocation::{Revocation, Revocations};
+    let revocations = std::sync::Arc::new(Revocations::default());
+    let (first, key) = policy();
+    let policy = Policy::new(first.config.clone(), first.verifier.clone(), revocations.clone());
+    let t = token(&key, "alice", "vm1");
+    let tunnel =
+        |p: &Policy, t: &str| p.authorize(Credential::Token(Some(t)), Destination::Name("vm1"), Via::Tunnel, now());
+    assert!(tunnel(&policy, &t).is_ok());
+    let jti = tunnel(&policy, &t).unwrap().token_id.unwrap();
+    revocations
+        .revoke(Revocation::Token { id: jti, until: None }, now())
+        .unwrap();
+    assert_eq!(tunnel(&policy, &t).unwrap_err(), Denial::Revoked);
+    assert!(
+        tunnel(&policy, &token(&key, "alice", "vm1")).is_ok(),
+        "another token of hers"
+    );
+    revocations
+        .revoke(
+            Revocation::User {
+                name: "alice".into(),
+                until: Some(now() + 60),
+            },
+            now(),
+        )
+        .unwrap();
+    let web = Credential::WebSession {
+        user: "alice",
+        only_target: None,
+    };
+    assert_eq!(
+        policy
+            .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now())
+            .unwrap_err(),
+        Denial::Revoked
+    );
+    let reloaded = Policy::new(policy.config.clone(), policy.verifier.clone(), revocations);
+    assert_eq!(
+        tunnel(&reloaded, &token(&key, "alice", "vm1")).unwrap_err(),
+        Denial::Revoked
+    );
+    assert!(reloaded
+        .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now() + 61)
+        .is_ok());
+    assert_eq!(reloaded.may_replay("alice", now()), Err(Denial::Revoked));
+}
+
+#[test]
+fn replay_needs_the_users_permission() {
+    let (policy, _) = test_policy(
+        "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
+         [[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\nreplay = true\n[[user]]\nname = \"bob\"\n",
+    );
+    assert_eq!(policy.may_replay("alice", now()), Ok(()));
+    assert_eq!(policy.may_replay("bob", now()), Err(Denial::ReplayNotAllowed));
+    assert_eq!(policy.may_replay("mallory", now()), Err(Denial::UnknownUser));
+}

@@ -1,0 +1,691 @@
+//! The relay: a framed byte stream on one side (the peer: WebSocket frames from a client or to
+//! the gateway), a raw byte stream on the other (the target, or the CLI's local socket).
+//!
+//! A deterministic state machine with no I/O and no clock, like quinn-proto: the driver asks it
+//! where to read and what to write, performs the I/O, and reports what happened. The gateway's
+//! glommio driver and the CLI's tokio driver (`engine/src/relay.rs`) only move bytes; everything
+//! that decides (framing, gathering, backpressure, half-close, pongs, close codes) is here, and is
+//! tested by simulation (`tests.rs`) and fuzzed (`fuzz/` target `relay`).
+//!
+//! # The driver's contract
+//! Per pass, for each side: write what `*_transmit` returns and report `*_sent` (or a failure);
+//! read into `*_recv_buf` and report `*_received` (0 = EOF), a failure, or `*_recv_blocked` when
+//! the read would block; flush when `*_flush_wanted`; shut the raw side's write half when
+//! `raw_shutdown_wanted`, and close the peer when `peer_close_wanted`. Stop when a pass changed
+//! nothing and every wanted operation is waiting; `poll_event` says when the session starts
+//! closing and when it has ended.
+//!
+//! # The buffer contract
+//! One pooled buffer per direction, both of one size, held only while data is in flight:
+//!
+//! ```text
+//! outbuf: [ TLS record header | framing header room | payload (≤ payload_cap) | TLS trailer ]
+//!          <--- headroom (≥ 5 + MAX_HEADER, 32-aligned) --->                   <- trailer ->
+//! ```
+//! Raw bytes are read straight into the payload area; the framing writes its header into the room
+//! in front, so a frame leaves in one contiguous write, and the TLS layer has room to put a record
+//! header before it and a record trailer after it. A frame that fits one TLS record (16 KiB) can
+//! thus be sealed in place as it is; a larger one (a 64 KiB buffer makes frames of four records)
+//! needs a gap between records, which the TLS layer of the zero-copy issue gets by reading raw
+//! bytes record by record (a vectored read) or by capping frames at one record. Peer
+//! bytes are read into `inbuf` and decoded in place; the payloads of consecutive frames are
+//! gathered (each moved back over the header before it) and written to the raw side together.
+//! Nothing is copied otherwise. Each direction reads only when its previous write finished, so
+//! one buffer per direction bounds memory whatever the peers do.
+//!
+//! # Close
+//! A peer Close or raw EOF is a half-close. Peer Close → FIN to the raw side, keep relaying
+//! raw → peer until raw EOF, then echo the Close. Raw EOF → send Close(1000), keep relaying
+//! peer → raw until the peer's Close. The driver bounds how long a half-closed session may last.
+
+pub mod clock;
+pub mod framing;
+pub mod pool;
+pub mod sim;
+
+#[cfg(test)]
+mod tests;
+
+use crate::audit::{EndReason, Ending};
+use framing::{Control, Framing, Inbound, WebSocket};
+use pool::PooledBuf;
+use portcullis_protocols::ws::{CloseCode, ControlPayload, Limits, Role};
+use std::io;
+
+/// Bytes of a TLS record header, reserved in front of every outgoing frame.
+pub const TLS_RECORD_HEADER: usize = 5;
+/// Bytes after a TLS 1.3 record's plaintext (content type and AEAD tag), reserved after the payload.
+pub const TLS_RECORD_TRAILER: usize = 1 + 16;
+
+/// How a relayed session ended, from the relay's point of view (peer = framed side, raw = byte
+/// side). `ending()` names it for the gateway's audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The peer sent Close (with this code) and the close handshake completed.
+    PeerClosed(Option<u16>),
+    /// The raw side sent EOF first and the close handshake completed.
+    RawClosed,
+    /// The peer vanished without a Close.
+    PeerGone,
+    /// Reading or writing the peer failed.
+    PeerError(String),
+    /// Reading or writing the raw side failed.
+    RawError(String),
+    /// The peer broke the framing protocol; we sent the matching close code.
+    Protocol(String),
+    /// Ended by the relay or its driver (a text frame, a timeout, shutdown): the Close sent said so.
+    Local(EndReason),
+    /// The close did not finish in time: given up, with how the session was ending if known.
+    CloseTimeout(Option<String>),
+}
+
+impl End {
+    /// The audit log's name for it, where the peer is the client and the raw side the target.
+    pub fn ending(&self) -> Ending {
+        match self {
+            End::PeerClosed(_) => EndReason::ClientClosed.into(),
+            End::RawClosed => EndReason::TargetClosed.into(),
+            End::PeerGone => EndReason::ClientDisconnected.into(),
+            End::PeerError(e) => Ending::with_detail(EndReason::ClientError, e.clone()),
+            End::RawError(e) => Ending::with_detail(EndReason::TargetError, e.clone()),
+            End::Protocol(e) => Ending::with_detail(EndReason::ProtocolError, e.clone()),
+            End::Local(r) => (*r).into(),
+            End::CloseTimeout(Some(was)) => Ending::with_detail(EndReason::CloseTimeout, format!("while {was}")),
+            End::CloseTimeout(None) => EndReason::CloseTimeout.into(),
+        }
+    }
+}
+
+/// What `poll_event` reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The session started closing or half-closing; the driver should now bound how long it lasts.
+    Closing,
+    Ended(End),
+}
+
+/// Byte and frame counters, read by the session clock for idle and liveness checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Payload bytes from the peer to the raw side.
+    pub peer_to_raw: u64,
+    /// Payload bytes from the raw side to the peer.
+    pub raw_to_peer: u64,
+    /// Reads from the peer that returned data (any frame, pongs included).
+    pub peer_reads: u64,
+}
+
+/// Peer payload is gathered while at least this much buffer (or a quarter of a small one) is
+/// free for the next read.
+const MIN_GATHER_ROOM: usize = framing::TLS_RECORD;
+
+pub struct Relay<F: Framing = WebSocket> {
+    framing: F,
+    headroom: usize,
+    // Peer → raw.
+    inbuf: PooledBuf,
+    /// Where the current peer read lands (set by `peer_recv_buf`).
+    read_at: usize,
+    /// Gathered payload handed to the raw writer.
+    in_write: Option<(usize, usize)>,
+    /// Payload decoded but not yet handed to the writer, gathered into one range of `inbuf` so
+    /// that the payloads of several frames (and TLS records) reach the raw side in one write.
+    /// Only while `in_write` is None.
+    gather: Option<(usize, usize)>,
+    /// Bytes were written to the raw side since its last flush (stdout buffers; sockets do not).
+    in_unflushed: bool,
+    /// The last peer read would block (until the next bytes arrive).
+    peer_blocked: bool,
+    peer_open: bool,
+    // Raw → peer.
+    outbuf: PooledBuf,
+    out_write: Option<(usize, usize)>,
+    out_unflushed: bool,
+    /// The last raw read would block.
+    raw_blocked: bool,
+    raw_read_open: bool,
+    /// Most payload bytes per frame (`Framing::payload_cap`).
+    frame_cap: usize,
+    // Control messages waiting for the writer, in order: pong, ping, close.
+    pong: Option<ControlPayload>,
+    ping: Option<ControlPayload>,
+    close: Option<(CloseCode, &'static str)>,
+    ctrl: Vec<u8>,
+    ctrl_pos: usize,
+    ctrl_is_close: bool,
+    close_sent: bool,
+    /// The peer's transport is unusable (EOF or I/O error): nothing more can be sent to it.
+    peer_gone: bool,
+    raw_write_shut: bool,
+    /// Set once the session can end as soon as the Close is out.
+    finish_after_close: bool,
+    peer_close_begun: bool,
+    peer_close_done: bool,
+    end: Option<End>,
+    closing_reported: bool,
+    ended_reported: bool,
+    counters: Counters,
+    /// The first payload bytes the peer sent, kept for the audit log (an RDP X.224 cookie).
+    capture: Option<(Vec<u8>, usize)>,
+}
+
+impl Relay<WebSocket> {
+    /// A WebSocket relay; `mask_seed` seeds client masks (any value for servers).
+    pub fn websocket(role: Role, limits: Limits, buf_size: usize, mask_seed: u64) -> Self {
+        Relay::new(WebSocket::new(role, limits, mask_seed), buf_size)
+    }
+}
+
+impl<F: Framing> Relay<F> {
+    /// A relay over `framing` with `buf_size` bytes of payload area per direction.
+    pub fn new(framing: F, buf_size: usize) -> Self {
+        // Rounded up so that raw reads land 32-byte aligned (what the kernel's and memcpy's wide
+        // copies like best; measured neutral to slightly better than unaligned).
+        let headroom = (TLS_RECORD_HEADER + F::MAX_HEADER).next_multiple_of(32);
+        let area = buf_size.max(1024);
+        // Both directions use one size so they share the pool.
+        let size = headroom + area + TLS_RECORD_TRAILER;
+        let frame_cap = framing.payload_cap(area);
+        Relay {
+            framing,
+            headroom,
+            inbuf: PooledBuf::new(size),
+            read_at: 0,
+            in_write: None,
+            gather: None,
+            in_unflushed: false,
+            peer_blocked: false,
+            peer_open: true,
+            outbuf: PooledBuf::new(size),
+            out_write: None,
+            out_unflushed: false,
+            raw_blocked: false,
+            raw_read_open: true,
+            frame_cap,
+            pong: None,
+            ping: None,
+            close: None,
+            ctrl: Vec::new(),
+            ctrl_pos: 0,
+            ctrl_is_close: false,
+            close_sent: false,
+            peer_gone: false,
+            raw_write_shut: false,
+            finish_after_close: false,
+            peer_close_begun: false,
+            peer_close_done: false,
+            end: None,
+            closing_reported: false,
+            ended_reported: false,
+            counters: Counters::default(),
+            capture: None,
+        }
+    }
+
+    /// Bytes the peer sent that were read before the relay started (behind the HTTP head). Call
+    /// once, before driving. Buffers grow to hold them when they are larger than a read.
+    pub fn received_early(&mut self, initial: &[u8]) {
+        if initial.is_empty() {
+            return;
+        }
+        let size = self.headroom + initial.len() + TLS_RECORD_TRAILER;
+        if size > self.inbuf.size() {
+            // Nothing is held yet: both directions move to the larger size (they share a pool).
+            self.inbuf = PooledBuf::new(size);
+            self.outbuf = PooledBuf::new(size);
+            self.frame_cap = self.framing.payload_cap(initial.len());
+        }
+        self.inbuf.get()[..initial.len()].copy_from_slice(initial);
+        self.read_at = 0;
+        self.decode_peer(initial.len());
+    }
+
+    /// Keeps a copy of the first `limit` payload bytes from the peer (see `captured`). Call before
+    /// `received_early` and the first read.
+    pub fn capture_first(&mut self, limit: usize) {
+        self.capture = Some((Vec::with_capacity(limit), limit));
+    }
+
+    pub fn captured(&self) -> &[u8] {
+        self.capture.as_ref().map(|(c, _)| c.as_slice()).unwrap_or_default()
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Bytes this relay holds in pooled buffers right now (0 when idle).
+    pub fn buffered_bytes(&self) -> usize {
+        [&self.inbuf, &self.outbuf]
+            .iter()
+            .filter(|b| b.is_held())
+            .map(|b| b.size())
+            .sum()
+    }
+
+    /// True once a Close has been queued or sent: the session is winding down.
+    pub fn is_closing(&self) -> bool {
+        self.close.is_some() || self.close_sent
+    }
+
+    /// Ends the session from outside (timeouts, shutdown): sends Close with `code` and the
+    /// reason's name, and stops relaying.
+    pub fn close(&mut self, code: CloseCode, reason: EndReason) {
+        self.record(End::Local(reason));
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        if !self.close_sent && self.close.is_none() {
+            self.close = Some((code, reason.as_str()));
+        }
+        self.release_idle_buffers();
+    }
+
+    /// Sends a ping to probe a silent peer.
+    pub fn ping(&mut self) {
+        if self.ping.is_none() && !self.is_closing() {
+            self.ping = ControlPayload::new(b"portcullis");
+        }
+    }
+
+    /// Gives up on a session whose close did not finish in time. The end says so (the close
+    /// handshake did not complete), with how the session was ending as detail.
+    pub fn abort(&mut self) -> End {
+        self.ended_reported = true;
+        End::CloseTimeout(self.end.take().map(|e| e.ending().to_string()))
+    }
+
+    /// The next thing to tell the driver: the session started closing, or it has ended.
+    pub fn poll_event(&mut self) -> Option<Step> {
+        if self.ended_reported {
+            return None;
+        }
+        if self.finished() && self.raw_write_shut && (self.peer_gone || self.peer_close_done) {
+            self.ended_reported = true;
+            return Some(Step::Ended(self.end.take().unwrap_or(End::PeerGone)));
+        }
+        if !self.closing_reported && (self.is_closing() || !self.peer_open || !self.raw_read_open) {
+            self.closing_reported = true;
+            return Some(Step::Closing);
+        }
+        None
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Peer → raw
+    // ----------------------------------------------------------------------------------------
+
+    /// Where to read the peer's next bytes; `None` while the previous read is still being
+    /// written to the raw side (backpressure) or the peer will send nothing more.
+    pub fn peer_recv_buf(&mut self) -> Option<&mut [u8]> {
+        if !self.peer_open || self.in_write.is_some() {
+            return None;
+        }
+        // Read behind the payload gathered so far (`decode_peer` made sure there is room).
+        self.read_at = self.gather.map_or(0, |(_, end)| end);
+        let at = self.read_at;
+        Some(&mut self.inbuf.get()[at..])
+    }
+
+    /// `n` bytes arrived in the buffer `peer_recv_buf` gave; 0 is EOF.
+    pub fn peer_received(&mut self, n: usize) {
+        self.peer_blocked = false;
+        if n == 0 {
+            return self.peer_lost(End::PeerGone);
+        }
+        self.counters.peer_reads += 1;
+        self.decode_peer(n);
+    }
+
+    /// Reading the peer failed. A peer that drops TCP without TLS close_notify has simply gone.
+    pub fn peer_read_failed(&mut self, e: &io::Error) {
+        self.peer_blocked = false;
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => self.peer_lost(End::PeerGone),
+            _ => self.peer_lost(End::PeerError(e.to_string())),
+        }
+    }
+
+    /// The peer read would block. Returns true when that gave the raw writer something to do.
+    pub fn peer_recv_blocked(&mut self) -> bool {
+        self.peer_blocked = true;
+        if self.gather.is_some() {
+            // The peer has nothing more right now: write what was gathered.
+            self.write_gathered();
+            return true;
+        }
+        if self.in_write.is_none() {
+            // Everything read has been forwarded: the buffer goes back to the pool.
+            self.inbuf.release();
+        }
+        false
+    }
+
+    /// Bytes to write to the raw side.
+    pub fn raw_transmit(&mut self) -> Option<&[u8]> {
+        let (start, end) = self.in_write?;
+        if self.raw_write_shut {
+            // The raw side is gone for writing; drop what the peer still sends.
+            self.in_write = None;
+            return None;
+        }
+        Some(&self.inbuf.get()[start..end])
+    }
+
+    /// `n` bytes of `raw_transmit` were written.
+    pub fn raw_sent(&mut self, n: usize) {
+        let Some((start, end)) = self.in_write else {
+            return;
+        };
+        if n == 0 {
+            return self.raw_write_failed(&io::ErrorKind::WriteZero.into());
+        }
+        self.counters.peer_to_raw += n as u64;
+        self.in_unflushed = true;
+        self.in_write = (start + n < end).then_some((start + n, end));
+        if self.in_write.is_none() && !self.peer_open {
+            // The peer sends nothing more: a half-closed session holds no inbound buffer.
+            self.inbuf.release();
+        }
+    }
+
+    pub fn raw_write_failed(&mut self, e: &io::Error) {
+        self.record(End::RawError(e.to_string()));
+        self.in_write = None;
+        self.gather = None;
+        self.raw_write_shut = true;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.close
+            .get_or_insert((CloseCode::INTERNAL_ERROR, "target connection failed"));
+    }
+
+    /// The raw side buffers writes (stdout) and there is nothing more to give it right now.
+    pub fn raw_flush_wanted(&self) -> bool {
+        self.in_unflushed && self.peer_blocked && self.in_write.is_none() && !self.raw_write_shut
+    }
+
+    pub fn raw_flushed(&mut self) {
+        self.in_unflushed = false;
+    }
+
+    /// Time to shut the raw side's write half (FIN): the peer will send nothing more and all it
+    /// sent is delivered, or the session is over.
+    pub fn raw_shutdown_wanted(&self) -> bool {
+        !self.raw_write_shut && self.in_write.is_none() && (!self.peer_open || self.finished())
+    }
+
+    pub fn raw_shut(&mut self) {
+        self.raw_write_shut = true;
+        self.in_write = None;
+    }
+
+    /// Decodes `n` fresh bytes at `read_at`: unmasks in place, gathers payload, handles control
+    /// frames; then hands the gathered payload over when the buffer has no room for another read.
+    fn decode_peer(&mut self, n: usize) {
+        let (mut pos, end) = (self.read_at, self.read_at + n);
+        while pos < end {
+            let decoded = self.framing.decode(&mut self.inbuf.get()[pos..end]);
+            let (used, event) = match decoded {
+                Ok(d) => d,
+                Err(e) => {
+                    let code = e.close_code();
+                    return self.fail_peer(End::Protocol(e.to_string()), code, "protocol error");
+                }
+            };
+            let base = pos;
+            pos += used;
+            match event {
+                None | Some(Inbound::Pong) => {}
+                Some(Inbound::Data(range)) => {
+                    if !range.is_empty() {
+                        self.gather_payload(base + range.start, base + range.end);
+                    }
+                }
+                Some(Inbound::Text) => {
+                    let end = End::Local(EndReason::TextFrameRefused);
+                    return self.fail_peer(end, CloseCode::UNSUPPORTED_DATA, "binary frames only");
+                }
+                // Answer only the latest ping (RFC 6455 §5.5.3), so a ping flood costs no memory.
+                Some(Inbound::Ping(p)) => self.pong = Some(p),
+                Some(Inbound::Close(code)) => {
+                    self.peer_open = false;
+                    self.write_gathered();
+                    if self.in_write.is_none() {
+                        self.inbuf.release();
+                    }
+                    self.record(End::PeerClosed(code));
+                    return;
+                }
+            }
+        }
+        if let Some((_, g1)) = self.gather {
+            let len = self.inbuf.size();
+            if len - g1 < MIN_GATHER_ROOM.min(len / 4) {
+                self.write_gathered();
+            }
+        }
+    }
+
+    fn gather_payload(&mut self, start: usize, end: usize) {
+        if let Some((cap, limit)) = &mut self.capture {
+            let take = (end - start).min(limit.saturating_sub(cap.len()));
+            cap.extend_from_slice(&self.inbuf.get()[start..start + take]);
+        }
+        self.gather = Some(match self.gather {
+            None => (start, end),
+            // Close the gap the frame header left (payloads only move back).
+            Some((g0, g1)) => {
+                self.inbuf.get().copy_within(start..end, g1);
+                (g0, g1 + end - start)
+            }
+        });
+    }
+
+    /// Hands the gathered payload to the raw writer.
+    fn write_gathered(&mut self) {
+        if self.in_write.is_none() {
+            self.in_write = self.gather.take();
+        }
+    }
+
+    /// The peer broke the protocol or sent what the relay does not carry: close with `code`.
+    fn fail_peer(&mut self, end: End, code: CloseCode, reason: &'static str) {
+        // Data from frames before the offending one is still delivered.
+        self.write_gathered();
+        self.record(end);
+        self.peer_open = false;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.close.get_or_insert((code, reason));
+        self.release_idle_buffers();
+    }
+
+    /// The peer's transport failed or hit EOF.
+    fn peer_lost(&mut self, end: End) {
+        self.write_gathered();
+        self.record(end);
+        self.peer_open = false;
+        self.peer_gone = true;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.out_write = None;
+        self.release_idle_buffers();
+    }
+
+    /// A direction that will carry nothing more gives its buffer back once its last write is out.
+    fn release_idle_buffers(&mut self) {
+        if !self.peer_open && self.in_write.is_none() {
+            self.inbuf.release();
+        }
+        if !self.raw_read_open && self.out_write.is_none() {
+            self.outbuf.release();
+        }
+    }
+
+    // ----------------------------------------------------------------------------------------
+    // Raw → peer
+    // ----------------------------------------------------------------------------------------
+
+    /// Bytes to write to the peer: a data frame, or a control message between frames.
+    pub fn peer_transmit(&mut self) -> Option<&[u8]> {
+        if self.close_sent || self.peer_gone {
+            return None;
+        }
+        if let Some((start, end)) = self.out_write {
+            return Some(&self.outbuf.get()[start..end]);
+        }
+        if self.ctrl_pos < self.ctrl.len() || self.queue_control() {
+            return Some(&self.ctrl[self.ctrl_pos..]);
+        }
+        None
+    }
+
+    /// `n` bytes of `peer_transmit` were written.
+    pub fn peer_sent(&mut self, n: usize) {
+        if n == 0 {
+            return self.peer_write_failed(&io::ErrorKind::WriteZero.into());
+        }
+        self.out_unflushed = true;
+        if let Some((start, end)) = self.out_write {
+            self.out_write = (start + n < end).then_some((start + n, end));
+            if self.out_write.is_none() && !self.raw_read_open {
+                self.outbuf.release();
+            }
+            return;
+        }
+        self.ctrl_pos += n;
+        if self.ctrl_pos >= self.ctrl.len() && self.ctrl_is_close {
+            self.close_sent = true;
+        }
+    }
+
+    pub fn peer_write_failed(&mut self, e: &io::Error) {
+        self.peer_lost(End::PeerError(e.to_string()))
+    }
+
+    /// Where to read the raw side's next bytes: just behind the header room, so the frame can be
+    /// sealed in place. `None` while a frame or control message is still being written.
+    pub fn raw_recv_buf(&mut self) -> Option<&mut [u8]> {
+        if !self.raw_read_open
+            || self.close_sent
+            || self.peer_gone
+            || self.out_write.is_some()
+            || self.ctrl_pos < self.ctrl.len()
+            || self.control_queued()
+        {
+            return None;
+        }
+        let (at, cap) = (self.headroom, self.frame_cap);
+        Some(&mut self.outbuf.get()[at..at + cap])
+    }
+
+    /// `n` bytes arrived in the buffer `raw_recv_buf` gave; 0 is EOF.
+    pub fn raw_received(&mut self, n: usize) {
+        self.raw_blocked = false;
+        if n == 0 {
+            self.raw_read_open = false;
+            self.outbuf.release();
+            if self.peer_open {
+                self.record(End::RawClosed);
+                self.close
+                    .get_or_insert((CloseCode::NORMAL, "target closed the connection"));
+            } else {
+                // The peer closed first and the raw side has now drained: echo the Close.
+                let code = match &self.end {
+                    Some(End::PeerClosed(Some(c))) => CloseCode(*c),
+                    _ => CloseCode::NORMAL,
+                };
+                self.close.get_or_insert((code, ""));
+            }
+            return;
+        }
+        let at = self.headroom;
+        let start = self.framing.seal(self.outbuf.get(), at, n);
+        self.counters.raw_to_peer += n as u64;
+        self.out_write = Some((start, at + n));
+    }
+
+    pub fn raw_read_failed(&mut self, e: &io::Error) {
+        self.raw_blocked = false;
+        self.raw_read_open = false;
+        self.outbuf.release();
+        self.record(End::RawError(e.to_string()));
+        self.finish_after_close = true;
+        self.close
+            .get_or_insert((CloseCode::INTERNAL_ERROR, "target connection failed"));
+    }
+
+    /// The raw read would block: the buffer goes back to the pool.
+    pub fn raw_recv_blocked(&mut self) {
+        self.raw_blocked = true;
+        if self.out_write.is_none() {
+            self.outbuf.release();
+        }
+    }
+
+    /// Frames written to the peer wait in its transport (TLS) and there is nothing more to write
+    /// right now, so frames that arrive together leave in as few records and syscalls as possible.
+    /// After our Close nothing more is written: what the transport holds (the last frames and the
+    /// Close) must still be flushed, or a client behind a full socket would never see them.
+    pub fn peer_flush_wanted(&self) -> bool {
+        self.out_unflushed
+            && !self.peer_gone
+            && (self.close_sent
+                || (self.out_write.is_none()
+                    && self.ctrl_pos >= self.ctrl.len()
+                    && !self.control_queued()
+                    && (self.raw_blocked || !self.raw_read_open)))
+    }
+
+    pub fn peer_flushed(&mut self) {
+        self.out_unflushed = false;
+    }
+
+    /// Time to close the peer's transport (TLS close_notify, then the socket): the session is over
+    /// and the raw side is shut.
+    pub fn peer_close_wanted(&self) -> bool {
+        !self.peer_gone && !self.peer_close_done && self.raw_write_shut && self.finished()
+    }
+
+    /// True the first time: the driver announces the close (TLS close_notify) once.
+    pub fn begin_peer_close(&mut self) -> bool {
+        !std::mem::replace(&mut self.peer_close_begun, true)
+    }
+
+    pub fn peer_closed(&mut self) {
+        self.peer_close_done = true;
+    }
+
+    fn control_queued(&self) -> bool {
+        self.pong.is_some() || self.ping.is_some() || self.close.is_some()
+    }
+
+    /// Encodes the next control message into `ctrl`. Returns false when there is none.
+    fn queue_control(&mut self) -> bool {
+        if !self.control_queued() {
+            return false;
+        }
+        self.ctrl.clear();
+        self.ctrl_pos = 0;
+        self.ctrl_is_close = false;
+        if let Some(p) = self.pong.take() {
+            self.framing.control(&mut self.ctrl, Control::Pong(p.as_bytes()));
+        } else if let Some(p) = self.ping.take() {
+            self.framing.control(&mut self.ctrl, Control::Ping(p.as_bytes()));
+        } else if let Some((code, reason)) = self.close.take() {
+            self.framing.control(&mut self.ctrl, Control::Close(code, reason));
+            self.ctrl_is_close = true;
+        }
+        true
+    }
+
+    fn finished(&self) -> bool {
+        // The peer is gone, or Close frames went both ways, or ours went out after an error; and
+        // what the peer sent before is delivered.
+        self.in_write.is_none() && (self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close)))
+    }
+
+    fn record(&mut self, end: End) {
+        self.end.get_or_insert(end);
+    }
+}

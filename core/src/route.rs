@@ -1,0 +1,164 @@
+//! The router: method and path in, the one route that handles them out. Every path the gateway
+//! answers is listed here and nowhere else; a new route is a new variant and a handler in
+//! `engine/src/server/handlers/`.
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /v1/tunnel/{target}` with a WebSocket upgrade and a token.
+    Tunnel { target: &'a str },
+    /// `GET /v1/rdp` or `/jet/rdp` (what IronRDP web clients use): RDCleanPath over WebSocket.
+    RdCleanPath,
+    /// The web app: pages, its API and the browser terminal. Requests may carry a small body.
+    Web(WebRoute<&'a str>),
+}
+
+/// The web app's routes (see `web/API.md`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WebRoute<S> {
+    /// `GET /`, `/index.html`, `/assets/*`: an embedded asset, if one has this path.
+    Asset { path: S },
+    /// `GET /v1/ssh/{target}` with a WebSocket upgrade: the browser terminal.
+    Terminal { target: S },
+    /// `POST /api/login`: password sign-in.
+    Login,
+    /// `POST /api/login/token`: token sign-in.
+    LoginToken,
+    /// `POST /api/logout`.
+    Logout,
+    /// `GET /api/session`: who is signed in and their targets.
+    Session,
+    /// `POST /api/rdp/ticket`: a one-time ticket for web RDP.
+    RdpTicket,
+    /// `GET /api/recordings`.
+    Recordings,
+    /// `GET /api/recordings/{id}`.
+    Recording { id: S },
+}
+
+impl<S> WebRoute<S> {
+    /// The same route with its parameters converted (e.g. copied out of the request buffer).
+    pub fn map<T>(self, f: impl Fn(S) -> T) -> WebRoute<T> {
+        match self {
+            WebRoute::Asset { path } => WebRoute::Asset { path: f(path) },
+            WebRoute::Terminal { target } => WebRoute::Terminal { target: f(target) },
+            WebRoute::Login => WebRoute::Login,
+            WebRoute::LoginToken => WebRoute::LoginToken,
+            WebRoute::Logout => WebRoute::Logout,
+            WebRoute::Session => WebRoute::Session,
+            WebRoute::RdpTicket => WebRoute::RdpTicket,
+            WebRoute::Recordings => WebRoute::Recordings,
+            WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
+        }
+    }
+}
+
+/// No route: the answer depends on whether the path belongs to the web app (JSON errors) or not
+/// (plain text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unrouted {
+    NotFound { web: bool },
+    MethodNotAllowed { web: bool },
+}
+
+impl Unrouted {
+    pub fn status(self) -> u16 {
+        match self {
+            Unrouted::NotFound { .. } => 404,
+            Unrouted::MethodNotAllowed { .. } => 405,
+        }
+    }
+
+    pub fn is_web(self) -> bool {
+        matches!(
+            self,
+            Unrouted::NotFound { web: true } | Unrouted::MethodNotAllowed { web: true }
+        )
+    }
+}
+
+/// Routes `method` and `path` (without the query string).
+pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Unrouted> {
+    if path == "/healthz" {
+        return match method {
+            "GET" => Ok(Route::Health),
+            _ => Err(Unrouted::MethodNotAllowed { web: false }),
+        };
+    }
+    if path == "/v1/rdp" || path == "/jet/rdp" {
+        // The method is checked with the rest of the upgrade (405).
+        return Ok(Route::RdCleanPath);
+    }
+    if let Some(target) = path.strip_prefix("/v1/tunnel/") {
+        return match target {
+            t if !t.is_empty() && !t.contains('/') => Ok(Route::Tunnel { target: t }),
+            _ => Err(Unrouted::NotFound { web: false }),
+        };
+    }
+    web(method, path).map(Route::Web)
+}
+
+fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
+    let api = path.starts_with("/api/") || path.starts_with("/v1/");
+    let page = path == "/" || path == "/index.html" || path.starts_with("/assets/");
+    if !api && !page {
+        return Err(Unrouted::NotFound { web: false });
+    }
+    let route = match (method, path) {
+        ("GET", p) if page => WebRoute::Asset { path: p },
+        ("POST", "/api/login") => WebRoute::Login,
+        ("POST", "/api/login/token") => WebRoute::LoginToken,
+        ("POST", "/api/logout") => WebRoute::Logout,
+        ("GET", "/api/session") => WebRoute::Session,
+        ("POST", "/api/rdp/ticket") => WebRoute::RdpTicket,
+        ("GET", "/api/recordings") => WebRoute::Recordings,
+        ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
+            id: &p["/api/recordings/".len()..],
+        },
+        ("GET", p) if p.starts_with("/v1/ssh/") => WebRoute::Terminal {
+            target: &p["/v1/ssh/".len()..],
+        },
+        _ if api => return Err(Unrouted::NotFound { web: true }),
+        _ => return Err(Unrouted::MethodNotAllowed { web: true }),
+    };
+    Ok(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        let ok = |m, p| route(m, p).unwrap();
+        assert_eq!(ok("GET", "/healthz"), Route::Health);
+        assert_eq!(ok("GET", "/v1/tunnel/vm1"), Route::Tunnel { target: "vm1" });
+        assert_eq!(ok("POST", "/v1/rdp"), Route::RdCleanPath);
+        assert_eq!(ok("GET", "/jet/rdp"), Route::RdCleanPath);
+        assert_eq!(ok("GET", "/"), Route::Web(WebRoute::Asset { path: "/" }));
+        assert_eq!(
+            ok("GET", "/assets/app.js"),
+            Route::Web(WebRoute::Asset { path: "/assets/app.js" })
+        );
+        assert_eq!(ok("POST", "/api/login"), Route::Web(WebRoute::Login));
+        assert_eq!(
+            ok("GET", "/api/recordings/abc"),
+            Route::Web(WebRoute::Recording { id: "abc" })
+        );
+        assert_eq!(
+            ok("GET", "/v1/ssh/vm1"),
+            Route::Web(WebRoute::Terminal { target: "vm1" })
+        );
+        let no = |m, p| route(m, p).unwrap_err();
+        assert_eq!(no("PUT", "/healthz"), Unrouted::MethodNotAllowed { web: false });
+        assert_eq!(no("GET", "/v1/tunnel/"), Unrouted::NotFound { web: false });
+        assert_eq!(no("GET", "/v1/tunnel/a/b"), Unrouted::NotFound { web: false });
+        assert_eq!(no("GET", "/etc/passwd"), Unrouted::NotFound { web: false });
+        assert_eq!(no("GET", "/api/login"), Unrouted::NotFound { web: true });
+        assert_eq!(no("POST", "/v1/ssh/vm1"), Unrouted::NotFound { web: true });
+        assert_eq!(no("DELETE", "/"), Unrouted::MethodNotAllowed { web: true });
+        assert_eq!(no("POST", "/assets/app.js"), Unrouted::MethodNotAllowed { web: true });
+    }
+}

@@ -1,0 +1,107 @@
+//! `portcullis serve` without a config: a working gateway on a fresh machine, with a built-in echo
+//! target, a built-in SSH server for the browser terminal, an ephemeral token key and ready-made
+//! tokens printed for the demo user. Nothing here is used by a configured gateway.
+
+mod ssh;
+
+use crate::error::{Error, Result};
+use crate::server::{serve, KeySource, ServeOptions};
+use portcullis_core::config::{Config, DEMO};
+use portcullis_core::keys;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> {
+    let echo = start_echo()?;
+    let mut config = Config::parse(DEMO, Path::new(".")).map_err(|e| Error::Startup(format!("demo config: {e}")))?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    if let Some(t) = config.targets.get_mut("echo") {
+        Arc::make_mut(t).address = echo.to_string();
+    }
+    // The built-in SSH server, its keys and the recordings live in a private temp dir.
+    let dir = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::file("cannot create", &dir, e))?;
+    }
+    let shell = ssh::start(&dir)?;
+    if let Some(t) = config.targets.get_mut("demo-shell") {
+        let t = Arc::make_mut(t);
+        t.address = shell.addr.to_string();
+        t.ssh.user = Some(shell.user.clone());
+        t.ssh.key = Some(shell.client_key.clone());
+        t.ssh.host_keys = vec![shell.host_key.clone()];
+    }
+    config.recording.dir = Some(dir.join("recordings"));
+    let password = portcullis_core::secret::random_base64url::<12>()?;
+    if let Some(user) = config.users.get_mut("demo") {
+        user.password_hash = Some(portcullis_core::passwd::hash(&password)?);
+    }
+    let (private, public) = keys::generate()?;
+    let ttl = Duration::from_secs(8 * 3600);
+    let listen = config.listen;
+    let echo_token = keys::issue(private.as_bytes(), "demo", "echo", ttl)?;
+    let ssh_token = keys::issue(private.as_bytes(), "demo", "local-ssh", ttl)?;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "portcullis".into());
+    let on_ready = Box::new(move |id: &crate::tls::Identity| {
+        let url = format!("wss://{listen}");
+        println!(
+            "Portcullis demo gateway on https://{listen}\n\
+             TLS certificate (self-signed) SHA-256 {fp}\n\n\
+             Web terminal: open https://{listen}/ and sign in as demo / {password}\n\
+             (demo-shell is a built-in SSH server giving your own shell; sessions are recorded in {rec})\n\n\
+             Targets: echo (built-in echo server at {echo}), local-ssh (127.0.0.1:22), demo-shell (built-in)\n\
+             Tokens for user \"demo\" (valid 8h):\n  echo:      {echo_token}\n  local-ssh: {ssh_token}\n\n\
+             Try it:\n  curl -k https://{listen}/healthz\n  \
+             echo hello | PORTCULLIS_TOKEN={echo_token} {exe} connect {url} --insecure --target echo\n  \
+             ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh' $USER@local-ssh   \
+             (with PORTCULLIS_TOKEN={ssh_token} exported)\n\n\
+             Stop with Ctrl-C.",
+            fp = id.fingerprint,
+            rec = dir.join("recordings").display()
+        );
+        let _ = std::io::stdout().flush();
+    });
+    serve(ServeOptions {
+        config,
+        config_path: None,
+        key: KeySource::Pem(public.into_bytes()),
+        on_ready,
+        ready_fd,
+    })
+}
+
+/// A minimal echo service on a loopback port, for trying tunnels with nothing else installed.
+fn start_echo() -> Result<SocketAddr> {
+    let io = |e| Error::Io("demo echo server", e);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+    let addr = listener.local_addr().map_err(io)?;
+    std::thread::Builder::new()
+        .name("demo-echo".into())
+        .spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16 * 1024];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        })
+        .map_err(io)?;
+    Ok(addr)
+}

@@ -1,0 +1,299 @@
+//! RDCleanPath: web RDP through the gateway (`/v1/rdp`, also `/jet/rdp` as IronRDP web clients
+//! expect). The browser cannot do TCP or the RDP server's TLS itself, so the gateway does the
+//! pre-TLS part for it:
+//!
+//! 1. read one RDCleanPath request (bounded, within the request timeout) from WebSocket messages;
+//! 2. authorize its `proxy_auth` (a token, or a one-time ticket of the web app) for its
+//!    `destination`, which must be a configured RDP target (by name or by the configured address
+//!    of the target the credential is for: never an arbitrary host);
+//! 3. connect, send the preconnection blob and the client's X.224 Connection Request, read the
+//!    X.224 Connection Confirm, and do the TLS handshake with the server as a client;
+//! 4. answer with the confirm, the server's certificate chain and address; then relay WebSocket
+//!    binary frames to and from that TLS stream.
+//!
+//! Every failure answers with an RDCleanPath error PDU and is audited.
+
+use crate::server::conn::{Conn, ReadEnd};
+use crate::server::dial::dial;
+use crate::server::session::{self, Extras, SessionAudit};
+use crate::server::socket::Socket;
+use crate::server::timeout;
+use crate::web::signin;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use portcullis_core::audit::{EndReason, Ending, Via};
+use portcullis_core::policy::{Credential, Destination, Grant};
+use portcullis_core::relay::Relay;
+use portcullis_protocols::rdp::{
+    self, CleanPathFailure, CleanPathRequest, Negotiated, MAX_CLEANPATH_REQUEST, MAX_X224_LEN,
+};
+use portcullis_protocols::ws::{self, CloseCode, Message, MessageAssembler, OpCode, Role};
+use rustls::pki_types::ServerName;
+use sha2::{Digest, Sha256};
+use std::time::Instant;
+
+type ServerTls = futures_rustls::client::TlsStream<Socket>;
+
+const PATH: &str = "/v1/rdp";
+
+/// Why an RDCleanPath session did not start: what the client is told, and what the audit says.
+struct Refusal {
+    failure: CleanPathFailure,
+    status: u16,
+    reason: String,
+    user: Option<String>,
+}
+
+impl Refusal {
+    fn new(failure: CleanPathFailure, status: u16, reason: impl Into<String>) -> Self {
+        Refusal {
+            failure,
+            status,
+            reason: reason.into(),
+            user: None,
+        }
+    }
+
+    fn http(status: u16, reason: impl Into<String>) -> Self {
+        Refusal::new(CleanPathFailure::Http(status), status, reason)
+    }
+
+    /// A failure on the way to the server (502 in the audit log).
+    fn general(reason: impl Into<String>) -> Self {
+        Refusal::new(CleanPathFailure::General, 502, reason)
+    }
+
+    fn of(mut self, grant: &Grant) -> Self {
+        self.user = Some(grant.user.clone());
+        self
+    }
+}
+
+/// A connected, TLS-secured RDP server, ready to relay.
+struct Established {
+    server: ServerTls,
+    /// The RDCleanPath response for the browser.
+    response: Vec<u8>,
+}
+
+pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
+    if !conn.accept_upgrade(&accept).await {
+        return;
+    }
+    let (pdu, after) = match read_request(conn, leftover).await {
+        Ok(r) => r,
+        Err(refusal) => return refuse(conn, refusal).await,
+    };
+    let (request, info) = match rdp::parse_cleanpath_request(&pdu) {
+        Ok(r) => r,
+        Err(e) => return refuse(conn, Refusal::http(400, format!("bad RDCleanPath request: {e}"))).await,
+    };
+    let grant = match authorize(conn, &request).await {
+        Ok(g) => g,
+        Err(refusal) => return refuse(conn, refusal).await,
+    };
+    let Established { mut server, response } = match establish(conn, &grant, &request).await {
+        Ok(e) => e,
+        Err(refusal) => return refuse(conn, refusal.of(&grant)).await,
+    };
+    let Ok(audit) = SessionAudit::start(grant, conn.client, &conn.shared.audit) else {
+        return conn.close_ws(CloseCode::INTERNAL_ERROR, "").await;
+    };
+    if let Err(e) = conn.send_frame(OpCode::Binary, &response).await {
+        let ending = Ending::with_detail(EndReason::ClientError, e.to_string());
+        return audit.finish(ending, Default::default(), Extras::default());
+    }
+    let target = audit.grant().target.clone();
+    let settings = conn.settings().clone();
+    let limits = conn.policy().config.limits.websocket();
+    let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
+    relay.received_early(&after);
+    let clock = session::clock_settings(&target, &settings, true);
+    let end = session::drive(&mut relay, &mut conn.tls, &mut server, clock, &conn.tracker).await;
+    let extras = Extras {
+        rdp_cookie: info.cookie,
+        recording: None,
+    };
+    audit.finish(end.ending(), relay.counters(), extras);
+}
+
+/// Reads WebSocket messages until one whole RDCleanPath PDU is in. Returns it and any bytes
+/// that followed it.
+async fn read_request(conn: &mut Conn, leftover: Vec<u8>) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
+    let bad = |reason: String| Refusal::http(400, reason);
+    let limit = MAX_CLEANPATH_REQUEST as u64;
+    let mut assembler = MessageAssembler::new(
+        Role::Server,
+        ws::Limits {
+            max_frame_payload: limit,
+            max_message: limit,
+        },
+    );
+    let (mut start, mut end) = (0, leftover.len());
+    let mut buf = leftover;
+    buf.resize(buf.len().max(4096), 0);
+    let mut pdu = Vec::new();
+    let deadline = Instant::now() + conn.settings().request_timeout;
+    loop {
+        while start < end {
+            let (used, msg) = assembler.feed(&mut buf[start..end]).map_err(|e| bad(e.to_string()))?;
+            start += used;
+            match msg {
+                Some(Message::Binary(bytes)) => {
+                    pdu.extend_from_slice(&bytes);
+                    let whole = rdp::cleanpath_len(&pdu, MAX_CLEANPATH_REQUEST).map_err(|e| bad(e.to_string()))?;
+                    if whole.is_some_and(|len| pdu.len() >= len) {
+                        return Ok((pdu, buf[start..end].to_vec()));
+                    }
+                }
+                Some(Message::Close { .. }) => return Err(bad("client closed before its request".into())),
+                Some(Message::Text(_)) => return Err(bad("RDCleanPath is binary".into())),
+                Some(Message::Ping(_) | Message::Pong(_)) | None => {}
+            }
+        }
+        start = 0;
+        end = match conn.read_until(deadline, &mut buf, 0).await {
+            Ok(n) => n,
+            Err(ReadEnd::TimedOut) => return Err(Refusal::http(408, "no RDCleanPath request in time")),
+            Err(ReadEnd::Closed) => return Err(bad("client left before its request".into())),
+        };
+    }
+}
+
+/// The policy's answer for the request's credential: a one-time ticket of the web app (redeemed
+/// here, so it is good once) or a token.
+async fn authorize(conn: &Conn, request: &CleanPathRequest) -> Result<Grant, Refusal> {
+    let now = portcullis_core::keys::unix_now();
+    let destination = Destination::NameOrAddress(&request.destination);
+    let grant = if signin::is_ticket(&request.proxy_auth) {
+        let ticket = signin::redeem_ticket(conn.shared.web.store.as_ref(), &request.proxy_auth)
+            .await
+            .map_err(|e| Refusal::http(503, e.to_string()))?
+            .ok_or_else(|| Refusal::http(401, "invalid or used ticket"))?;
+        let credential = Credential::Ticket {
+            user: &ticket.user,
+            target: &ticket.target,
+        };
+        conn.policy().authorize(credential, destination, Via::WebRdp, now)
+    } else {
+        let credential = Credential::Token(Some(&request.proxy_auth));
+        conn.policy().authorize(credential, destination, Via::WebRdp, now)
+    };
+    grant.map_err(|d| Refusal::http(d.status(), d.to_string()))
+}
+
+/// Connects to the granted target and does what the browser cannot: X.224 negotiation and TLS.
+async fn establish(conn: &Conn, grant: &Grant, request: &CleanPathRequest) -> Result<Established, Refusal> {
+    let target = &grant.target;
+    let settings = conn.settings();
+    let mut tcp = dial(target, settings.connect_timeout, &conn.shared.pools)
+        .await
+        .map_err(|e| Refusal::http(502, format!("target unreachable: {e}")))?;
+    let server_addr = tcp
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| target.address.clone());
+    let confirm = negotiate(&mut tcp, request, settings.connect_timeout).await?;
+    let server = tls_with_server(tcp, target.host(), settings.handshake_timeout).await?;
+    let chain: Vec<Vec<u8>> = server
+        .get_ref()
+        .1
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    if let Some(pin) = target.cert_sha256 {
+        let leaf = chain.first().map(Sha256::digest);
+        if leaf.as_deref() != Some(&pin[..]) {
+            return Err(Refusal::new(
+                CleanPathFailure::TlsAlert(42),
+                502,
+                "server certificate does not match the pinned fingerprint",
+            ));
+        }
+    }
+    let response = rdp::cleanpath_response(&server_addr, &confirm, &chain)
+        .map_err(|e| Refusal::general(format!("cannot encode the RDCleanPath response: {e}")))?;
+    Ok(Established { server, response })
+}
+
+/// Sends the preconnection blob (if any) and the client's Connection Request; returns the
+/// server's Connection Confirm when it accepts.
+async fn negotiate(
+    tcp: &mut TcpStream,
+    request: &CleanPathRequest,
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, Refusal> {
+    let mut first = Vec::new();
+    if let Some(pcb) = &request.preconnection_blob {
+        first.extend_from_slice(pcb.as_bytes());
+    }
+    first.extend_from_slice(&request.x224_request);
+    let confirm = timeout(limit, async {
+        tcp.write_all(&first).await?;
+        let mut cc = vec![0u8; MAX_X224_LEN];
+        let mut n = 0;
+        loop {
+            let whole = rdp::tpkt_len(&cc[..n], MAX_X224_LEN).map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Some(len) = whole.filter(|len| n >= *len) {
+                cc.truncate(len);
+                return Ok(cc);
+            }
+            // Read no further than the Confirm: what follows belongs to the TLS handshake.
+            let want = whole.unwrap_or(4);
+            let got = tcp.read(&mut cc[n..want.max(n + 1).min(MAX_X224_LEN)]).await?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            n += got;
+        }
+    })
+    .await
+    .ok_or_else(|| Refusal::general("no X.224 Connection Confirm in time"))?
+    .map_err(|e: std::io::Error| Refusal::general(format!("X.224 negotiation failed: {e}")))?;
+    match rdp::parse_connection_confirm(&confirm) {
+        Ok(Negotiated::Protocol(_)) => Ok(confirm),
+        Ok(Negotiated::Failure(code)) => Err(Refusal::new(
+            CleanPathFailure::Negotiation(confirm.clone()),
+            502,
+            format!("server refused negotiation: {code}"),
+        )),
+        Err(e) => Err(Refusal::general(format!("bad X.224 Connection Confirm: {e}"))),
+    }
+}
+
+/// The TLS handshake with the RDP server, as its client. Its certificate is checked by the
+/// browser (and by a configured pin), so any is accepted here.
+async fn tls_with_server(tcp: TcpStream, host: &str, limit: std::time::Duration) -> Result<ServerTls, Refusal> {
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|_| Refusal::general(format!("bad server name {host}")))?;
+    let connector = futures_rustls::TlsConnector::from(crate::tls::rdp_client_config());
+    match timeout(limit, connector.connect(name, Socket::new(tcp))).await {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => {
+            let alert = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .and_then(|te| match te {
+                    rustls::Error::AlertReceived(a) => Some(u8::from(*a)),
+                    _ => None,
+                })
+                .unwrap_or(40);
+            Err(Refusal::new(
+                CleanPathFailure::TlsAlert(alert),
+                502,
+                format!("TLS with the server failed: {e}"),
+            ))
+        }
+        None => Err(Refusal::general("TLS handshake with the server timed out")),
+    }
+}
+
+async fn refuse(conn: &mut Conn, refusal: Refusal) {
+    conn.deny(PATH, refusal.status, &refusal.reason, refusal.user.as_deref());
+    let _ = conn
+        .send_frame(OpCode::Binary, &rdp::cleanpath_error(&refusal.failure))
+        .await;
+    conn.close_ws(CloseCode::POLICY, "rdcleanpath_error").await;
+}

@@ -1,0 +1,58 @@
+//! `/v1/tunnel/{target}`: an authorized WebSocket tunnel to a target's TCP port. The grant comes
+//! from the request path; this connects, answers 101 and relays until the session ends.
+
+use crate::server::conn::Conn;
+use crate::server::dial::dial;
+use crate::server::session::{self, Extras, SessionAudit};
+use portcullis_core::audit::{EndReason, Ending};
+use portcullis_core::config::Protocol;
+use portcullis_core::policy::Grant;
+use portcullis_core::relay::Relay;
+use portcullis_core::request::Reply;
+use portcullis_protocols::rdp;
+use portcullis_protocols::ws::Role;
+
+pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Vec<u8>) {
+    let path = format!("/v1/tunnel/{}", grant.target.name);
+    let settings = conn.settings().clone();
+    let mut backend = match dial(&grant.target, settings.connect_timeout, &conn.shared.pools).await {
+        Ok(b) => b,
+        Err(e) => {
+            conn.deny(&path, 502, &format!("target unreachable: {e}"), Some(&grant.user));
+            return conn.reply(&Reply::text(502, "target unreachable"), None).await;
+        }
+    };
+    let Ok(audit) = SessionAudit::start(grant, conn.client, &conn.shared.audit) else {
+        return conn
+            .reply(&Reply::text(500, "the gateway cannot start a session"), None)
+            .await;
+    };
+    if !conn.accept_upgrade(&accept).await {
+        // Granted and connected, but the client left before its tunnel started.
+        let ending = Ending::with_detail(EndReason::ClientDisconnected, "before the upgrade completed");
+        return audit.finish(ending, Default::default(), Extras::default());
+    }
+    let target = audit.grant().target.clone();
+    let limits = conn.policy().config.limits.websocket();
+    let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
+    if target.protocol == Protocol::Rdp {
+        // Native RDP clients open with an X.224 Connection Request naming the user.
+        relay.capture_first(rdp::MAX_X224_LEN);
+    }
+    relay.received_early(&leftover);
+    let clock = session::clock_settings(&target, &settings, true);
+    let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &conn.tracker).await;
+    let extras = Extras {
+        rdp_cookie: (target.protocol == Protocol::Rdp)
+            .then(|| rdp_cookie(relay.captured()))
+            .flatten(),
+        recording: None,
+    };
+    audit.finish(end.ending(), relay.counters(), extras);
+}
+
+/// The `mstshash` cookie of the X.224 Connection Request at the start of `first`, if whole.
+fn rdp_cookie(first: &[u8]) -> Option<String> {
+    let len = rdp::tpkt_len(first, rdp::MAX_X224_LEN).ok()??;
+    rdp::parse_connection_request(first.get(..len)?).ok()?.cookie
+}

@@ -1,0 +1,181 @@
+//! A granted session: its audit record, opened when the policy says yes and written once when it
+//! ends, and the loop that runs a relay under the session's clock.
+
+use super::conn::Tls;
+use super::shutdown::Tracker;
+use crate::audit::Audit;
+use futures_lite::{AsyncRead, AsyncWrite};
+use portcullis_core::audit::{now_rfc3339, AuditRecord, EndReason, Ending, SessionRecord};
+use portcullis_core::config::{SessionSettings, Target};
+use portcullis_core::policy::Grant;
+use portcullis_core::relay::clock::{Action, Clock, ClockSettings};
+use portcullis_core::relay::framing::Framing;
+use portcullis_core::relay::{Counters, End, Relay, Step};
+use portcullis_core::secret::RandomError;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// What a route adds to a session's record.
+#[derive(Default)]
+pub struct Extras {
+    pub rdp_cookie: Option<String>,
+    pub recording: Option<String>,
+}
+
+/// The audit of one session, from its grant to its end. Every started session gets exactly one
+/// record: `finish` writes it, and a session dropped without `finish` (its task stopped at the
+/// end of a drain, a panic) still writes one, as `gateway_shutdown`.
+#[must_use = "a session's record is written by `finish`"]
+pub struct SessionAudit {
+    id: String,
+    audit: Audit,
+    /// Taken by `finish`; still here when the session is dropped unfinished.
+    open: Option<Open>,
+}
+
+struct Open {
+    grant: Grant,
+    client: SocketAddr,
+    start: String,
+}
+
+impl SessionAudit {
+    /// Starts the record of a granted session (and logs it).
+    pub fn start(grant: Grant, client: SocketAddr, audit: &Audit) -> Result<SessionAudit, RandomError> {
+        let id = portcullis_core::secret::random_hex::<12>()?;
+        tracing::info!(session = %id, user = %grant.user, %client, target = %grant.target.name, via = grant.via.as_str(), "session started");
+        Ok(SessionAudit {
+            id,
+            audit: audit.clone(),
+            open: Some(Open {
+                grant,
+                client,
+                start: now_rfc3339(),
+            }),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn grant(&self) -> &Grant {
+        match &self.open {
+            Some(open) => &open.grant,
+            // `finish` consumes the audit, so no caller can see it finished.
+            None => unreachable!("a finished session audit is consumed"),
+        }
+    }
+
+    /// Writes the session's record; `counters` say what went each way.
+    pub fn finish(mut self, ending: Ending, counters: Counters, extras: Extras) {
+        self.write(ending, counters, extras);
+    }
+
+    fn write(&mut self, ending: Ending, counters: Counters, extras: Extras) {
+        let Some(Open { grant, client, start }) = self.open.take() else {
+            return;
+        };
+        let (up, down) = (counters.peer_to_raw, counters.raw_to_peer);
+        tracing::info!(session = %self.id, ended = %ending, up, down, "session ended");
+        let Grant {
+            user,
+            target,
+            token_id,
+            via,
+        } = grant;
+        self.audit.record(&AuditRecord::Session(SessionRecord {
+            session: std::mem::take(&mut self.id),
+            user,
+            client: client.to_string(),
+            target: target.name.clone(),
+            protocol: target.protocol,
+            token_id,
+            start,
+            end: now_rfc3339(),
+            bytes_client_to_target: up,
+            bytes_target_to_client: down,
+            ended: ending.reason,
+            detail: ending.detail,
+            rdp_cookie: extras.rdp_cookie,
+            recording: extras.recording,
+            via,
+        }));
+    }
+}
+
+impl Drop for SessionAudit {
+    fn drop(&mut self) {
+        let ending = Ending::with_detail(EndReason::GatewayShutdown, "the session was stopped before it ended");
+        self.write(ending, Counters::default(), Extras::default());
+    }
+}
+
+/// The clock rules of a session to `target`: its own overrides, else `[session]`.
+pub fn clock_settings(target: &Target, s: &SessionSettings, ping: bool) -> ClockSettings {
+    ClockSettings {
+        idle_timeout: target.idle_timeout(s),
+        max_lifetime: target.max_lifetime(s),
+        ping_interval: ping.then_some(s.ping_interval),
+        close_timeout: s.close_timeout,
+    }
+}
+
+/// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
+/// client, a bound on closing) and the gateway's shutdown.
+pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
+    relay: &mut Relay<F>,
+    tls: &mut Tls,
+    backend: &mut R,
+    settings: ClockSettings,
+    tracker: &Tracker,
+) -> End {
+    use portcullis_protocols::ws::CloseCode;
+    enum Wake {
+        Relay(Step),
+        Tick,
+        Shutdown,
+    }
+    let mut clock = Clock::new(Instant::now(), settings);
+    loop {
+        let now = Instant::now();
+        if tracker.closing() && !relay.is_closing() {
+            relay.close(CloseCode::GOING_AWAY, EndReason::GatewayShutdown);
+        }
+        if relay.is_closing() {
+            clock.closing(now);
+        }
+        let wake_at = clock.deadline(now);
+        // Once closing, shutdown asks nothing more of this session: stop listening for it.
+        let watch_shutdown = !relay.is_closing();
+        let wake = futures_lite::future::or(
+            futures_lite::future::poll_fn(|cx| crate::relay::poll(relay, cx, tls, backend).map(Wake::Relay)),
+            futures_lite::future::or(
+                async {
+                    glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
+                    Wake::Tick
+                },
+                async {
+                    if watch_shutdown {
+                        tracker.close_requested().await;
+                    } else {
+                        std::future::pending::<()>().await;
+                    }
+                    Wake::Shutdown
+                },
+            ),
+        )
+        .await;
+        match wake {
+            Wake::Relay(Step::Ended(end)) => return end,
+            Wake::Relay(Step::Closing) => clock.closing(Instant::now()),
+            Wake::Shutdown => {}
+            Wake::Tick => match clock.tick(Instant::now(), relay.counters()) {
+                Action::Wait => {}
+                Action::Ping => relay.ping(),
+                Action::Close(code, reason) => relay.close(code, reason),
+                Action::Abort => return relay.abort(),
+            },
+        }
+    }
+}
