@@ -26,6 +26,9 @@
 #   RUSTLS_DURATION=3        seconds per kind of rustls-only handshake
 #   TOTAL_TIMEOUT=2400       seconds: the whole run is stopped after this
 #   NO_BUILD=1               use the existing target/release binaries
+#   DEFAULT_LIMITS=1         keep the gateway's default connection limits (50 new connections a
+#                            second per client): by default they are lifted, since the load
+#                            comes from one or a few loopback addresses
 #   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
 #                            tree's load generator: before/after comparisons with the same client
 set -euo pipefail
@@ -170,6 +173,11 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
 fi
 BIN=$ROOT/target/release
 GATEWAY=${GATEWAY_BIN:-$BIN/portcullis}
+if [[ ${DEFAULT_LIMITS:-0} == 1 ]]; then
+    LIMITS_SECTION=""
+else
+    LIMITS_SECTION=$'[limits]\nnew_connections_per_second = 1000000\nmax_connections_per_client = 10000000'
+fi
 L=$BIN/portcullis-loadgen
 for b in "$GATEWAY" "$L" "$BIN/rustls-handshake" "$BIN/compare-report"; do
     [[ -x $b ]] || die "$b missing (run without NO_BUILD=1)"
@@ -390,6 +398,7 @@ $tls_section
 token_public_key = "token.pub"
 [audit]
 path = "audit.jsonl"
+$LIMITS_SECTION
 [[target]]
 name = "t"
 address = "$target"

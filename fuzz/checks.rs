@@ -36,6 +36,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("rdp_x224", rdp_x224),
     ("rdp_cleanpath", rdp_cleanpath),
     ("terminal", terminal),
+    ("proxy_header", proxy_header),
 ];
 
 /// The check for a target name, if there is such a target.
@@ -987,5 +988,38 @@ fn check_encode_server(msg: &ServerMessage) {
             assert!(status == s2 && sig.starts_with(cut.as_str()), "exit changed, not cut");
         }
         _ => panic!("{} parses back as {}", describe(msg), describe(&back)),
+    }
+}
+
+/// `proxy_header`: the bytes as the start of a connection from a trusted balancer, through
+/// `proxy::parse`. Never panics; a header lies within the input and the limits (107 bytes for v1,
+/// `MAX_V2_LEN` for v2); every proper prefix of a whole header asks for more; `Ok(None)` only
+/// under the limit; a header with addresses re-encodes (v1 and v2) and parses back equal.
+pub fn proxy_header(data: &[u8]) {
+    use portcullis_protocols::proxy::{self, ProxyHeader, MAX_V1_LEN, MAX_V2_LEN};
+    match proxy::parse(data) {
+        Ok(None) => assert!(data.len() < MAX_V2_LEN, "need more at {} bytes", data.len()),
+        Ok(Some((header, len))) => {
+            assert!(len <= data.len(), "header of {len} bytes in {}", data.len());
+            let limit = if data.starts_with(&proxy::V2_SIGNATURE) {
+                MAX_V2_LEN
+            } else {
+                MAX_V1_LEN
+            };
+            assert!(len <= limit, "header of {len} bytes over {limit}");
+            for cut in 0..len {
+                assert_eq!(proxy::parse(&data[..cut]), Ok(None), "prefix of {cut} bytes decided");
+            }
+            if let ProxyHeader::Proxied { source, destination } = header {
+                let (v2, _) = proxy::parse(&proxy::encode_v2(source, destination)).unwrap().unwrap();
+                let same_family = source.is_ipv4() == destination.is_ipv4();
+                if same_family {
+                    assert_eq!(v2, header, "v2 round trip");
+                    let (v1, _) = proxy::parse(&proxy::encode_v1(source, destination)).unwrap().unwrap();
+                    assert_eq!(v1, header, "v1 round trip");
+                }
+            }
+        }
+        Err(_) => {}
     }
 }

@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use portcullis::cli::client::{self, GatewayUrl};
+use portcullis::logging::{self, LogFormat};
 use portcullis::server::{serve, KeySource, ServeOptions};
 use portcullis::tls::{client_config, ServerTrust};
 use portcullis_core::config::Config;
@@ -21,6 +22,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Bastion gateway: TLS/WebSocket tunnels to SSH, RDP and TCP targets"
 )]
 struct Cli {
+    /// Log lines as text (coloured on a terminal) or as JSON objects.
+    #[arg(long, global = true, value_enum, default_value_t, env = "PORTCULLIS_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -123,22 +127,6 @@ impl GatewayArgs {
     }
 }
 
-fn init_logging() {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::prelude::*;
-    let filter: Targets = std::env::var("PORTCULLIS_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(filter),
-        )
-        .init();
-}
-
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -164,13 +152,14 @@ fn ready_fd(fd: Option<RawFd>) -> anyhow::Result<Option<OwnedFd>> {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    let log_format = cli.log_format;
     match cli.command {
         Command::Serve {
             config: None,
             listen,
             ready_fd: fd,
         } => {
-            init_logging();
+            logging::init(log_format);
             Ok(portcullis::demo::run(listen, ready_fd(fd)?)?)
         }
         Command::Serve {
@@ -178,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             ready_fd: fd,
         } => {
-            init_logging();
+            logging::init(log_format);
             let ready_fd = ready_fd(fd)?;
             let mut config = Config::load(&path)?;
             if let Some(l) = listen {
@@ -186,6 +175,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let listen = config.listen;
             let on_ready = Box::new(move |id: &portcullis::tls::Identity| {
+                if log_format == LogFormat::Json {
+                    return; // every stderr line is JSON; the listening event says the same
+                }
                 let kind = if id.self_signed { " (self-signed)" } else { "" };
                 eprintln!(
                     "portcullis: listening on {listen}, certificate{kind} SHA-256 {}",
@@ -244,7 +236,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn main() {
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let result = run(cli);
+    logging::flush(Duration::from_secs(2));
+    if let Err(e) = result {
         eprintln!("portcullis: error: {e:#}");
         std::process::exit(1);
     }

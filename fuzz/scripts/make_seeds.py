@@ -291,6 +291,19 @@ def main():
     for name, text in grants.items():
         write("gateway_request", name, bytes([4]) + text)
 
+    # proxy_header: the start of a connection from a trusted balancer.
+    proxy = {
+        "v1-tcp4": b"PROXY TCP4 192.0.2.7 198.51.100.1 50412 443\r\n\x16\x03\x01",
+        "v1-tcp6": b"PROXY TCP6 2001:db8::1 2001:db8::2 1 443\r\n",
+        "v1-unknown": b"PROXY UNKNOWN\r\n",
+        "v2-tcp4": b"\r\n\r\n\x00\r\nQUIT\n\x21\x11\x00\x0c\xc0\x00\x02\x07\xc6\x33\x64\x01\xc4\xec\x01\xbb",
+        "v2-tcp6-tlv": b"\r\n\r\n\x00\r\nQUIT\n\x21\x21\x00\x29" + bytes(range(32)) + b"\x00\x01\x01\xbb" + b"\x01\x00\x02h2",
+        "v2-local": b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00",
+        "tls": b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    }
+    for name, data in proxy.items():
+        write("proxy_header", name, data)
+
     # relay: choices of the simulation (portcullis_core::relay::sim::FromBytes), found by search so
     # that the seeds reach every way a session ends, with small and large transfers.
     write("relay", "local-big", bytes.fromhex("da6fe96ff7d0596239cfc048425e41b5a93e033e09a82e4d934678f251ece1bda4f7dbbb2d50a1bb72384733b4a5dd63533e2539c99f6d983503cea4b5b43b98250d4bcf567228d9372aca1852c7f84420bbfb05eceabcad5b5aa0"))

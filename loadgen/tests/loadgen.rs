@@ -37,11 +37,14 @@ fn args(scenario: &str, url: &str, auth: &[String], rest: &[&str]) -> Vec<String
     v
 }
 
-/// A gateway whose user alice may reach the `tcp` targets (started off the runtime's threads).
+/// A gateway whose user alice may reach the `tcp` targets (started off the runtime's threads),
+/// without the per-client connection limits a load from one address would hit.
 fn start_gateway(targets: &[(&str, SocketAddr)]) -> Gateway {
     let gw = targets
         .iter()
-        .fold(Gateway::builder(), |gw, (name, addr)| gw.target(name, addr, "tcp"));
+        .fold(Gateway::builder().unlimited_connections(), |gw, (name, addr)| {
+            gw.target(name, addr, "tcp")
+        });
     tokio::task::block_in_place(|| gw.start())
 }
 

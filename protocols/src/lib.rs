@@ -5,6 +5,7 @@
 //! benchmarkable in isolation; `portcullis` (the engine) binds them to glommio and rustls.
 
 pub mod http;
+pub mod proxy;
 pub mod rdp;
 pub mod terminal;
 pub mod token;

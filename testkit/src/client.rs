@@ -30,6 +30,27 @@ pub trait Endpoint {
     fn origin(&self) -> String {
         format!("https://{}", self.addr())
     }
+
+    /// The local address to connect from (loopback has all of 127/8), if not the default.
+    fn source(&self) -> Option<std::net::IpAddr> {
+        None
+    }
+}
+
+/// An endpoint reached from a chosen local address, e.g. `127.0.0.3` through a balancer.
+pub struct From {
+    pub addr: SocketAddr,
+    pub source: std::net::IpAddr,
+}
+
+impl Endpoint for From {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn source(&self) -> Option<std::net::IpAddr> {
+        Some(self.source)
+    }
 }
 
 impl Endpoint for Gateway {
@@ -50,9 +71,17 @@ pub fn insecure_tls() -> Arc<rustls::ClientConfig> {
 
 /// TLS to the gateway, nothing sent yet.
 pub async fn tls_connect(ep: &impl Endpoint) -> ClientTls {
-    let tcp = tokio::net::TcpStream::connect(ep.addr())
-        .await
-        .expect("connect to the gateway");
+    let tcp = match ep.source() {
+        None => tokio::net::TcpStream::connect(ep.addr()).await,
+        Some(source) => {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .expect("bind the source address");
+            socket.connect(ep.addr()).await
+        }
+    }
+    .expect("connect to the gateway");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
     futures_rustls::TlsConnector::from(insecure_tls())
         .connect(name, tcp.compat())

@@ -91,6 +91,11 @@ pub fn password_hash(password: &str) -> String {
 /// returns it once it is ready, with the certificate fingerprint it reported. Panics with the log
 /// when it exits, closes the pipe without a READY line, or says nothing within 20 s.
 pub fn spawn_ready(cmd: &mut Command, log: &Path) -> (ChildGuard, String) {
+    spawn_ready_with(cmd, log, None)
+}
+
+/// As [`spawn_ready`], with stderr sent to `stderr` instead of the log when given.
+pub fn spawn_ready_with(cmd: &mut Command, log: &Path, stderr: Option<std::process::Stdio>) -> (ChildGuard, String) {
     // CLOEXEC: tests spawning in parallel never inherit each other's pipe; only this child gets
     // the write end, as READY_FD, through dup2 (which clears the flag on the copy).
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
@@ -112,7 +117,7 @@ pub fn spawn_ready(cmd: &mut Command, log: &Path) -> (ChildGuard, String) {
             Ok(())
         });
     }
-    let mut guard = ChildGuard::new(process::spawn_logged(cmd, log), Duration::ZERO);
+    let mut guard = ChildGuard::new(process::spawn_logged_with(cmd, log, stderr), Duration::ZERO);
     drop(write);
     match read_line(read, START_LIMIT) {
         Ok(line) if line.starts_with("READY ") => (guard, line["READY ".len()..].trim().to_owned()),
@@ -156,9 +161,40 @@ pub struct GatewayBuilder {
     /// (name, targets, more keys)
     users: Vec<(String, Vec<String>, String)>,
     password: Option<String>,
+    /// Soft and hard open-files limits to start it with (through `prlimit`).
+    open_files: Option<(u64, u64)>,
+    /// More arguments for `portcullis serve`.
+    args: Vec<String>,
+    /// Its stderr into a pipe nobody reads (a stopped log reader), instead of the log file.
+    stderr_stopped: bool,
 }
 
 impl GatewayBuilder {
+    /// Connection limits out of the way, for load tests from one address (the defaults allow a
+    /// client 50 new connections a second).
+    pub fn unlimited_connections(self) -> Self {
+        self.toml("[limits]\nnew_connections_per_second = 1000000\nmax_connections_per_client = 10000000\n")
+    }
+
+    /// More arguments for `portcullis serve`, e.g. `["--log-format", "json"]`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Its stderr goes to a pipe that nobody reads: once the pipe is full, a write to it blocks
+    /// (a stopped `journalctl -f`, a suspended terminal). The log file stays empty.
+    pub fn stderr_stopped(mut self) -> Self {
+        self.stderr_stopped = true;
+        self
+    }
+
+    /// Starts it with these soft and hard open-files limits.
+    pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
+        self.open_files = Some((soft, hard));
+        self
+    }
+
     /// A target `name` at `address` speaking `protocol` (`tcp`, `ssh`, `rdp`).
     pub fn target(self, name: &str, address: impl Display, protocol: &str) -> Self {
         self.target_with(name, address, protocol, "")
@@ -251,13 +287,26 @@ impl GatewayBuilder {
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("gateway.log");
-        let (process, fingerprint) = spawn_ready(
-            Command::new(gateway_bin())
-                .args(["serve", "--config"])
-                .arg(&config_path)
-                .env("PORTCULLIS_LOG", "debug"),
-            &log,
-        );
+        let mut command = match self.open_files {
+            None => Command::new(gateway_bin()),
+            Some((soft, hard)) => {
+                let mut c = Command::new("/usr/bin/prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(gateway_bin());
+                c
+            }
+        };
+        command
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .args(&self.args)
+            .env("PORTCULLIS_LOG", "debug");
+        let (stderr, stderr_reader) = if self.stderr_stopped {
+            let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+            (Some(std::process::Stdio::from(write)), Some(read))
+        } else {
+            (None, None)
+        };
+        let (process, fingerprint) = spawn_ready_with(&mut command, &log, stderr);
         Gateway {
             process,
             port,
@@ -265,6 +314,7 @@ impl GatewayBuilder {
             log,
             fingerprint,
             private_key,
+            _stderr_reader: stderr_reader,
             dir,
         }
     }
@@ -282,6 +332,8 @@ pub struct Gateway {
     /// The SHA-256 fingerprint of its certificate, from its READY line.
     pub fingerprint: String,
     private_key: String,
+    /// The read end of a stopped stderr pipe, held open so that writes block rather than fail.
+    _stderr_reader: Option<OwnedFd>,
 }
 
 impl Drop for Gateway {

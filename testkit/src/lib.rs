@@ -15,12 +15,14 @@
 //! - [`bridge`]: a plain `ws://` bridge on the gateway's relay (like websockify);
 //! - [`sshd`]: a real OpenSSH server and its clients;
 //! - [`rdp`]: Xvfb, xrdp, freerdp-shadow-cli and xfreerdp;
+//! - [`haproxy`]: HAProxy in TCP mode sending the PROXY protocol;
 //! - [`browser`]: the headless Chromium scripts of `web/e2e`.
 
 pub mod bridge;
 pub mod browser;
 pub mod client;
 pub mod gateway;
+pub mod haproxy;
 pub mod ports;
 pub mod process;
 pub mod rdp;

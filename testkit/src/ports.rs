@@ -15,3 +15,15 @@ pub fn free_port() -> u16 {
 pub fn dead_address() -> String {
     format!("127.0.0.1:{}", free_port())
 }
+
+/// Whether something listens on the loopback TCP `port` (from /proc, so checking makes no
+/// connection the server could count or log).
+pub fn listening(port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
+        })
+    })
+}

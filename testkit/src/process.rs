@@ -254,6 +254,11 @@ impl Drop for ChildGuard {
 
 /// Spawns `cmd` in its own process group with stdout and stderr appended to `log`.
 pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
+    spawn_logged_with(cmd, log, None)
+}
+
+/// As [`spawn_logged`], with stderr sent to `stderr` instead of the log when given.
+pub fn spawn_logged_with(cmd: &mut Command, log: &Path, stderr: Option<Stdio>) -> Child {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -262,7 +267,7 @@ pub fn spawn_logged(cmd: &mut Command, log: &Path) -> Child {
     let what = format!("{cmd:?}");
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone().expect("log file"))
-        .stderr(file)
+        .stderr(stderr.unwrap_or_else(|| file.into()))
         .process_group(0)
         .spawn()
         .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"))

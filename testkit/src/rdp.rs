@@ -25,17 +25,7 @@ pub const STDBUF: &str = "/usr/bin/stdbuf";
 /// The local Unix account xrdp's PAM check runs against (created on first use, root only).
 pub const XRDP_USER: &str = "portcullis-rdp";
 
-/// True when something LISTENs on TCP `port` (IPv4 or IPv6), from /proc/net/tcp{,6}: readiness
-/// without a probe connection (a probe would be a session of its own for the server).
-pub fn listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).unwrap_or_default().lines().skip(1).any(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            cols.len() > 3 && cols[1].ends_with(&want) && cols[3] == "0A"
-        })
-    })
-}
+pub use crate::ports::listening;
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().expect("temp dir")

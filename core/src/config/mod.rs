@@ -146,6 +146,45 @@ pub struct Limits {
     pub max_headers: usize,
     pub max_frame_size: u64,
     pub max_message_size: u64,
+    pub connections: ConnectionLimits,
+}
+
+/// Connection limits as configured; `None`: derived from the open-files limit at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
+    pub new_connections_per_second: u32,
+    pub max_unauthenticated: usize,
+    pub early_drop_from: usize,
+}
+
+/// Connection limits in force, with the derived ones filled in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdmissionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// New connections per second per client, and the burst it may spend at once.
+    pub rate: f64,
+    pub burst: f64,
+    pub max_unauthenticated: usize,
+    pub early_drop_from: usize,
+}
+
+impl ConnectionLimits {
+    /// The limits for a process that may hold `capacity` connections (what its descriptors allow):
+    /// all of them at most, a quarter of them per client, unless configured.
+    pub fn resolve(&self, capacity: usize) -> AdmissionLimits {
+        let max_connections = self.max_connections.unwrap_or(capacity).max(1);
+        AdmissionLimits {
+            max_connections,
+            max_connections_per_client: self.max_connections_per_client.unwrap_or((max_connections / 4).max(1)),
+            rate: f64::from(self.new_connections_per_second),
+            burst: 2.0 * f64::from(self.new_connections_per_second),
+            max_unauthenticated: self.max_unauthenticated,
+            early_drop_from: self.early_drop_from,
+        }
+    }
 }
 
 impl Limits {
@@ -187,6 +226,9 @@ pub struct Config {
     pub users: HashMap<String, User>,
     pub web: WebSettings,
     pub recording: RecordingSettings,
+    /// Balancers whose connections start with a PROXY protocol header (and must): their
+    /// connections are accounted to the client the header names.
+    pub proxy_trusted: Vec<crate::net::Cidr>,
 }
 
 /// A configuration error with the line it is on (1-based), when known.
@@ -339,6 +381,23 @@ impl Config {
                 dir: raw.recording.dir.as_deref().map(|d| cx.path(d)),
                 required: raw.recording.required,
             },
+            proxy_trusted: raw
+                .proxy_protocol
+                .trusted
+                .iter()
+                .map(|c| {
+                    crate::net::Cidr::parse(c.get_ref()).map_or_else(
+                        || {
+                            cx.err(
+                                Some(c.span()),
+                                "proxy_protocol.trusted",
+                                "expected an address or CIDR block, e.g. \"10.0.0.0/8\"",
+                            )
+                        },
+                        Ok,
+                    )
+                })
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -373,11 +432,34 @@ fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
 
 fn parse_limits(cx: &Ctx<'_>, l: &raw::RawLimits) -> Result<Limits> {
     use settings as d;
+    let optional = |v: &Option<Spanned<u64>>, s: &IntSetting| -> Result<Option<usize>> {
+        v.as_ref().map(|_| cx.int(v, s).map(|n| n as usize)).transpose()
+    };
+    let connections = ConnectionLimits {
+        max_connections: optional(&l.max_connections, &d::MAX_CONNECTIONS)?,
+        max_connections_per_client: optional(&l.max_connections_per_client, &d::MAX_CONNECTIONS_PER_CLIENT)?,
+        new_connections_per_second: cx.int(&l.new_connections_per_second, &d::NEW_CONNECTIONS_PER_SECOND)? as u32,
+        max_unauthenticated: cx.int(&l.max_unauthenticated, &d::MAX_UNAUTHENTICATED)? as usize,
+        early_drop_from: cx.int(&l.early_drop_from, &d::EARLY_DROP_FROM)? as usize,
+    };
+    if connections.early_drop_from >= connections.max_unauthenticated {
+        let span = l
+            .early_drop_from
+            .as_ref()
+            .or(l.max_unauthenticated.as_ref())
+            .map(Spanned::span);
+        return cx.err(
+            span,
+            "limits.early_drop_from",
+            "must be below limits.max_unauthenticated",
+        );
+    }
     Ok(Limits {
         max_header_bytes: cx.int(&l.max_header_bytes, &d::MAX_HEADER_BYTES)? as usize,
         max_headers: cx.int(&l.max_headers, &d::MAX_HEADERS)? as usize,
         max_frame_size: cx.int(&l.max_frame_size, &d::MAX_FRAME_SIZE)?,
         max_message_size: cx.int(&l.max_message_size, &d::MAX_MESSAGE_SIZE)?,
+        connections,
     })
 }
 

@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     pub web: RawWeb,
     #[serde(default)]
     pub recording: RawRecording,
+    #[serde(default)]
+    pub proxy_protocol: RawProxyProtocol,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
@@ -42,6 +44,13 @@ pub(super) struct RawRecording {
     pub dir: Option<PathBuf>,
     #[serde(default)]
     pub required: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxyProtocol {
+    #[serde(default)]
+    pub trusted: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +94,11 @@ pub(super) struct RawLimits {
     pub max_headers: Option<Spanned<u64>>,
     pub max_frame_size: Option<Spanned<u64>>,
     pub max_message_size: Option<Spanned<u64>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub max_connections_per_client: Option<Spanned<u64>>,
+    pub new_connections_per_second: Option<Spanned<u64>>,
+    pub max_unauthenticated: Option<Spanned<u64>>,
+    pub early_drop_from: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -116,6 +116,14 @@ pub const MAX_HEADERS: IntSetting = int("limits.max_headers", http::DEFAULT_MAX_
 pub const MAX_FRAME_SIZE: IntSetting = int("limits.max_frame_size", ws::DEFAULT_MAX_FRAME_PAYLOAD, 125, 64 << 20);
 pub const MAX_MESSAGE_SIZE: IntSetting = int("limits.max_message_size", ws::DEFAULT_MAX_MESSAGE, 125, 1 << 30);
 
+/// Connection limits (`[limits]`); the two caps without a default are derived from the open-files
+/// limit at start (see `AdmissionLimits::resolve`).
+pub const MAX_CONNECTIONS: IntSetting = int("limits.max_connections", 0, 16, 10_000_000);
+pub const MAX_CONNECTIONS_PER_CLIENT: IntSetting = int("limits.max_connections_per_client", 0, 1, 10_000_000);
+pub const NEW_CONNECTIONS_PER_SECOND: IntSetting = int("limits.new_connections_per_second", 50, 1, 1_000_000);
+pub const MAX_UNAUTHENTICATED: IntSetting = int("limits.max_unauthenticated", 2048, 16, 10_000_000);
+pub const EARLY_DROP_FROM: IntSetting = int("limits.early_drop_from", 512, 1, 10_000_000);
+
 pub const SESSION_TTL: DurationSetting = duration("web.session_ttl", secs(HOUR), secs(1), secs(30 * DAY));
 
 /// Every duration setting, for documentation checks.
@@ -139,4 +147,10 @@ pub const INTEGERS: &[IntSetting] = &[
     MAX_HEADERS,
     MAX_FRAME_SIZE,
     MAX_MESSAGE_SIZE,
+    NEW_CONNECTIONS_PER_SECOND,
+    MAX_UNAUTHENTICATED,
+    EARLY_DROP_FROM,
 ];
+
+/// Integer settings whose default is derived at start (shown in the README without a value).
+pub const DERIVED: &[IntSetting] = &[MAX_CONNECTIONS, MAX_CONNECTIONS_PER_CLIENT];

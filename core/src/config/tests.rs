@@ -177,6 +177,18 @@ fn readme_documents_the_defaults() {
         let range = format!("({})", s.range_text().replace(" and ", ".."));
         assert!(line_of(s.key).contains(&range), "README: {} should say {range}", s.key);
     }
+    for s in settings::DERIVED {
+        let name = s.key.split_once('.').unwrap().1;
+        let line = tunables
+            .lines()
+            .find(|l| l.starts_with(&format!("# {name} =")))
+            .unwrap_or_else(|| panic!("README does not show {}", s.key));
+        assert!(
+            line.contains(&format!("({}..{})", s.min, s.max)),
+            "README: range of {}",
+            s.key
+        );
+    }
     for s in settings::INTEGERS {
         let v = value(s.key).unwrap_or_else(|| panic!("README does not show {}", s.key));
         assert_eq!(
@@ -188,4 +200,41 @@ fn readme_documents_the_defaults() {
         let range = format!("({}..{})", s.min, s.max);
         assert!(line_of(s.key).contains(&range), "README: {} should say {range}", s.key);
     }
+}
+
+#[test]
+fn trusted_proxies() {
+    let src = format!("{GOOD}[proxy_protocol]\ntrusted = [\"10.0.0.0/8\", \"2001:db8::1\"]\n");
+    let c = Config::parse(&src, Path::new(".")).unwrap();
+    assert_eq!(c.proxy_trusted.len(), 2);
+    assert!(c.proxy_trusted[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(Config::parse(GOOD, Path::new(".")).unwrap().proxy_trusted.is_empty());
+    let e = error_of(&format!("{GOOD}[proxy_protocol]\ntrusted = [\"10.0.0.0/40\"]\n"));
+    assert!(e.starts_with("line 22: proxy_protocol.trusted:"), "{e}");
+}
+
+#[test]
+fn connection_limits() {
+    let c = Config::parse(GOOD, Path::new(".")).unwrap();
+    let limits = c.limits.connections.resolve(10_000);
+    assert_eq!(
+        (limits.max_connections, limits.max_connections_per_client),
+        (10_000, 2_500)
+    );
+    assert_eq!((limits.rate, limits.burst), (50.0, 100.0));
+    let src = GOOD.replace(
+        "[session]\n",
+        "[limits]\nmax_connections = 100\nmax_connections_per_client = 7\nnew_connections_per_second = 5\n[session]\n",
+    );
+    let limits = Config::parse(&src, Path::new("."))
+        .unwrap()
+        .limits
+        .connections
+        .resolve(10_000);
+    assert_eq!(
+        (limits.max_connections, limits.max_connections_per_client, limits.rate),
+        (100, 7, 5.0)
+    );
+    let e = error_of(&GOOD.replace("[session]\n", "[limits]\nearly_drop_from = 4096\n[session]\n"));
+    assert!(e.starts_with("line 12: limits.early_drop_from: must be below"), "{e}");
 }

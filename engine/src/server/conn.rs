@@ -3,6 +3,7 @@
 //! client's address, the configuration snapshot, and the helpers they share (answer and close,
 //! upgrade, send a frame, audit a refusal).
 
+use super::admission::Ticket;
 use super::handlers;
 use super::shutdown::Tracker;
 use super::socket::Socket;
@@ -31,16 +32,31 @@ pub struct Conn {
     pub state: Arc<State>,
     pub shared: Arc<Shared>,
     pub tracker: Rc<Tracker>,
+    /// Its place among the connections the gateway holds (given back when the connection ends).
+    pub ticket: Ticket,
 }
 
-pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>) {
-    let Ok(client) = stream.peer_addr() else {
+pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>, mut ticket: Ticket) {
+    let Ok(peer) = stream.peer_addr() else {
         return;
     };
     let state = shared.state.load_full();
     let _ = stream.set_nodelay(true);
     let limit = state.policy.config.session.handshake_timeout;
-    let tls = match timeout(limit, state.acceptor.accept(Socket::new(stream))).await {
+    // The PROXY header and the TLS handshake share the handshake timeout.
+    let deadline = Instant::now() + limit;
+    let mut socket = Socket::new(stream);
+    let Some(client) = client_address(&mut socket, peer, &state, limit).await else {
+        return;
+    };
+    // The client's own caps, by its real address; a balancer speaking for itself is exempt.
+    let exempt = client == peer && state.policy.config.proxy_trusted.iter().any(|c| c.contains(peer.ip()));
+    let key = portcullis_core::net::client_key(client.ip());
+    if let Err(why) = ticket.client(key, exempt, Instant::now()) {
+        return tracing::debug!(%client, refused = why.as_str(), "connection refused");
+    }
+    let left = deadline.saturating_duration_since(Instant::now());
+    let tls = match timeout(left, state.acceptor.accept(socket)).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
         None => return tracing::debug!(%client, "TLS handshake timed out"),
@@ -51,8 +67,34 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
         state,
         shared,
         tracker,
+        ticket,
     };
     conn.serve().await;
+}
+
+/// Whose connection this is: the address a trusted balancer's PROXY header names (a connection
+/// from a trusted balancer must start with one), else the peer's. `None`: refuse the connection.
+async fn client_address(
+    socket: &mut Socket,
+    peer: SocketAddr,
+    state: &State,
+    limit: std::time::Duration,
+) -> Option<SocketAddr> {
+    let trusted = &state.policy.config.proxy_trusted;
+    if !trusted.iter().any(|c| c.contains(peer.ip())) {
+        return Some(peer);
+    }
+    match timeout(limit, socket.read_proxy_header()).await {
+        Some(Ok(header)) => Some(header.source().unwrap_or(peer)),
+        Some(Err(e)) => {
+            tracing::debug!(balancer = %peer, "connection refused: {e}");
+            None
+        }
+        None => {
+            tracing::debug!(balancer = %peer, "connection refused: no PROXY header in time");
+            None
+        }
+    }
 }
 
 /// The request head read so far, and what followed it.
@@ -87,6 +129,10 @@ impl Conn {
                 self.policy(),
                 portcullis_core::keys::unix_now(),
             );
+            if !matches!(decision, Decision::NeedMore) {
+                // TLS is done and the request decided: no longer an unauthenticated connection.
+                self.ticket.settled();
+            }
             match decision {
                 Decision::NeedMore => {}
                 Decision::Respond(reply) => return self.reply(&reply, None).await,

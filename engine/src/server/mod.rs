@@ -10,6 +10,7 @@
 //! - `dial.rs`: connecting to a target; `socket.rs`: the client's socket under TLS;
 //! - `shutdown.rs`: live-connection tracking and the drain.
 
+mod admission;
 mod conn;
 mod dial;
 mod handlers;
@@ -50,6 +51,8 @@ pub struct Shared {
     pub pools: Pools,
     /// Users and tokens refused by every snapshot's policy (a reload keeps them).
     pub revocations: Arc<Revocations>,
+    /// Which connections are taken (caps, per-client rates, early drop).
+    pub admission: Arc<admission::Admission>,
 }
 
 /// Where the token public key comes from: a file named in the config, or (demo) memory.
@@ -140,6 +143,15 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let identity = load_identity(&config)?;
     let audit = Audit::start(config.audit_path.as_deref())?;
     let (listen, workers) = (config.listen, config.workers);
+    let capacity = connection_capacity(workers);
+    let admission = admission::Admission::new(&config.limits.connections, capacity);
+    let limits = admission.limits();
+    tracing::info!(
+        capacity,
+        max_connections = limits.max_connections,
+        per_client = limits.max_connections_per_client,
+        "connection limits"
+    );
     let revocations = Arc::new(Revocations::default());
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
@@ -147,6 +159,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         web: crate::web::WebState::start()?,
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
         revocations,
+        admission,
     });
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.
@@ -218,6 +231,32 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     Ok(())
 }
 
+/// Descriptors kept back from connections: listeners, io_uring rings and pools, the audit log,
+/// recordings, and room to accept and close what is refused.
+const RESERVED_FDS: u64 = 128;
+
+/// Raises the open-files limit to its hard limit and says how many client connections it
+/// allows: each may need two descriptors (the client's and its target's).
+fn connection_capacity(workers: usize) -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let mut soft = lim.current.unwrap_or(u64::MAX);
+    if lim.current < lim.maximum || lim.maximum.is_none() {
+        let want = Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        };
+        match setrlimit(Resource::Nofile, want) {
+            Ok(()) => soft = lim.maximum.unwrap_or(u64::MAX),
+            Err(e) => tracing::warn!("cannot raise the open-files limit from {soft}: {e}"),
+        }
+    }
+    let reserved = RESERVED_FDS + 8 * workers as u64;
+    let capacity = (soft.min(1 << 24).saturating_sub(reserved) / 2).max(16) as usize;
+    tracing::info!(open_files = soft, capacity, "descriptors");
+    capacity
+}
+
 fn spawn_signal_thread(
     stops: Vec<std::os::unix::net::UnixStream>,
     shared: Arc<Shared>,
@@ -273,6 +312,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, iden
     });
     match result {
         Ok(state) => {
+            shared.admission.reconfigure(&state.policy.config.limits.connections);
             shared.state.store(Arc::new(state));
             tracing::info!(config = %path.display(), "configuration reloaded");
         }
@@ -287,6 +327,8 @@ async fn worker(
     shared: Arc<Shared>,
 ) {
     let tracker = Rc::new(Tracker::default());
+    // Accept failures are logged once per run of them, not once per failure.
+    let mut failing = false;
     loop {
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             let _ = stop.read(&mut [0u8; 1]).await;
@@ -296,18 +338,32 @@ async fn worker(
         match accepted {
             None => break,
             Some(Ok(stream)) => {
+                failing = false;
+                // Refused connections are closed at once, before TLS costs anything.
+                let ticket = match shared.admission.enter() {
+                    Ok(t) => t,
+                    Err(why) => {
+                        tracing::debug!(worker = id, refused = why.as_str(), "connection refused");
+                        continue;
+                    }
+                };
                 let guard = tracker.enter();
                 let shared = shared.clone();
                 let tracker = tracker.clone();
                 glommio::spawn_local(async move {
-                    conn::handle(stream, shared, tracker).await;
+                    conn::handle(stream, shared, tracker, ticket).await;
                     drop(guard);
                 })
                 .detach();
             }
             Some(Err(e)) => {
-                // Typically EMFILE: back off instead of spinning.
-                tracing::warn!(worker = id, "accept failed: {e}");
+                // Typically EMFILE despite the caps (other descriptors): back off instead of spinning.
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(
+                        worker = id,
+                        "accept failing (backing off, logged once until it recovers): {e}"
+                    );
+                }
                 glommio::timer::sleep(Duration::from_millis(100)).await;
             }
         }

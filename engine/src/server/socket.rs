@@ -4,9 +4,13 @@
 //! over every pending record at once, paid one `send` per 16 KiB record. Here all pending records
 //! leave in one `sendmsg`: fewer syscalls, and on loopback fewer, larger segments for the kernel to
 //! carry and fewer wakeups of the reader. Reads, readiness and timeouts stay glommio's.
+//!
+//! From a trusted balancer, a connection starts with a PROXY protocol header: `read_proxy_header`
+//! takes it off before TLS sees the stream, and hands whatever came after it back to TLS first.
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
+use portcullis_protocols::proxy::{self, ProxyError, ProxyHeader};
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
@@ -15,11 +19,40 @@ use std::task::{Context, Poll};
 /// Slices gathered per `sendmsg`: rustls' send buffer holds at most 64 KiB, four full records.
 const MAX_SLICES: usize = 16;
 
-pub struct Socket(TcpStream);
+pub struct Socket {
+    stream: TcpStream,
+    /// Bytes read with a PROXY header that belong to the connection (the start of TLS), given
+    /// back by the next reads. Boxed: a connection without one pays a pointer.
+    unread: Option<Box<(Vec<u8>, usize)>>,
+}
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
-        Socket(stream)
+        Socket { stream, unread: None }
+    }
+
+    /// Reads the PROXY protocol header a trusted balancer sends first. Reads no further than
+    /// its bounded length; bytes after the header stay for TLS.
+    pub async fn read_proxy_header(&mut self) -> Result<ProxyHeader, ProxyError> {
+        use futures_lite::AsyncReadExt;
+        let mut buf = vec![0u8; proxy::MAX_V2_LEN];
+        let mut filled = 0;
+        loop {
+            match proxy::parse(&buf[..filled])? {
+                Some((header, len)) => {
+                    if len < filled {
+                        buf.truncate(filled);
+                        self.unread = Some(Box::new((buf, len)));
+                    }
+                    return Ok(header);
+                }
+                None if filled == buf.len() => return Err(ProxyError::TooLong),
+                None => match self.stream.read(&mut buf[filled..]).await {
+                    Ok(0) | Err(_) => return Err(ProxyError::Missing),
+                    Ok(n) => filled += n,
+                },
+            }
+        }
     }
 
     /// One non-blocking `sendmsg` of `bufs`; `None` if the socket buffer is full.
@@ -48,19 +81,29 @@ impl Socket {
     fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: glommio's stream owns the descriptor and keeps it open at least as long as
         // `self` is borrowed, which bounds the returned borrow.
-        unsafe { BorrowedFd::borrow_raw(self.0.as_raw_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) }
     }
 }
 
 impl AsyncRead for Socket {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        if let Some(unread) = &mut self.unread {
+            let (bytes, pos) = &mut **unread;
+            let n = buf.len().min(bytes.len() - *pos);
+            buf[..n].copy_from_slice(&bytes[*pos..*pos + n]);
+            *pos += n;
+            if *pos == bytes.len() {
+                self.unread = None;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for Socket {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -73,21 +116,21 @@ impl AsyncWrite for Socket {
         };
         let bufs = &bufs[first..];
         if bufs.len() == 1 {
-            return Pin::new(&mut self.0).poll_write(cx, &bufs[0]);
+            return Pin::new(&mut self.stream).poll_write(cx, &bufs[0]);
         }
         match self.try_send(bufs) {
             Some(result) => Poll::Ready(result),
             // Full: glommio's write retries once and otherwise waits for room (with its timeout).
-            None => Pin::new(&mut self.0).poll_write(cx, &bufs[0]),
+            None => Pin::new(&mut self.stream).poll_write(cx, &bufs[0]),
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_close(cx)
+        Pin::new(&mut self.stream).poll_close(cx)
     }
 }
 
@@ -99,6 +142,41 @@ mod tests {
     use glommio::net::TcpListener;
     use glommio::{LocalExecutorBuilder, Placement};
     use sha2::{Digest, Sha256};
+
+    /// A PROXY header in pieces, with the start of TLS right behind it: the header is taken off
+    /// and what followed is read first, then the stream.
+    #[test]
+    fn proxy_header_is_taken_off_and_the_rest_handed_back() {
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(256 << 10)
+            .spawn(|| async {
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let source: std::net::SocketAddr = "192.0.2.7:50412".parse().unwrap();
+                let sender = glommio::spawn_local(async move {
+                    use futures_lite::AsyncWriteExt;
+                    let mut c = glommio::net::TcpStream::connect(addr).await.unwrap();
+                    let mut first = proxy::encode_v2(source, addr);
+                    let tail = first.split_off(10);
+                    c.write_all(&first).await.unwrap();
+                    c.flush().await.unwrap();
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                    c.write_all(&[tail, b"tls!".to_vec()].concat()).await.unwrap();
+                    c.write_all(b" more").await.unwrap();
+                    c.close().await.unwrap();
+                });
+                let mut sock = Socket::new(listener.accept().await.unwrap());
+                let header = sock.read_proxy_header().await.unwrap();
+                assert_eq!(header.source(), Some(source));
+                let mut rest = Vec::new();
+                sock.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, b"tls! more");
+                sender.await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 
     /// 32 MiB as gathered writes of unevenly sized slices, the way rustls hands over records,
     /// while the peer reads in small pieces so that the socket buffer fills: partial and refused

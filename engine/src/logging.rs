@@ -1,0 +1,207 @@
+//! Logging that never blocks a worker.
+//!
+//! Workers format an event into a line and hand it to a bounded queue; one thread writes the
+//! queue to stderr. When stderr is slow or stopped (a stuck pipe, a paused terminal) the queue
+//! fills and new lines are dropped and counted, and the next line written says how many went:
+//! a log reader can lose lines but never stall a session. Every line is escaped here, whatever
+//! the field: a control character in a value (a newline that would forge a line, an escape
+//! sequence for the reader's terminal) is written as `\n`, `\x1b`, ….
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Lines waiting for stderr at most; about 1 MiB of typical lines.
+const QUEUE_LINES: usize = 4096;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for collectors.
+    Json,
+}
+
+enum Item {
+    Line(Vec<u8>),
+    /// Answered (through the pair) once every earlier line is written.
+    Flush(Arc<(Mutex<bool>, Condvar)>),
+}
+
+struct Sink {
+    queue: SyncSender<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Lines dropped because stderr did not keep up, since start.
+pub fn dropped_lines() -> u64 {
+    SINK.get().map_or(0, |s| s.dropped.load(Ordering::Relaxed))
+}
+
+/// Installs the global subscriber: `PORTCULLIS_LOG` filters (`info` by default), `format`
+/// shapes the lines; colour only when stderr is a terminal.
+pub fn init(format: LogFormat) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let filter: Targets = std::env::var("PORTCULLIS_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let terminal = std::io::stderr().is_terminal();
+    let writer = start_writer(terminal);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    let registry = tracing_subscriber::registry();
+    match format {
+        LogFormat::Text => registry.with(layer.with_ansi(terminal).with_filter(filter)).init(),
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_filter(filter))
+            .init(),
+    }
+}
+
+/// Waits (up to `limit`) until every line logged so far is written: before the process exits.
+pub fn flush(limit: Duration) {
+    let Some(sink) = SINK.get() else { return };
+    let done = Arc::new((Mutex::new(false), Condvar::new()));
+    if sink.queue.try_send(Item::Flush(done.clone())).is_err() {
+        return;
+    }
+    let (lock, signal) = &*done;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = signal.wait_timeout_while(guard, limit, |written| !*written);
+}
+
+fn start_writer(terminal: bool) -> MakeLine {
+    let (queue, lines) = sync_channel(QUEUE_LINES);
+    let dropped = Arc::new(AtomicU64::new(0));
+    let counted = dropped.clone();
+    let spawned = std::thread::Builder::new()
+        .name("log-writer".into())
+        .spawn(move || write_lines(lines, counted));
+    if spawned.is_err() {
+        // No thread: lines are dropped and counted rather than written from the workers.
+        eprintln!("portcullis: cannot start the log writer thread; logging is off");
+    }
+    let _ = SINK.set(Sink { queue, dropped });
+    MakeLine { keep_escapes: terminal }
+}
+
+fn write_lines(lines: Receiver<Item>, dropped: Arc<AtomicU64>) {
+    let mut reported = 0;
+    for item in lines {
+        // Locked per line: other threads print to stderr too (the listening line, errors).
+        let mut stderr = std::io::stderr().lock();
+        match item {
+            Item::Line(line) => {
+                let lost = dropped.load(Ordering::Relaxed);
+                if lost != reported {
+                    let _ = writeln!(
+                        stderr,
+                        "portcullis: {} log lines dropped (stderr too slow)",
+                        lost - reported
+                    );
+                    reported = lost;
+                }
+                let _ = stderr.write_all(&line);
+            }
+            Item::Flush(done) => {
+                let _ = stderr.flush();
+                let (lock, signal) = &*done;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                signal.notify_all();
+            }
+        }
+    }
+}
+
+/// Makes a [`Line`] per event (the fmt layer writes each event through a fresh writer).
+#[derive(Clone, Copy)]
+struct MakeLine {
+    /// Colour is on: keep the formatter's own escape sequences (field values are escaped by
+    /// tracing-subscriber itself in that case).
+    keep_escapes: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MakeLine {
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line {
+            buf: Vec::with_capacity(256),
+            keep_escapes: self.keep_escapes,
+        }
+    }
+}
+
+/// One event's bytes; escaped and queued when dropped.
+struct Line {
+    buf: Vec<u8>,
+    keep_escapes: bool,
+}
+
+impl Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let Some(sink) = SINK.get() else { return };
+        let line = escape_line(&self.buf, self.keep_escapes);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sink.queue.try_send(Item::Line(line)) {
+            sink.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One line: control characters other than a tab (and the escape that starts the formatter's
+/// colours, when `keep_escapes`) written as `\n`, `\r`, `\xNN`; exactly one newline, at the end.
+fn escape_line(event: &[u8], keep_escapes: bool) -> Vec<u8> {
+    let body = event.strip_suffix(b"\n").unwrap_or(event);
+    let mut out = Vec::with_capacity(body.len() + 1);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.push(b),
+            0x1b if keep_escapes => out.push(b),
+            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\n');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_line;
+
+    #[test]
+    fn a_line_stays_one_line_without_control_characters() {
+        let forged = b"INFO sign-in failed user=mallory\nINFO signed in user=admin\x1b[2J\r\x07\n";
+        let out = escape_line(forged, false);
+        assert_eq!(
+            out,
+            b"INFO sign-in failed user=mallory\\nINFO signed in user=admin\\x1b[2J\\r\\x07\n".to_vec()
+        );
+        assert_eq!(
+            escape_line(b"\x1b[32mINFO\x1b[0m ok\n", true),
+            b"\x1b[32mINFO\x1b[0m ok\n".to_vec()
+        );
+        assert_eq!(escape_line(b"no newline", false), b"no newline\n".to_vec());
+    }
+}
