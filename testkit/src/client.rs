@@ -38,6 +38,7 @@ pub trait Endpoint {
 }
 
 /// An endpoint reached from a chosen local address, e.g. `127.0.0.3` through a balancer.
+#[derive(Clone, Copy, Debug)]
 pub struct From {
     pub addr: SocketAddr,
     pub source: std::net::IpAddr,

@@ -118,6 +118,21 @@ pub struct WebSettings {
     pub session_ttl: Duration,
     /// Origins allowed besides the gateway's own (`https://<Host>`).
     pub origins: Vec<String>,
+    pub throttle: ThrottleSettings,
+}
+
+/// The brake on password guessing (`[web.throttle]`). Attempts are counted before the password
+/// is checked and given back when it is right.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThrottleSettings {
+    /// Attempts for one user from one client address (an IPv6 client by its /64) per window.
+    pub per_user_address: u32,
+    /// Attempts for any user from one client address per window.
+    pub per_address: u32,
+    pub window: Duration,
+    /// The cap of the delay added per user once attempts for them exceed `per_user_address`
+    /// (they come from many addresses): it slows guessing without locking the user out.
+    pub max_delay: Duration,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -376,6 +391,14 @@ impl Config {
                     .iter()
                     .map(|o| o.trim_end_matches('/').to_owned())
                     .collect(),
+                throttle: ThrottleSettings {
+                    per_user_address: cx
+                        .int(&raw.web.throttle.per_user_address, &settings::THROTTLE_PER_USER_ADDRESS)?
+                        as u32,
+                    per_address: cx.int(&raw.web.throttle.per_address, &settings::THROTTLE_PER_ADDRESS)? as u32,
+                    window: cx.duration(&raw.web.throttle.window, &settings::THROTTLE_WINDOW)?,
+                    max_delay: cx.duration(&raw.web.throttle.max_delay, &settings::THROTTLE_MAX_DELAY)?,
+                },
             },
             recording: RecordingSettings {
                 dir: raw.recording.dir.as_deref().map(|d| cx.path(d)),

@@ -36,6 +36,17 @@ pub(super) struct RawWeb {
     pub session_ttl: Option<Spanned<String>>,
     #[serde(default)]
     pub origins: Vec<String>,
+    #[serde(default)]
+    pub throttle: RawThrottle,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThrottle {
+    pub per_user_address: Option<Spanned<u64>>,
+    pub per_address: Option<Spanned<u64>>,
+    pub window: Option<Spanned<String>>,
+    pub max_delay: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

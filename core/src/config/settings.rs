@@ -126,6 +126,13 @@ pub const EARLY_DROP_FROM: IntSetting = int("limits.early_drop_from", 512, 1, 10
 
 pub const SESSION_TTL: DurationSetting = duration("web.session_ttl", secs(HOUR), secs(1), secs(30 * DAY));
 
+/// The brake on password guessing (`[web.throttle]`): attempts per user and client address, and
+/// per client address, within a window; a delay per user when attempts come from many addresses.
+pub const THROTTLE_PER_USER_ADDRESS: IntSetting = int("web.throttle.per_user_address", 5, 1, 1000);
+pub const THROTTLE_PER_ADDRESS: IntSetting = int("web.throttle.per_address", 20, 1, 1_000_000);
+pub const THROTTLE_WINDOW: DurationSetting = duration("web.throttle.window", secs(15 * MINUTE), secs(1), secs(DAY));
+pub const THROTTLE_MAX_DELAY: DurationSetting = duration("web.throttle.max_delay", secs(5), secs(0), secs(MINUTE));
+
 /// Every duration setting, for documentation checks.
 pub const DURATIONS: &[DurationSetting] = &[
     LEEWAY,
@@ -138,6 +145,8 @@ pub const DURATIONS: &[DurationSetting] = &[
     CLOSE_TIMEOUT,
     DRAIN_TIMEOUT,
     SESSION_TTL,
+    THROTTLE_WINDOW,
+    THROTTLE_MAX_DELAY,
 ];
 
 /// Every integer setting but `workers` (whose default is the number of cores).
@@ -150,6 +159,8 @@ pub const INTEGERS: &[IntSetting] = &[
     NEW_CONNECTIONS_PER_SECOND,
     MAX_UNAUTHENTICATED,
     EARLY_DROP_FROM,
+    THROTTLE_PER_USER_ADDRESS,
+    THROTTLE_PER_ADDRESS,
 ];
 
 /// Integer settings whose default is derived at start (shown in the README without a value).

@@ -155,13 +155,15 @@ fn readme_documents_the_defaults() {
     // Only the tables of tunables; targets and users follow.
     let tunables = &block[..block.find("[recording]").unwrap()];
     let doc: toml::Table = toml::from_str(tunables).unwrap();
+    // `web.throttle.window` is the key `window` of the table `[web.throttle]`.
     let value = |key: &str| {
-        let (table, name) = key.split_once('.').unwrap();
-        doc.get(table).and_then(|t| t.get(name)).cloned()
+        let mut path = key.split('.');
+        let first = doc.get(path.next().unwrap()).cloned();
+        path.try_fold(first?, |v, part| v.get(part).cloned())
     };
     // Each key's line states its range, e.g. `(1s..7days)`.
     let line_of = |key: &str| {
-        let name = key.split_once('.').unwrap().1;
+        let name = key.rsplit_once('.').unwrap().1;
         tunables
             .lines()
             .find(|l| l.starts_with(&format!("{name} =")))

@@ -1,34 +1,44 @@
 //! The in-process store: the default for one node. Every map is bounded, so a flood of sign-ins
 //! or failed guesses cannot grow memory without end: expired entries are swept as a map fills,
 //! and a map full of live entries refuses (`StoreError::Full`, the caller answers 503) instead of
-//! dropping what it was given. Users and addresses are counted in maps of their own, so a flood
-//! of addresses cannot stop the counting of a user's failures.
+//! dropping what it was given. Each kind of throttle key is counted in a map of its own, so a
+//! flood of addresses cannot stop the counting of a user's attempts.
 
-use super::{BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession};
+use super::{
+    Attempt, BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession,
+};
 use std::collections::HashMap;
-use std::hash::Hash;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Bound on live sessions, tickets, and tracked users and addresses, each.
 const MAX_ENTRIES: usize = 100_000;
 
+/// Attempts counted under one key in its current window.
 #[derive(Clone, Copy)]
-struct Failures {
+struct Counter {
     count: u32,
-    first: Instant,
+    since: Instant,
     window: Duration,
-    locked_until: Option<Instant>,
 }
 
-impl Failures {
-    fn locked(&self, now: Instant) -> Option<Duration> {
-        self.locked_until.filter(|t| *t > now).map(|t| t - now)
+impl Counter {
+    fn live(&self, now: Instant) -> bool {
+        now.duration_since(self.since) < self.window
     }
 
-    fn live(&self, now: Instant) -> bool {
-        now.duration_since(self.first) <= self.window || self.locked(now).is_some()
+    fn frees_in(&self, now: Instant) -> Duration {
+        (self.since + self.window).saturating_duration_since(now)
+    }
+}
+
+/// One map per kind of key, so a flood of one kind (addresses) cannot stop the counting of
+/// another (users).
+fn kind(key: &ThrottleKey) -> usize {
+    match key {
+        ThrottleKey::UserAddress(..) => 0,
+        ThrottleKey::Address(_) => 1,
+        ThrottleKey::User(_) => 2,
     }
 }
 
@@ -36,8 +46,50 @@ impl Failures {
 struct State {
     sessions: HashMap<SecretKey, (WebSession, Instant)>,
     tickets: HashMap<SecretKey, (Ticket, Instant)>,
-    user_failures: HashMap<String, Failures>,
-    address_failures: HashMap<IpAddr, Failures>,
+    attempts: [HashMap<ThrottleKey, Counter>; 3],
+}
+
+impl State {
+    fn counter(&self, key: &ThrottleKey) -> Option<&Counter> {
+        self.attempts[kind(key)].get(key)
+    }
+
+    fn reserve(&mut self, keys: &[(ThrottleKey, ThrottleRule)]) -> StoreResult<Attempt> {
+        let now = Instant::now();
+        let refused = keys
+            .iter()
+            .filter_map(|(key, rule)| self.counter(key).filter(|c| c.live(now) && c.count >= rule.limit))
+            .map(|c| c.frees_in(now))
+            .max();
+        if let Some(retry_after) = refused {
+            return Ok(Attempt::Refused { retry_after });
+        }
+        // Room for every new key first, so that either all are counted or none.
+        for (key, _) in keys {
+            let map = &mut self.attempts[kind(key)];
+            if map.len() >= MAX_ENTRIES && !map.contains_key(key) {
+                map.retain(|_, c| c.live(now));
+                if map.len() >= MAX_ENTRIES {
+                    return Err(StoreError::Full("sign-in attempts"));
+                }
+            }
+        }
+        let mut before = Vec::with_capacity(keys.len());
+        for (key, rule) in keys {
+            let fresh = Counter {
+                count: 0,
+                since: now,
+                window: rule.window,
+            };
+            let c = self.attempts[kind(key)].entry(key.clone()).or_insert(fresh);
+            if !c.live(now) {
+                *c = fresh;
+            }
+            before.push(c.count);
+            c.count = c.count.saturating_add(1);
+        }
+        Ok(Attempt::Reserved { before })
+    }
 }
 
 #[derive(Default)]
@@ -81,32 +133,6 @@ fn insert_bounded<V>(
     Ok(())
 }
 
-/// Counts one failure against `key` in a bounded map.
-fn count_failure<K: Eq + Hash>(map: &mut HashMap<K, Failures>, key: K, rule: ThrottleRule) -> StoreResult<()> {
-    let now = Instant::now();
-    if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-        map.retain(|_, f| f.live(now));
-        if map.len() >= MAX_ENTRIES {
-            return Err(StoreError::Full("sign-in failures"));
-        }
-    }
-    let fresh = Failures {
-        count: 0,
-        first: now,
-        window: rule.window,
-        locked_until: None,
-    };
-    let f = map.entry(key).or_insert(fresh);
-    if now.duration_since(f.first) > rule.window {
-        *f = fresh;
-    }
-    f.count += 1;
-    if f.count >= rule.limit {
-        f.locked_until = Some(now + rule.lock);
-    }
-    Ok(())
-}
-
 impl Store for MemoryStore {
     fn put_session(&self, key: SecretKey, session: WebSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
         ready(self.with(|s| insert_bounded(&mut s.sessions, key, session, ttl, "sign-in sessions")))
@@ -140,37 +166,29 @@ impl Store for MemoryStore {
         ))
     }
 
-    fn locked_for<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<Option<Duration>>> {
-        let now = Instant::now();
-        let wait = self.with(|s| {
-            keys.iter()
-                .filter_map(|k| match k {
-                    ThrottleKey::User(u) => s.user_failures.get(u),
-                    ThrottleKey::Address(a) => s.address_failures.get(a),
-                })
-                .filter_map(|f| f.locked(now))
-                .max()
-        });
-        ready(Ok(wait))
+    fn reserve_attempt<'a>(&'a self, keys: &'a [(ThrottleKey, ThrottleRule)]) -> BoxFuture<'a, StoreResult<Attempt>> {
+        ready(self.with(|s| s.reserve(keys)))
     }
 
-    fn record_failure(&self, key: ThrottleKey, rule: ThrottleRule) -> BoxFuture<'_, StoreResult<()>> {
-        ready(self.with(|s| match key {
-            ThrottleKey::User(u) => count_failure(&mut s.user_failures, u, rule),
-            ThrottleKey::Address(a) => count_failure(&mut s.address_failures, a, rule),
+    fn refund_attempt<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>> {
+        ready(self.with(|s| {
+            let now = Instant::now();
+            for key in keys {
+                if let Some(c) = s.attempts[kind(key)].get_mut(key).filter(|c| c.live(now)) {
+                    c.count = c.count.saturating_sub(1);
+                }
+            }
+            Ok(())
         }))
     }
 
-    fn clear_failures(&self, key: ThrottleKey) -> BoxFuture<'_, StoreResult<()>> {
-        self.with(|s| match key {
-            ThrottleKey::User(u) => {
-                s.user_failures.remove(&u);
+    fn clear_attempts<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>> {
+        ready(self.with(|s| {
+            for key in keys {
+                s.attempts[kind(key)].remove(key);
             }
-            ThrottleKey::Address(a) => {
-                s.address_failures.remove(&a);
-            }
-        });
-        ready(Ok(()))
+            Ok(())
+        }))
     }
 }
 
@@ -211,52 +229,97 @@ mod tests {
         assert_eq!(block(s.take_ticket([1; 32])).unwrap(), None);
     }
 
-    #[test]
-    fn failures_lock_per_key() {
-        let s = MemoryStore::new();
-        let rule = ThrottleRule {
-            limit: 3,
+    fn rule(limit: u32) -> ThrottleRule {
+        ThrottleRule {
+            limit,
             window: Duration::from_secs(60),
-            lock: Duration::from_secs(300),
-        };
-        let alice = ThrottleKey::User("alice".into());
-        let ip = ThrottleKey::Address("192.0.2.1".parse::<IpAddr>().unwrap());
-        for _ in 0..2 {
-            block(s.record_failure(alice.clone(), rule)).unwrap();
         }
-        assert_eq!(block(s.locked_for(&[alice.clone(), ip.clone()])).unwrap(), None);
-        block(s.record_failure(alice.clone(), rule)).unwrap();
-        let wait = block(s.locked_for(&[ip.clone(), alice.clone()])).unwrap().unwrap();
-        assert!(wait > Duration::from_secs(290));
-        assert_eq!(block(s.locked_for(&[ip])).unwrap(), None);
-        block(s.clear_failures(alice.clone())).unwrap();
-        assert_eq!(block(s.locked_for(&[alice])).unwrap(), None);
     }
 
-    /// A flood of addresses cannot stop the counting of a user's failures, and a full map
-    /// refuses instead of dropping.
     #[test]
-    fn full_maps_refuse_and_users_are_counted_apart() {
+    fn attempts_are_reserved_under_every_key_or_none() {
         let s = MemoryStore::new();
-        let rule = ThrottleRule {
-            limit: 1,
-            window: Duration::from_secs(60),
-            lock: Duration::from_secs(300),
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let pair = ThrottleKey::UserAddress("alice".into(), ip);
+        let address = ThrottleKey::Address(ip);
+        let user = ThrottleKey::User("alice".into());
+        let keys = [
+            (pair.clone(), rule(2)),
+            (address.clone(), rule(3)),
+            (user.clone(), rule(u32::MAX)),
+        ];
+        assert_eq!(
+            block(s.reserve_attempt(&keys)),
+            Ok(Attempt::Reserved { before: vec![0, 0, 0] })
+        );
+        assert_eq!(
+            block(s.reserve_attempt(&keys)),
+            Ok(Attempt::Reserved { before: vec![1, 1, 1] })
+        );
+        let Ok(Attempt::Refused { retry_after }) = block(s.reserve_attempt(&keys)) else {
+            panic!("a third attempt for the pair")
         };
+        assert!(retry_after > Duration::from_secs(55) && retry_after <= Duration::from_secs(60));
+        // Refused: nothing counted, so the address still has one attempt for another user.
+        let bob = [
+            (ThrottleKey::UserAddress("bob".into(), ip), rule(2)),
+            (address.clone(), rule(3)),
+        ];
+        assert_eq!(
+            block(s.reserve_attempt(&bob)),
+            Ok(Attempt::Reserved { before: vec![0, 2] })
+        );
+        assert!(matches!(block(s.reserve_attempt(&bob)), Ok(Attempt::Refused { .. })));
+        // A refund gives one back; clearing forgets.
+        block(s.refund_attempt(std::slice::from_ref(&address))).unwrap();
+        block(s.clear_attempts(std::slice::from_ref(&pair))).unwrap();
+        assert_eq!(
+            block(s.reserve_attempt(&keys)),
+            Ok(Attempt::Reserved { before: vec![0, 2, 2] })
+        );
+    }
+
+    #[test]
+    fn windows_end() {
+        let s = MemoryStore::new();
+        let key = ThrottleKey::User("alice".into());
+        let short = ThrottleRule {
+            limit: 1,
+            window: Duration::from_millis(1),
+        };
+        assert!(matches!(
+            block(s.reserve_attempt(&[(key.clone(), short)])),
+            Ok(Attempt::Reserved { .. })
+        ));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(
+            block(s.reserve_attempt(&[(key, short)])),
+            Ok(Attempt::Reserved { before: vec![0] })
+        );
+    }
+
+    /// A flood of addresses cannot stop the counting of a user's attempts, and a full map refuses
+    /// instead of dropping.
+    #[test]
+    fn full_maps_refuse_and_kinds_are_counted_apart() {
+        let s = MemoryStore::new();
         s.with(|st| {
             for i in 0..MAX_ENTRIES as u32 {
                 let addr = IpAddr::from(std::net::Ipv6Addr::from(u128::from(i)));
-                count_failure(&mut st.address_failures, addr, rule).unwrap();
+                st.reserve(&[(ThrottleKey::Address(addr), rule(1))]).unwrap();
             }
         });
         let fresh = ThrottleKey::Address("192.0.2.9".parse().unwrap());
-        assert_eq!(
-            block(s.record_failure(fresh, rule)),
-            Err(StoreError::Full("sign-in failures"))
-        );
         let alice = ThrottleKey::User("alice".into());
-        block(s.record_failure(alice.clone(), rule)).unwrap();
-        assert!(block(s.locked_for(&[alice])).unwrap().is_some());
+        assert_eq!(
+            block(s.reserve_attempt(&[(alice.clone(), rule(1)), (fresh, rule(1))])),
+            Err(StoreError::Full("sign-in attempts"))
+        );
+        assert_eq!(
+            block(s.reserve_attempt(&[(alice.clone(), rule(1))])),
+            Ok(Attempt::Reserved { before: vec![0] }),
+            "nothing was counted for alice by the refused call; users are counted apart"
+        );
         let session = WebSession {
             user: "a".into(),
             only_target: None,

@@ -42,19 +42,33 @@ pub struct Ticket {
     pub target: String,
 }
 
-/// What sign-in failures are counted against.
+/// What sign-in attempts are counted against. Addresses are client keys
+/// (`portcullis_core::net::client_key`: an IPv6 client by its /64).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ThrottleKey {
-    User(String),
+    /// One user from one client.
+    UserAddress(String, IpAddr),
+    /// Any user from one client.
     Address(IpAddr),
+    /// One user from anywhere.
+    User(String),
 }
 
-/// `limit` failures within `window` lock the key for `lock`.
-#[derive(Clone, Copy, Debug)]
+/// At most `limit` attempts under a key within `window` (fixed windows: the count starts again
+/// `window` after the first attempt). `u32::MAX` counts without ever refusing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ThrottleRule {
     pub limit: u32,
     pub window: Duration,
-    pub lock: Duration,
+}
+
+/// The answer to [`Store::reserve_attempt`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Counted under every key; `before[i]` attempts were already counted under key `i`.
+    Reserved { before: Vec<u32> },
+    /// A key is at its limit; nothing was counted. It frees after `retry_after`.
+    Refused { retry_after: Duration },
 }
 
 /// The store could not answer. Callers fail closed: a sign-in is refused, not waved through.
@@ -81,10 +95,12 @@ pub trait Store: Send + Sync {
     /// The live ticket under `key`, removed: a ticket is good once.
     fn take_ticket(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<Ticket>>>;
 
-    /// How long the longest lock among `keys` still lasts, if any is locked.
-    fn locked_for<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<Option<Duration>>>;
-    /// Counts a failure against `key` under `rule`; refuses (`Full`) rather than stop counting.
-    fn record_failure(&self, key: ThrottleKey, rule: ThrottleRule) -> BoxFuture<'_, StoreResult<()>>;
-    /// Forgets the failures counted against `key`.
-    fn clear_failures(&self, key: ThrottleKey) -> BoxFuture<'_, StoreResult<()>>;
+    /// Counts one sign-in attempt under every key, atomically and before the password is checked,
+    /// so that concurrent guesses cannot all pass a check made before any is counted: all keys or
+    /// none. Refuses (`Full`) rather than stop counting.
+    fn reserve_attempt<'a>(&'a self, keys: &'a [(ThrottleKey, ThrottleRule)]) -> BoxFuture<'a, StoreResult<Attempt>>;
+    /// Gives one reserved attempt back under each key (a right password is not a guess).
+    fn refund_attempt<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>>;
+    /// Forgets every attempt counted under each key.
+    fn clear_attempts<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>>;
 }

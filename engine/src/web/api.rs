@@ -140,15 +140,21 @@ async fn login(req: &WebRequest<'_>) -> Response {
     };
     let state = req.web.store.as_ref();
     let client = req.client;
-    match store(req, signin::locked_for(state, &user, client.ip())).await {
-        Ok(None) => {}
-        Ok(Some(wait)) => {
-            let secs = wait.as_secs().max(1);
-            tracing::info!(%client, user = ?user, "sign-in refused: locked out");
+    let rules = req.policy.config.web.throttle;
+    match store(req, signin::begin_attempt(state, &user, client.ip(), &rules)).await {
+        Ok(signin::Admission::Check { delay }) => {
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+        }
+        Ok(signin::Admission::Refused { retry_after }) => {
+            let secs = retry_after.as_secs().max(1);
+            tracing::info!(%client, user = ?user, "sign-in refused: too many attempts");
             return Response::json(
                 429,
                 serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
-            );
+            )
+            .with_header("Retry-After", secs.to_string());
         }
         Err(r) => return r,
     }
@@ -170,14 +176,12 @@ async fn login(req: &WebRequest<'_>) -> Response {
         }
     };
     if !(verified && hash.is_some()) {
-        if let Err(r) = store(req, signin::failed(state, &user, client.ip())).await {
-            return r;
-        }
+        // The attempt stays counted.
         tracing::info!(%client, user = ?user, "sign-in failed");
         glommio::timer::sleep(FAILURE_DELAY).await;
         return Response::error(401, "invalid user or password");
     }
-    if let Err(r) = store(req, signin::succeeded(state, &user)).await {
+    if let Err(r) = store(req, signin::attempt_succeeded(state, &user, client.ip())).await {
         return r;
     }
     tracing::info!(%client, user = ?user, "signed in");

@@ -1,7 +1,9 @@
 //! Web sign-in over the state store: session cookies, one-time RDP tickets, and the brake on
 //! password guessing. Secrets are random (256 bits) and stored only as their SHA-256.
 
-use crate::store::{key_of, Store, StoreError, ThrottleKey, ThrottleRule, Ticket, WebSession};
+use crate::store::{key_of, Attempt, Store, StoreError, ThrottleKey, ThrottleRule, Ticket, WebSession};
+use portcullis_core::config::ThrottleSettings;
+use portcullis_core::net::client_key;
 use portcullis_core::secret::{self, RandomError};
 use portcullis_protocols::http::RequestHead;
 use std::net::IpAddr;
@@ -11,19 +13,6 @@ pub const COOKIE: &str = "portcullis_session";
 /// Tickets are recognisable, so `/v1/rdp` knows not to parse them as tokens.
 pub const TICKET_PREFIX: &str = "pct_";
 const TICKET_TTL: Duration = Duration::from_secs(60);
-
-/// Failed sign-ins: 5 per user in 15 minutes lock the user for 5 minutes; 20 per client address
-/// lock the address for 15 minutes.
-pub const USER_RULE: ThrottleRule = ThrottleRule {
-    limit: 5,
-    window: Duration::from_secs(15 * 60),
-    lock: Duration::from_secs(5 * 60),
-};
-pub const ADDRESS_RULE: ThrottleRule = ThrottleRule {
-    limit: 20,
-    window: Duration::from_secs(15 * 60),
-    lock: Duration::from_secs(15 * 60),
-};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -93,23 +82,70 @@ pub async fn redeem_ticket(store: &dyn Store, ticket: &str) -> Result<Option<Tic
     store.take_ticket(key_of(ticket)).await
 }
 
-/// How long the user or the address is still locked out, if either is.
-pub async fn locked_for(store: &dyn Store, user: &str, addr: IpAddr) -> Result<Option<Duration>, StoreError> {
-    store
-        .locked_for(&[ThrottleKey::User(user.to_owned()), ThrottleKey::Address(addr)])
-        .await
+/// Whether a password sign-in may go on to the (costly) password check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted; check the password after `delay` (zero unless the user is being guessed at
+    /// from many addresses).
+    Check { delay: Duration },
+    /// Too many attempts from this client (for this user, or for anyone): try after this.
+    Refused { retry_after: Duration },
 }
 
-pub async fn failed(store: &dyn Store, user: &str, addr: IpAddr) -> Result<(), StoreError> {
-    store
-        .record_failure(ThrottleKey::User(user.to_owned()), USER_RULE)
-        .await?;
-    store.record_failure(ThrottleKey::Address(addr), ADDRESS_RULE).await
+/// The keys an attempt by `user` from `client` counts under: the pair, the client, the user.
+fn attempt_keys(user: &str, client: IpAddr) -> [ThrottleKey; 3] {
+    let client = client_key(client);
+    [
+        ThrottleKey::UserAddress(user.to_owned(), client),
+        ThrottleKey::Address(client),
+        ThrottleKey::User(user.to_owned()),
+    ]
 }
 
-/// A successful sign-in clears the user's count (not the address's).
-pub async fn succeeded(store: &dyn Store, user: &str) -> Result<(), StoreError> {
-    store.clear_failures(ThrottleKey::User(user.to_owned())).await
+/// Reserves a sign-in attempt, before the password is checked: the pair and the client have
+/// limits per window; the user only slows down, so that guesses from anywhere never lock the
+/// real user out of a client that has not failed.
+pub async fn begin_attempt(
+    store: &dyn Store,
+    user: &str,
+    client: IpAddr,
+    rules: &ThrottleSettings,
+) -> Result<Admission, StoreError> {
+    let [pair, address, user_key] = attempt_keys(user, client);
+    let rule = |limit| ThrottleRule {
+        limit,
+        window: rules.window,
+    };
+    let keys = [
+        (pair, rule(rules.per_user_address)),
+        (address, rule(rules.per_address)),
+        (user_key, rule(u32::MAX)),
+    ];
+    Ok(match store.reserve_attempt(&keys).await? {
+        Attempt::Reserved { before } => Admission::Check {
+            delay: user_delay(before[2], rules),
+        },
+        Attempt::Refused { retry_after } => Admission::Refused { retry_after },
+    })
+}
+
+/// The delay before checking a password for a user with `before` attempts in the window: none up
+/// to `per_user_address` (one client's share), then 250 ms doubling per attempt, capped.
+pub fn user_delay(before: u32, rules: &ThrottleSettings) -> Duration {
+    let Some(over) = before.checked_sub(rules.per_user_address) else {
+        return Duration::ZERO;
+    };
+    let delay = Duration::from_millis(250).saturating_mul(1u32 << over.min(16));
+    delay.min(rules.max_delay)
+}
+
+/// The right password: the pair's attempts are forgotten; this attempt is given back to the
+/// client and the user, whose counts keep the guesses of others (a valid account must not reset
+/// its client's count of guesses at other users, nor the user's brake on guesses from elsewhere).
+pub async fn attempt_succeeded(store: &dyn Store, user: &str, client: IpAddr) -> Result<(), StoreError> {
+    let [pair, address, user_key] = attempt_keys(user, client);
+    store.clear_attempts(&[pair]).await?;
+    store.refund_attempt(&[address, user_key]).await
 }
 
 #[cfg(test)]
@@ -118,33 +154,85 @@ mod tests {
     use crate::store::MemoryStore;
     use futures_lite::future::block_on;
 
+    const RULES: ThrottleSettings = ThrottleSettings {
+        per_user_address: 5,
+        per_address: 20,
+        window: Duration::from_secs(900),
+        max_delay: Duration::from_secs(5),
+    };
+
+    fn attempt(s: &MemoryStore, user: &str, client: &str) -> Admission {
+        block_on(begin_attempt(s, user, client.parse().unwrap(), &RULES)).unwrap()
+    }
+
     #[test]
-    fn lockout_per_user_and_per_address() {
+    fn a_client_is_limited_per_user_and_overall_and_others_only_slowed() {
         let s = MemoryStore::new();
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        for _ in 0..USER_RULE.limit {
-            assert_eq!(block_on(locked_for(&s, "alice", ip)).unwrap(), None);
-            block_on(failed(&s, "alice", ip)).unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                attempt(&s, "alice", "192.0.2.1"),
+                Admission::Check { delay: Duration::ZERO }
+            );
         }
-        assert!(block_on(locked_for(&s, "alice", ip)).unwrap().is_some());
-        assert!(
-            block_on(locked_for(&s, "alice", "192.0.2.2".parse().unwrap()))
-                .unwrap()
-                .is_some(),
-            "the user is locked from anywhere"
-        );
-        assert_eq!(block_on(locked_for(&s, "bob", ip)).unwrap(), None);
-        for i in 0..ADDRESS_RULE.limit {
-            block_on(failed(&s, &format!("u{i}"), ip)).unwrap();
-        }
-        assert!(
-            block_on(locked_for(&s, "carol", ip)).unwrap().is_some(),
-            "the address is locked for every user"
-        );
+        assert!(matches!(attempt(&s, "alice", "192.0.2.1"), Admission::Refused { .. }));
+        // Another client is not locked out of alice: slowed, since alice is being guessed at.
         assert_eq!(
-            block_on(locked_for(&s, "carol", "192.0.2.3".parse().unwrap())).unwrap(),
-            None
+            attempt(&s, "alice", "192.0.2.2"),
+            Admission::Check {
+                delay: Duration::from_millis(250)
+            }
         );
+        // The first client may still try other users, up to 20 attempts in all.
+        for i in 0..15 {
+            assert!(matches!(
+                attempt(&s, &format!("u{i}"), "192.0.2.1"),
+                Admission::Check { .. }
+            ));
+        }
+        assert!(matches!(attempt(&s, "carol", "192.0.2.1"), Admission::Refused { .. }));
+        // An IPv6 client is counted by its /64.
+        for i in 0..5 {
+            assert!(matches!(
+                attempt(&s, "bob", &format!("2001:db8::{i}")),
+                Admission::Check { .. }
+            ));
+        }
+        assert!(matches!(
+            attempt(&s, "bob", "2001:db8::ffff"),
+            Admission::Refused { .. }
+        ));
+        assert!(matches!(attempt(&s, "bob", "2001:db8:0:1::1"), Admission::Check { .. }));
+    }
+
+    #[test]
+    fn the_delay_grows_per_attempt_and_is_capped() {
+        let d = |n| user_delay(n, &RULES).as_millis();
+        assert_eq!(
+            [d(0), d(4), d(5), d(6), d(7), d(9), d(10), d(u32::MAX)],
+            [0, 0, 250, 500, 1000, 4000, 5000, 5000]
+        );
+    }
+
+    #[test]
+    fn success_forgets_the_pair_and_gives_the_attempt_back() {
+        let s = MemoryStore::new();
+        let ip = "192.0.2.1".parse().unwrap();
+        for _ in 0..5 {
+            attempt(&s, "alice", "192.0.2.1");
+        }
+        attempt(&s, "alice", "192.0.2.2");
+        // 6 attempts at alice; the one from 192.0.2.2 was right.
+        block_on(attempt_succeeded(&s, "alice", "192.0.2.2".parse().unwrap())).unwrap();
+        assert!(matches!(attempt(&s, "alice", "192.0.2.1"), Admission::Refused { .. }));
+        // Five failures remain against alice: the next attempt is slowed from the first one.
+        assert_eq!(
+            attempt(&s, "alice", "192.0.2.3"),
+            Admission::Check {
+                delay: Duration::from_millis(250)
+            }
+        );
+        block_on(attempt_succeeded(&s, "alice", ip)).unwrap();
+        assert!(matches!(attempt(&s, "alice", "192.0.2.1"), Admission::Check { .. }));
     }
 
     #[test]
