@@ -1,57 +1,75 @@
 //! The audit trail's writer: one JSON line per record (`portcullis_core::audit`), written by a
-//! dedicated thread so that a slow disk never stalls a relay. The queue to it is bounded (a flood
-//! of refusals against a stalled disk cannot grow memory); a record that finds it full is dropped,
-//! counted and logged, never waited for.
+//! dedicated thread so that a slow disk never stalls a relay.
+//!
+//! - **Whole lines only.** A write that fails halfway (a full disk, a file size limit) is cut
+//!   back to the last whole line, so the file never holds a broken record for the next to be
+//!   appended to.
+//! - **Nothing lost while there is room.** A record that cannot be written is retried (every
+//!   half second, and at once after a reopen) while the records behind it wait in a bounded
+//!   queue; only when that queue is full are records dropped, counted, and said once.
+//! - **Reopened on request** (`SIGHUP` or `SIGUSR1`): after logrotate moves the file, records go
+//!   to a new file at the configured path.
+//! - **Health.** `writable()` says whether records are getting out; with `[audit] required`, new
+//!   sessions are refused while they are not. Failures are logged once per change of state.
 
 use crate::error::{Error, Result};
 use portcullis_core::audit::AuditRecord;
+use std::fs::File;
 use std::io::Write;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+/// Records waiting for the writer at most (a few MB of JSON lines).
+const QUEUE: usize = 16 * 1024;
+/// How long a failing write waits before it is tried again (unless a reopen comes first).
+const RETRY: Duration = Duration::from_millis(500);
 
 /// Cheap to clone; each executor holds one.
 #[derive(Clone)]
 pub struct Audit {
-    tx: mpsc::SyncSender<Vec<u8>>,
-    failures: Arc<AtomicU64>,
+    tx: mpsc::SyncSender<Item>,
+    health: Arc<Health>,
 }
 
-/// Records waiting for the writer at most (a few MB of JSON lines).
-const QUEUE: usize = 16 * 1024;
+enum Item {
+    Line(Vec<u8>),
+    /// Answered once every earlier record is written (or given up on).
+    Sync(mpsc::Sender<()>),
+}
+
+#[derive(Default)]
+struct Health {
+    /// The last write failed and is being retried.
+    failing: AtomicBool,
+    /// Records dropped because the queue was full, since start.
+    dropped: AtomicU64,
+    /// Writes that failed (each retry counts), since start.
+    write_failures: AtomicU64,
+    /// Dropping records now (said once until a write succeeds again).
+    dropping: AtomicBool,
+    reopen: AtomicBool,
+}
 
 impl Audit {
     /// Appends to `path` (created 0600 if absent), or writes to stdout.
     pub fn start(path: Option<&Path>) -> Result<Audit> {
-        let mut out: Box<dyn Write + Send> = match path {
-            Some(p) => {
-                use std::os::unix::fs::OpenOptionsExt;
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(p)
-                    .map_err(|e| Error::file("cannot open audit log", p, e))?;
-                Box::new(file)
-            }
-            None => Box::new(std::io::stdout()),
+        let out = match path {
+            Some(p) => Output::File(AuditFile::open(p).map_err(|e| Error::file("cannot open audit log", p, e))?),
+            None => Output::Stdout,
         };
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(QUEUE);
-        let failures = Arc::new(AtomicU64::new(0));
-        let failed = failures.clone();
+        let (tx, rx) = mpsc::sync_channel::<Item>(QUEUE);
+        let health = Arc::new(Health::default());
+        let writer = Writer {
+            out,
+            health: health.clone(),
+        };
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || {
-                for line in rx {
-                    // Each record goes out in one write, so concurrent writers never interleave lines.
-                    if let Err(e) = out.write_all(&line).and_then(|_| out.flush()) {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("audit log write failed: {e}");
-                    }
-                }
-            })
+            .spawn(move || writer.run(rx))
             .map_err(|e| Error::Io("cannot start the audit thread", e))?;
-        Ok(Audit { tx, failures })
+        Ok(Audit { tx, health })
     }
 
     pub fn record(&self, record: &AuditRecord) {
@@ -59,23 +77,214 @@ impl Audit {
             line.push(b'\n');
             line
         });
-        let lost = match line {
-            Ok(line) => match self.tx.try_send(line) {
-                Ok(()) => return,
-                Err(mpsc::TrySendError::Full(_)) => "the audit queue is full (the log is not keeping up)",
-                Err(mpsc::TrySendError::Disconnected(_)) => "the audit writer stopped",
-            },
-            Err(_) => "a record could not be encoded",
+        let Ok(line) = line else {
+            // Records are plain data; this would be a bug, not an input.
+            tracing::error!("an audit record could not be encoded");
+            return;
         };
-        let n = self.failures.fetch_add(1, Ordering::Relaxed);
-        // The first loss, then one line per thousand: losses must not flood the log either.
-        if n.is_multiple_of(1000) {
-            tracing::error!(lost = n + 1, "audit record lost: {lost}");
+        if self.tx.try_send(Item::Line(line)).is_err() {
+            let n = self.health.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if !self.health.dropping.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    dropped = n,
+                    "audit records are being dropped: the audit log is not keeping up"
+                );
+            }
         }
     }
 
-    /// Records that could not be written or were dropped, since start.
-    pub fn failures(&self) -> u64 {
-        self.failures.load(Ordering::Relaxed)
+    /// Whether records are getting out: the last write succeeded and none are being dropped.
+    pub fn writable(&self) -> bool {
+        !self.health.failing.load(Ordering::Relaxed) && !self.health.dropping.load(Ordering::Relaxed)
+    }
+
+    /// Records dropped (queue full) since start.
+    pub fn dropped(&self) -> u64 {
+        self.health.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Failed writes (retries included) since start.
+    pub fn write_failures(&self) -> u64 {
+        self.health.write_failures.load(Ordering::Relaxed)
+    }
+
+    /// Asks the writer to reopen the file at its path (after a rotation).
+    pub fn reopen(&self) {
+        self.health.reopen.store(true, Ordering::Relaxed);
+        // Wakes a writer that is idle; a full queue means it is busy and sees the flag anyway.
+        let (tx, _) = mpsc::channel();
+        let _ = self.tx.try_send(Item::Sync(tx));
+    }
+
+    /// Waits (up to `limit`) until every record queued so far is written: before exiting.
+    pub fn sync(&self, limit: Duration) -> bool {
+        let (tx, rx) = mpsc::channel();
+        self.tx.try_send(Item::Sync(tx)).is_ok() && rx.recv_timeout(limit).is_ok()
+    }
+}
+
+enum Output {
+    File(AuditFile),
+    Stdout,
+}
+
+struct Writer {
+    out: Output,
+    health: Arc<Health>,
+}
+
+impl Writer {
+    fn run(mut self, rx: mpsc::Receiver<Item>) {
+        for item in rx {
+            match item {
+                Item::Line(line) => self.write(&line),
+                Item::Sync(done) => {
+                    self.reopen_if_asked();
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// Writes one line, retrying until it is written. The queue fills meanwhile (and then drops,
+    /// counted): records behind a failing one wait rather than overtake it.
+    fn write(&mut self, line: &[u8]) {
+        loop {
+            self.reopen_if_asked();
+            let result = match &mut self.out {
+                Output::File(f) => f.append(line),
+                Output::Stdout => std::io::stdout()
+                    .write_all(line)
+                    .and_then(|_| std::io::stdout().flush()),
+            };
+            match result {
+                Ok(()) => {
+                    if self.health.failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("audit log writable again");
+                    }
+                    if self.health.dropping.swap(false, Ordering::Relaxed) {
+                        let lost = self.health.dropped.load(Ordering::Relaxed);
+                        tracing::warn!(dropped = lost, "audit records are no longer dropped");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.health.write_failures.fetch_add(1, Ordering::Relaxed);
+                    if !self.health.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!("audit log write failing, records held and retried: {e}");
+                    }
+                    if matches!(self.out, Output::Stdout) {
+                        return; // nothing to retry against; counted
+                    }
+                    self.wait_for_retry();
+                }
+            }
+        }
+    }
+
+    fn wait_for_retry(&self) {
+        let mut waited = Duration::ZERO;
+        while waited < RETRY && !self.health.reopen.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
+            waited += Duration::from_millis(50);
+        }
+    }
+
+    fn reopen_if_asked(&mut self) {
+        if !self.health.reopen.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if let Output::File(f) = &mut self.out {
+            match AuditFile::open(&f.path) {
+                Ok(new) => {
+                    *f = new;
+                    tracing::info!(path = %f.path.display(), "audit log reopened");
+                }
+                Err(e) => {
+                    tracing::error!(path = %f.path.display(), "cannot reopen the audit log, still writing to the old file: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// The audit file, appended to by this writer only; `len` is where its last whole line ends.
+struct AuditFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl AuditFile {
+    fn open(path: &Path) -> std::io::Result<AuditFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Read too: to see whether the last line is whole.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut f = AuditFile {
+            len: file.metadata()?.len(),
+            file,
+            path: path.to_owned(),
+        };
+        f.end_last_line()?;
+        Ok(f)
+    }
+
+    /// A file whose last line was cut short (a crash mid-write) gets a newline, so that the next
+    /// record starts a line of its own.
+    fn end_last_line(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        if self.len == 0 {
+            return Ok(());
+        }
+        let mut last = [0u8; 1];
+        self.file.read_exact_at(&mut last, self.len - 1)?;
+        if last[0] != b'\n' {
+            self.file.write_all(b"\n")?;
+            self.len += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends one whole line, or nothing: a partial write is cut back off.
+    fn append(&mut self, line: &[u8]) -> std::io::Result<()> {
+        match self.file.write_all(line) {
+            Ok(()) => {
+                self.len += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                if let Err(cut) = self.file.set_len(self.len) {
+                    tracing::error!("cannot cut a partial audit line: {cut}");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_line_is_cut_back_and_a_cut_file_gets_its_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":").unwrap();
+        let mut f = AuditFile::open(&path).unwrap();
+        f.append(b"{\"c\":3}\n").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}\n{\"b\":\n{\"c\":3}\n");
+        // A write that fails halfway, as a full disk does: here the file is swapped for /dev/full.
+        let mut full = AuditFile {
+            file: std::fs::OpenOptions::new().append(true).open("/dev/full").unwrap(),
+            path: path.clone(),
+            len: 0,
+        };
+        assert!(full.append(b"{\"d\":4}\n").is_err());
     }
 }

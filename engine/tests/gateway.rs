@@ -428,6 +428,13 @@ fn config_check_reports_key_and_line() {
     assert_eq!(code, Some(1));
     assert!(err.contains("line 10: user.targets: unknown target \"vm9\""), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    // An audit log in a directory that does not exist would fail at start: check says so.
+    let no_dir = dir.path().join("no-audit-dir.toml");
+    let text = std::fs::read_to_string(&good).unwrap() + "[audit]\npath = \"missing/audit.jsonl\"\n";
+    std::fs::write(&no_dir, text).unwrap();
+    let (code, err) = cli(&["config", "check", no_dir.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("audit log directory") && err.contains("missing"), "{err}");
 }
 
 #[test]

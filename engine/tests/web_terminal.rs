@@ -139,6 +139,12 @@ async fn terminal_session_end_to_end() {
             .contains(&format!("{marker}-42"))
     });
     assert!(recorded, "marker not in recording");
+    // Readable by the gateway's user only, like the audit log.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let path = std::path::Path::new(&path);
+    assert_eq!(mode(path), 0o600, "recording file mode");
+    assert_eq!(mode(path.parent().unwrap()), 0o700, "recordings directory mode");
     let id = rec["session"].as_str().unwrap();
     let (status, _, list) = https(&gw, "GET", "/api/recordings", &cookie, "").await;
     assert_eq!(status, 200);

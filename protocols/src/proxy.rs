@@ -75,16 +75,20 @@ pub fn parse(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
 }
 
 fn parse_v1(buf: &[u8]) -> Result<Option<(ProxyHeader, usize)>, ProxyError> {
+    // The line ends at its first LF, which must follow a CR: deciding on the first LF (not the
+    // first CR LF) gives a prefix the same answer as the whole.
     let window = &buf[..buf.len().min(MAX_V1_LEN)];
-    let Some(end) = window.windows(2).position(|w| w == b"\r\n") else {
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_V1_LEN {
             Err(ProxyError::TooLong)
-        } else if window.contains(&b'\n') {
-            Err(ProxyError::Malformed("line ends without CR LF"))
         } else {
             Ok(None)
         };
     };
+    if lf == 0 || window[lf - 1] != b'\r' {
+        return Err(ProxyError::Malformed("line ends without CR LF"));
+    }
+    let end = lf - 1;
     let line = std::str::from_utf8(&buf[..end]).map_err(|_| ProxyError::Malformed("not ASCII"))?;
     let fields: Vec<&str> = line.split(' ').collect();
     let header = match fields.as_slice() {

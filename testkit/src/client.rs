@@ -83,6 +83,11 @@ pub async fn tls_connect(ep: &impl Endpoint) -> ClientTls {
         }
     }
     .expect("connect to the gateway");
+    tls_over(tcp).await
+}
+
+/// TLS to the gateway over a TCP connection the caller set up (a small receive window, …).
+pub async fn tls_over(tcp: tokio::net::TcpStream) -> ClientTls {
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("server name");
     futures_rustls::TlsConnector::from(insecure_tls())
         .connect(name, tcp.compat())

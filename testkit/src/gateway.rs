@@ -161,8 +161,10 @@ pub struct GatewayBuilder {
     /// (name, targets, more keys)
     users: Vec<(String, Vec<String>, String)>,
     password: Option<String>,
-    /// Soft and hard open-files limits to start it with (through `prlimit`).
-    open_files: Option<(u64, u64)>,
+    /// More keys of `[audit]` (whose `path` is `audit.jsonl` in its directory).
+    audit: String,
+    /// Resource limits to start it with, as `prlimit` arguments (`--nofile=64:192`).
+    rlimits: Vec<String>,
     /// More arguments for `portcullis serve`.
     args: Vec<String>,
     /// Its stderr into a pipe nobody reads (a stopped log reader), instead of the log file.
@@ -191,7 +193,21 @@ impl GatewayBuilder {
 
     /// Starts it with these soft and hard open-files limits.
     pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
-        self.open_files = Some((soft, hard));
+        self.rlimits.push(format!("--nofile={soft}:{hard}"));
+        self
+    }
+
+    /// More `[audit]` keys, e.g. `required = true`.
+    pub fn audit(mut self, lines: &str) -> Self {
+        self.audit.push_str(lines);
+        self.audit.push('\n');
+        self
+    }
+
+    /// Starts it with a soft file size limit (RLIMIT_FSIZE; the hard one unlimited): writes past `bytes` fail
+    /// as on a full disk (raise it later with `prlimit --pid`).
+    pub fn file_size_limit(mut self, bytes: u64) -> Self {
+        self.rlimits.push(format!("--fsize={bytes}:unlimited"));
         self
     }
 
@@ -274,7 +290,8 @@ impl GatewayBuilder {
             .collect();
         let mut config = format!(
             "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\ntoken_public_key = \"token.pub\"\nleeway = \"0s\"\n\
-             [audit]\npath = \"audit.jsonl\"\n"
+             [audit]\npath = \"audit.jsonl\"\n{}",
+            self.audit
         );
         if !self.session.is_empty() {
             config.push_str(&format!("[session]\n{}", self.session));
@@ -287,13 +304,12 @@ impl GatewayBuilder {
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("gateway.log");
-        let mut command = match self.open_files {
-            None => Command::new(gateway_bin()),
-            Some((soft, hard)) => {
-                let mut c = Command::new("/usr/bin/prlimit");
-                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(gateway_bin());
-                c
-            }
+        let mut command = if self.rlimits.is_empty() {
+            Command::new(gateway_bin())
+        } else {
+            let mut c = Command::new("/usr/bin/prlimit");
+            c.args(&self.rlimits).arg("--").arg(gateway_bin());
+            c
         };
         command
             .args(["serve", "--config"])

@@ -235,6 +235,8 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     pub auth: AuthSettings,
     pub audit_path: Option<PathBuf>,
+    /// Refuse new sessions while audit records cannot be written.
+    pub audit_required: bool,
     pub session: SessionSettings,
     pub limits: Limits,
     pub targets: HashMap<String, Arc<Target>>,
@@ -379,6 +381,7 @@ impl Config {
             tls_key,
             auth,
             audit_path: raw.audit.path.as_deref().map(|p| cx.path(p)),
+            audit_required: raw.audit.required,
             session: parse_session(&cx, &raw.session)?,
             limits: parse_limits(&cx, &raw.limits)?,
             targets,

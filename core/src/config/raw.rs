@@ -82,6 +82,8 @@ pub(super) struct RawAuth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAudit {
     pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub required: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

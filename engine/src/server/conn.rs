@@ -5,6 +5,7 @@
 
 use super::admission::Ticket;
 use super::handlers;
+use super::session::{SessionAudit, StartError};
 use super::shutdown::Tracker;
 use super::socket::Socket;
 use super::{timeout, Shared, State};
@@ -12,7 +13,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use portcullis_core::audit::{now_rfc3339, AuditRecord, DenialRecord};
 use portcullis_core::config::SessionSettings;
-use portcullis_core::policy::Policy;
+use portcullis_core::policy::{Grant, Policy};
 use portcullis_core::request::{self, Decision, Reply};
 use portcullis_protocols::http;
 use portcullis_protocols::ws::{self, CloseCode, OpCode};
@@ -112,6 +113,12 @@ impl Conn {
 
     pub fn settings(&self) -> &SessionSettings {
         &self.state.policy.config.session
+    }
+
+    /// Starts the audit of a granted session (see `SessionAudit::start`).
+    pub fn start_session(&self, grant: Grant) -> Result<SessionAudit, StartError> {
+        let required = self.state.policy.config.audit_required;
+        SessionAudit::start(grant, self.client, &self.shared.audit, required)
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),

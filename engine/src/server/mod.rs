@@ -32,7 +32,7 @@ use portcullis_protocols::token::TokenVerifier;
 use shutdown::Tracker;
 use std::io::Write;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +100,16 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations
 /// public key, and every pinned host key is one the SSH client takes. `serve`, a reload and
 /// `portcullis config check` all ask this one function.
 pub fn validate(config: &Config) -> Result<()> {
+    if let Some(path) = &config.audit_path {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            let missing = std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory");
+            return Err(Error::file("audit log directory", dir, missing));
+        }
+    }
     let pem = std::fs::read(&config.auth.token_public_key)
         .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?;
     TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
@@ -152,6 +162,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         per_client = limits.max_connections_per_client,
         "connection limits"
     );
+    crate::web::assets::compress_in_background();
     let revocations = Arc::new(Revocations::default());
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
@@ -227,6 +238,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     for h in handles {
         h.join().map_err(|e| Error::Startup(format!("worker failed: {e}")))?;
     }
+    // Records of the last sessions may still be queued.
+    if !shared.audit.sync(Duration::from_secs(5)) {
+        tracing::error!("audit records still queued at exit");
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -264,16 +279,24 @@ fn spawn_signal_thread(
     key: KeySource,
     identity: Identity,
 ) -> Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGXFSZ};
     let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|e| Error::Io("signals", e))?;
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(|e| Error::Io("signals", e))?;
+    // A write past a file size limit (RLIMIT_FSIZE) must fail with EFBIG, which the audit and
+    // recording writers handle, rather than kill the gateway (SIGXFSZ's default action).
+    signal_hook::flag::register(SIGXFSZ, Arc::new(std::sync::atomic::AtomicBool::new(false)))
+        .map_err(|e| Error::Io("signals", e))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut stopping = false;
             for sig in signals.forever() {
                 match sig {
-                    SIGHUP => reload(&shared, config_path.as_deref(), &key, &identity),
+                    SIGHUP => {
+                        shared.audit.reopen();
+                        reload(&shared, config_path.as_deref(), &key, &identity)
+                    }
+                    SIGUSR1 => shared.audit.reopen(),
                     _ if stopping => {
                         tracing::warn!("second stop signal: exiting now");
                         std::process::exit(130);

@@ -39,9 +39,35 @@ struct Open {
     start: String,
 }
 
+/// Why a granted session could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// `[audit] required` and records are not getting out.
+    #[error("the audit log cannot be written")]
+    AuditUnavailable,
+    #[error(transparent)]
+    Random(#[from] RandomError),
+}
+
+impl StartError {
+    /// What the client is told.
+    pub fn public(&self) -> &'static str {
+        match self {
+            StartError::AuditUnavailable => "sessions are paused: the audit log cannot be written",
+            StartError::Random(_) => "the gateway cannot start a session",
+        }
+    }
+}
+
 impl SessionAudit {
-    /// Starts the record of a granted session (and logs it).
-    pub fn start(grant: Grant, client: SocketAddr, audit: &Audit) -> Result<SessionAudit, RandomError> {
+    /// Starts the record of a granted session (and logs it); refused when the audit log is
+    /// `required` and cannot be written.
+    pub fn start(grant: Grant, client: SocketAddr, audit: &Audit, required: bool) -> Result<SessionAudit, StartError> {
+        if required && !audit.writable() {
+            tracing::warn!(user = %grant.user, %client, target = %grant.target.name, "session refused: the audit log cannot be written");
+            return Err(StartError::AuditUnavailable);
+        }
         let id = portcullis_core::secret::random_hex::<12>()?;
         tracing::info!(session = %id, user = %grant.user, %client, target = %grant.target.name, via = grant.via.as_str(), "session started");
         Ok(SessionAudit {

@@ -107,9 +107,13 @@ impl Recorder {
     /// Creates `dir/<session>.cast` and writes its header. Fails (disk full, permissions) before
     /// the session starts, so a `required` recording can refuse the session.
     pub fn open(&self, dir: &Path, session: &str, header: &Header, input: bool) -> std::io::Result<Recording> {
-        std::fs::create_dir_all(dir)?;
+        // Recordings hold what users typed and saw: readable by the gateway's user only, like
+        // the audit log (a directory it creates is 0700, each file 0600).
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
         let path = dir.join(format!("{session}.cast"));
-        let mut file = BufWriter::new(File::options().write(true).create_new(true).open(&path)?);
+        let file = File::options().write(true).create_new(true).mode(0o600).open(&path)?;
+        let mut file = BufWriter::new(file);
         let mut line = serde_json::to_string(header).map_err(std::io::Error::other)?;
         line.push('\n');
         file.write_all(line.as_bytes())?;

@@ -70,16 +70,31 @@ fn asset(head: &RequestHead<'_>, path: &str) -> Response {
         return Response::error(404, "not found");
     };
     // Revalidated on every load (the assets change with the binary), sent again only when they
-    // did: app.js carries the RDP client's WebAssembly and is large.
-    let etag = format!("\"{}\"", a.etag);
+    // did: app.js carries the RDP client's WebAssembly and is large. Gzipped when the client
+    // takes it; each encoding has its own (strong) ETag.
+    let gzip = a
+        .gzip
+        .filter(|_| head.header("accept-encoding").is_some_and(assets::accepts_gzip));
+    let (body, etag) = match gzip {
+        Some(gz) => (gz, format!("\"{}-gz\"", a.etag)),
+        None => (a.body, format!("\"{}\"", a.etag)),
+    };
     let fresh = head
         .header("if-none-match")
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut headers = vec![
+        ("Cache-Control", "no-cache".to_owned()),
+        ("ETag", etag),
+        ("Vary", "Accept-Encoding".to_owned()),
+    ];
+    if gzip.is_some() {
+        headers.push(("Content-Encoding", "gzip".to_owned()));
+    }
     Response {
         status: if fresh { 304 } else { 200 },
         content_type: a.content_type,
-        headers: vec![("Cache-Control", "no-cache".to_owned()), ("ETag", etag)],
-        body: if fresh { Body::Empty } else { Body::Static(a.body) },
+        headers,
+        body: if fresh { Body::Empty } else { Body::Static(body) },
         reason: None,
     }
 }

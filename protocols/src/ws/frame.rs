@@ -53,6 +53,8 @@ impl CloseCode {
     pub const POLICY: Self = Self(1008);
     pub const TOO_BIG: Self = Self(1009);
     pub const INTERNAL_ERROR: Self = Self(1011);
+    /// IANA-registered: the server is overloaded or paused; the client may retry later.
+    pub const TRY_AGAIN_LATER: Self = Self(1013);
 
     /// Whether the code may appear in a Close frame. 1004-1006 and 1015 are reserved for local
     /// use only; 1012-1014 are IANA-registered after the RFC; 3000-4999 are for libraries/apps.

@@ -15,7 +15,7 @@
 
 use crate::server::conn::{Conn, ReadEnd};
 use crate::server::dial::dial;
-use crate::server::session::{self, Extras, SessionAudit};
+use crate::server::session::{self, Extras, StartError};
 use crate::server::socket::Socket;
 use crate::server::timeout;
 use crate::web::signin;
@@ -96,8 +96,10 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
         Ok(e) => e,
         Err(refusal) => return refuse(conn, refusal.of(&grant)).await,
     };
-    let Ok(audit) = SessionAudit::start(grant, conn.client, &conn.shared.audit) else {
-        return conn.close_ws(CloseCode::INTERNAL_ERROR, "").await;
+    let audit = match conn.start_session(grant) {
+        Ok(audit) => audit,
+        Err(e @ StartError::AuditUnavailable) => return conn.close_ws(CloseCode::TRY_AGAIN_LATER, e.public()).await,
+        Err(_) => return conn.close_ws(CloseCode::INTERNAL_ERROR, "").await,
     };
     if let Err(e) = conn.send_frame(OpCode::Binary, &response).await {
         let ending = Ending::with_detail(EndReason::ClientError, e.to_string());

@@ -3,7 +3,7 @@
 //! through two bounded channels, so no glommio thread ever owns a russh object.
 
 use crate::server::conn::Conn;
-use crate::server::session::{self, Extras, SessionAudit};
+use crate::server::session::{self, Extras, SessionAudit, StartError};
 use crate::server::timeout;
 use crate::ssh::recorder::{Header, Recording};
 use crate::ssh::{self, Credentials, FromSsh, SshRequest, ToSsh};
@@ -120,8 +120,12 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
             }
         },
     };
-    let Ok(audit) = SessionAudit::start(grant, conn.client, &conn.shared.audit) else {
-        return end_terminal(conn, "the gateway cannot start a session", CloseCode::INTERNAL_ERROR).await;
+    let audit = match conn.start_session(grant) {
+        Ok(audit) => audit,
+        Err(e @ StartError::AuditUnavailable) => {
+            return end_terminal(conn, e.public(), CloseCode::TRY_AGAIN_LATER).await
+        }
+        Err(e) => return end_terminal(conn, e.public(), CloseCode::INTERNAL_ERROR).await,
     };
     let recording = match open_recording(conn, &audit, cols, rows).await {
         Ok(r) => r,

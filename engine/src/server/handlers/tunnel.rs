@@ -3,7 +3,7 @@
 
 use crate::server::conn::Conn;
 use crate::server::dial::dial;
-use crate::server::session::{self, Extras, SessionAudit};
+use crate::server::session::{self, Extras, StartError};
 use portcullis_core::audit::{EndReason, Ending};
 use portcullis_core::config::Protocol;
 use portcullis_core::policy::Grant;
@@ -22,10 +22,16 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
             return conn.reply(&Reply::text(502, "target unreachable"), None).await;
         }
     };
-    let Ok(audit) = SessionAudit::start(grant, conn.client, &conn.shared.audit) else {
-        return conn
-            .reply(&Reply::text(500, "the gateway cannot start a session"), None)
-            .await;
+    let audit = match conn.start_session(grant) {
+        Ok(audit) => audit,
+        Err(e) => {
+            let status = if matches!(e, StartError::AuditUnavailable) {
+                503
+            } else {
+                500
+            };
+            return conn.reply(&Reply::text(status, e.public()), None).await;
+        }
     };
     if !conn.accept_upgrade(&accept).await {
         // Granted and connected, but the client left before its tunnel started.

@@ -62,16 +62,32 @@ pub async fn handle(conn: &mut Conn, route: WebRoute<String>, mut head: Head, he
     }
 }
 
-/// Sends a response and closes, within the close timeout for what is in memory; a file gets the
-/// close timeout per chunk (a slow reader of a large recording is not cut off, a stalled one is).
+/// Sends a response and closes, within the close timeout for a small body; a large one (the app,
+/// a recording) gets the close timeout per 64 KiB chunk: a slow reader is not cut off, a stalled
+/// one is. What one connection holds meanwhile is the chunk in rustls (its buffer limit, 64 KiB
+/// of records) and, for a file, the chunk read: assets are shared, never copied.
 async fn send(conn: &mut Conn, resp: Response) {
     let head = resp.head();
     match resp.body {
         Body::Empty => conn.send_and_close(&head, &[]).await,
-        Body::Static(bytes) => conn.send_and_close(&head, bytes).await,
+        Body::Static(bytes) if bytes.len() <= FILE_CHUNK => conn.send_and_close(&head, bytes).await,
+        Body::Static(bytes) => stream_static(conn, &head, bytes).await,
         Body::Owned(bytes) => conn.send_and_close(&head, &bytes).await,
         Body::File { file, len } => stream_file(conn, &head, file, len).await,
     }
+}
+
+async fn stream_static(conn: &mut Conn, head: &[u8], body: &'static [u8]) {
+    let limit = conn.settings().close_timeout;
+    if !matches!(timeout(limit, conn.tls.write_all(head)).await, Some(Ok(()))) {
+        return;
+    }
+    for chunk in body.chunks(FILE_CHUNK) {
+        if !matches!(timeout(limit, conn.tls.write_all(chunk)).await, Some(Ok(()))) {
+            return;
+        }
+    }
+    conn.send_and_close(&[], &[]).await
 }
 
 async fn stream_file(conn: &mut Conn, head: &[u8], file: std::fs::File, len: u64) {
