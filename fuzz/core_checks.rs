@@ -130,6 +130,8 @@ pub fn fixture() -> &'static Fixture {
                     nbf: exp - 1000,
                     iat: None,
                     jti: format!("t{i}"),
+                    iss: None,
+                    aud: None,
                 };
                 issuer.issue(&claims).expect("sign")
             })

@@ -63,6 +63,12 @@ end_reasons! {
     ExitStatus => "exit_status",
     /// Browser terminal: the remote command was killed (`detail`: the signal).
     ExitSignal => "exit_signal",
+    /// A reload took the session's access away (`detail`: what changed): Close 1008.
+    PolicyRevoked => "policy_revoked",
+    /// The token that opened the session expired (`[session] end_at_token_expiry`): Close 1008.
+    TokenExpired => "token_expired",
+    /// The gateway failed inside this connection (a bug, caught and counted; `detail`: what).
+    InternalError => "internal_error",
 }
 
 impl fmt::Display for EndReason {

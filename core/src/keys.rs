@@ -51,6 +51,8 @@ pub fn issue(private_pem: &[u8], user: &str, target: &str, ttl: Duration) -> Res
         nbf: now,
         iat: Some(now),
         jti: crate::secret::random_hex::<16>()?,
+        iss: None,
+        aud: None,
     };
     Ok(issuer.issue(&claims)?)
 }

@@ -49,6 +49,8 @@ pub struct Grant {
     pub target: Arc<Target>,
     /// The token's `jti` when a token was the credential.
     pub token_id: Option<String>,
+    /// The token's `exp` (Unix seconds) when a token was the credential.
+    pub token_expires: Option<u64>,
     pub via: Via,
 }
 
@@ -81,6 +83,12 @@ pub enum Denial {
     /// The user may not replay recordings.
     #[error("replaying recordings is not allowed for this user")]
     ReplayNotAllowed,
+    /// A web sign-in made with a token is good for that token's target, nothing else.
+    #[error("a token sign-in is limited to its target")]
+    OutOfScope,
+    /// A live session's target is no longer what it was granted as (address or protocol).
+    #[error("the target has changed")]
+    TargetChanged,
 }
 
 fn article(p: &Protocol) -> &'static str {
@@ -100,7 +108,9 @@ impl Denial {
             | Denial::UnknownUser
             | Denial::NotAllowed
             | Denial::Revoked
-            | Denial::ReplayNotAllowed => 403,
+            | Denial::ReplayNotAllowed
+            | Denial::OutOfScope
+            | Denial::TargetChanged => 403,
             Denial::WrongProtocol(_) => 400,
         }
     }
@@ -112,6 +122,7 @@ struct Identity<'a> {
     /// The target the credential is limited to, if any.
     bound: Option<std::borrow::Cow<'a, str>>,
     token_id: Option<String>,
+    token_expires: Option<u64>,
 }
 
 pub struct Policy {
@@ -169,8 +180,31 @@ impl Policy {
             user: who.user.into_owned(),
             target: target.clone(),
             token_id: who.token_id,
+            token_expires: who.token_expires,
             via,
         })
+    }
+
+    /// Whether this policy (after a reload) still allows a live session granted by an earlier
+    /// one: the user and the token unrevoked, the user still in the policy and still listing the
+    /// target, and the target still the same destination (address and protocol).
+    pub fn still_allows(&self, grant: &Grant, now: u64) -> Result<(), Denial> {
+        if self.revocations.is_revoked(&grant.user, grant.token_id.as_deref(), now) {
+            return Err(Denial::Revoked);
+        }
+        let user = self.config.users.get(&grant.user).ok_or(Denial::UnknownUser)?;
+        if !user.targets.contains(&grant.target.name) {
+            return Err(Denial::NotAllowed);
+        }
+        let target = self
+            .config
+            .targets
+            .get(&grant.target.name)
+            .ok_or(Denial::UnknownTarget)?;
+        if target.address != grant.target.address || target.protocol != grant.target.protocol {
+            return Err(Denial::TargetChanged);
+        }
+        Ok(())
     }
 
     /// A token for signing in to the web app: valid, unrevoked, and for a user of the policy.
@@ -185,8 +219,12 @@ impl Policy {
         Ok(claims)
     }
 
-    /// Whether a signed-in `user` may list and replay session recordings.
-    pub fn may_replay(&self, user: &str, now: u64) -> Result<(), Denial> {
+    /// Whether a signed-in `user` may list and replay session recordings. A sign-in with a token
+    /// (`only_target`) may not: the token was for opening one target.
+    pub fn may_replay(&self, user: &str, only_target: Option<&str>, now: u64) -> Result<(), Denial> {
+        if only_target.is_some() {
+            return Err(Denial::OutOfScope);
+        }
         if self.revocations.is_revoked(user, None, now) {
             return Err(Denial::Revoked);
         }
@@ -222,17 +260,20 @@ impl Policy {
                     user: Owned(claims.sub),
                     bound: Some(Owned(claims.tgt)),
                     token_id: Some(claims.jti),
+                    token_expires: Some(claims.exp),
                 }
             }
             Credential::WebSession { user, only_target } => Identity {
                 user: Borrowed(user),
                 bound: only_target.map(Borrowed),
                 token_id: None,
+                token_expires: None,
             },
             Credential::Ticket { user, target } => Identity {
                 user: Borrowed(user),
                 bound: Some(Borrowed(target)),
                 token_id: None,
+                token_expires: None,
             },
         })
     }

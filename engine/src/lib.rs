@@ -20,6 +20,7 @@ pub mod blocking;
 pub mod cli;
 pub mod demo;
 pub mod error;
+pub mod fault;
 pub mod logging;
 pub mod relay;
 pub mod server;

@@ -54,6 +54,18 @@ pub fn init(format: LogFormat) {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let terminal = std::io::stderr().is_terminal();
+    // Panics are logged like everything else (never written to stderr from a core); the worker
+    // that catches one says what it did about it.
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("?");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, "panic: {info}\n{backtrace}");
+        } else {
+            tracing::error!(thread, "panic: {info}");
+        }
+    }));
     let writer = start_writer(terminal);
     let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     let registry = tracing_subscriber::registry();

@@ -206,6 +206,8 @@ async fn denials_reach_no_target() {
             nbf,
             iat: Some(nbf),
             jti: "t".into(),
+            iss: None,
+            aud: None,
         })
     };
     let echo_path = "/v1/tunnel/echo";

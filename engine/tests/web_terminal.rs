@@ -325,3 +325,24 @@ async fn gateway_credentials_from_an_ssh_agent() {
     let mut ws = terminal(&gw, "/v1/ssh/vm-agent", &headers).await;
     run(&mut ws, "echo agent-$((3*3))\n", "agent-9").await;
 }
+
+/// A browser that vanishes (reads nothing, answers no ping: a cut network, a closed laptop) is
+/// pinged like a tunnel's client and dropped after two intervals; its SSH session ends with it.
+#[tokio::test]
+async fn a_silent_browser_is_pinged_then_dropped() {
+    let sshd = Sshd::start();
+    let pin = sshd.host_key();
+    let gw = Gateway::builder()
+        .session("ping_interval = \"500ms\"\n")
+        .target_with("vm1", sshd.address(), "ssh", &sshd.target_keys(&pin))
+        .password(PASSWORD)
+        .user("alice", &["vm1"], "")
+        .start();
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let mut ws = terminal(&gw, "/v1/ssh/vm1", &headers).await;
+    run(&mut ws, "echo up-$((1+1))\n", "up-2").await;
+    // From here on the browser is silent.
+    let rec = &gw.session_records(1)[0];
+    assert_eq!(rec["ended"], "ping_timeout", "{rec}");
+    drop(ws);
+}

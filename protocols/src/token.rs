@@ -27,6 +27,41 @@ pub struct Claims {
     pub iat: Option<u64>,
     /// Unique token id, recorded in the audit log.
     pub jti: String,
+    /// Who issued it; checked when the gateway is configured with an `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Whom it is for; checked when the gateway is configured with an `audience`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<Audience>,
+}
+
+/// RFC 7519 4.1.3: one audience, or several.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(a) => a == audience,
+            Audience::Many(list) => list.iter().any(|a| a == audience),
+        }
+    }
+}
+
+/// What the gateway expects of a token beyond its signature and period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectations {
+    /// The `iss` a token must carry.
+    pub issuer: Option<String>,
+    /// An audience the token's `aud` must include.
+    pub audience: Option<String>,
+    /// The longest lifetime accepted: `exp` minus when it was issued (`iat`, else `nbf`, and never
+    /// later than now), in seconds.
+    pub max_ttl: Option<u64>,
 }
 
 /// Why a token was refused. Never carries the token itself, so it is safe to log.
@@ -48,6 +83,16 @@ pub enum TokenError {
     NotYetValid,
     #[error("invalid key: {0}")]
     BadKey(String),
+    #[error("token is from another issuer")]
+    WrongIssuer,
+    #[error("token is for another audience")]
+    WrongAudience,
+    #[error("token lifetime is longer than this gateway accepts")]
+    LifetimeTooLong,
+    /// RFC 7515 4.1.11: a `crit` header names extensions that must be understood; this gateway
+    /// understands none.
+    #[error("token has critical header extensions")]
+    CriticalExtension,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -70,6 +115,7 @@ pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
     leeway: u64,
+    expect: Expectations,
 }
 
 impl TokenVerifier {
@@ -87,7 +133,14 @@ impl TokenVerifier {
             key,
             validation,
             leeway,
+            expect: Expectations::default(),
         })
+    }
+
+    /// The same verifier, also checking `expect`.
+    pub fn expecting(mut self, expect: Expectations) -> Self {
+        self.expect = expect;
+        self
     }
 
     /// Checks signature, algorithm and validity period at `now` (seconds since the epoch).
@@ -100,9 +153,34 @@ impl TokenVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm);
         }
+        if has_crit(token)? {
+            return Err(TokenError::CriticalExtension);
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
+        self.check_claims(&claims, now)?;
         self.check_period(&claims, now)?;
         Ok(claims)
+    }
+
+    /// Issuer, audience and lifetime, as configured.
+    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), TokenError> {
+        let e = &self.expect;
+        if e.issuer.as_ref().is_some_and(|i| claims.iss.as_ref() != Some(i)) {
+            return Err(TokenError::WrongIssuer);
+        }
+        if e.audience
+            .as_ref()
+            .is_some_and(|a| !claims.aud.as_ref().is_some_and(|aud| aud.contains(a)))
+        {
+            return Err(TokenError::WrongAudience);
+        }
+        if let Some(max) = e.max_ttl {
+            let issued = claims.iat.unwrap_or(claims.nbf).min(now);
+            if claims.exp.saturating_sub(issued) > max.saturating_add(self.leeway) {
+                return Err(TokenError::LifetimeTooLong);
+            }
+        }
+        Ok(())
     }
 
     /// Checks only the validity period of claims verified earlier, at `now`, with the leeway.
@@ -115,6 +193,16 @@ impl TokenVerifier {
         }
         Ok(())
     }
+}
+
+/// Whether the token's JOSE header has a `crit` member (the jsonwebtoken crate ignores it).
+fn has_crit(token: &str) -> Result<bool, TokenError> {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    let encoded = token.split('.').next().ok_or(TokenError::Malformed)?;
+    let json = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| TokenError::Malformed)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+    Ok(header.contains_key("crit"))
 }
 
 /// Signs tokens with an Ed25519 private key (PKCS#8 PEM, `-----BEGIN PRIVATE KEY-----`).
@@ -181,6 +269,8 @@ mod tests {
             nbf: NOW - 10,
             iat: Some(NOW - 10),
             jti: "j1".into(),
+            iss: None,
+            aud: None,
         }
     }
 
@@ -198,6 +288,74 @@ mod tests {
     #[test]
     fn round_trip() {
         assert_eq!(verifier().verify(&issue(&claims()), NOW).unwrap(), claims());
+    }
+
+    /// A validly signed token whose header is `header` (JSON).
+    fn signed_with_header(header: &str, c: &Claims) -> String {
+        let head = URL_SAFE_NO_PAD.encode(header);
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(c).unwrap());
+        let message = format!("{head}.{body}");
+        let key = EncodingKey::from_ed_pem(PRIVATE.as_bytes()).unwrap();
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::EdDSA).unwrap();
+        format!("{message}.{sig}")
+    }
+
+    #[test]
+    fn critical_header_extensions_are_refused() {
+        let plain = signed_with_header(r#"{"alg":"EdDSA","typ":"JWT"}"#, &claims());
+        assert_eq!(verifier().verify(&plain, NOW), Ok(claims()));
+        let crit = signed_with_header(r#"{"alg":"EdDSA","crit":["exp"],"exp":1}"#, &claims());
+        assert_eq!(verifier().verify(&crit, NOW), Err(TokenError::CriticalExtension));
+    }
+
+    #[test]
+    fn issuer_audience_and_lifetime_when_expected() {
+        let expecting = |issuer: Option<&str>, audience: Option<&str>, max_ttl| {
+            verifier().expecting(Expectations {
+                issuer: issuer.map(Into::into),
+                audience: audience.map(Into::into),
+                max_ttl,
+            })
+        };
+        let ours = Claims {
+            iss: Some("https://idp.example".into()),
+            aud: Some(Audience::Many(vec!["other".into(), "portcullis".into()])),
+            ..claims()
+        };
+        let v = expecting(Some("https://idp.example"), Some("portcullis"), Some(900));
+        assert_eq!(v.verify(&issue(&ours), NOW), Ok(ours.clone()));
+        // Without expectations, iss and aud are not looked at.
+        assert!(verifier().verify(&issue(&claims()), NOW).is_ok());
+        let theirs = Claims {
+            iss: Some("https://elsewhere.example".into()),
+            ..ours.clone()
+        };
+        assert_eq!(v.verify(&issue(&theirs), NOW), Err(TokenError::WrongIssuer));
+        assert_eq!(v.verify(&issue(&claims()), NOW), Err(TokenError::WrongIssuer));
+        let not_for_us = Claims {
+            aud: Some(Audience::One("other".into())),
+            ..ours.clone()
+        };
+        assert_eq!(v.verify(&issue(&not_for_us), NOW), Err(TokenError::WrongAudience));
+        // A century-long token; and one whose iat is after now does not shorten its lifetime.
+        let long = Claims {
+            exp: NOW + 100 * 365 * 86400,
+            ..ours.clone()
+        };
+        assert_eq!(v.verify(&issue(&long), NOW), Err(TokenError::LifetimeTooLong));
+        let backdated = Claims {
+            iat: Some(NOW + 3600),
+            nbf: NOW - 10,
+            exp: NOW + 3600 + 900,
+            ..ours.clone()
+        };
+        assert_eq!(v.verify(&issue(&backdated), NOW), Err(TokenError::LifetimeTooLong));
+        // 900 s of lifetime plus the 30 s leeway is the most.
+        let edge = Claims {
+            exp: NOW - 10 + 930,
+            ..ours
+        };
+        assert!(v.verify(&issue(&edge), NOW).is_ok());
     }
 
     #[test]

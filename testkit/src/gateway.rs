@@ -163,6 +163,10 @@ pub struct GatewayBuilder {
     password: Option<String>,
     /// More keys of `[audit]` (whose `path` is `audit.jsonl` in its directory).
     audit: String,
+    /// More keys of `[auth]`.
+    auth: String,
+    /// More environment variables for the gateway.
+    env: Vec<(String, String)>,
     /// Resource limits to start it with, as `prlimit` arguments (`--nofile=64:192`).
     rlimits: Vec<String>,
     /// More arguments for `portcullis serve`.
@@ -194,6 +198,19 @@ impl GatewayBuilder {
     /// Starts it with these soft and hard open-files limits.
     pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
         self.rlimits.push(format!("--nofile={soft}:{hard}"));
+        self
+    }
+
+    /// More `[auth]` keys, e.g. `issuer = "…"`.
+    pub fn auth(mut self, lines: &str) -> Self {
+        self.auth.push_str(lines);
+        self.auth.push('\n');
+        self
+    }
+
+    /// An environment variable for the gateway (e.g. `PORTCULLIS_FAULTS`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
         self
     }
 
@@ -289,9 +306,9 @@ impl GatewayBuilder {
             })
             .collect();
         let mut config = format!(
-            "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\ntoken_public_key = \"token.pub\"\nleeway = \"0s\"\n\
+            "listen = \"127.0.0.1:{port}\"\nworkers = 2\n[auth]\ntoken_public_key = \"token.pub\"\nleeway = \"0s\"\n{}\
              [audit]\npath = \"audit.jsonl\"\n{}",
-            self.audit
+            self.auth, self.audit
         );
         if !self.session.is_empty() {
             config.push_str(&format!("[session]\n{}", self.session));
@@ -315,6 +332,7 @@ impl GatewayBuilder {
             .args(["serve", "--config"])
             .arg(&config_path)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("PORTCULLIS_LOG", "debug");
         let (stderr, stderr_reader) = if self.stderr_stopped {
             let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");

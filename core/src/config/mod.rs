@@ -69,8 +69,8 @@ impl Target {
         self.idle_timeout.unwrap_or(session.idle_timeout)
     }
 
-    pub fn max_lifetime(&self, session: &SessionSettings) -> Option<Duration> {
-        self.max_lifetime.or(session.max_lifetime)
+    pub fn max_lifetime(&self, session: &SessionSettings) -> Duration {
+        self.max_lifetime.unwrap_or(session.max_lifetime)
     }
 
     /// The host part of `address` (without brackets), for TLS server names.
@@ -145,7 +145,7 @@ pub struct RecordingSettings {
 #[derive(Clone, Debug)]
 pub struct SessionSettings {
     pub idle_timeout: Duration,
-    pub max_lifetime: Option<Duration>,
+    pub max_lifetime: Duration,
     pub ping_interval: Duration,
     pub connect_timeout: Duration,
     pub handshake_timeout: Duration,
@@ -153,6 +153,8 @@ pub struct SessionSettings {
     pub close_timeout: Duration,
     pub drain_timeout: Duration,
     pub buffer_size: usize,
+    /// A session opened with a token ends when the token expires (`token_expired`).
+    pub end_at_token_expiry: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -224,6 +226,23 @@ pub struct AuthSettings {
     pub token_public_key: PathBuf,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
+    /// Longer-lived tokens are refused.
+    pub max_token_ttl: Duration,
+    /// The `iss` tokens must carry, when set.
+    pub issuer: Option<String>,
+    /// An audience tokens' `aud` must include, when set.
+    pub audience: Option<String>,
+}
+
+impl AuthSettings {
+    /// What tokens must be beyond signature and period, for the verifier.
+    pub fn expectations(&self) -> portcullis_protocols::token::Expectations {
+        portcullis_protocols::token::Expectations {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            max_ttl: Some(self.max_token_ttl.as_secs()),
+        }
+    }
 }
 
 /// A validated configuration.
@@ -371,6 +390,9 @@ impl Config {
         let auth = AuthSettings {
             token_public_key: cx.path(raw.auth.token_public_key.get_ref()),
             leeway: cx.duration(&raw.auth.leeway, &settings::LEEWAY)?,
+            max_token_ttl: cx.duration(&raw.auth.max_token_ttl, &settings::MAX_TOKEN_TTL)?,
+            issuer: raw.auth.issuer.clone(),
+            audience: raw.auth.audience.clone(),
         };
         let targets = parse_targets(&cx, &raw.targets)?;
         let users = parse_users(&cx, &raw.users, &targets)?;
@@ -445,7 +467,7 @@ fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
     use settings as d;
     Ok(SessionSettings {
         idle_timeout: cx.duration(&s.idle_timeout, &d::IDLE_TIMEOUT)?,
-        max_lifetime: cx.optional_duration(&s.max_lifetime, &d::MAX_LIFETIME)?,
+        max_lifetime: cx.duration(&s.max_lifetime, &d::MAX_LIFETIME)?,
         ping_interval: cx.duration(&s.ping_interval, &d::PING_INTERVAL)?,
         connect_timeout: cx.duration(&s.connect_timeout, &d::CONNECT_TIMEOUT)?,
         handshake_timeout: cx.duration(&s.handshake_timeout, &d::HANDSHAKE_TIMEOUT)?,
@@ -453,6 +475,7 @@ fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
         close_timeout: cx.duration(&s.close_timeout, &d::CLOSE_TIMEOUT)?,
         drain_timeout: cx.duration(&s.drain_timeout, &d::DRAIN_TIMEOUT)?,
         buffer_size: cx.int(&s.buffer_size, &d::BUFFER_SIZE)? as usize,
+        end_at_token_expiry: s.end_at_token_expiry,
     })
 }
 

@@ -76,6 +76,9 @@ pub(super) struct RawTls {
 pub(super) struct RawAuth {
     pub token_public_key: Spanned<PathBuf>,
     pub leeway: Option<Spanned<String>>,
+    pub max_token_ttl: Option<Spanned<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +101,8 @@ pub(super) struct RawSession {
     pub close_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub buffer_size: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub end_at_token_expiry: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

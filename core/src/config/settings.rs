@@ -64,25 +64,19 @@ const fn duration(key: &'static str, default: Duration, min: Duration, max: Dura
     }
 }
 
-const fn optional(key: &'static str, min: Duration, max: Duration) -> DurationSetting {
-    DurationSetting {
-        key,
-        default: None,
-        min,
-        max,
-    }
-}
-
 const fn int(key: &'static str, default: u64, min: u64, max: u64) -> IntSetting {
     IntSetting { key, default, min, max }
 }
 
 pub const WORKERS: IntSetting = int("workers", 1, 1, 1024);
 pub const LEEWAY: DurationSetting = duration("auth.leeway", secs(60), secs(0), secs(10 * MINUTE));
+/// Tokens that live longer (from `iat`, else `nbf`, to `exp`) are refused: a mistaken issuer
+/// cannot hand out credentials for a century.
+pub const MAX_TOKEN_TTL: DurationSetting = duration("auth.max_token_ttl", secs(DAY), secs(MINUTE), secs(30 * DAY));
 
 pub const IDLE_TIMEOUT: DurationSetting = duration("session.idle_timeout", secs(20 * MINUTE), secs(1), secs(7 * DAY));
-/// Optional: without it, sessions live as long as they are used.
-pub const MAX_LIFETIME: DurationSetting = optional("session.max_lifetime", secs(1), secs(30 * DAY));
+/// No session lives longer, however busy (a target may set its own).
+pub const MAX_LIFETIME: DurationSetting = duration("session.max_lifetime", secs(8 * HOUR), secs(1), secs(30 * DAY));
 /// Per-target overrides: optional, in the ranges of the `[session]` keys they override.
 pub const TARGET_IDLE_TIMEOUT: DurationSetting = DurationSetting {
     default: None,
@@ -90,6 +84,7 @@ pub const TARGET_IDLE_TIMEOUT: DurationSetting = DurationSetting {
     ..IDLE_TIMEOUT
 };
 pub const TARGET_MAX_LIFETIME: DurationSetting = DurationSetting {
+    default: None,
     key: "target.max_lifetime",
     ..MAX_LIFETIME
 };
@@ -136,6 +131,7 @@ pub const THROTTLE_MAX_DELAY: DurationSetting = duration("web.throttle.max_delay
 /// Every duration setting, for documentation checks.
 pub const DURATIONS: &[DurationSetting] = &[
     LEEWAY,
+    MAX_TOKEN_TTL,
     IDLE_TIMEOUT,
     MAX_LIFETIME,
     PING_INTERVAL,

@@ -28,7 +28,7 @@ fn parses_the_documented_example() {
     assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(c.tls_cert.as_deref(), Some(Path::new("/etc/portcullis/cert.pem")));
     assert_eq!(c.session.idle_timeout, Duration::from_secs(300));
-    assert_eq!(c.session.max_lifetime, Some(Duration::from_secs(8 * 3600)));
+    assert_eq!(c.session.max_lifetime, Duration::from_secs(8 * 3600));
     assert_eq!(c.targets["vm1"].protocol, Protocol::Ssh);
     assert!(c.users["alice"].targets.contains("vm1"));
     assert_eq!(Some(c.auth.leeway), settings::LEEWAY.default);
@@ -124,11 +124,11 @@ fn target_overrides() {
     let c = Config::parse(&src, Path::new(".")).unwrap();
     let t = &c.targets["vm1"];
     assert_eq!(t.idle_timeout(&c.session), Duration::from_secs(60));
-    assert_eq!(t.max_lifetime(&c.session), Some(Duration::from_secs(7200)));
+    assert_eq!(t.max_lifetime(&c.session), Duration::from_secs(7200));
     let c = Config::parse(GOOD, Path::new(".")).unwrap();
     let t = &c.targets["vm1"];
     assert_eq!(t.idle_timeout(&c.session), Duration::from_secs(300));
-    assert_eq!(t.max_lifetime(&c.session), Some(Duration::from_secs(8 * 3600)));
+    assert_eq!(t.max_lifetime(&c.session), Duration::from_secs(8 * 3600));
 }
 
 #[test]
@@ -143,7 +143,7 @@ fn ssh_settings_belong_to_ssh_targets() {
 }
 
 /// The README's configuration example documents the defaults: every key it shows with a value
-/// (other than the optional `max_lifetime`) holds exactly the default of `settings`.
+/// holds exactly the default of `settings`.
 #[test]
 fn readme_documents_the_defaults() {
     let readme = include_str!("../../../README.md");

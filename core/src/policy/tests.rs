@@ -279,7 +279,7 @@ fn revocations_refuse_users_and_tokens() {
     assert!(reloaded
         .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now() + 61)
         .is_ok());
-    assert_eq!(reloaded.may_replay("alice", now()), Err(Denial::Revoked));
+    assert_eq!(reloaded.may_replay("alice", None, now()), Err(Denial::Revoked));
 }
 
 #[test]
@@ -288,7 +288,49 @@ fn replay_needs_the_users_permission() {
         "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
          [[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\nreplay = true\n[[user]]\nname = \"bob\"\n",
     );
-    assert_eq!(policy.may_replay("alice", now()), Ok(()));
-    assert_eq!(policy.may_replay("bob", now()), Err(Denial::ReplayNotAllowed));
-    assert_eq!(policy.may_replay("mallory", now()), Err(Denial::UnknownUser));
+    assert_eq!(policy.may_replay("alice", None, now()), Ok(()));
+    assert_eq!(policy.may_replay("bob", None, now()), Err(Denial::ReplayNotAllowed));
+    assert_eq!(policy.may_replay("mallory", None, now()), Err(Denial::UnknownUser));
+}
+
+#[test]
+fn a_token_sign_in_may_not_replay() {
+    let (policy, _) = test_policy(
+        "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
+         [[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\nreplay = true\n",
+    );
+    assert_eq!(policy.may_replay("alice", Some("vm1"), now()), Err(Denial::OutOfScope));
+}
+
+/// After a reload, a live session's grant is checked against the new policy.
+#[test]
+fn live_grants_are_checked_against_a_reloaded_policy() {
+    let (before, key) = policy();
+    let t = token(&key, "alice", "vm1");
+    let grant = before
+        .authorize(
+            Credential::Token(Some(&t)),
+            Destination::Name("vm1"),
+            Via::Tunnel,
+            now(),
+        )
+        .unwrap();
+    assert!(grant.token_expires.is_some_and(|exp| exp > now()));
+    assert_eq!(before.still_allows(&grant, now()), Ok(()));
+    let reload = |toml: &str| test_policy(toml).0;
+    // The same policy (a reload that changed something else): still allowed.
+    assert_eq!(reload(TARGETS).still_allows(&grant, now()), Ok(()));
+    let without = |from: &str, to: &str| reload(&TARGETS.replace(from, to));
+    assert_eq!(
+        without("targets = [\"vm1\", ", "targets = [").still_allows(&grant, now()),
+        Err(Denial::NotAllowed)
+    );
+    assert_eq!(
+        without("name = \"alice\"", "name = \"alicia\"").still_allows(&grant, now()),
+        Err(Denial::UnknownUser)
+    );
+    assert_eq!(
+        without("10.0.0.4:22", "10.0.0.9:22").still_allows(&grant, now()),
+        Err(Denial::TargetChanged)
+    );
 }

@@ -34,6 +34,8 @@ pub enum Action {
 pub struct Clock {
     settings: ClockSettings,
     lifetime_ends: Option<Instant>,
+    /// When the credential that opened the session expires, if the session ends with it.
+    credential_ends: Option<Instant>,
     close_by: Option<Instant>,
     last_data: Instant,
     seen: Counters,
@@ -51,12 +53,18 @@ impl Clock {
         Clock {
             settings,
             lifetime_ends: settings.max_lifetime.and_then(|d| now.checked_add(d)),
+            credential_ends: None,
             close_by: None,
             last_data: now,
             seen: Counters::default(),
             ping_outstanding: false,
             closed: false,
         }
+    }
+
+    /// The session ends (Close 1008, `token_expired`) at `at`, when its credential expires.
+    pub fn end_with_credential_at(&mut self, at: Instant) {
+        self.credential_ends = Some(at);
     }
 
     /// The session started closing: from now on it has `close_timeout` to finish.
@@ -81,7 +89,7 @@ impl Clock {
         }
         let idle = self.last_data.checked_add(self.settings.idle_timeout);
         let ping = self.settings.ping_interval.and_then(|p| now.checked_add(p));
-        [idle, ping, self.lifetime_ends, self.close_by]
+        [idle, ping, self.lifetime_ends, self.credential_ends, self.close_by]
             .into_iter()
             .flatten()
             .min()
@@ -95,6 +103,9 @@ impl Clock {
         }
         if self.closed {
             return Action::Wait;
+        }
+        if self.credential_ends.is_some_and(|t| now >= t) {
+            return self.close(CloseCode::POLICY, EndReason::TokenExpired);
         }
         if self.lifetime_ends.is_some_and(|t| now >= t) {
             return self.close(CloseCode::POLICY, EndReason::MaxLifetime);
@@ -219,5 +230,23 @@ mod tests {
             },
         );
         assert!(c.deadline(t0) > t0, "no hot loop");
+    }
+
+    #[test]
+    fn a_session_can_end_with_its_credential() {
+        let t0 = Instant::now();
+        let mut c = Clock::new(t0, S);
+        c.end_with_credential_at(at(t0, 45));
+        let busy = |n: u64| Counters {
+            peer_to_raw: n,
+            peer_reads: n,
+            ..Counters::default()
+        };
+        assert_eq!(c.deadline(at(t0, 40)), at(t0, 45));
+        assert_eq!(c.tick(at(t0, 40), busy(1)), Action::Wait);
+        assert_eq!(
+            c.tick(at(t0, 45), busy(2)),
+            Action::Close(CloseCode::POLICY, EndReason::TokenExpired)
+        );
     }
 }

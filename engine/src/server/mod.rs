@@ -53,6 +53,8 @@ pub struct Shared {
     pub revocations: Arc<Revocations>,
     /// Which connections are taken (caps, per-client rates, early drop).
     pub admission: Arc<admission::Admission>,
+    /// Connection tasks that panicked (caught; each ended its connection only).
+    pub panics: std::sync::atomic::AtomicU64,
 }
 
 /// Where the token public key comes from: a file named in the config, or (demo) memory.
@@ -87,7 +89,9 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations
             .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?,
         KeySource::Pem(p) => p.clone(),
     };
-    let verifier = TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
+    let verifier = TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs())
+        .map_err(Error::TokenKey)?
+        .expecting(config.auth.expectations());
     check_host_keys(&config)?;
     let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
     Ok(State {
@@ -171,6 +175,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
         revocations,
         admission,
+        panics: Default::default(),
     });
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.
@@ -272,6 +277,26 @@ fn connection_capacity(workers: usize) -> usize {
     capacity
 }
 
+async fn read_control(
+    mut control: glommio::net::UnixStream,
+    tracker: Rc<Tracker>,
+    stop: Rc<event_listener::Event>,
+    stopping: Rc<std::cell::Cell<bool>>,
+) {
+    let mut byte = [0u8; 1];
+    loop {
+        match control.read(&mut byte).await {
+            Ok(1) if byte[0] == POLICY_CHANGED => tracker.policy_changed(),
+            // STOP, or the signal thread is gone: stop accepting.
+            _ => {
+                stopping.set(true);
+                stop.notify(usize::MAX);
+                return;
+            }
+        }
+    }
+}
+
 fn spawn_signal_thread(
     stops: Vec<std::os::unix::net::UnixStream>,
     shared: Arc<Shared>,
@@ -294,7 +319,12 @@ fn spawn_signal_thread(
                 match sig {
                     SIGHUP => {
                         shared.audit.reopen();
-                        reload(&shared, config_path.as_deref(), &key, &identity)
+                        if reload(&shared, config_path.as_deref(), &key, &identity) {
+                            // Live sessions check themselves against the new policy.
+                            for mut s in &stops {
+                                let _ = s.write_all(&[POLICY_CHANGED]);
+                            }
+                        }
                     }
                     SIGUSR1 => shared.audit.reopen(),
                     _ if stopping => {
@@ -305,7 +335,7 @@ fn spawn_signal_thread(
                         stopping = true;
                         tracing::info!("stop signal: no new connections, draining sessions");
                         for mut s in &stops {
-                            let _ = s.write_all(b"x");
+                            let _ = s.write_all(&[STOP]);
                         }
                     }
                 }
@@ -317,10 +347,11 @@ fn spawn_signal_thread(
 
 /// SIGHUP: re-read the config file (policy, targets, token key, TLS files) and swap it in.
 /// Listener address and worker count need a restart.
-fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, identity: &Identity) {
+/// Re-reads the file and swaps the new state in; true when it did.
+fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, identity: &Identity) -> bool {
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: the demo configuration has no file to reload");
-        return;
+        return false;
     };
     let result = Config::load(path).map_err(Error::from).and_then(|config| {
         let fresh_identity;
@@ -338,23 +369,43 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, iden
             shared.admission.reconfigure(&state.policy.config.limits.connections);
             shared.state.store(Arc::new(state));
             tracing::info!(config = %path.display(), "configuration reloaded");
+            true
         }
-        Err(e) => tracing::error!("reload failed, keeping the running configuration: {e}"),
+        Err(e) => {
+            tracing::error!("reload failed, keeping the running configuration: {e}");
+            false
+        }
     }
 }
+
+/// What the signal thread tells each worker, one byte each over its socketpair.
+const STOP: u8 = b'x';
+const POLICY_CHANGED: u8 = b'r';
 
 async fn worker(
     id: usize,
     listener: glommio::net::TcpListener,
-    mut stop: glommio::net::UnixStream,
+    control: glommio::net::UnixStream,
     shared: Arc<Shared>,
 ) {
     let tracker = Rc::new(Tracker::default());
+    // The control socket is read by a task of its own, never cancelled, so no byte is lost to an
+    // accept that won a race; it turns bytes into the tracker's signals.
+    let stop = Rc::new(event_listener::Event::new());
+    let stopping = Rc::new(std::cell::Cell::new(false));
+    glommio::spawn_local(read_control(control, tracker.clone(), stop.clone(), stopping.clone())).detach();
     // Accept failures are logged once per run of them, not once per failure.
     let mut failing = false;
     loop {
+        if stopping.get() {
+            break;
+        }
+        let stop_listener = stop.listen();
+        if stopping.get() {
+            break;
+        }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            let _ = stop.read(&mut [0u8; 1]).await;
+            stop_listener.await;
             None
         })
         .await;
@@ -374,7 +425,15 @@ async fn worker(
                 let shared = shared.clone();
                 let tracker = tracker.clone();
                 glommio::spawn_local(async move {
-                    conn::handle(stream, shared, tracker, ticket).await;
+                    // A panic ends this connection only: caught here, logged and counted, so the
+                    // worker and every other session on it go on. Its session audit (dropped
+                    // while unwinding) records `internal_error`.
+                    let counted = shared.clone();
+                    let task = std::panic::AssertUnwindSafe(conn::handle(stream, shared, tracker, ticket));
+                    if futures_lite::FutureExt::catch_unwind(task).await.is_err() {
+                        let n = counted.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        tracing::error!(worker = id, panics = n, "a connection task panicked; connection closed");
+                    }
                     drop(guard);
                 })
                 .detach();

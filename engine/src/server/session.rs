@@ -3,17 +3,18 @@
 
 use super::conn::Tls;
 use super::shutdown::Tracker;
+use super::Shared;
 use crate::audit::Audit;
 use futures_lite::{AsyncRead, AsyncWrite};
 use portcullis_core::audit::{now_rfc3339, AuditRecord, EndReason, Ending, SessionRecord};
 use portcullis_core::config::{SessionSettings, Target};
-use portcullis_core::policy::Grant;
+use portcullis_core::policy::{Denial, Grant};
 use portcullis_core::relay::clock::{Action, Clock, ClockSettings};
 use portcullis_core::relay::framing::Framing;
 use portcullis_core::relay::{Counters, End, Relay, Step};
 use portcullis_core::secret::RandomError;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a route adds to a session's record.
 #[derive(Default)]
@@ -109,6 +110,7 @@ impl SessionAudit {
             target,
             token_id,
             via,
+            ..
         } = grant;
         self.audit.record(&AuditRecord::Session(SessionRecord {
             session: std::mem::take(&mut self.id),
@@ -132,7 +134,12 @@ impl SessionAudit {
 
 impl Drop for SessionAudit {
     fn drop(&mut self) {
-        let ending = Ending::with_detail(EndReason::GatewayShutdown, "the session was stopped before it ended");
+        let ending = if std::thread::panicking() {
+            // Unwinding from a panic in the session's task (caught by its worker).
+            Ending::with_detail(EndReason::InternalError, "the gateway failed inside this session")
+        } else {
+            Ending::with_detail(EndReason::GatewayShutdown, "the session was stopped before it ended")
+        };
         self.write(ending, Counters::default(), Extras::default());
     }
 }
@@ -141,28 +148,77 @@ impl Drop for SessionAudit {
 pub fn clock_settings(target: &Target, s: &SessionSettings, ping: bool) -> ClockSettings {
     ClockSettings {
         idle_timeout: target.idle_timeout(s),
-        max_lifetime: target.max_lifetime(s),
+        max_lifetime: Some(target.max_lifetime(s)),
         ping_interval: ping.then_some(s.ping_interval),
         close_timeout: s.close_timeout,
     }
 }
 
+/// What ends a live session from outside its relay: the gateway's shutdown, a reload whose policy
+/// no longer allows it, and (with `end_at_token_expiry`) the expiry of the token that opened it.
+pub struct Watch<'a> {
+    pub tracker: &'a Tracker,
+    shared: &'a Shared,
+    grant: &'a Grant,
+    /// When the session must end with its token.
+    pub token_ends: Option<Instant>,
+}
+
+impl<'a> Watch<'a> {
+    pub fn new(tracker: &'a Tracker, shared: &'a Shared, grant: &'a Grant, settings: &SessionSettings) -> Watch<'a> {
+        let token_ends = grant.token_expires.filter(|_| settings.end_at_token_expiry).map(|exp| {
+            let left = exp.saturating_sub(portcullis_core::keys::unix_now());
+            Instant::now() + Duration::from_secs(left)
+        });
+        Watch {
+            tracker,
+            shared,
+            grant,
+            token_ends,
+        }
+    }
+
+    /// Whether the policy now in force still allows the session.
+    pub fn still_allowed(&self) -> Result<(), Denial> {
+        let state = self.shared.state.load();
+        state.policy.still_allows(self.grant, portcullis_core::keys::unix_now())
+    }
+
+    /// Checks the session against the new policy; logs why when it is no longer allowed.
+    pub fn revoked(&self, session: &str) -> bool {
+        match self.still_allowed() {
+            Ok(()) => false,
+            Err(why) => {
+                tracing::info!(session, user = %self.grant.user, target = %self.grant.target.name, "session no longer allowed after a reload: {why}");
+                true
+            }
+        }
+    }
+}
+
 /// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
-/// client, a bound on closing) and the gateway's shutdown.
+/// client, a bound on closing), the gateway's shutdown, and reloads of the policy.
 pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
     tls: &mut Tls,
     backend: &mut R,
     settings: ClockSettings,
-    tracker: &Tracker,
+    watch: &Watch<'_>,
+    session: &str,
 ) -> End {
     use portcullis_protocols::ws::CloseCode;
     enum Wake {
         Relay(Step),
         Tick,
         Shutdown,
+        PolicyChanged,
     }
+    let tracker = watch.tracker;
     let mut clock = Clock::new(Instant::now(), settings);
+    if let Some(at) = watch.token_ends {
+        clock.end_with_credential_at(at);
+    }
+    let mut generation = tracker.policy_generation();
     loop {
         let now = Instant::now();
         if tracker.closing() && !relay.is_closing() {
@@ -182,12 +238,20 @@ pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
                     Wake::Tick
                 },
                 async {
-                    if watch_shutdown {
-                        tracker.close_requested().await;
-                    } else {
+                    if !watch_shutdown {
                         std::future::pending::<()>().await;
                     }
-                    Wake::Shutdown
+                    futures_lite::future::or(
+                        async {
+                            tracker.close_requested().await;
+                            Wake::Shutdown
+                        },
+                        async {
+                            tracker.policy_change_after(generation).await;
+                            Wake::PolicyChanged
+                        },
+                    )
+                    .await
                 },
             ),
         )
@@ -196,6 +260,12 @@ pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
             Wake::Relay(Step::Ended(end)) => return end,
             Wake::Relay(Step::Closing) => clock.closing(Instant::now()),
             Wake::Shutdown => {}
+            Wake::PolicyChanged => {
+                generation = tracker.policy_generation();
+                if watch.revoked(session) {
+                    relay.close(CloseCode::POLICY, EndReason::PolicyRevoked);
+                }
+            }
             Wake::Tick => match clock.tick(Instant::now(), relay.counters()) {
                 Action::Wait => {}
                 Action::Ping => relay.ping(),

@@ -1,5 +1,6 @@
 //! Live connections of one executor, for the drain at shutdown: how many there are, and the
-//! signal every session watches to close itself when the drain deadline passes.
+//! signal every session watches to close itself when the drain deadline passes; and the signal
+//! that a reload changed the policy, on which every session checks that it is still allowed.
 
 use super::timeout;
 use event_listener::Event;
@@ -15,6 +16,10 @@ pub struct Tracker {
     drained: Event,
     /// Notified once, when every session must close.
     close_all: Event,
+    /// Reloads seen by this executor.
+    policy_generation: Cell<u64>,
+    /// Notified on each reload.
+    policy_changed: Event,
 }
 
 impl Tracker {
@@ -43,6 +48,31 @@ impl Tracker {
             return;
         }
         listener.await;
+    }
+
+    /// A reload changed the policy: every session checks itself against the new one.
+    pub fn policy_changed(&self) {
+        self.policy_generation.set(self.policy_generation.get() + 1);
+        self.policy_changed.notify(usize::MAX);
+    }
+
+    /// The number of reloads so far, to pass to `policy_change_after`.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation.get()
+    }
+
+    /// Resolves once the policy has changed since generation `seen`.
+    pub async fn policy_change_after(&self, seen: u64) {
+        loop {
+            if self.policy_generation.get() != seen {
+                return;
+            }
+            let listener = self.policy_changed.listen();
+            if self.policy_generation.get() != seen {
+                return;
+            }
+            listener.await;
+        }
     }
 
     pub fn close_all(&self) {

@@ -269,7 +269,7 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
         .collect();
     let can_replay = req
         .policy
-        .may_replay(&s.user, portcullis_core::keys::unix_now())
+        .may_replay(&s.user, s.only_target.as_deref(), portcullis_core::keys::unix_now())
         .is_ok();
     Response::json(
         200,
@@ -322,7 +322,7 @@ async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
 async fn replay_dir(req: &WebRequest<'_>) -> Result<std::path::PathBuf, Response> {
     let s = signed_in(req).await?;
     req.policy
-        .may_replay(&s.user, portcullis_core::keys::unix_now())
+        .may_replay(&s.user, s.only_target.as_deref(), portcullis_core::keys::unix_now())
         .map_err(|d| Response::error(d.status(), &d.to_string()))?;
     req.policy
         .config

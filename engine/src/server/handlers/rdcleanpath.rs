@@ -111,7 +111,8 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
     let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
     relay.received_early(&after);
     let clock = session::clock_settings(&target, &settings, true);
-    let end = session::drive(&mut relay, &mut conn.tls, &mut server, clock, &conn.tracker).await;
+    let watch = session::Watch::new(&conn.tracker, &conn.shared, audit.grant(), &settings);
+    let end = session::drive(&mut relay, &mut conn.tls, &mut server, clock, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: info.cookie,
         recording: None,

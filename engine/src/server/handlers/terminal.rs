@@ -95,6 +95,7 @@ enum Wake {
     Ssh(Option<FromSsh>),
     Tick,
     Shutdown,
+    PolicyChanged,
 }
 
 pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
@@ -166,7 +167,9 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
         counters: Counters::default(),
         close_timeout: conn.settings().close_timeout,
     };
-    let ending = run(conn, &mut term, &mut inbox).await;
+    let (tracker, shared) = (conn.tracker.clone(), conn.shared.clone());
+    let watch = session::Watch::new(&tracker, &shared, audit.grant(), conn.settings());
+    let ending = run(conn, &mut term, &mut inbox, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: None,
         recording: recording_path,
@@ -239,10 +242,12 @@ async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16)
     }
 }
 
-/// Relays until the session ends; returns how.
-async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox) -> Ending {
-    let clock_settings = session::clock_settings(&term.target, conn.settings(), false);
+/// Relays until the session ends; returns how. The browser is pinged like a tunnel's client, so
+/// a vanished browser (a cut network, a closed laptop) ends the session after two intervals.
+async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &session::Watch<'_>, id: &str) -> Ending {
+    let clock_settings = session::clock_settings(&term.target, conn.settings(), true);
     let mut clock = Clock::new(Instant::now(), clock_settings);
+    let mut generation = watch.tracker.policy_generation();
     loop {
         // Messages already buffered first.
         loop {
@@ -278,10 +283,16 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox) -> Ending 
                         glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
                         Wake::Tick
                     },
-                    async {
-                        tracker.close_requested().await;
-                        Wake::Shutdown
-                    },
+                    futures_lite::future::or(
+                        async {
+                            tracker.close_requested().await;
+                            Wake::Shutdown
+                        },
+                        async {
+                            tracker.policy_change_after(generation).await;
+                            Wake::PolicyChanged
+                        },
+                    ),
                 ),
             )
             .await
@@ -293,6 +304,8 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox) -> Ending 
             }
             Wake::Browser(Ok(n)) => {
                 inbox.end += n;
+                // Anything from the browser answers a ping.
+                term.counters.peer_reads += 1;
                 None
             }
             Wake::Ssh(msg) => {
@@ -301,8 +314,28 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox) -> Ending 
             }
             Wake::Tick => match clock.tick(Instant::now(), term.counters) {
                 Action::Close(code, reason) => Some(close_for(conn, term, code, reason).await),
-                Action::Wait | Action::Ping | Action::Abort => None,
+                Action::Ping => {
+                    // A browser that cannot take a ping in time is as good as gone.
+                    if conn.send_frame(OpCode::Ping, &[]).await.is_err() {
+                        term.tell(ToSsh::Close).await;
+                        Some(Ending::with_detail(
+                            EndReason::ClientDisconnected,
+                            "a ping could not be sent",
+                        ))
+                    } else {
+                        None
+                    }
+                }
+                Action::Wait | Action::Abort => None,
             },
+            Wake::PolicyChanged => {
+                generation = watch.tracker.policy_generation();
+                if watch.revoked(id) {
+                    Some(close_for(conn, term, CloseCode::POLICY, EndReason::PolicyRevoked).await)
+                } else {
+                    None
+                }
+            }
             Wake::Shutdown => {
                 term.tell(ToSsh::Close).await;
                 conn.close_ws(CloseCode::GOING_AWAY, EndReason::GatewayShutdown.as_str())

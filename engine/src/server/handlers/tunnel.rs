@@ -39,6 +39,9 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
         return audit.finish(ending, Default::default(), Extras::default());
     }
     let target = audit.grant().target.clone();
+    if crate::fault::panic_in_tunnel(&target.name) {
+        panic!("injected fault: panic in the tunnel to {}", target.name);
+    }
     let limits = conn.policy().config.limits.websocket();
     let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
     if target.protocol == Protocol::Rdp {
@@ -47,7 +50,8 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
     }
     relay.received_early(&leftover);
     let clock = session::clock_settings(&target, &settings, true);
-    let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &conn.tracker).await;
+    let watch = session::Watch::new(&conn.tracker, &conn.shared, audit.grant(), &settings);
+    let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: (target.protocol == Protocol::Rdp)
             .then(|| rdp_cookie(relay.captured()))
