@@ -23,11 +23,24 @@ pub enum KeyError {
 /// A fresh Ed25519 key pair as (private PKCS#8 PEM, public SPKI PEM).
 pub fn generate() -> Result<(String, String), KeyError> {
     let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generate)?;
+    let v2 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generate)?;
+    let pair = Ed25519KeyPair::from_pkcs8(v2.as_ref()).map_err(|_| KeyError::Generate)?;
     let public: [u8; 32] = pair.public_key().as_ref().try_into().map_err(|_| KeyError::Generate)?;
-    Ok((pem::encode("PRIVATE KEY", pkcs8.as_ref()), pem::ed25519_public(&public)))
+    // ring writes PKCS#8 v2 (RFC 5958, the public key included), which OpenSSL 3 and most other
+    // tools refuse for Ed25519; v1 (RFC 8410: the seed alone) is what they all read.
+    let seed = v2.as_ref().get(V2_SEED).ok_or(KeyError::Generate)?;
+    let mut v1 = PKCS8_V1_ED25519_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    Ok((pem::encode("PRIVATE KEY", &v1), pem::ed25519_public(&public)))
 }
+
+/// Where ring's PKCS#8 v2 document holds the 32-byte seed (after its fixed 16-byte header).
+const V2_SEED: std::ops::Range<usize> = 16..48;
+/// DER of an RFC 8410 Ed25519 OneAsymmetricKey v1 up to the seed: SEQUENCE, version 0,
+/// AlgorithmIdentifier id-Ed25519, OCTET STRING wrapping the 32-byte CurvePrivateKey.
+const PKCS8_V1_ED25519_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
@@ -66,6 +79,16 @@ mod tests {
     fn generated_keys_sign_and_verify() {
         let (private, public) = generate().unwrap();
         assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
+        // PKCS#8 v1 (48 bytes of DER), and its seed is the key whose public half is written.
+        let b64: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
+        use base64::Engine;
+        let der = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        assert_eq!((der.len(), der[4]), (48, 0), "PKCS#8 v1");
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).unwrap();
+        assert_eq!(
+            pem::ed25519_public(pair.public_key().as_ref().try_into().unwrap()),
+            public
+        );
         let token = issue(private.as_bytes(), "alice", "vm1", Duration::from_secs(60)).unwrap();
         let v = TokenVerifier::from_public_pem(public.as_bytes(), 0).unwrap();
         let claims = v.verify(&token, unix_now()).unwrap();

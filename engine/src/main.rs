@@ -104,9 +104,18 @@ struct GatewayArgs {
     url: String,
     #[arg(long)]
     target: String,
-    /// Access token (or set PORTCULLIS_TOKEN).
-    #[arg(long, env = "PORTCULLIS_TOKEN", hide_env_values = true)]
-    token: String,
+    /// Access token. On a command line it is visible to every local user (`ps`): prefer the
+    /// PORTCULLIS_TOKEN environment variable or --token-file.
+    #[arg(
+        long,
+        env = "PORTCULLIS_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// Read the access token from this file (surrounding whitespace ignored).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Trust only the CA certificate(s) in this PEM file.
     #[arg(long, conflicts_with = "insecure")]
     ca: Option<PathBuf>,
@@ -116,6 +125,21 @@ struct GatewayArgs {
 }
 
 impl GatewayArgs {
+    fn token(&self) -> anyhow::Result<String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(anyhow!("{} holds no token", path.display()));
+                }
+                Ok(token.to_owned())
+            }
+            (None, None) => Err(anyhow!("no token: set PORTCULLIS_TOKEN or give --token-file")),
+        }
+    }
+
     fn resolve(&self) -> anyhow::Result<(GatewayUrl, std::sync::Arc<rustls::ClientConfig>)> {
         let url = GatewayUrl::parse(&self.url)?;
         let trust = match (&self.ca, self.insecure) {
@@ -214,20 +238,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.targets.len(),
                 config.users.len()
             );
+            for warning in portcullis::server::warnings(&config) {
+                println!("{}: warning: {warning}", file.display());
+            }
             Ok(())
         }
         Command::Connect { gw } => {
             let (url, tls) = gw.resolve()?;
+            let token = gw.token()?;
             let rt = client_runtime()?;
-            let result = rt.block_on(client::connect_stdio(&url, &gw.target, &gw.token, tls));
+            let result = rt.block_on(client::connect_stdio(&url, &gw.target, &token, tls));
             // A read of stdin may still be blocked in tokio's thread pool: do not wait for it.
             rt.shutdown_background();
             Ok(result?)
         }
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
+            let token = gw.token()?;
             let rt = client_runtime()?;
-            let result = rt.block_on(client::tunnel(url, gw.target, gw.token, tls, local));
+            let result = rt.block_on(client::tunnel(url, gw.target, token, tls, local));
             rt.shutdown_background();
             Ok(result?)
         }

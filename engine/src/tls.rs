@@ -123,20 +123,7 @@ pub fn client_config(trust: ServerTrust<'_>) -> Result<Arc<ClientConfig>> {
             };
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        ServerTrust::CaFile(path) => {
-            let pem = std::fs::read(path).map_err(|e| Error::file("cannot read CA file", path, e))?;
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| Error::Tls(format!("bad PEM in {}: {e}", path.display())))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| Error::Tls(format!("unusable CA certificate in {}: {e}", path.display())))?;
-            }
-            if roots.is_empty() {
-                return Err(Error::Tls(format!("no certificate in {}", path.display())));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        ServerTrust::CaFile(path) => builder.with_root_certificates(ca_roots(path)?).with_no_client_auth(),
         ServerTrust::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
@@ -146,8 +133,36 @@ pub fn client_config(trust: ServerTrust<'_>) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(config))
 }
 
-/// TLS to RDP servers, which mostly present self-signed certificates: the chain is passed to the
-/// browser client to verify, or checked against a configured pin. No ALPN (RDP does not use it).
+/// The CA certificates of a PEM file, as trust roots.
+fn ca_roots(path: &Path) -> Result<RootCertStore> {
+    let pem = std::fs::read(path).map_err(|e| Error::file("cannot read CA file", path, e))?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| Error::Tls(format!("bad PEM in {}: {e}", path.display())))?;
+        roots
+            .add(cert)
+            .map_err(|e| Error::Tls(format!("unusable CA certificate in {}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(Error::Tls(format!("no certificate in {}", path.display())));
+    }
+    Ok(roots)
+}
+
+/// TLS to an RDP server whose certificate must chain to the CA(s) in `ca` and name the host it is
+/// reached by (a target's `cert_ca`).
+pub fn rdp_client_config_with_ca(ca: &Path) -> Result<Arc<ClientConfig>> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(ca_roots(ca)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// TLS to RDP servers, which mostly present self-signed certificates: without a target's
+/// `cert_ca`, any certificate is taken here and the chain is checked against a configured pin
+/// (`cert_sha256`), if any. No ALPN (RDP does not use it).
 pub fn rdp_client_config() -> Arc<ClientConfig> {
     static CONFIG: std::sync::OnceLock<Arc<ClientConfig>> = std::sync::OnceLock::new();
     CONFIG

@@ -91,10 +91,15 @@ async fn rdcleanpath_to_xrdp() {
         .to_vec();
     let pin = |fingerprint: String| format!("cert_sha256 = \"{fingerprint}\"");
     let addr = xrdp.address();
+    let ca = xrdp.dir.path().join("ca.pem").display().to_string();
+    let leaf = xrdp.dir.path().join("cert.pem").display().to_string();
     let gw = Gateway::builder()
         .target("desk1", &addr, "rdp")
         .target_with("pinned", &addr, "rdp", &pin(hex(&Sha256::digest(&cert_der))))
         .target_with("mispinned", &addr, "rdp", &pin(hex(&[7u8; 32])))
+        .target_with("ca-checked", &addr, "rdp", &format!("cert_ca = \"{ca}\""))
+        // The server's own certificate is no CA: its chain leads nowhere from there.
+        .target_with("ca-other", &addr, "rdp", &format!("cert_ca = \"{leaf}\""))
         .password(PASSWORD)
         .start();
 
@@ -140,6 +145,16 @@ async fn rdcleanpath_to_xrdp() {
             }
         ),
         "{answer:?}"
+    );
+    // A certificate issued by the target's CA for its address passes; another CA's is refused.
+    answered(&gw, &gw.token("alice", "ca-checked"), "ca-checked").await;
+    let (_, answer) = ask(&gw, &gw.token("alice", "ca-other"), "ca-other").await;
+    assert!(matches!(answer, CleanPathAnswer::Error { .. }), "{answer:?}");
+    // Targets checked neither way are named at start.
+    assert!(
+        gw.log().contains("target desk1: any server certificate is accepted"),
+        "{}",
+        gw.log()
     );
 
     // A signed-in browser gets a one-time ticket instead of a token: for its target only, once.

@@ -223,7 +223,8 @@ fn connect_delivers_bytes_without_newline_promptly() {
     let gw = Gateway::builder().target("raw", target.addr, "tcp").start();
     let token = gw.token("alice", "raw");
     let mut child = Command::new(gateway_bin())
-        .args(["connect", &gw.url(), "--target", "raw", "--insecure", "--token", &token])
+        .args(["connect", &gw.url(), "--target", "raw", "--insecure"])
+        .env("PORTCULLIS_TOKEN", &token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -190,7 +190,7 @@ async fn refusals() {
     let headers = alice_headers(&gw, PASSWORD).await;
     let cookie = ("Cookie", headers[0].1.as_str());
     let origin = ("Origin", headers[1].1.as_str());
-    let forged = ("Cookie", "portcullis_session=AAAA");
+    let forged = ("Cookie", "__Host-portcullis_session=AAAA");
     for (what, path, headers, want) in [
         (
             "cross-origin with a valid cookie",
@@ -217,7 +217,9 @@ async fn refusals() {
     assert_eq!(msg["type"], "error");
     let message = msg["message"].as_str().unwrap_or_default();
     assert!(message.contains("does not match the pinned key"), "{msg}");
-    // Sign-out ends the session.
+    // A cross-site page cannot sign the user out; sign-out ends the session.
+    assert_eq!(https(&gw, "POST", "/api/logout", &[cookie, evil], "").await.0, 403);
+    assert_eq!(https(&gw, "GET", "/api/session", &[cookie], "").await.0, 200);
     assert_eq!(https(&gw, "POST", "/api/logout", &[cookie], "").await.0, 200);
     assert_eq!(https(&gw, "GET", "/api/session", &[cookie], "").await.0, 401);
     // bob may not replay.
@@ -287,6 +289,44 @@ async fn demo_gives_a_working_terminal() {
     ws.send_binary(b"echo demo-$((20+22)); stty size\n").await;
     wait_for(&mut ws, &mut out, "demo-42").await;
     wait_for(&mut ws, &mut out, "20 90").await;
+    // The tokens are in files, not in the printed commands (where `ps` would show them), and the
+    // printed `connect` works as printed.
+    assert!(!banner.contains("eyJ"), "a token in the banner:\n{banner}");
+    let line = banner
+        .lines()
+        .find(|l| l.contains("echo hello |"))
+        .unwrap_or_else(|| panic!("no connect example:\n{banner}"));
+    let file = line.rsplit("--token-file ").next().unwrap().trim();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    let mut connect = Command::new(gateway_bin());
+    connect.args([
+        "connect",
+        &format!("wss://{addr}"),
+        "--insecure",
+        "--target",
+        "echo",
+        "--token-file",
+        file,
+    ]);
+    let out = process::run_bounded_fed(&mut connect, 20 * SEC, |mut stdin| {
+        use std::io::Write;
+        let _ = stdin.write_all(b"hello through the demo\n");
+    });
+    assert_eq!(text(&out.stdout), "hello through the demo\n", "{}", text(&out.stderr));
+}
+
+/// The demo serves a shell behind a printed password: loopback only.
+#[test]
+fn the_demo_refuses_to_listen_beyond_loopback() {
+    let out = Command::new(gateway_bin())
+        .args(["serve", "--listen", "0.0.0.0:1"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("loopback only"), "{err}");
 }
 
 /// The gateway's credentials may live in an SSH agent instead of a key file.

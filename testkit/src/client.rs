@@ -6,6 +6,7 @@
 use crate::gateway::Gateway;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use portcullis::cli::client::ClientTls;
+use portcullis::web::signin::COOKIE;
 use portcullis_protocols::http::{self, HeadLimits, UpgradeAnswer, UpgradeRequest};
 use portcullis_protocols::ws::{self, CloseCode, Limits, Message, MessageAssembler, OpCode, Role};
 use std::net::SocketAddr;
@@ -167,18 +168,18 @@ pub async fn https(
     (status_of(&resp), head.to_owned(), body.to_owned())
 }
 
-/// Signs in to the web app: the status, and the session cookie (`portcullis_session=…`) if set.
+/// Signs in to the web app: the status, and the session cookie (`__Host-portcullis_session=…`) if set.
 pub async fn sign_in(ep: &impl Endpoint, user: &str, password: &str) -> (u16, Option<String>) {
     let body = serde_json::json!({ "user": user, "password": password }).to_string();
     let (status, head, _) = https(ep, "POST", "/api/login", &[], &body).await;
     (status, session_cookie(&head))
 }
 
-/// The `portcullis_session` cookie a response head sets, as `name=value` for a `Cookie` header.
+/// The session cookie a response head sets, as `name=value` for a `Cookie` header.
 pub fn session_cookie(head: &str) -> Option<String> {
     head.lines()
-        .find_map(|l| l.strip_prefix("Set-Cookie: portcullis_session="))
-        .map(|v| format!("portcullis_session={}", v.split(';').next().unwrap_or("")))
+        .find_map(|l| l.strip_prefix(&format!("Set-Cookie: {COOKIE}=")))
+        .map(|v| format!("{COOKIE}={}", v.split(';').next().unwrap_or("")))
 }
 
 /// One WebSocket frame as a client sends it; `masked: false` breaks RFC 6455 on purpose.

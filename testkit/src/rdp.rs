@@ -266,27 +266,10 @@ impl Xrdp {
         let dir = tempdir("portcullis-rdp-");
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let d = dir.path();
+        // A server certificate for 127.0.0.1 and localhost issued by a CA of its own (`ca.pem`),
+        // as an enterprise would deploy: pinned by fingerprint, or checked against the CA.
         let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
-        let out = run_bounded(
-            Command::new(OPENSSL)
-                .args([
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=localhost",
-                ])
-                .arg("-keyout")
-                .arg(&key)
-                .arg("-out")
-                .arg(&cert),
-            Duration::from_secs(60),
-        );
-        assert!(out.status.success(), "openssl req failed: {}", crate::text(&out.stderr));
+        issue_server_cert(d, &cert, &key);
         let wm = d.join("wm.sh");
         std::fs::write(
             &wm,
@@ -565,6 +548,71 @@ impl ClientSession {
     pub fn stop(&mut self) {
         self.process.stop();
     }
+}
+
+/// Writes `dir/ca.pem` (a CA) and the server certificate and key it issues (SANs `127.0.0.1`,
+/// `localhost`) to `cert` and `key`.
+fn issue_server_cert(dir: &Path, cert: &Path, key: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = run_bounded(
+            Command::new(OPENSSL).args(args).current_dir(dir),
+            Duration::from_secs(60),
+        );
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            crate::text(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=portcullis test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
 }
 
 #[cfg(test)]

@@ -20,17 +20,10 @@ impl Tunnel {
     pub fn start(gw: &Gateway, target: &str, token: &str) -> Tunnel {
         let port = crate::free_port();
         let mut child = Command::new(gateway_bin())
-            .args([
-                "tunnel",
-                &gw.url(),
-                "--target",
-                target,
-                "--token",
-                token,
-                "--insecure",
-                "--local",
-            ])
+            .args(["tunnel", &gw.url(), "--target", target, "--insecure", "--local"])
             .arg(format!("127.0.0.1:{port}"))
+            // Never on the command line, where `ps` shows it.
+            .env("PORTCULLIS_TOKEN", token)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

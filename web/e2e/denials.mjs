@@ -57,7 +57,7 @@ async function signedInRefusals(c, browser, check) {
   const ttlPage = watchPage(await ttlCtx.newPage(), "ttl");
   await signIn(ttlPage, c.ttl_url, c.user, c.password);
   const signedInAt = Date.now();
-  const [stale] = (await ttlCtx.cookies(c.ttl_url)).filter((k) => k.name === "portcullis_session");
+  const [stale] = (await ttlCtx.cookies(c.ttl_url)).filter((k) => k.name === "__Host-portcullis_session");
   assert(stale && stale.httpOnly && stale.secure && stale.sameSite === "Strict", `session cookie is HttpOnly, Secure, SameSite=Strict: ${JSON.stringify(stale && { ...stale, value: "…" })}`);
   check("signed in on the gateway with session_ttl = 2s; the cookie is HttpOnly, Secure, SameSite=Strict");
 
@@ -102,8 +102,8 @@ async function signedInRefusals(c, browser, check) {
     // 127.0.0.1 (cookies are not scoped by port), which reports the headers it got.
     await probeWebSocket(evil, `${servers.snifferUrl}/sniff`);
     const sniffed = await waitFor(() => servers.sniffed[0], "the sniffer's handshake");
-    const [cookie] = (await ctx.cookies(c.url)).filter((k) => k.name === "portcullis_session");
-    assert(cookie && (sniffed.cookie || "").includes(`portcullis_session=${cookie.value}`), `a WebSocket from ${servers.httpsUrl} carries the session cookie: ${JSON.stringify({ ...sniffed, cookie: sniffed.cookie ? "(set)" : null })}`);
+    const [cookie] = (await ctx.cookies(c.url)).filter((k) => k.name === "__Host-portcullis_session");
+    assert(cookie && (sniffed.cookie || "").includes(`__Host-portcullis_session=${cookie.value}`), `a WebSocket from ${servers.httpsUrl} carries the session cookie: ${JSON.stringify({ ...sniffed, cookie: sniffed.cookie ? "(set)" : null })}`);
     assert(sniffed.origin === servers.httpsUrl.replace(/\/$/, ""), `its Origin is the page's: ${sniffed.origin}`);
     const sameSite = await refusedWebSocket(ctx, evil, `${wss(c.url)}/v1/ssh/${c.allowed[0]}`);
     check(`from ${servers.httpsUrl} (same site: the cookie goes along) the terminal WebSocket does not open: ${sameSite}`);

@@ -55,6 +55,9 @@ pub struct Target {
     pub protocol: Protocol,
     /// RDP only: the SHA-256 of the server's TLS certificate; a mismatch is refused.
     pub cert_sha256: Option<[u8; 32]>,
+    /// RDP only: CA certificates (PEM) the server's chain must lead to, for the target's host
+    /// name or IP address.
+    pub cert_ca: Option<PathBuf>,
     /// Web clients offer copy and paste (terminal, web RDP).
     pub clipboard: bool,
     /// Overrides of `[session]` for every session to this target, whatever the route.
@@ -553,7 +556,7 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
         return cx.err(
             Some(t.address.span()),
             "target.address",
-            "expected host:port, e.g. \"10.0.0.4:22\"",
+            "expected host:port, e.g. \"10.0.0.4:22\" (an IPv6 address in brackets: \"[2001:db8::4]:22\")",
         );
     }
     let cert_sha256 = match &t.cert_sha256 {
@@ -572,11 +575,18 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
             }
         },
     };
+    let cert_ca = match &t.cert_ca {
+        Some(ca) if protocol != Protocol::Rdp => {
+            return cx.err(Some(ca.span()), "target.cert_ca", "only for rdp targets")
+        }
+        ca => ca.as_ref().map(|ca| cx.path(ca.get_ref())),
+    };
     Ok(Target {
         name: name.clone(),
         address: t.address.get_ref().clone(),
         protocol,
         cert_sha256,
+        cert_ca,
         clipboard: t.clipboard,
         idle_timeout: cx.optional_duration(&t.idle_timeout, &settings::TARGET_IDLE_TIMEOUT)?,
         max_lifetime: cx.optional_duration(&t.max_lifetime, &settings::TARGET_MAX_LIFETIME)?,
@@ -697,12 +707,17 @@ pub fn valid_name(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// `host:port`: a name or IPv4 address, or an IPv6 address in brackets (`[2001:db8::4]:22`;
+/// unbracketed, `2001:db8::4:22` would be read as a host and port at connect time).
 fn valid_address(s: &str) -> bool {
     let Some((host, port)) = s.rsplit_once(':') else {
         return false;
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => !host.is_empty() && !host.contains([':', '[', ']', ' ', '/']),
+    };
+    host_ok && port.parse::<u16>().is_ok_and(|p| p != 0)
 }
 
 #[cfg(test)]

@@ -126,6 +126,7 @@ pub(super) struct RawTarget {
     pub address: Spanned<String>,
     pub protocol: Spanned<String>,
     pub cert_sha256: Option<Spanned<String>>,
+    pub cert_ca: Option<Spanned<PathBuf>>,
     pub ssh_user: Option<Spanned<String>>,
     pub ssh_key: Option<Spanned<PathBuf>>,
     pub ssh_agent: Option<Spanned<PathBuf>>,

@@ -59,6 +59,20 @@ fn errors_name_key_and_line() {
     assert!(e.contains("line 4") && e.contains("wrokers"), "{e}");
     let e = error_of(&GOOD.replace("10.0.0.4:22", "10.0.0.4"));
     assert!(e.starts_with("line 16: target.address"), "{e}");
+    // IPv6 only in brackets: unbracketed, the last group would be taken for the port.
+    for bad in ["2001:db8::4:22", "[2001:db8::4:22", "[not-v6]:22", "[::1]:0"] {
+        let e = error_of(&GOOD.replace("10.0.0.4:22", bad));
+        assert!(
+            e.starts_with("line 16: target.address") && e.contains("brackets"),
+            "{bad}: {e}"
+        );
+    }
+    for good in ["[2001:db8::4]:22", "[::1]:3389", "vm1.internal:22"] {
+        assert!(
+            Config::parse(&GOOD.replace("10.0.0.4:22", good), Path::new("/")).is_ok(),
+            "{good}"
+        );
+    }
     let e = error_of(&GOOD.replace("key = \"key.pem\"", ""));
     assert!(e.contains("tls.key"), "{e}");
     let e = error_of(&format!(

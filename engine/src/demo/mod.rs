@@ -21,6 +21,13 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
     if let Some(l) = listen {
         config.listen = l;
     }
+    if !config.listen.ip().is_loopback() {
+        // Anyone who reaches it gets a shell behind a password printed on a terminal.
+        return Err(Error::Usage(format!(
+            "the demo listens on loopback only (127.0.0.1 or ::1), not {}: it serves a shell behind a printed password; give a --config to listen elsewhere",
+            config.listen
+        )));
+    }
     if let Some(t) = config.targets.get_mut("echo") {
         Arc::make_mut(t).address = echo.to_string();
     }
@@ -50,8 +57,13 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
     let (private, public) = keys::generate()?;
     let ttl = Duration::from_secs(8 * 3600);
     let listen = config.listen;
-    let echo_token = keys::issue(private.as_bytes(), "demo", "echo", ttl)?;
-    let ssh_token = keys::issue(private.as_bytes(), "demo", "local-ssh", ttl)?;
+    // Tokens go to files (0600), not into the commands printed below, where `ps` would show them.
+    let echo_token = write_token(&dir, "echo", &keys::issue(private.as_bytes(), "demo", "echo", ttl)?)?;
+    let ssh_token = write_token(
+        &dir,
+        "local-ssh",
+        &keys::issue(private.as_bytes(), "demo", "local-ssh", ttl)?,
+    )?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "portcullis".into());
@@ -63,14 +75,15 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
              Web terminal: open https://{listen}/ and sign in as demo / {password}\n\
              (demo-shell is a built-in SSH server giving your own shell; sessions are recorded in {rec})\n\n\
              Targets: echo (built-in echo server at {echo}), local-ssh (127.0.0.1:22), demo-shell (built-in)\n\
-             Tokens for user \"demo\" (valid 8h):\n  echo:      {echo_token}\n  local-ssh: {ssh_token}\n\n\
+             Tokens for user \"demo\" (valid 8h), in files readable by you only:\n  echo:      {echo}\n  local-ssh: {ssh}\n\n\
              Try it:\n  curl -k https://{listen}/healthz\n  \
-             echo hello | PORTCULLIS_TOKEN={echo_token} {exe} connect {url} --insecure --target echo\n  \
-             ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh' $USER@local-ssh   \
-             (with PORTCULLIS_TOKEN={ssh_token} exported)\n\n\
+             echo hello | {exe} connect {url} --insecure --target echo --token-file {echo}\n  \
+             ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh --token-file {ssh}' $USER@local-ssh\n\n\
              Stop with Ctrl-C.",
             fp = id.fingerprint,
-            rec = dir.join("recordings").display()
+            rec = dir.join("recordings").display(),
+            echo = echo_token.display(),
+            ssh = ssh_token.display(),
         );
         let _ = std::io::stdout().flush();
     });
@@ -104,4 +117,19 @@ fn start_echo() -> Result<SocketAddr> {
         })
         .map_err(io)?;
     Ok(addr)
+}
+
+/// Writes a demo token to `dir/<target>.token`, 0600; returns the path.
+fn write_token(dir: &Path, target: &str, token: &str) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!("{target}.token"));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .map_err(|e| Error::file("cannot write", &path, e))?;
+    Ok(path)
 }

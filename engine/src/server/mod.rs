@@ -41,6 +41,8 @@ use std::time::Duration;
 pub struct State {
     pub policy: Policy,
     pub acceptor: futures_rustls::TlsAcceptor,
+    /// TLS to RDP targets with a `cert_ca`, by target name (the others use `rdp_client_config`).
+    pub rdp_trust: std::collections::HashMap<String, Arc<rustls::ClientConfig>>,
 }
 
 /// Process-wide services, alive for the whole run.
@@ -93,10 +95,12 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations
         .map_err(Error::TokenKey)?
         .expecting(config.auth.expectations());
     check_host_keys(&config)?;
+    let rdp_trust = rdp_trust(&config)?;
     let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
     Ok(State {
         policy: Policy::new(config, verifier, revocations.clone()),
         acceptor,
+        rdp_trust,
     })
 }
 
@@ -117,7 +121,42 @@ pub fn validate(config: &Config) -> Result<()> {
     let pem = std::fs::read(&config.auth.token_public_key)
         .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?;
     TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
+    rdp_trust(config)?;
     check_host_keys(config)
+}
+
+/// What `config check` and the start warn about without refusing: RDP targets whose server
+/// certificate nothing checks (no `cert_sha256`, no `cert_ca`).
+pub fn warnings(config: &Config) -> Vec<String> {
+    let mut unpinned: Vec<&str> = config
+        .targets
+        .values()
+        .filter(|t| t.protocol == portcullis_core::config::Protocol::Rdp)
+        .filter(|t| t.cert_sha256.is_none() && t.cert_ca.is_none())
+        .map(|t| t.name.as_str())
+        .collect();
+    unpinned.sort();
+    unpinned
+        .into_iter()
+        .map(|name| {
+            format!("target {name}: any server certificate is accepted (set cert_sha256 or cert_ca to check it)")
+        })
+        .collect()
+}
+
+/// The TLS client configurations of RDP targets with a `cert_ca`.
+fn rdp_trust(config: &Config) -> Result<std::collections::HashMap<String, Arc<rustls::ClientConfig>>> {
+    let mut trust = std::collections::HashMap::new();
+    for t in config.targets.values() {
+        if let Some(ca) = &t.cert_ca {
+            let tls = crate::tls::rdp_client_config_with_ca(ca).map_err(|e| Error::Target {
+                target: t.name.clone(),
+                message: format!("cert_ca: {e}"),
+            })?;
+            trust.insert(t.name.clone(), tls);
+        }
+    }
+    Ok(trust)
 }
 
 /// Host keys were checked for shape with the configuration; the SSH client must also take them.
@@ -157,6 +196,9 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let identity = load_identity(&config)?;
     let audit = Audit::start(config.audit_path.as_deref())?;
     let (listen, workers) = (config.listen, config.workers);
+    for warning in warnings(&config) {
+        tracing::warn!("{warning}");
+    }
     let capacity = connection_capacity(workers);
     let admission = admission::Admission::new(&config.limits.connections, capacity);
     let limits = admission.limits();

@@ -244,6 +244,10 @@ async fn start_session(req: &WebRequest<'_>, user: String, only_target: Option<S
 }
 
 async fn logout(req: &WebRequest<'_>) -> Response {
+    // A cross-site page must not sign users out either.
+    if !origin_ok(req.head, req.policy) {
+        return Response::error(403, "cross-origin request refused");
+    }
     if let Err(r) = store(req, signin::end_session(req.web.store.as_ref(), req.head)).await {
         return r;
     }

@@ -9,7 +9,9 @@ use portcullis_protocols::http::RequestHead;
 use std::net::IpAddr;
 use std::time::Duration;
 
-pub const COOKIE: &str = "portcullis_session";
+/// `__Host-`: browsers accept it only from this host, `Secure`, with `Path=/` and no `Domain`,
+/// so a sibling subdomain cannot plant one (cookie tossing).
+pub const COOKIE: &str = "__Host-portcullis_session";
 /// Tickets are recognisable, so `/v1/rdp` knows not to parse them as tokens.
 pub const TICKET_PREFIX: &str = "pct_";
 const TICKET_TTL: Duration = Duration::from_secs(60);
@@ -23,14 +25,18 @@ pub enum SigninError {
     Random(#[from] RandomError),
 }
 
-/// The session cookie's value in a request, if any.
+/// The session cookie's value in a request, if there is exactly one: several (a planted one next
+/// to the real one) are ambiguous, and neither is taken.
 pub fn cookie<'a>(head: &RequestHead<'a>) -> Option<&'a str> {
-    head.headers
+    let mut values = head
+        .headers
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
         .filter_map(|(_, v)| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')))
+        .filter_map(|c| c.trim().strip_prefix(COOKIE).and_then(|v| v.strip_prefix('=')));
+    let first = values.next()?;
+    values.next().is_none().then_some(first)
 }
 
 /// `Set-Cookie` for a session (an empty value and 0 end it).
@@ -249,6 +255,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(block_on(current(&s, &head)).unwrap(), Some(session));
+        // A second cookie of the same name (planted, or a stale one) makes it ambiguous.
+        for twice in [
+            format!("GET / HTTP/1.1\r\nCookie: {COOKIE}=planted; {COOKIE}={value}\r\n\r\n"),
+            format!("GET / HTTP/1.1\r\nCookie: {COOKIE}={value}\r\nCookie: {COOKIE}=planted\r\n\r\n"),
+        ] {
+            let head = portcullis_protocols::http::parse_head(twice.as_bytes(), Default::default())
+                .unwrap()
+                .unwrap();
+            assert_eq!(cookie(&head), None, "{twice}");
+        }
+        // The old name (without the prefix) is not the session cookie.
+        let old = format!("GET / HTTP/1.1\r\nCookie: portcullis_session={value}\r\n\r\n");
+        let head = portcullis_protocols::http::parse_head(old.as_bytes(), Default::default())
+            .unwrap()
+            .unwrap();
+        assert_eq!(cookie(&head), None);
         block_on(end_session(&s, &head)).unwrap();
         assert_eq!(block_on(current(&s, &head)).unwrap(), None);
         let ticket = block_on(issue_ticket(&s, "a", "desk")).unwrap();

@@ -82,8 +82,13 @@ pub(crate) fn parse_close(payload: &[u8]) -> Result<(Option<CloseCode>, ControlP
         };
     };
     let code = CloseCode(u16::from_be_bytes(*code));
-    if !code.is_valid_on_wire() || core::str::from_utf8(reason).is_err() {
+    if !code.is_valid_on_wire() {
         return Err(ProtocolError::InvalidClosePayload);
+    }
+    // A reason that is not UTF-8 is invalid payload data (1007), as RFC 6455 §8.1 and the
+    // Autobahn suite (7.5.1) have it, not a protocol error.
+    if core::str::from_utf8(reason).is_err() {
+        return Err(ProtocolError::InvalidUtf8);
     }
     let reason = ControlPayload::new(reason).ok_or(ProtocolError::ControlTooLong)?;
     Ok((Some(code), reason))
@@ -173,10 +178,7 @@ mod tests {
         assert_eq!(parse_close(&[]), Ok((None, ControlPayload::empty())));
         assert_eq!(parse_close(&[0x03]), Err(ProtocolError::InvalidClosePayload));
         assert_eq!(parse_close(&[0x03, 0xed]), Err(ProtocolError::InvalidClosePayload)); // 1005
-        assert_eq!(
-            parse_close(&[0x03, 0xe8, 0xc3]),
-            Err(ProtocolError::InvalidClosePayload)
-        );
+        assert_eq!(parse_close(&[0x03, 0xe8, 0xc3]), Err(ProtocolError::InvalidUtf8));
         let (code, reason) = parse_close(&[0x0f, 0xa0, b'o', b'k']).unwrap();
         assert_eq!((code, reason.as_str()), (Some(CloseCode(4000)), "ok"));
     }

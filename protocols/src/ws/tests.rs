@@ -349,10 +349,14 @@ fn utf8_errors() {
 
 #[test]
 fn invalid_close_payloads() {
-    for payload in [&b"\x03"[..], b"\x03\xed", b"\x03\xee", b"\x0b\xb8\xff", b"\x00\x00"] {
+    for payload in [&b"\x03"[..], b"\x03\xed", b"\x03\xee", b"\x00\x00"] {
         let wire = frame(true, OpCode::Close, payload, None);
         assert_eq!(error(Role::Client, &wire), InvalidClosePayload, "{payload:x?}");
     }
+    // A valid code with a reason that is not UTF-8: 1007, not 1002.
+    let wire = frame(true, OpCode::Close, b"\x0b\xb8\xff", None);
+    assert_eq!(error(Role::Client, &wire), InvalidUtf8);
+    assert_eq!(InvalidUtf8.close_code(), CloseCode::INVALID_PAYLOAD);
 }
 
 #[test]

@@ -197,7 +197,12 @@ async fn establish(conn: &Conn, grant: &Grant, request: &CleanPathRequest) -> Re
         .map(|a| a.to_string())
         .unwrap_or_else(|_| target.address.clone());
     let confirm = negotiate(&mut tcp, request, settings.connect_timeout).await?;
-    let server = tls_with_server(tcp, target.host(), settings.handshake_timeout).await?;
+    // With a `cert_ca`, the server's chain must lead to it and name the target's host.
+    let tls = match conn.state.rdp_trust.get(&target.name) {
+        Some(tls) => tls.clone(),
+        None => crate::tls::rdp_client_config(),
+    };
+    let server = tls_with_server(tcp, target.host(), tls, settings.handshake_timeout).await?;
     let chain: Vec<Vec<u8>> = server
         .get_ref()
         .1
@@ -268,10 +273,15 @@ async fn negotiate(
 
 /// The TLS handshake with the RDP server, as its client. Its certificate is checked by the
 /// browser (and by a configured pin), so any is accepted here.
-async fn tls_with_server(tcp: TcpStream, host: &str, limit: std::time::Duration) -> Result<ServerTls, Refusal> {
+async fn tls_with_server(
+    tcp: TcpStream,
+    host: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    limit: std::time::Duration,
+) -> Result<ServerTls, Refusal> {
     let name =
         ServerName::try_from(host.to_owned()).map_err(|_| Refusal::general(format!("bad server name {host}")))?;
-    let connector = futures_rustls::TlsConnector::from(crate::tls::rdp_client_config());
+    let connector = futures_rustls::TlsConnector::from(tls);
     match timeout(limit, connector.connect(name, Socket::new(tcp))).await {
         Some(Ok(s)) => Ok(s),
         Some(Err(e)) => {
