@@ -65,7 +65,10 @@ impl Xvfb {
             let child = spawn_logged(
                 Command::new(XVFB)
                     .arg(format!(":{display}"))
-                    .args(["-nolisten", "tcp", "-screen", "0", "1024x768x24"]),
+                    // -noreset: by default the server resets when its last client leaves, and
+                    // a client connecting during that reset (freerdp-shadow-cli right after
+                    // xdpyinfo's check) fails with "failed to open display".
+                    .args(["-nolisten", "tcp", "-noreset", "-screen", "0", "1024x768x24"]),
                 &log,
             );
             let mut process = ChildGuard::new(child, Duration::from_secs(3));
