@@ -177,6 +177,11 @@ if [[ ${DEFAULT_LIMITS:-0} == 1 ]]; then
     LIMITS_SECTION=""
 else
     LIMITS_SECTION=$'[limits]\nnew_connections_per_second = 1000000\nmax_connections_per_client = 10000000'
+    # One user opens every session of a scenario: lift the per-user cap too, on binaries that
+    # have one (older ones refuse the key).
+    if grep -qa max_sessions_per_user "$GATEWAY"; then
+        LIMITS_SECTION+=$'\n[session]\nmax_sessions_per_user = 1000000'
+    fi
 fi
 L=$BIN/portcullis-loadgen
 for b in "$GATEWAY" "$L" "$BIN/rustls-handshake" "$BIN/compare-report"; do

@@ -132,6 +132,7 @@ pub fn fixture() -> &'static Fixture {
                     jti: format!("t{i}"),
                     iss: None,
                     aud: None,
+                    scope: None,
                 };
                 issuer.issue(&claims).expect("sign")
             })

@@ -191,6 +191,7 @@ fn claims() -> Claims {
         jti: "5f0c3a8e-2b7d-4e61-9a53-0c8d7f1e2a44".into(),
         iss: None,
         aud: None,
+        scope: None,
     }
 }
 

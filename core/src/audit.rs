@@ -69,6 +69,10 @@ end_reasons! {
     TokenExpired => "token_expired",
     /// The gateway failed inside this connection (a bug, caught and counted; `detail`: what).
     InternalError => "internal_error",
+    /// An administrator ended the session (`portcullis admin terminate`); `terminated_by` says who.
+    Terminated => "terminated",
+    /// An administrator revoked the session's user or token (`revoke-user`, `revoke-token`).
+    Revoked => "revoked",
 }
 
 impl fmt::Display for EndReason {
@@ -147,6 +151,44 @@ impl Via {
 pub enum AuditRecord {
     Session(SessionRecord),
     Denied(DenialRecord),
+    Admin(AdminRecord),
+}
+
+/// What an administrator did through the admin API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AdminAction {
+    /// Only refused scrapes are recorded.
+    ReadMetrics,
+    ListSessions,
+    Terminate,
+    RevokeUser,
+    RevokeToken,
+}
+
+/// One admin API request that changed something or read sessions, granted or refused.
+#[derive(Debug, Serialize)]
+pub struct AdminRecord {
+    pub time: String,
+    /// The admin token's user; absent when the request was refused before it was known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    pub client: String,
+    pub action: AdminAction,
+    /// The session id, user name or token id acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A revocation's end (RFC 3339); absent: for good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// HTTP status of the answer: 2xx done, else refused or failed.
+    pub status: u16,
+    /// Live sessions the action ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_ended: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A session that was granted and has ended.
@@ -176,6 +218,9 @@ pub struct SessionRecord {
     pub recording: Option<String>,
     #[serde(skip_serializing_if = "Via::is_tunnel")]
     pub via: Via,
+    /// The administrator who terminated or revoked the session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminated_by: Option<String>,
 }
 
 /// A request the gateway refused.
@@ -272,6 +317,7 @@ mod tests {
             rdp_cookie: None,
             recording: None,
             via: Via::Tunnel,
+            terminated_by: None,
         });
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["event"], "session");

@@ -52,6 +52,17 @@ pub fn unix_now() -> u64 {
 
 /// Signs a token for `user` to reach `target`, valid from now for `ttl`, with a random `jti`.
 pub fn issue(private_pem: &[u8], user: &str, target: &str, ttl: Duration) -> Result<String, KeyError> {
+    issue_scoped(private_pem, user, target, None, ttl)
+}
+
+/// A token with a `scope` (e.g. `admin`, for the admin API; such tokens name no target).
+pub fn issue_scoped(
+    private_pem: &[u8],
+    user: &str,
+    target: &str,
+    scope: Option<&str>,
+    ttl: Duration,
+) -> Result<String, KeyError> {
     if ttl.is_zero() || ttl > MAX_TTL {
         return Err(KeyError::Ttl);
     }
@@ -66,6 +77,7 @@ pub fn issue(private_pem: &[u8], user: &str, target: &str, ttl: Duration) -> Res
         jti: crate::secret::random_hex::<16>()?,
         iss: None,
         aud: None,
+        scope: scope.map(str::to_owned),
     };
     Ok(issuer.issue(&claims)?)
 }

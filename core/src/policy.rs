@@ -89,6 +89,9 @@ pub enum Denial {
     /// A live session's target is no longer what it was granted as (address or protocol).
     #[error("the target has changed")]
     TargetChanged,
+    /// The token has no `admin` scope, or its user is not in `[admin] users`.
+    #[error("not an admin token")]
+    NotAdmin,
 }
 
 fn article(p: &Protocol) -> &'static str {
@@ -110,7 +113,8 @@ impl Denial {
             | Denial::Revoked
             | Denial::ReplayNotAllowed
             | Denial::OutOfScope
-            | Denial::TargetChanged => 403,
+            | Denial::TargetChanged
+            | Denial::NotAdmin => 403,
             Denial::WrongProtocol(_) => 400,
         }
     }
@@ -183,6 +187,22 @@ impl Policy {
             token_expires: who.token_expires,
             via,
         })
+    }
+
+    /// Decides whether `token` may use the admin API at `now`: a valid token (signature, period,
+    /// issuer, audience, lifetime) with the `admin` scope, neither it nor its user revoked, and
+    /// its user in `[admin] users` when that list is set. Returns the administrator's name.
+    pub fn authorize_admin(&self, token: Option<&str>, now: u64) -> Result<String, Denial> {
+        let token = token.ok_or(Denial::MissingToken)?;
+        let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+        if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
+            return Err(Denial::Revoked);
+        }
+        let listed = self.config.admin.users.is_empty() || self.config.admin.users.contains(&claims.sub);
+        if !claims.has_scope(portcullis_protocols::token::ADMIN_SCOPE) || !listed {
+            return Err(Denial::NotAdmin);
+        }
+        Ok(claims.sub)
     }
 
     /// Whether this policy (after a reload) still allows a live session granted by an earlier

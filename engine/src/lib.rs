@@ -13,8 +13,11 @@
 //! - `store/`: state gateways of a fleet share (sessions, throttle, tickets, revocations);
 //! - `blocking`: bounded pools for blocking work (files, password hashing, DNS);
 //! - `cli/`: the native client and the administrator's commands; `demo/`: `serve` without config;
+//! - `admin/`: the operators' listener (health, readiness, metrics, the admin API);
+//! - `metrics`: per-core counters, summed at scrape;
 //! - `audit`, `tls`, `error`.
 
+pub mod admin;
 pub mod audit;
 pub mod blocking;
 pub mod cli;
@@ -22,6 +25,7 @@ pub mod demo;
 pub mod error;
 pub mod fault;
 pub mod logging;
+pub mod metrics;
 pub mod relay;
 pub mod server;
 pub mod ssh;

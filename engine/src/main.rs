@@ -74,6 +74,53 @@ enum Command {
         #[arg(long)]
         local: SocketAddr,
     },
+    /// Operate a running gateway through its admin listener (`[admin] listen`).
+    Admin {
+        #[command(flatten)]
+        conn: AdminArgs,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The admin listener: http://HOST:PORT on loopback, https://HOST:PORT elsewhere.
+    #[arg(long, default_value = "http://127.0.0.1:9464", env = "PORTCULLIS_ADMIN_URL")]
+    url: String,
+    /// A file holding an admin token (`portcullis token issue --scope admin`).
+    #[arg(long, value_name = "FILE", env = "PORTCULLIS_ADMIN_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// Trust only the CA certificate(s) in this PEM file (https).
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the admin listener's certificate (self-signed gateways only).
+    #[arg(long)]
+    insecure: bool,
+    /// Print the API's JSON answer as it is.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// List live sessions.
+    Sessions,
+    /// End a live session (its client gets Close 1008; audited `ended: terminated`).
+    Terminate { id: String },
+    /// Refuse a user's new sessions and end their live ones (`ended: revoked`).
+    RevokeUser {
+        name: String,
+        /// Until when: a duration from now (e.g. 2h) or an RFC 3339 time; default: for good.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Refuse a token (by its `jti`) and end the sessions it opened.
+    RevokeToken {
+        jti: String,
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,8 +131,12 @@ enum TokenCommand {
         key: PathBuf,
         #[arg(long)]
         user: String,
+        /// The target it reaches; not needed for `--scope admin`.
+        #[arg(long, required_unless_present = "scope")]
+        target: Option<String>,
+        /// Rights beyond a target: `admin` for the admin API.
         #[arg(long)]
-        target: String,
+        scope: Option<String>,
         /// Lifetime, e.g. 15m, 1h.
         #[arg(long, default_value = "15m")]
         ttl: humantime::Duration,
@@ -198,7 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 config.listen = l;
             }
             let listen = config.listen;
-            let on_ready = Box::new(move |id: &portcullis::tls::Identity| {
+            let on_ready = Box::new(move |id: &portcullis::tls::Identity, admin: Option<SocketAddr>| {
                 if log_format == LogFormat::Json {
                     return; // every stderr line is JSON; the listening event says the same
                 }
@@ -207,6 +258,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "portcullis: listening on {listen}, certificate{kind} SHA-256 {}",
                     id.fingerprint
                 );
+                if let Some(admin) = admin {
+                    eprintln!("portcullis: admin listener (health, metrics, admin API) on {admin}");
+                }
             });
             Ok(serve(ServeOptions {
                 config,
@@ -219,11 +273,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { out } => Ok(portcullis::cli::keygen::keygen(&out)?),
         Command::Passwd => Ok(portcullis::cli::passwd::run()?),
         Command::Token {
-            command: TokenCommand::Issue { key, user, target, ttl },
+            command:
+                TokenCommand::Issue {
+                    key,
+                    user,
+                    target,
+                    scope,
+                    ttl,
+                },
         } => {
             let pem = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
-            let token = portcullis_core::keys::issue(&pem, &user, &target, Duration::from(ttl))
-                .context("cannot issue the token")?;
+            let target = target.unwrap_or_default();
+            let token =
+                portcullis_core::keys::issue_scoped(&pem, &user, &target, scope.as_deref(), Duration::from(ttl))
+                    .context("cannot issue the token")?;
             println!("{token}");
             Ok(())
         }
@@ -252,6 +315,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.shutdown_background();
             Ok(result?)
         }
+        Command::Admin { conn, command } => admin(conn, command),
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
             let token = gw.token()?;
@@ -261,6 +325,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(result?)
         }
     }
+}
+
+fn admin(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
+    use portcullis::cli::admin::{format_sessions, request, AdminUrl};
+    let url = AdminUrl::parse(&args.url)?;
+    let tls = if url.tls {
+        let trust = match (&args.ca, args.insecure) {
+            (Some(ca), _) => ServerTrust::CaFile(ca),
+            (None, true) => ServerTrust::Insecure,
+            (None, false) => ServerTrust::WebPki,
+        };
+        Some(client_config(trust)?)
+    } else {
+        None
+    };
+    let text = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read {}", args.token_file.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(anyhow!("{} holds no token", args.token_file.display()));
+    }
+    let until = |t: Option<String>| -> anyhow::Result<Option<String>> {
+        let Some(t) = t else { return Ok(None) };
+        if let Ok(d) = humantime::parse_duration(&t) {
+            let at = std::time::SystemTime::now() + d;
+            return Ok(Some(portcullis_core::audit::rfc3339(at)));
+        }
+        humantime::parse_rfc3339_weak(&t)
+            .with_context(|| format!("--until {t}: expected a duration (2h) or an RFC 3339 time"))?;
+        Ok(Some(t))
+    };
+    let (method, path, body) = match command {
+        AdminCommand::Sessions => ("GET", "/v1/sessions".to_owned(), None),
+        AdminCommand::Terminate { id } => ("DELETE", format!("/v1/sessions/{id}"), None),
+        AdminCommand::RevokeUser { name, until: t } => (
+            "POST",
+            "/v1/revocations".to_owned(),
+            Some(serde_json::json!({ "user": name, "until": until(t)? })),
+        ),
+        AdminCommand::RevokeToken { jti, until: t } => (
+            "POST",
+            "/v1/revocations".to_owned(),
+            Some(serde_json::json!({ "token_id": jti, "until": until(t)? })),
+        ),
+    };
+    let body = body.map(|b| b.to_string());
+    let answer = request(&url, tls, method, &path, token, body.as_deref())?;
+    if !(200..300).contains(&answer.status) {
+        return Err(anyhow!(
+            "the gateway refused ({}): {}",
+            answer.status,
+            answer.body.trim()
+        ));
+    }
+    if args.json || path != "/v1/sessions" {
+        println!("{}", answer.body.trim());
+    } else {
+        print!("{}", format_sessions(&answer.body)?);
+    }
+    Ok(())
 }
 
 fn main() {

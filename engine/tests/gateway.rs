@@ -208,6 +208,7 @@ async fn denials_reach_no_target() {
             jti: "t".into(),
             iss: None,
             aud: None,
+            scope: None,
         })
     };
     let echo_path = "/v1/tunnel/echo";

@@ -23,6 +23,7 @@ fn claims(user: &str, target: &str, ttl: u64) -> Claims {
         jti: format!("t{ttl}"),
         iss: None,
         aud: None,
+        scope: None,
     }
 }
 

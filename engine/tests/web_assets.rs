@@ -113,6 +113,17 @@ async fn assets_are_gzipped_for_clients_that_take_it() {
         assert!(body == APP_JS, "plain body differs ({refuses})");
         assert_ne!(header(&head, "etag").unwrap(), etag);
     }
+    // The page itself is never compressed (BREACH: documents, not scripts, hold secrets next to
+    // reflected input), even once every asset is compressed and the client asks for gzip.
+    for page in ["/", "/index.html"] {
+        let mut tls = tls_connect(&gw).await;
+        tls.write_all(get(page, "Accept-Encoding: gzip\r\n").as_bytes())
+            .await
+            .unwrap();
+        let (head, _) = response(&mut tls, 30 * SEC).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert_eq!(header(&head, "content-encoding"), None, "{page}: {head}");
+    }
 }
 
 /// TLS over a connection with a small receive window, so that the gateway's writes wait for the

@@ -16,7 +16,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub struct Claims {
     /// User name, as in the gateway's `[[user]]` policy.
     pub sub: String,
-    /// Target name the token is good for.
+    /// Target name the token is good for (empty in admin tokens, which reach no target).
+    #[serde(default)]
     pub tgt: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
@@ -33,6 +34,22 @@ pub struct Claims {
     /// Whom it is for; checked when the gateway is configured with an `audience`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<Audience>,
+    /// Space-separated rights beyond reaching `tgt` (RFC 8693 `scope`): `admin` lets the holder
+    /// use the admin API. Tokens without it can do nothing there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The scope that opens the admin API.
+pub const ADMIN_SCOPE: &str = "admin";
+
+impl Claims {
+    /// Whether the token's `scope` lists `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scope
+            .as_deref()
+            .is_some_and(|s| s.split_ascii_whitespace().any(|s| s == scope))
+    }
 }
 
 /// RFC 7519 4.1.3: one audience, or several.
@@ -271,6 +288,7 @@ mod tests {
             jti: "j1".into(),
             iss: None,
             aud: None,
+            scope: None,
         }
     }
 

@@ -96,6 +96,18 @@ pub fn spawn_ready(cmd: &mut Command, log: &Path) -> (ChildGuard, String) {
 
 /// As [`spawn_ready`], with stderr sent to `stderr` instead of the log when given.
 pub fn spawn_ready_with(cmd: &mut Command, log: &Path, stderr: Option<std::process::Stdio>) -> (ChildGuard, String) {
+    let (guard, ready) = spawn_ready_line(cmd, log, stderr);
+    (guard, ready.fingerprint)
+}
+
+/// What a gateway's READY line says: `READY <fingerprint> [admin=<address>]`.
+pub struct Ready {
+    pub fingerprint: String,
+    pub admin: Option<SocketAddr>,
+}
+
+/// As [`spawn_ready_with`], with everything the READY line says.
+pub fn spawn_ready_line(cmd: &mut Command, log: &Path, stderr: Option<std::process::Stdio>) -> (ChildGuard, Ready) {
     // CLOEXEC: tests spawning in parallel never inherit each other's pipe; only this child gets
     // the write end, as READY_FD, through dup2 (which clears the flag on the copy).
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
@@ -120,7 +132,14 @@ pub fn spawn_ready_with(cmd: &mut Command, log: &Path, stderr: Option<std::proce
     let mut guard = ChildGuard::new(process::spawn_logged_with(cmd, log, stderr), Duration::ZERO);
     drop(write);
     match read_line(read, START_LIMIT) {
-        Ok(line) if line.starts_with("READY ") => (guard, line["READY ".len()..].trim().to_owned()),
+        Ok(line) if line.starts_with("READY ") => {
+            let mut words = line["READY ".len()..].split_whitespace();
+            let fingerprint = words.next().unwrap_or_default().to_owned();
+            let admin = words
+                .find_map(|w| w.strip_prefix("admin="))
+                .and_then(|a| a.parse().ok());
+            (guard, Ready { fingerprint, admin })
+        }
         outcome => {
             let status = guard.wait_exit(Duration::from_secs(1));
             guard.stop();
@@ -173,9 +192,18 @@ pub struct GatewayBuilder {
     args: Vec<String>,
     /// Its stderr into a pipe nobody reads (a stopped log reader), instead of the log file.
     stderr_stopped: bool,
+    run_as: Option<String>,
 }
 
 impl GatewayBuilder {
+    /// `[service] user`: the gateway drops to this user once it listens; its temp dir (config,
+    /// keys, audit log) is given to that user first, as a package gives /etc and /var dirs.
+    pub fn run_as(mut self, user: &str) -> Self {
+        self.run_as = Some(user.to_owned());
+        self.body.push_str(&format!("[service]\nuser = \"{user}\"\n"));
+        self
+    }
+
     /// Connection limits out of the way, for load tests from one address (the defaults allow a
     /// client 50 new connections a second).
     pub fn unlimited_connections(self) -> Self {
@@ -314,6 +342,10 @@ impl GatewayBuilder {
             config.push_str(&format!("[session]\n{}", self.session));
         }
         config.push_str(&self.body.replace("{dir}", &dir.path().display().to_string()));
+        if !self.body.contains("[admin]") {
+            // A free port: tests run side by side.
+            config.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+        }
         for (_, table) in &self.targets {
             config.push_str(table);
         }
@@ -321,6 +353,15 @@ impl GatewayBuilder {
         let config_path = dir.path().join("portcullis.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = dir.path().join("gateway.log");
+        if let Some(user) = &self.run_as {
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg(user)
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown -R {user} failed");
+        }
         let mut command = if self.rlimits.is_empty() {
             Command::new(gateway_bin())
         } else {
@@ -340,13 +381,14 @@ impl GatewayBuilder {
         } else {
             (None, None)
         };
-        let (process, fingerprint) = spawn_ready_with(&mut command, &log, stderr);
+        let (process, ready) = spawn_ready_line(&mut command, &log, stderr);
         Gateway {
             process,
             port,
+            admin: ready.admin,
             audit: dir.path().join("audit.jsonl"),
             log,
-            fingerprint,
+            fingerprint: ready.fingerprint,
             private_key,
             _stderr_reader: stderr_reader,
             dir,
@@ -359,6 +401,8 @@ pub struct Gateway {
     /// First, so that the process ends before its temp dir goes.
     process: ChildGuard,
     pub port: u16,
+    /// The admin listener's address (health, metrics, admin API), unless turned off.
+    pub admin: Option<SocketAddr>,
     /// Holds the config (`portcullis.toml`), the token key pair and the audit log.
     pub dir: tempfile::TempDir,
     pub audit: PathBuf,
@@ -421,6 +465,44 @@ impl Gateway {
     }
 
     /// A token with exactly these claims.
+    /// An admin token (scope `admin`) for `user`, valid for 10 minutes.
+    pub fn admin_token(&self, user: &str) -> String {
+        portcullis_core::keys::issue_scoped(
+            self.private_key.as_bytes(),
+            user,
+            "",
+            Some("admin"),
+            Duration::from_secs(600),
+        )
+        .expect("token")
+    }
+
+    /// One request to the admin listener (plain HTTP): its status and body.
+    pub fn admin_request(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let addr = self.admin.expect("the admin listener is on");
+        let mut s = std::net::TcpStream::connect(addr).expect("admin listener");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("admin answer");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        (status, body)
+    }
+
     pub fn token_with(&self, claims: &Claims) -> String {
         TokenIssuer::from_private_pem(self.private_key.as_bytes())
             .and_then(|issuer| issuer.issue(claims))

@@ -116,6 +116,15 @@ pub struct User {
     pub replay: bool,
 }
 
+/// `[admin]`: the operators' listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: no admin listener (`listen = "off"`).
+    pub listen: Option<SocketAddr>,
+    /// Users whose admin tokens are honoured; empty: any token with the `admin` scope.
+    pub users: Vec<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct WebSettings {
     pub session_ttl: Duration,
@@ -156,6 +165,8 @@ pub struct SessionSettings {
     pub close_timeout: Duration,
     pub drain_timeout: Duration,
     pub buffer_size: usize,
+    /// Live sessions per user, over every route.
+    pub max_sessions_per_user: usize,
     /// A session opened with a token ends when the token expires (`token_expired`).
     pub end_at_token_expiry: bool,
 }
@@ -253,6 +264,8 @@ impl AuthSettings {
 pub struct Config {
     pub listen: SocketAddr,
     pub workers: usize,
+    /// The unprivileged user the gateway becomes once its ports are bound and its files open.
+    pub user: Option<String>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub auth: AuthSettings,
@@ -268,6 +281,9 @@ pub struct Config {
     /// Balancers whose connections start with a PROXY protocol header (and must): their
     /// connections are accounted to the client the header names.
     pub proxy_trusted: Vec<crate::net::Cidr>,
+    pub admin: AdminSettings,
+    /// SHA-256 (hex) of the configuration text: nodes whose values differ run different configs.
+    pub source_sha256: String,
 }
 
 /// A configuration error with the line it is on (1-based), when known.
@@ -399,9 +415,16 @@ impl Config {
         };
         let targets = parse_targets(&cx, &raw.targets)?;
         let users = parse_users(&cx, &raw.users, &targets)?;
+        let user = match &raw.service.user {
+            Some(u) if u.get_ref().is_empty() || u.get_ref().contains(['\0', ':', '/']) => {
+                return cx.err(Some(u.span()), "service.user", "expected a user name");
+            }
+            u => u.as_ref().map(|u| u.get_ref().clone()),
+        };
         Ok(Config {
             listen,
             workers,
+            user,
             tls_cert,
             tls_key,
             auth,
@@ -449,6 +472,12 @@ impl Config {
                     )
                 })
                 .collect::<Result<_>>()?,
+            admin: parse_admin(&cx, &raw.admin)?,
+            source_sha256: {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(src.as_bytes());
+                digest.iter().map(|b| format!("{b:02x}")).collect()
+            },
         })
     }
 
@@ -466,6 +495,24 @@ impl Config {
     }
 }
 
+fn parse_admin(cx: &Ctx<'_>, a: &raw::RawAdmin) -> Result<AdminSettings> {
+    let listen = match &a.listen {
+        None => Some(settings::ADMIN_LISTEN.parse().expect("a valid default")),
+        Some(v) if v.get_ref() == "off" => None,
+        Some(v) => Some(v.get_ref().parse::<SocketAddr>().or_else(|_| {
+            cx.err(
+                Some(v.span()),
+                "admin.listen",
+                "expected ip:port, e.g. \"127.0.0.1:9464\", or \"off\"",
+            )
+        })?),
+    };
+    Ok(AdminSettings {
+        listen,
+        users: a.users.clone(),
+    })
+}
+
 fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
     use settings as d;
     Ok(SessionSettings {
@@ -478,6 +525,7 @@ fn parse_session(cx: &Ctx<'_>, s: &raw::RawSession) -> Result<SessionSettings> {
         close_timeout: cx.duration(&s.close_timeout, &d::CLOSE_TIMEOUT)?,
         drain_timeout: cx.duration(&s.drain_timeout, &d::DRAIN_TIMEOUT)?,
         buffer_size: cx.int(&s.buffer_size, &d::BUFFER_SIZE)? as usize,
+        max_sessions_per_user: cx.int(&s.max_sessions_per_user, &d::MAX_SESSIONS_PER_USER)? as usize,
         end_at_token_expiry: s.end_at_token_expiry,
     })
 }

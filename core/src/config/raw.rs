@@ -10,6 +10,8 @@ pub(super) struct RawConfig {
     pub listen: Spanned<String>,
     pub workers: Option<Spanned<u64>>,
     #[serde(default)]
+    pub service: RawService,
+    #[serde(default)]
     pub tls: RawTls,
     pub auth: RawAuth,
     #[serde(default)]
@@ -24,6 +26,8 @@ pub(super) struct RawConfig {
     pub recording: RawRecording,
     #[serde(default)]
     pub proxy_protocol: RawProxyProtocol,
+    #[serde(default)]
+    pub admin: RawAdmin,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
@@ -66,6 +70,20 @@ pub(super) struct RawProxyProtocol {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub user: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawTls {
     pub cert: Option<Spanned<PathBuf>>,
     pub key: Option<Spanned<PathBuf>>,
@@ -101,6 +119,7 @@ pub(super) struct RawSession {
     pub close_timeout: Option<Spanned<String>>,
     pub drain_timeout: Option<Spanned<String>>,
     pub buffer_size: Option<Spanned<u64>>,
+    pub max_sessions_per_user: Option<Spanned<u64>>,
     #[serde(default)]
     pub end_at_token_expiry: bool,
 }

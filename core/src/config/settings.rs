@@ -99,6 +99,13 @@ pub const CLOSE_TIMEOUT: DurationSetting = duration("session.close_timeout", sec
 pub const DRAIN_TIMEOUT: DurationSetting = duration("session.drain_timeout", secs(30), millis(100), secs(DAY));
 /// Four TLS records per read: the records of one frame leave in one `sendmsg`.
 pub const BUFFER_SIZE: IntSetting = int("session.buffer_size", 64 * 1024, 1024, 1 << 20);
+/// Live sessions one user may hold at once, over every route (one token opened 300 tunnels in
+/// the adversarial review); the next is refused with 429.
+pub const MAX_SESSIONS_PER_USER: IntSetting = int("session.max_sessions_per_user", 100, 1, 1_000_000);
+
+/// Where the admin listener (health, readiness, metrics, admin API) listens unless configured:
+/// loopback, never the public port. `"off"` turns it off.
+pub const ADMIN_LISTEN: &str = "127.0.0.1:9464";
 
 pub const MAX_HEADER_BYTES: IntSetting = int(
     "limits.max_header_bytes",
@@ -148,6 +155,7 @@ pub const DURATIONS: &[DurationSetting] = &[
 /// Every integer setting but `workers` (whose default is the number of cores).
 pub const INTEGERS: &[IntSetting] = &[
     BUFFER_SIZE,
+    MAX_SESSIONS_PER_USER,
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_FRAME_SIZE,

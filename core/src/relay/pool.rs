@@ -14,6 +14,8 @@ pub const POOL_BYTES: usize = 8 << 20;
 struct Pool {
     free: Vec<Box<[u8]>>,
     bytes: usize,
+    /// Bytes of buffers lent out now (data in flight).
+    lent: usize,
 }
 
 thread_local! {
@@ -23,6 +25,11 @@ thread_local! {
 /// Bytes of free buffers this thread's pool holds now.
 pub fn pooled_bytes() -> usize {
     POOL.with(|p| p.borrow().bytes)
+}
+
+/// Bytes of buffers this thread has lent out now: data in flight.
+pub fn lent_bytes() -> usize {
+    POOL.with(|p| p.borrow().lent)
 }
 
 /// A buffer of a fixed size, borrowed from the thread's pool while needed.
@@ -50,6 +57,7 @@ impl PooledBuf {
         self.buf.get_or_insert_with(|| {
             POOL.with(|p| {
                 let mut pool = p.borrow_mut();
+                pool.lent += size;
                 match pool.free.iter().rposition(|b| b.len() == size) {
                     Some(i) => {
                         pool.bytes -= size;
@@ -66,6 +74,7 @@ impl PooledBuf {
         if let Some(buf) = self.buf.take() {
             POOL.with(|p| {
                 let mut pool = p.borrow_mut();
+                pool.lent = pool.lent.saturating_sub(buf.len());
                 if pool.bytes + buf.len() <= POOL_BYTES {
                     pool.bytes += buf.len();
                     pool.free.push(buf);

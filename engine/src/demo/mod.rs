@@ -64,10 +64,16 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
         "local-ssh",
         &keys::issue(private.as_bytes(), "demo", "local-ssh", ttl)?,
     )?;
+    let admin_token = write_token(
+        &dir,
+        "admin",
+        &keys::issue_scoped(private.as_bytes(), "demo", "", Some("admin"), ttl)?,
+    )?;
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "portcullis".into());
-    let on_ready = Box::new(move |id: &crate::tls::Identity| {
+    let on_ready = Box::new(move |id: &crate::tls::Identity, admin: Option<SocketAddr>| {
+        let admin = admin.map_or_else(|| "off".to_owned(), |a| a.to_string());
         let url = format!("wss://{listen}");
         println!(
             "Portcullis demo gateway on https://{listen}\n\
@@ -79,7 +85,10 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
              Try it:\n  curl -k https://{listen}/healthz\n  \
              echo hello | {exe} connect {url} --insecure --target echo --token-file {echo}\n  \
              ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh --token-file {ssh}' $USER@local-ssh\n\n\
+             Admin listener on {admin}: curl http://{admin}/readyz\n  \
+             {exe} admin --url http://{admin} --token-file {admin_token} sessions\n\n\
              Stop with Ctrl-C.",
+            admin_token = admin_token.display(),
             fp = id.fingerprint,
             rec = dir.join("recordings").display(),
             echo = echo_token.display(),

@@ -5,10 +5,12 @@
 
 use super::admission::Ticket;
 use super::handlers;
+use super::registry::{AtCap, Slot};
 use super::session::{SessionAudit, StartError};
 use super::shutdown::Tracker;
 use super::socket::Socket;
 use super::{timeout, Shared, State};
+use crate::metrics::{RefusalKind, RouteKind};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use portcullis_core::audit::{now_rfc3339, AuditRecord, DenialRecord};
@@ -59,8 +61,14 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
     let left = deadline.saturating_duration_since(Instant::now());
     let tls = match timeout(left, state.acceptor.accept(socket)).await {
         Some(Ok(tls)) => tls,
-        Some(Err(e)) => return tracing::debug!(%client, "TLS handshake failed: {e}"),
-        None => return tracing::debug!(%client, "TLS handshake timed out"),
+        Some(Err(e)) => {
+            crate::metrics::with(|m| m.handshake_failures.inc());
+            return tracing::debug!(%client, "TLS handshake failed: {e}");
+        }
+        None => {
+            crate::metrics::with(|m| m.handshake_timeouts.inc());
+            return tracing::debug!(%client, "TLS handshake timed out");
+        }
     };
     let mut conn = Conn {
         tls,
@@ -115,10 +123,21 @@ impl Conn {
         &self.state.policy.config.session
     }
 
+    /// Takes one of the grant's user's session places (`[session] max_sessions_per_user`),
+    /// before the session is set up. At the cap, the caller refuses with 429 (audited).
+    pub fn reserve_session(&self, grant: &Grant) -> Result<Slot, AtCap> {
+        let cap = self.settings().max_sessions_per_user;
+        let slot = self.shared.registry.reserve(&grant.user, cap);
+        if slot.is_err() {
+            tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap");
+        }
+        slot
+    }
+
     /// Starts the audit of a granted session (see `SessionAudit::start`).
-    pub fn start_session(&self, grant: Grant) -> Result<SessionAudit, StartError> {
+    pub fn start_session(&self, grant: Grant, slot: Slot) -> Result<SessionAudit, StartError> {
         let required = self.state.policy.config.audit_required;
-        SessionAudit::start(grant, self.client, &self.shared.audit, required)
+        SessionAudit::start(grant, self.client, &self.shared.audit, required, slot)
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),
@@ -139,6 +158,9 @@ impl Conn {
             if !matches!(decision, Decision::NeedMore) {
                 // TLS is done and the request decided: no longer an unauthenticated connection.
                 self.ticket.settled();
+            }
+            if !matches!(decision, Decision::NeedMore) {
+                crate::metrics::with(|m| m.request(route_kind(&decision)));
             }
             match decision {
                 Decision::NeedMore => {}
@@ -253,8 +275,9 @@ impl Conn {
         self.send_and_close(&close, &[]).await
     }
 
-    /// Audits a refused request (and logs it).
+    /// Audits a refused request (and logs it), and counts it by kind (`RefusalKind::of_status`).
     pub fn deny(&self, path: &str, status: u16, reason: &str, user: Option<&str>) {
+        crate::metrics::with(|m| m.refused(RefusalKind::of_status(status)));
         tracing::info!(client = %self.client, path, status, reason, "request denied");
         self.shared.audit.record(&AuditRecord::Denied(DenialRecord {
             time: now_rfc3339(),
@@ -264,6 +287,15 @@ impl Conn {
             reason: reason.to_owned(),
             user: user.map(str::to_owned),
         }));
+    }
+}
+
+fn route_kind(decision: &Decision) -> RouteKind {
+    match decision {
+        Decision::Tunnel { .. } => RouteKind::Tunnel,
+        Decision::RdCleanPath { .. } => RouteKind::WebRdp,
+        Decision::Web { .. } => RouteKind::Web,
+        Decision::NeedMore | Decision::Respond(_) => RouteKind::Answered,
     }
 }
 

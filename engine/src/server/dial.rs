@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub async fn dial(target: &Target, limit: Duration, pools: &Pools) -> std::io::Result<TcpStream> {
-    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let deadline = started + limit;
     let addrs: Vec<SocketAddr> = match target.address.parse::<SocketAddr>() {
         Ok(a) => vec![a],
         Err(_) => {
@@ -32,6 +33,7 @@ pub async fn dial(target: &Target, limit: Duration, pools: &Pools) -> std::io::R
         match timeout(left, TcpStream::connect(addr)).await {
             Some(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                crate::metrics::with(|m| m.connect_latency.observe(started.elapsed()));
                 return Ok(s);
             }
             Some(Err(e)) => last = Error::other(e.to_string()),

@@ -14,6 +14,8 @@ mod admission;
 mod conn;
 mod dial;
 mod handlers;
+mod privileges;
+pub mod registry;
 mod session;
 mod shutdown;
 mod socket;
@@ -57,6 +59,37 @@ pub struct Shared {
     pub admission: Arc<admission::Admission>,
     /// Connection tasks that panicked (caught; each ended its connection only).
     pub panics: std::sync::atomic::AtomicU64,
+    /// Live sessions: what the admin API lists and stops, and the per-user cap.
+    pub registry: Arc<registry::Registry>,
+    /// Set once a stop signal came: no new connections, `/readyz` answers 503.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What a metrics scrape reads besides the cores' counters.
+    pub fn metric_sources(&self) -> crate::metrics::Sources<'_> {
+        let (open, unauthenticated) = self.admission.held();
+        let live = self
+            .registry
+            .count_by(crate::metrics::via_index, crate::metrics::protocol_index);
+        crate::metrics::Sources {
+            connections_refused: self.admission.refused().iter().map(|(r, n)| (r.as_str(), *n)).collect(),
+            connections_open: open as u64,
+            connections_unauthenticated: unauthenticated as u64,
+            audit: &self.audit,
+            pools: &self.pools,
+            panics: self.panics.load(std::sync::atomic::Ordering::Relaxed),
+            live,
+            draining: self.draining(),
+            config_sha256: self.state.load().policy.config.source_sha256.clone(),
+            recordings_dropped: crate::ssh::recorder::dropped_events(),
+            recording_failures: crate::ssh::recorder::write_failures(),
+        }
+    }
 }
 
 /// Where the token public key comes from: a file named in the config, or (demo) memory.
@@ -65,12 +98,15 @@ pub enum KeySource {
     Pem(Vec<u8>),
 }
 
+/// What `serve` calls once it listens: with the certificate and the admin listener's address.
+pub type OnReady = Box<dyn FnOnce(&Identity, Option<std::net::SocketAddr>) + Send>;
+
 pub struct ServeOptions {
     pub config: Config,
     pub config_path: Option<PathBuf>,
     pub key: KeySource,
-    /// Called once every worker listens, with the certificate fingerprint.
-    pub on_ready: Box<dyn FnOnce(&Identity) + Send>,
+    /// Called once every worker listens, with the certificate and the admin listener's address.
+    pub on_ready: OnReady,
     /// Written to once every worker listens (`READY <fingerprint>\n`), then closed: how a
     /// supervisor or a test learns that the gateway accepts connections.
     pub ready_fd: Option<OwnedFd>,
@@ -122,6 +158,9 @@ pub fn validate(config: &Config) -> Result<()> {
         .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?;
     TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
     rdp_trust(config)?;
+    if let Some(user) = &config.user {
+        privileges::lookup(user)?;
+    }
     check_host_keys(config)
 }
 
@@ -195,7 +234,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     } = opts;
     let identity = load_identity(&config)?;
     let audit = Audit::start(config.audit_path.as_deref())?;
-    let (listen, workers) = (config.listen, config.workers);
+    let (listen, workers, admin_listen) = (config.listen, config.workers, config.admin.listen);
+    let run_as = config.user.clone();
     for warning in warnings(&config) {
         tracing::warn!("{warning}");
     }
@@ -218,6 +258,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         revocations,
         admission,
         panics: Default::default(),
+        registry: Default::default(),
+        draining: Default::default(),
     });
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.
@@ -273,13 +315,29 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
             }
         }
     }
-    on_ready(&identity);
+    let admin = match admin_listen {
+        Some(addr) => Some(crate::admin::start(
+            addr,
+            shared.clone(),
+            Some(identity.server_config()?),
+        )?),
+        None => None,
+    };
+    // Every port is bound and every kept file open: root is no longer needed.
+    if let Some(name) = run_as {
+        let account = privileges::drop_to(&name)?;
+        tracing::info!(user = %name, uid = account.uid, gid = account.gid, "running unprivileged");
+    }
+    on_ready(&identity, admin);
     if let Some(fd) = ready_fd {
         let mut ready = std::fs::File::from(fd);
         // A supervisor that went away must not stop the gateway.
-        let _ = writeln!(ready, "READY {}", identity.fingerprint);
+        let _ = match admin {
+            Some(admin) => writeln!(ready, "READY {} admin={admin}", identity.fingerprint),
+            None => writeln!(ready, "READY {}", identity.fingerprint),
+        };
     }
-    tracing::info!(%listen, workers, "gateway listening");
+    tracing::info!(%listen, workers, admin = ?admin, "gateway listening");
 
     spawn_signal_thread(stop_writers, shared.clone(), config_path, key, identity)?;
     for h in handles {
@@ -375,6 +433,7 @@ fn spawn_signal_thread(
                     }
                     _ => {
                         stopping = true;
+                        shared.draining.store(true, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!("stop signal: no new connections, draining sessions");
                         for mut s in &stops {
                             let _ = s.write_all(&[STOP]);
@@ -430,6 +489,15 @@ async fn worker(
     control: glommio::net::UnixStream,
     shared: Arc<Shared>,
 ) {
+    crate::metrics::register_core();
+    // The relay buffer pool is per thread: its use is published for the metrics once a second.
+    glommio::spawn_local(async {
+        loop {
+            crate::metrics::with(|m| m.publish_pool());
+            glommio::timer::sleep(Duration::from_secs(1)).await;
+        }
+    })
+    .detach();
     let tracker = Rc::new(Tracker::default());
     // The control socket is read by a task of its own, never cancelled, so no byte is lost to an
     // accept that won a race; it turns bytes into the tracker's signals.
@@ -455,6 +523,7 @@ async fn worker(
             None => break,
             Some(Ok(stream)) => {
                 failing = false;
+                crate::metrics::with(|m| m.connections_accepted.inc());
                 // Refused connections are closed at once, before TLS costs anything.
                 let ticket = match shared.admission.enter() {
                     Ok(t) => t,

@@ -2,6 +2,7 @@
 //! ends, and the loop that runs a relay under the session's clock.
 
 use super::conn::Tls;
+use super::registry::{LiveSession, Slot, Stop};
 use super::shutdown::Tracker;
 use super::Shared;
 use crate::audit::Audit;
@@ -14,6 +15,7 @@ use portcullis_core::relay::framing::Framing;
 use portcullis_core::relay::{Counters, End, Relay, Step};
 use portcullis_core::secret::RandomError;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What a route adds to a session's record.
@@ -32,6 +34,10 @@ pub struct SessionAudit {
     audit: Audit,
     /// Taken by `finish`; still here when the session is dropped unfinished.
     open: Option<Open>,
+    /// Its entry among the live sessions (what the admin API sees and stops).
+    live: Arc<LiveSession>,
+    /// The user's session place and the registry entry, given back after the record is written.
+    _slot: Slot,
 }
 
 struct Open {
@@ -64,22 +70,43 @@ impl StartError {
 impl SessionAudit {
     /// Starts the record of a granted session (and logs it); refused when the audit log is
     /// `required` and cannot be written.
-    pub fn start(grant: Grant, client: SocketAddr, audit: &Audit, required: bool) -> Result<SessionAudit, StartError> {
+    /// `slot` is the user's session place, reserved before the session was set up.
+    pub fn start(
+        grant: Grant,
+        client: SocketAddr,
+        audit: &Audit,
+        required: bool,
+        mut slot: Slot,
+    ) -> Result<SessionAudit, StartError> {
         if required && !audit.writable() {
             tracing::warn!(user = %grant.user, %client, target = %grant.target.name, "session refused: the audit log cannot be written");
             return Err(StartError::AuditUnavailable);
         }
         let id = portcullis_core::secret::random_hex::<12>()?;
         tracing::info!(session = %id, user = %grant.user, %client, target = %grant.target.name, via = grant.via.as_str(), "session started");
+        let start = now_rfc3339();
+        let live = slot.live(LiveSession::new(
+            id.clone(),
+            grant.user.clone(),
+            grant.target.name.clone(),
+            grant.target.protocol,
+            grant.via,
+            client,
+            grant.token_id.clone(),
+            start.clone(),
+        ));
+        crate::metrics::with(|m| m.session_started(grant.via, grant.target.protocol));
         Ok(SessionAudit {
             id,
             audit: audit.clone(),
-            open: Some(Open {
-                grant,
-                client,
-                start: now_rfc3339(),
-            }),
+            open: Some(Open { grant, client, start }),
+            live,
+            _slot: slot,
         })
+    }
+
+    pub fn live(&self) -> &Arc<LiveSession> {
+        &self.live
     }
 
     pub fn id(&self) -> &str {
@@ -104,6 +131,12 @@ impl SessionAudit {
             return;
         };
         let (up, down) = (counters.peer_to_raw, counters.raw_to_peer);
+        let terminated_by = self
+            .live
+            .stopped_by()
+            .filter(|stop| stop.reason == ending.reason)
+            .map(|stop| stop.by);
+        crate::metrics::with(|m| m.session_ended(ending.reason, self.live.started.elapsed()));
         tracing::info!(session = %self.id, ended = %ending, up, down, "session ended");
         let Grant {
             user,
@@ -128,6 +161,7 @@ impl SessionAudit {
             rdp_cookie: extras.rdp_cookie,
             recording: extras.recording,
             via,
+            terminated_by,
         }));
     }
 }
@@ -155,17 +189,35 @@ pub fn clock_settings(target: &Target, s: &SessionSettings, ping: bool) -> Clock
 }
 
 /// What ends a live session from outside its relay: the gateway's shutdown, a reload whose policy
-/// no longer allows it, and (with `end_at_token_expiry`) the expiry of the token that opened it.
+/// no longer allows it, an administrator (terminate, revoke), and (with `end_at_token_expiry`)
+/// the expiry of the token that opened it. Also where a session reports its progress (bytes for
+/// the admin API and the metrics).
 pub struct Watch<'a> {
     pub tracker: &'a Tracker,
     shared: &'a Shared,
     grant: &'a Grant,
+    live: &'a LiveSession,
     /// When the session must end with its token.
     pub token_ends: Option<Instant>,
+    /// Counters as last reported.
+    reported: std::cell::Cell<(u64, u64)>,
+}
+
+/// What woke a session from outside its relay.
+pub enum Event {
+    Shutdown,
+    PolicyChanged,
+    Stopped(Stop),
 }
 
 impl<'a> Watch<'a> {
-    pub fn new(tracker: &'a Tracker, shared: &'a Shared, grant: &'a Grant, settings: &SessionSettings) -> Watch<'a> {
+    pub fn new(
+        tracker: &'a Tracker,
+        shared: &'a Shared,
+        audit: &'a SessionAudit,
+        settings: &SessionSettings,
+    ) -> Watch<'a> {
+        let grant = audit.grant();
         let token_ends = grant.token_expires.filter(|_| settings.end_at_token_expiry).map(|exp| {
             let left = exp.saturating_sub(portcullis_core::keys::unix_now());
             Instant::now() + Duration::from_secs(left)
@@ -174,8 +226,47 @@ impl<'a> Watch<'a> {
             tracker,
             shared,
             grant,
+            live: audit.live(),
             token_ends,
+            reported: Default::default(),
         }
+    }
+
+    /// Reports the session's byte counts: into its registry entry, and what is new since the
+    /// last report into this core's metrics.
+    pub fn progress(&self, counters: Counters) {
+        let (up, down) = (counters.peer_to_raw, counters.raw_to_peer);
+        let (was_up, was_down) = self.reported.replace((up, down));
+        if (up, down) == (was_up, was_down) {
+            return;
+        }
+        self.live.publish(up, down);
+        crate::metrics::with(|m| {
+            m.relayed(
+                self.grant.target.protocol,
+                up.saturating_sub(was_up),
+                down.saturating_sub(was_down),
+            )
+        });
+    }
+
+    /// Resolves on the next thing from outside that concerns the session: the gateway's
+    /// shutdown, a reload (since `generation`), an administrator's stop.
+    pub async fn next(&self, generation: u64) -> Event {
+        futures_lite::future::or(
+            futures_lite::future::or(
+                async {
+                    self.tracker.close_requested().await;
+                    Event::Shutdown
+                },
+                async {
+                    self.tracker.policy_change_after(generation).await;
+                    Event::PolicyChanged
+                },
+            ),
+            async { Event::Stopped(self.live.stop_requested().await) },
+        )
+        .await
     }
 
     /// Whether the policy now in force still allows the session.
@@ -210,8 +301,7 @@ pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
     enum Wake {
         Relay(Step),
         Tick,
-        Shutdown,
-        PolicyChanged,
+        Outside(Event),
     }
     let tracker = watch.tracker;
     let mut clock = Clock::new(Instant::now(), settings);
@@ -241,30 +331,27 @@ pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
                     if !watch_shutdown {
                         std::future::pending::<()>().await;
                     }
-                    futures_lite::future::or(
-                        async {
-                            tracker.close_requested().await;
-                            Wake::Shutdown
-                        },
-                        async {
-                            tracker.policy_change_after(generation).await;
-                            Wake::PolicyChanged
-                        },
-                    )
-                    .await
+                    Wake::Outside(watch.next(generation).await)
                 },
             ),
         )
         .await;
+        // Byte counts reach the admin API and the metrics at each wake: the relay's events and
+        // the clock's ticks (at least every `ping_interval`), and at the end.
+        watch.progress(relay.counters());
         match wake {
             Wake::Relay(Step::Ended(end)) => return end,
             Wake::Relay(Step::Closing) => clock.closing(Instant::now()),
-            Wake::Shutdown => {}
-            Wake::PolicyChanged => {
+            Wake::Outside(Event::Shutdown) => {}
+            Wake::Outside(Event::PolicyChanged) => {
                 generation = tracker.policy_generation();
                 if watch.revoked(session) {
                     relay.close(CloseCode::POLICY, EndReason::PolicyRevoked);
                 }
+            }
+            Wake::Outside(Event::Stopped(stop)) => {
+                tracing::info!(session, by = %stop.by, ended = %stop.reason, "session stopped by an administrator");
+                relay.close(CloseCode::POLICY, stop.reason);
             }
             Wake::Tick => match clock.tick(Instant::now(), relay.counters()) {
                 Action::Wait => {}

@@ -7,11 +7,25 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 const QUEUE: usize = 8192;
+
+/// Events dropped because the recorder was behind, and recordings a write error stopped, since
+/// start (for the metrics).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub fn dropped_events() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+pub fn write_failures() -> u64 {
+    FAILURES.load(Ordering::Relaxed)
+}
 
 enum Event {
     Open {
@@ -44,6 +58,7 @@ type OpenFiles = HashMap<u64, (BufWriter<File>, PathBuf)>;
 fn close(open: &mut OpenFiles, id: u64) {
     if let Some((mut file, path)) = open.remove(&id) {
         if let Err(e) = file.flush() {
+            FAILURES.fetch_add(1, Ordering::Relaxed);
             tracing::error!(recording = %path.display(), "recording incomplete: {e}");
         }
     }
@@ -79,6 +94,7 @@ impl Recorder {
                     Event::Data { id, line } => {
                         if let Some((file, path)) = open.get_mut(&id) {
                             if let Err(e) = file.write_all(line.as_bytes()) {
+                                FAILURES.fetch_add(1, Ordering::Relaxed);
                                 tracing::error!(recording = %path.display(), "recording stopped: {e}");
                                 open.remove(&id);
                             }
@@ -186,6 +202,7 @@ impl Recording {
         match self.tx.try_send(Event::Data { id: self.id, line }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
                 self.dropped += 1;
                 if self.dropped == 1 {
                     tracing::warn!(recording = %self.path.display(), "recorder is behind: dropping events");

@@ -165,6 +165,7 @@ async fn login(req: &WebRequest<'_>) -> Response {
         Ok(signin::Admission::Refused { retry_after }) => {
             let secs = retry_after.as_secs().max(1);
             tracing::info!(%client, user = ?user, "sign-in refused: too many attempts");
+            crate::metrics::with(|m| m.refused(crate::metrics::RefusalKind::Throttle));
             return Response::json(
                 429,
                 serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),

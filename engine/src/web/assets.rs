@@ -20,6 +20,10 @@ struct Embedded {
     path: &'static str,
     body: &'static [u8],
     content_type: &'static str,
+    /// Served gzipped to clients that take it. Only scripts and styles under /assets/: an HTML
+    /// document is where a BREACH attack looks for secrets next to reflected input, so no
+    /// document is ever compressed (testssl checks `/`), nor is any API answer.
+    compress: bool,
 }
 
 const EMBEDDED: [Embedded; 3] = [
@@ -27,16 +31,19 @@ const EMBEDDED: [Embedded; 3] = [
         path: "/index.html",
         body: include_bytes!("../../../web/dist/index.html"),
         content_type: "text/html; charset=utf-8",
+        compress: false,
     },
     Embedded {
         path: "/assets/app.js",
         body: include_bytes!("../../../web/dist/app.js"),
         content_type: "text/javascript; charset=utf-8",
+        compress: true,
     },
     Embedded {
         path: "/assets/app.css",
         body: include_bytes!("../../../web/dist/app.css"),
         content_type: "text/css; charset=utf-8",
+        compress: true,
     },
 ];
 
@@ -69,7 +76,7 @@ pub fn compress_in_background() {
         return;
     }
     let spawned = std::thread::Builder::new().name("assets-gzip".into()).spawn(|| {
-        for (e, cell) in EMBEDDED.iter().zip(&GZIPPED) {
+        for (e, cell) in EMBEDDED.iter().zip(&GZIPPED).filter(|(e, _)| e.compress) {
             match gzip(e.body) {
                 Ok(compressed) if compressed.len() < e.body.len() => {
                     let _ = cell.set(compressed.into_boxed_slice());

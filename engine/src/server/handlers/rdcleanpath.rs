@@ -92,11 +92,15 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
         Ok(g) => g,
         Err(refusal) => return refuse(conn, refusal).await,
     };
+    let slot = match conn.reserve_session(&grant) {
+        Ok(slot) => slot,
+        Err(e) => return refuse(conn, Refusal::http(429, e.to_string()).of(&grant)).await,
+    };
     let Established { mut server, response } = match establish(conn, &grant, &request).await {
         Ok(e) => e,
         Err(refusal) => return refuse(conn, refusal.of(&grant)).await,
     };
-    let audit = match conn.start_session(grant) {
+    let audit = match conn.start_session(grant, slot) {
         Ok(audit) => audit,
         Err(e @ StartError::AuditUnavailable) => return conn.close_ws(CloseCode::TRY_AGAIN_LATER, e.public()).await,
         Err(_) => return conn.close_ws(CloseCode::INTERNAL_ERROR, "").await,
@@ -111,7 +115,7 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
     let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
     relay.received_early(&after);
     let clock = session::clock_settings(&target, &settings, true);
-    let watch = session::Watch::new(&conn.tracker, &conn.shared, audit.grant(), &settings);
+    let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
     let end = session::drive(&mut relay, &mut conn.tls, &mut server, clock, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: info.cookie,

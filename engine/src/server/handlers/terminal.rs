@@ -94,8 +94,7 @@ enum Wake {
     Browser(std::io::Result<usize>),
     Ssh(Option<FromSsh>),
     Tick,
-    Shutdown,
-    PolicyChanged,
+    Outside(session::Event),
 }
 
 pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
@@ -110,6 +109,14 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
     }
     let mut inbox = Inbox::new(leftover);
     let target = grant.target.clone();
+    let slot = match conn.reserve_session(&grant) {
+        Ok(slot) => slot,
+        Err(e) => {
+            let path = format!("/v1/ssh/{}", target.name);
+            conn.deny(&path, 429, &e.to_string(), Some(&grant.user));
+            return end_terminal(conn, "too many sessions for this user", CloseCode::TRY_AGAIN_LATER).await;
+        }
+    };
     let credentials = match gateway_credentials(&target) {
         Some(c) => c,
         None => match read_auth(conn, &mut inbox).await {
@@ -121,7 +128,7 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
             }
         },
     };
-    let audit = match conn.start_session(grant) {
+    let audit = match conn.start_session(grant, slot) {
         Ok(audit) => audit,
         Err(e @ StartError::AuditUnavailable) => {
             return end_terminal(conn, e.public(), CloseCode::TRY_AGAIN_LATER).await
@@ -168,7 +175,7 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
         close_timeout: conn.settings().close_timeout,
     };
     let (tracker, shared) = (conn.tracker.clone(), conn.shared.clone());
-    let watch = session::Watch::new(&tracker, &shared, audit.grant(), conn.settings());
+    let watch = session::Watch::new(&tracker, &shared, &audit, conn.settings());
     let ending = run(conn, &mut term, &mut inbox, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: None,
@@ -273,7 +280,6 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
             let tls = &mut conn.tls;
             let room = inbox.room();
             let from_ssh = &mut term.from_ssh;
-            let tracker = &conn.tracker;
             futures_lite::future::or(
                 futures_lite::future::or(async { Wake::Browser(tls.read(room).await) }, async {
                     Wake::Ssh(from_ssh.recv().await)
@@ -283,16 +289,7 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
                         glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
                         Wake::Tick
                     },
-                    futures_lite::future::or(
-                        async {
-                            tracker.close_requested().await;
-                            Wake::Shutdown
-                        },
-                        async {
-                            tracker.policy_change_after(generation).await;
-                            Wake::PolicyChanged
-                        },
-                    ),
+                    async { Wake::Outside(watch.next(generation).await) },
                 ),
             )
             .await
@@ -328,7 +325,11 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
                 }
                 Action::Wait | Action::Abort => None,
             },
-            Wake::PolicyChanged => {
+            Wake::Outside(session::Event::Stopped(stop)) => {
+                tracing::info!(session = id, by = %stop.by, ended = %stop.reason, "session stopped by an administrator");
+                Some(close_for(conn, term, CloseCode::POLICY, stop.reason).await)
+            }
+            Wake::Outside(session::Event::PolicyChanged) => {
                 generation = watch.tracker.policy_generation();
                 if watch.revoked(id) {
                     Some(close_for(conn, term, CloseCode::POLICY, EndReason::PolicyRevoked).await)
@@ -336,13 +337,14 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
                     None
                 }
             }
-            Wake::Shutdown => {
+            Wake::Outside(session::Event::Shutdown) => {
                 term.tell(ToSsh::Close).await;
                 conn.close_ws(CloseCode::GOING_AWAY, EndReason::GatewayShutdown.as_str())
                     .await;
                 Some(EndReason::GatewayShutdown.into())
             }
         };
+        watch.progress(term.counters);
         if let Some(end) = ended {
             return end;
         }

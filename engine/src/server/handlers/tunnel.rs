@@ -15,6 +15,15 @@ use portcullis_protocols::ws::Role;
 pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Vec<u8>) {
     let path = format!("/v1/tunnel/{}", grant.target.name);
     let settings = conn.settings().clone();
+    let slot = match conn.reserve_session(&grant) {
+        Ok(slot) => slot,
+        Err(e) => {
+            conn.deny(&path, 429, &e.to_string(), Some(&grant.user));
+            return conn
+                .reply(&Reply::text(429, "too many sessions for this user"), None)
+                .await;
+        }
+    };
     let mut backend = match dial(&grant.target, settings.connect_timeout, &conn.shared.pools).await {
         Ok(b) => b,
         Err(e) => {
@@ -22,7 +31,7 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
             return conn.reply(&Reply::text(502, "target unreachable"), None).await;
         }
     };
-    let audit = match conn.start_session(grant) {
+    let audit = match conn.start_session(grant, slot) {
         Ok(audit) => audit,
         Err(e) => {
             let status = if matches!(e, StartError::AuditUnavailable) {
@@ -50,7 +59,7 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
     }
     relay.received_early(&leftover);
     let clock = session::clock_settings(&target, &settings, true);
-    let watch = session::Watch::new(&conn.tracker, &conn.shared, audit.grant(), &settings);
+    let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
     let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &watch, audit.id()).await;
     let extras = Extras {
         rdp_cookie: (target.protocol == Protocol::Rdp)
