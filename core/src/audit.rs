@@ -69,6 +69,9 @@ end_reasons! {
     TokenExpired => "token_expired",
     /// The gateway failed inside this connection (a bug, caught and counted; `detail`: what).
     InternalError => "internal_error",
+    /// `[recording] required` and the recording could not start (a full disk, a write error):
+    /// the session was refused before it reached the target.
+    RecordingUnavailable => "recording_unavailable",
     /// An administrator ended the session (`portcullis admin terminate`); `terminated_by` says who.
     Terminated => "terminated",
     /// An administrator revoked the session's user or token (`revoke-user`, `revoke-token`).

@@ -11,6 +11,9 @@
 //!   to a new file at the configured path.
 //! - **Health.** `writable()` says whether records are getting out; with `[audit] required`, new
 //!   sessions are refused while they are not. Failures are logged once per change of state.
+//! - **Syslog too** (`[audit] syslog`): each record is also sent to the local syslog socket
+//!   (journald or rsyslog listen on /dev/log), facility authpriv, without ever waiting for it: a
+//!   record the socket cannot take is counted, and the file stays the record of truth.
 
 use crate::error::{Error, Result};
 use portcullis_core::audit::AuditRecord;
@@ -50,20 +53,28 @@ struct Health {
     /// Dropping records now (said once until a write succeeds again).
     dropping: AtomicBool,
     reopen: AtomicBool,
+    /// Records the syslog socket did not take, since start.
+    syslog_failures: AtomicU64,
 }
 
 impl Audit {
-    /// Appends to `path` (created 0600 if absent), or writes to stdout.
-    pub fn start(path: Option<&Path>) -> Result<Audit> {
+    /// Appends to `path` (created 0600 if absent), or writes to stdout; and with `syslog`, also
+    /// sends every record to that syslog socket.
+    pub fn start(path: Option<&Path>, syslog: Option<&Path>) -> Result<Audit> {
         let out = match path {
             Some(p) => Output::File(AuditFile::open(p).map_err(|e| Error::file("cannot open audit log", p, e))?),
             None => Output::Stdout,
         };
         let (tx, rx) = mpsc::sync_channel::<Item>(QUEUE);
         let health = Arc::new(Health::default());
+        let syslog = match syslog {
+            Some(p) => Some(Syslog::new(p).map_err(|e| Error::Io("cannot create the syslog socket", e))?),
+            None => None,
+        };
         let writer = Writer {
             out,
             health: health.clone(),
+            syslog,
         };
         std::thread::Builder::new()
             .name("audit".into())
@@ -108,6 +119,11 @@ impl Audit {
         self.health.write_failures.load(Ordering::Relaxed)
     }
 
+    /// Records the syslog socket did not take, since start.
+    pub fn syslog_failures(&self) -> u64 {
+        self.health.syslog_failures.load(Ordering::Relaxed)
+    }
+
     /// Asks the writer to reopen the file at its path (after a rotation).
     pub fn reopen(&self) {
         self.health.reopen.store(true, Ordering::Relaxed);
@@ -131,13 +147,76 @@ enum Output {
 struct Writer {
     out: Output,
     health: Arc<Health>,
+    syslog: Option<Syslog>,
+}
+
+/// The local syslog socket (RFC 3164 framing, as glibc's syslog() sends it).
+struct Syslog {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+    /// `<86>portcullis[PID]: `: facility authpriv (10), severity info (6).
+    prefix: Vec<u8>,
+    connected: bool,
+    /// The last record failed (said once until one gets through).
+    failing: bool,
+}
+
+impl Syslog {
+    fn new(path: &Path) -> std::io::Result<Syslog> {
+        let socket = std::os::unix::net::UnixDatagram::unbound()?;
+        // Never wait for a slow syslog daemon: a full socket buffer loses the record (counted).
+        socket.set_nonblocking(true)?;
+        Ok(Syslog {
+            socket,
+            path: path.to_owned(),
+            prefix: format!("<86>portcullis[{}]: ", std::process::id()).into_bytes(),
+            connected: false,
+            failing: false,
+        })
+    }
+
+    fn send(&mut self, line: &[u8], failures: &AtomicU64) {
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let mut datagram = Vec::with_capacity(self.prefix.len() + line.len());
+        datagram.extend_from_slice(&self.prefix);
+        datagram.extend_from_slice(line);
+        // Connected lazily and again after a failure: the daemon may restart.
+        let sent = if self.connected {
+            Ok(())
+        } else {
+            self.socket.connect(&self.path)
+        }
+        .and_then(|()| {
+            self.connected = true;
+            self.socket.send(&datagram)
+        });
+        match sent {
+            Ok(_) => {
+                if std::mem::replace(&mut self.failing, false) {
+                    tracing::info!(socket = %self.path.display(), "audit records reach syslog again");
+                }
+            }
+            Err(e) => {
+                failures.fetch_add(1, Ordering::Relaxed);
+                self.connected = false;
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(socket = %self.path.display(), "audit records do not reach syslog (counted; the file has them): {e}");
+                }
+            }
+        }
+    }
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Item>) {
         for item in rx {
             match item {
-                Item::Line(line) => self.write(&line),
+                Item::Line(line) => {
+                    self.write(&line);
+                    if let Some(syslog) = &mut self.syslog {
+                        syslog.send(&line, &self.health.syslog_failures);
+                    }
+                }
                 Item::Sync(done) => {
                     self.reopen_if_asked();
                     let _ = done.send(());

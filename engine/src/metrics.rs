@@ -296,6 +296,8 @@ pub struct Sources<'a> {
     pub config_sha256: String,
     pub recordings_dropped: u64,
     pub recording_failures: u64,
+    pub recordings_unrecorded: u64,
+    pub recordings_expired: u64,
 }
 
 /// The text exposition of every metric (OpenMetrics text, which Prometheus reads).
@@ -330,8 +332,11 @@ struct Snapshot {
     audit_writable: bool,
     audit_failures: u64,
     audit_dropped: u64,
+    audit_syslog_failures: u64,
     recordings_dropped: u64,
     recording_failures: u64,
+    recordings_unrecorded: u64,
+    recordings_expired: u64,
     log_dropped: u64,
     blocking_refused: Vec<(&'static str, u64)>,
     panics: u64,
@@ -438,8 +443,11 @@ impl Snapshot {
             audit_writable: s.audit.writable(),
             audit_failures: s.audit.write_failures(),
             audit_dropped: s.audit.dropped(),
+            audit_syslog_failures: s.audit.syslog_failures(),
             recordings_dropped: s.recordings_dropped,
             recording_failures: s.recording_failures,
+            recordings_unrecorded: s.recordings_unrecorded,
+            recordings_expired: s.recordings_expired,
             log_dropped: crate::logging::dropped_lines(),
             blocking_refused: vec![
                 ("files", s.pools.files.refused()),
@@ -660,6 +668,12 @@ impl prometheus_client::collector::Collector for Snapshot {
         )?;
         counter(
             e,
+            "portcullis_audit_syslog_failures",
+            "Audit records the syslog socket did not take (the file has them).",
+            self.audit_syslog_failures,
+        )?;
+        counter(
+            e,
             "portcullis_audit_records_dropped",
             "Audit records dropped: queue full.",
             self.audit_dropped,
@@ -675,6 +689,18 @@ impl prometheus_client::collector::Collector for Snapshot {
             "portcullis_recording_write_failures",
             "Recordings stopped by a write error.",
             self.recording_failures,
+        )?;
+        counter(
+            e,
+            "portcullis_sessions_unrecorded",
+            "Sessions that went on unrecorded: their recording could not start (not required).",
+            self.recordings_unrecorded,
+        )?;
+        counter(
+            e,
+            "portcullis_recordings_expired",
+            "Recordings deleted for being older than the retention.",
+            self.recordings_expired,
         )?;
         counter(
             e,

@@ -354,3 +354,46 @@ async fn readiness_fails_while_draining() {
     ws.echoes(b"the session goes on while draining").await;
     ws.send_close(CloseCode::NORMAL).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_loopback_the_admin_listener_speaks_tls() {
+    let gw = Gateway::builder().toml("[admin]\nlisten = \"0.0.0.0:0\"").start();
+    let port = gw.admin.unwrap().port();
+    // Plain HTTP gets no HTTP answer: the listener expects a TLS ClientHello.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(10 * SEC)).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert!(
+            !answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    // The CLI over HTTPS (the test gateway's certificate is self-signed: --insecure).
+    let token_file = gw.dir.path().join("admin.token");
+    std::fs::write(&token_file, gw.admin_token("root")).unwrap();
+    let sessions = |extra: &[&str]| {
+        Command::new(gateway::gateway_bin())
+            .arg("admin")
+            .args(extra)
+            .arg("--url")
+            .arg(format!("https://127.0.0.1:{port}"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("sessions")
+            .output()
+            .unwrap()
+    };
+    let out = sessions(&["--insecure", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{\"sessions\":[]}");
+    // And it verifies the certificate unless told otherwise.
+    let out = sessions(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}

@@ -121,3 +121,40 @@ async fn a_full_disk_loses_no_record_and_leaves_no_broken_line() {
     );
     one_session(&gw, b"sessions start again").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_also_go_to_syslog_and_a_missing_daemon_is_counted() {
+    let echo = EchoTarget::start();
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("log");
+    // Stands in for journald's /dev/log: a datagram socket.
+    let syslog = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    syslog.set_read_timeout(Some(10 * SEC)).unwrap();
+    let gw = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .audit(&format!("syslog = true\nsyslog_socket = \"{}\"", socket_path.display()))
+        .start();
+    one_session(&gw, b"to syslog").await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = syslog.recv(&mut buf).expect("a syslog datagram");
+    let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+    // Facility authpriv, severity info; the tag and pid; then the same JSON as the file.
+    let prefix = format!("<86>portcullis[{}]: ", gw.pid());
+    assert!(datagram.starts_with(&prefix), "{datagram}");
+    let record: serde_json::Value = serde_json::from_str(&datagram[prefix.len()..]).unwrap();
+    assert_eq!(
+        (record["event"].as_str(), record["target"].as_str()),
+        (Some("session"), Some("echo"))
+    );
+    assert_eq!(gw.sessions_of("echo", 1)[0]["session"], record["session"]);
+    // The daemon goes away: records still reach the file, and the loss is counted.
+    drop(syslog);
+    std::fs::remove_file(&socket_path).unwrap();
+    one_session(&gw, b"no syslog").await;
+    assert_eq!(gw.sessions_of("echo", 2).len(), 2);
+    let (_, metrics) = gw.admin_request("GET", "/metrics", Some(&gw.admin_token("root")), "");
+    assert!(
+        metrics.contains("portcullis_audit_syslog_failures_total 1\n"),
+        "{metrics}"
+    );
+}

@@ -386,3 +386,107 @@ async fn a_silent_browser_is_pinged_then_dropped() {
     assert_eq!(rec["ended"], "ping_timeout", "{rec}");
     drop(ws);
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(path: std::path::PathBuf) -> SmallDisk {
+        std::fs::create_dir_all(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount: {}", text(&out.stderr));
+        SmallDisk(path)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_recordings_disk_refuses_required_sessions_and_others_go_on_unrecorded() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: mounting a small disk needs root (CI runs as root)");
+        return;
+    }
+    let sshd = Sshd::start();
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let gw = Gateway::builder()
+        .toml("[recording]\ndir = \"{dir}/small\"\nrequired = true")
+        .target_with("vm1", &addr, "ssh", &sshd.target_keys(&pin))
+        .password(PASSWORD)
+        .user("alice", &["vm1"], "")
+        .start();
+    // 1 MiB of disk: below the 64 MiB a recording needs to start.
+    let _disk = SmallDisk::mount(gw.dir.path().join("small"));
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let mut ws = terminal(&gw, "/v1/ssh/vm1", &headers).await;
+    let msg = ws.recv_json(15 * SEC).await.expect("an error message");
+    assert_eq!(msg["type"], "error", "{msg}");
+    assert!(
+        msg["message"].as_str().unwrap().contains("recording is unavailable"),
+        "{msg}"
+    );
+    assert_eq!(ws.recv_close(10 * SEC).await.0, Some(1013));
+    let rec = &gw.session_records(1)[0];
+    assert_eq!(rec["ended"], "recording_unavailable", "{rec}");
+    // The balancer hears of it: this node cannot take the sessions its policy requires.
+    let (status, body) = gw.admin_request("GET", "/readyz", None, "");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("recordings are required"), "{body}");
+    assert!(rec["detail"].as_str().unwrap().contains("MiB needed"), "{rec}");
+    assert_eq!(sshd.accepted(0), 0, "the refused session never reached the target");
+
+    // Not required: the session goes on, unrecorded, and is counted.
+    let config = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(gw.config_path(), config.replace("required = true", "required = false")).unwrap();
+    gw.signal(process::Signal::HUP);
+    assert!(wait_until(10 * SEC, || gw.log().contains("configuration reloaded")));
+    assert_eq!(gw.admin_request("GET", "/readyz", None, "").0, 200);
+    let mut ws = terminal(&gw, "/v1/ssh/vm1", &headers).await;
+    run(&mut ws, "echo UNRECORDED-$((6*7))\n", "UNRECORDED-42").await;
+    ws.send_binary(b"exit\n").await;
+    ws.recv_json(15 * SEC).await;
+    let rec = &gw.session_records(2)[1];
+    assert_eq!(rec["ended"], "exit_status", "{rec}");
+    assert!(rec.get("recording").is_none(), "{rec}");
+    let (_, metrics) = gw.admin_request("GET", "/metrics", Some(&gw.admin_token("root")), "");
+    assert!(
+        metrics.contains("portcullis_sessions_unrecorded_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn recordings_past_their_retention_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let recordings = dir.path().join("recordings");
+    std::fs::create_dir(&recordings).unwrap();
+    let three_days_ago = std::time::SystemTime::now() - 3 * 86_400 * SEC;
+    let make = |name: &str, modified: std::time::SystemTime| {
+        let path = recordings.join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        path
+    };
+    let old = make("old.cast", three_days_ago);
+    let new = make("new.cast", std::time::SystemTime::now());
+    let other = make("notes.txt", three_days_ago);
+    let gw = Gateway::builder()
+        .toml(&format!(
+            "[recording]\ndir = \"{}\"\nretention = \"1day\"",
+            recordings.display()
+        ))
+        .start();
+    // Swept at start, then hourly.
+    assert!(wait_until(10 * SEC, || !old.exists()), "{}", gw.log());
+    assert!(new.exists() && other.exists(), "only recordings past the retention go");
+    let (_, metrics) = gw.admin_request("GET", "/metrics", Some(&gw.admin_token("root")), "");
+    assert!(metrics.contains("portcullis_recordings_expired_total 1\n"), "{metrics}");
+}

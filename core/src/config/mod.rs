@@ -152,6 +152,10 @@ pub struct RecordingSettings {
     pub dir: Option<PathBuf>,
     /// Refuse browser SSH sessions whose recording cannot be written.
     pub required: bool,
+    /// Recordings older than this are deleted.
+    pub retention: Option<Duration>,
+    /// Free space (MiB) a recording needs on its disk to start.
+    pub min_free_mb: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -272,6 +276,8 @@ pub struct Config {
     pub audit_path: Option<PathBuf>,
     /// Refuse new sessions while audit records cannot be written.
     pub audit_required: bool,
+    /// Also send every audit record to this syslog socket (`[audit] syslog`).
+    pub audit_syslog: Option<PathBuf>,
     pub session: SessionSettings,
     pub limits: Limits,
     pub targets: HashMap<String, Arc<Target>>,
@@ -430,6 +436,12 @@ impl Config {
             auth,
             audit_path: raw.audit.path.as_deref().map(|p| cx.path(p)),
             audit_required: raw.audit.required,
+            audit_syslog: raw.audit.syslog.then(|| {
+                raw.audit
+                    .syslog_socket
+                    .as_deref()
+                    .map_or_else(|| PathBuf::from("/dev/log"), |p| cx.path(p))
+            }),
             session: parse_session(&cx, &raw.session)?,
             limits: parse_limits(&cx, &raw.limits)?,
             targets,
@@ -454,6 +466,8 @@ impl Config {
             recording: RecordingSettings {
                 dir: raw.recording.dir.as_deref().map(|d| cx.path(d)),
                 required: raw.recording.required,
+                retention: cx.optional_duration(&raw.recording.retention, &settings::RECORDING_RETENTION)?,
+                min_free_mb: cx.int(&raw.recording.min_free_mb, &settings::RECORDING_MIN_FREE_MB)?,
             },
             proxy_trusted: raw
                 .proxy_protocol

@@ -59,6 +59,8 @@ pub(super) struct RawRecording {
     pub dir: Option<PathBuf>,
     #[serde(default)]
     pub required: bool,
+    pub retention: Option<Spanned<String>>,
+    pub min_free_mb: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +107,9 @@ pub(super) struct RawAudit {
     pub path: Option<PathBuf>,
     #[serde(default)]
     pub required: bool,
+    #[serde(default)]
+    pub syslog: bool,
+    pub syslog_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

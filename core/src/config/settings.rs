@@ -126,6 +126,18 @@ pub const NEW_CONNECTIONS_PER_SECOND: IntSetting = int("limits.new_connections_p
 pub const MAX_UNAUTHENTICATED: IntSetting = int("limits.max_unauthenticated", 2048, 16, 10_000_000);
 pub const EARLY_DROP_FROM: IntSetting = int("limits.early_drop_from", 512, 1, 10_000_000);
 
+/// Recordings older than this are deleted (absent: kept until someone deletes them).
+pub const RECORDING_RETENTION: DurationSetting = DurationSetting {
+    key: "recording.retention",
+    default: None,
+    min: secs(HOUR),
+    // humantime years (365.25 days), so that the range reads "10years".
+    max: secs(10 * 31_557_600),
+};
+/// A recording starts only with this much room on its disk: a full disk means no recording, so
+/// `required` refuses the session (and the audit log, often on the same disk, keeps room).
+pub const RECORDING_MIN_FREE_MB: IntSetting = int("recording.min_free_mb", 64, 0, 1 << 30);
+
 pub const SESSION_TTL: DurationSetting = duration("web.session_ttl", secs(HOUR), secs(1), secs(30 * DAY));
 
 /// The brake on password guessing (`[web.throttle]`): attempts per user and client address, and
@@ -150,6 +162,7 @@ pub const DURATIONS: &[DurationSetting] = &[
     SESSION_TTL,
     THROTTLE_WINDOW,
     THROTTLE_MAX_DELAY,
+    RECORDING_RETENTION,
 ];
 
 /// Every integer setting but `workers` (whose default is the number of cores).
@@ -165,6 +178,7 @@ pub const INTEGERS: &[IntSetting] = &[
     EARLY_DROP_FROM,
     THROTTLE_PER_USER_ADDRESS,
     THROTTLE_PER_ADDRESS,
+    RECORDING_MIN_FREE_MB,
 ];
 
 /// Integer settings whose default is derived at start (shown in the README without a value).

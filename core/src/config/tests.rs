@@ -167,7 +167,7 @@ fn readme_documents_the_defaults() {
     let block = &readme[start..];
     let block = &block[..block.find("```").unwrap()];
     // Only the tables of tunables; targets and users follow.
-    let tunables = &block[..block.find("[recording]").unwrap()];
+    let tunables = &block[..block.find("[[target]]").unwrap()];
     let doc: toml::Table = toml::from_str(tunables).unwrap();
     // `web.throttle.window` is the key `window` of the table `[web.throttle]`.
     let value = |key: &str| {

@@ -161,6 +161,13 @@ fn readiness(shared: &Shared) -> Answer {
             json!({ "ready": false, "reason": "the audit log is required and cannot be written" }),
         );
     }
+    let recording = &state.policy.config.recording;
+    if let (true, Some(dir)) = (recording.required, &recording.dir) {
+        if let Err(e) = crate::ssh::recorder::check_room(dir, recording.min_free_mb) {
+            let reason = format!("recordings are required and cannot start: {e}");
+            return Answer::json(503, json!({ "ready": false, "reason": reason }));
+        }
+    }
     Answer::json(200, json!({ "ready": true }))
 }
 

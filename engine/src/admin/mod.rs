@@ -74,9 +74,18 @@ fn serve(stream: TcpStream, shared: &Shared, tls: Option<Arc<rustls::ServerConfi
     match tls {
         None => exchange(stream, peer, shared),
         Some(config) => {
-            let Ok(conn) = rustls::ServerConnection::new(config) else {
+            let Ok(mut conn) = rustls::ServerConnection::new(config) else {
                 return;
             };
+            let mut stream = stream;
+            // The handshake first: a client that does not speak TLS is closed at once (after
+            // rustls' alert), not left waiting for an answer.
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut stream).is_err() {
+                    let _ = conn.write_tls(&mut stream);
+                    return;
+                }
+            }
             let mut tls = rustls::StreamOwned::new(conn, stream);
             exchange(&mut tls, peer, shared);
             tls.conn.send_close_notify();

@@ -88,6 +88,8 @@ impl Shared {
             config_sha256: self.state.load().policy.config.source_sha256.clone(),
             recordings_dropped: crate::ssh::recorder::dropped_events(),
             recording_failures: crate::ssh::recorder::write_failures(),
+            recordings_unrecorded: crate::ssh::recorder::unrecorded_sessions(),
+            recordings_expired: crate::ssh::recorder::expired_recordings(),
         }
     }
 }
@@ -233,7 +235,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         ready_fd,
     } = opts;
     let identity = load_identity(&config)?;
-    let audit = Audit::start(config.audit_path.as_deref())?;
+    let audit = Audit::start(config.audit_path.as_deref(), config.audit_syslog.as_deref())?;
     let (listen, workers, admin_listen) = (config.listen, config.workers, config.admin.listen);
     let run_as = config.user.clone();
     for warning in warnings(&config) {
@@ -261,6 +263,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         registry: Default::default(),
         draining: Default::default(),
     });
+
+    let retention = shared.clone();
+    crate::ssh::recorder::start_retention(move || {
+        let state = retention.state.load();
+        let r = &state.policy.config.recording;
+        Some((r.dir.clone()?, r.retention?))
+    })
+    .map_err(|e| Error::Io("cannot start the recordings' retention thread", e))?;
 
     // One socketpair per worker: the signal thread writes a byte to ask it to stop.
     let mut stop_writers = Vec::new();

@@ -27,6 +27,87 @@ pub fn write_failures() -> u64 {
     FAILURES.load(Ordering::Relaxed)
 }
 
+/// Sessions that went on unrecorded because their recording could not start (not `required`).
+static UNRECORDED: AtomicU64 = AtomicU64::new(0);
+/// Recordings deleted for being older than `[recording] retention`.
+static EXPIRED: AtomicU64 = AtomicU64::new(0);
+
+pub fn unrecorded_sessions() -> u64 {
+    UNRECORDED.load(Ordering::Relaxed)
+}
+
+pub fn count_unrecorded() {
+    UNRECORDED.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn expired_recordings() -> u64 {
+    EXPIRED.load(Ordering::Relaxed)
+}
+
+/// Refuses to start a recording on a disk with less than `min_free_mb` MiB available: a full
+/// disk would cut it short, and the audit log often shares that disk.
+pub fn check_room(dir: &Path, min_free_mb: u64) -> std::io::Result<()> {
+    let st = rustix::fs::statvfs(dir).map_err(std::io::Error::from)?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < min_free_mb.saturating_mul(1 << 20) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            format!(
+                "{} MiB free on the recordings disk, {min_free_mb} MiB needed",
+                free >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// How often old recordings are looked for.
+const RETENTION_SWEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Starts the thread that deletes recordings past their retention: at start, then hourly.
+/// `settings` says where and how long, as configured now (a reload changes them).
+pub fn start_retention(
+    settings: impl Fn() -> Option<(PathBuf, std::time::Duration)> + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("recordings-retention".into())
+        .spawn(move || loop {
+            if let Some((dir, retention)) = settings() {
+                match expire(&dir, retention) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(dir = %dir.display(), deleted = n, "recordings past their retention deleted")
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!(dir = %dir.display(), "cannot apply the recordings' retention: {e}"),
+                }
+            }
+            std::thread::sleep(RETENTION_SWEEP);
+        })
+        .map(|_| ())
+}
+
+/// Deletes the recordings in `dir` older than `retention`; returns how many went.
+pub fn expire(dir: &Path, retention: std::time::Duration) -> std::io::Result<usize> {
+    let now = std::time::SystemTime::now();
+    let mut deleted = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "cast") {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        if now.duration_since(modified).is_ok_and(|age| age > retention) && std::fs::remove_file(&path).is_ok() {
+            deleted += 1;
+        }
+    }
+    EXPIRED.fetch_add(deleted as u64, Ordering::Relaxed);
+    Ok(deleted)
+}
+
 enum Event {
     Open {
         id: u64,
@@ -122,11 +203,19 @@ impl Recorder {
 
     /// Creates `dir/<session>.cast` and writes its header. Fails (disk full, permissions) before
     /// the session starts, so a `required` recording can refuse the session.
-    pub fn open(&self, dir: &Path, session: &str, header: &Header, input: bool) -> std::io::Result<Recording> {
+    pub fn open(
+        &self,
+        dir: &Path,
+        session: &str,
+        header: &Header,
+        input: bool,
+        min_free_mb: u64,
+    ) -> std::io::Result<Recording> {
         // Recordings hold what users typed and saw: readable by the gateway's user only, like
         // the audit log (a directory it creates is 0700, each file 0600).
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        check_room(dir, min_free_mb)?;
         let path = dir.join(format!("{session}.cast"));
         let file = File::options().write(true).create_new(true).mode(0o600).open(&path)?;
         let mut file = BufWriter::new(file);
@@ -267,14 +356,14 @@ mod tests {
             timestamp: 1,
             title: "t".into(),
         };
-        let mut r = rec.open(dir.path(), "s1", &header, false).unwrap();
+        let mut r = rec.open(dir.path(), "s1", &header, false, 0).unwrap();
         r.output(b"hello ");
         r.input(b"secret");
         r.output("wörld".as_bytes());
         let path = r.path.clone();
         drop(r);
         assert!(
-            rec.open(dir.path(), "s1", &header, false).is_err(),
+            rec.open(dir.path(), "s1", &header, false, 0).is_err(),
             "never overwrites a recording"
         );
         assert!(

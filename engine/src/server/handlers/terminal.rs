@@ -137,13 +137,15 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
     };
     let recording = match open_recording(conn, &audit, cols, rows).await {
         Ok(r) => r,
-        Err(()) => {
-            return end_terminal(
+        Err(why) => {
+            end_terminal(
                 conn,
                 "session recording is unavailable; try again later",
-                CloseCode::INTERNAL_ERROR,
+                CloseCode::TRY_AGAIN_LATER,
             )
-            .await
+            .await;
+            let ending = Ending::with_detail(EndReason::RecordingUnavailable, why);
+            return audit.finish(ending, Counters::default(), Extras::default());
         }
     };
     let recording_path = recording.as_ref().map(|r| r.path.display().to_string());
@@ -200,8 +202,8 @@ fn gateway_credentials(target: &Target) -> Option<Credentials> {
 }
 
 /// Opens the session's recording before it starts (on the files pool), so that a `required`
-/// recording can refuse the session. `Err` when it is required and cannot be written.
-async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16) -> Result<Option<Recording>, ()> {
+/// recording can refuse the session. `Err` (why) when it is required and cannot be written.
+async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16) -> Result<Option<Recording>, String> {
     let settings = &conn.policy().config.recording;
     let Some(dir) = settings.dir.clone() else {
         return Ok(None);
@@ -214,10 +216,11 @@ async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16)
         timestamp: portcullis_core::keys::unix_now(),
         title: format!("{}@{}", grant.user, grant.target.name),
     };
-    let (recorder, id, input) = (
+    let (recorder, id, input, min_free) = (
         conn.shared.web.recorder.clone(),
         audit.id().to_owned(),
         grant.target.ssh.record_input,
+        settings.min_free_mb,
     );
     let limit = conn.settings().request_timeout;
     let opened = match timeout(
@@ -225,7 +228,7 @@ async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16)
         conn.shared
             .pools
             .files
-            .call(move || recorder.open(&dir, &id, &header, input)),
+            .call(move || recorder.open(&dir, &id, &header, input, min_free)),
     )
     .await
     {
@@ -240,10 +243,11 @@ async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16)
         Ok(r) => Ok(Some(r)),
         Err(e) if settings.required => {
             tracing::error!(session = %audit.id(), "recording unavailable, session refused: {e}");
-            Err(())
+            Err(e.to_string())
         }
         Err(e) => {
             tracing::error!(session = %audit.id(), "recording unavailable, session continues unrecorded: {e}");
+            crate::ssh::recorder::count_unrecorded();
             Ok(None)
         }
     }
