@@ -298,6 +298,8 @@ pub struct Sources<'a> {
     pub recording_failures: u64,
     pub recordings_unrecorded: u64,
     pub recordings_expired: u64,
+    pub store_up: bool,
+    pub store_failures: u64,
 }
 
 /// The text exposition of every metric (OpenMetrics text, which Prometheus reads).
@@ -337,6 +339,8 @@ struct Snapshot {
     recording_failures: u64,
     recordings_unrecorded: u64,
     recordings_expired: u64,
+    store_up: bool,
+    store_failures: u64,
     log_dropped: u64,
     blocking_refused: Vec<(&'static str, u64)>,
     panics: u64,
@@ -448,6 +452,8 @@ impl Snapshot {
             recording_failures: s.recording_failures,
             recordings_unrecorded: s.recordings_unrecorded,
             recordings_expired: s.recordings_expired,
+            store_up: s.store_up,
+            store_failures: s.store_failures,
             log_dropped: crate::logging::dropped_lines(),
             blocking_refused: vec![
                 ("files", s.pools.files.refused()),
@@ -720,6 +726,18 @@ impl prometheus_client::collector::Collector for Snapshot {
             "portcullis_connection_panics",
             "Connection tasks that panicked (each ended its connection only).",
             self.panics,
+        )?;
+        gauge(
+            e,
+            "portcullis_store_up",
+            "1 while the state store answers (always, for the local store).",
+            i64::from(self.store_up),
+        )?;
+        counter(
+            e,
+            "portcullis_store_failures",
+            "State store commands that failed or timed out.",
+            self.store_failures,
         )?;
         gauge(
             e,

@@ -16,6 +16,7 @@
 //! - [`sshd`]: a real OpenSSH server and its clients;
 //! - [`rdp`]: Xvfb, xrdp, freerdp-shadow-cli and xfreerdp;
 //! - [`haproxy`]: HAProxy in TCP mode sending the PROXY protocol;
+//! - [`redis`]: a real redis-server for the fleet store;
 //! - [`browser`]: the headless Chromium scripts of `web/e2e`.
 
 pub mod bridge;
@@ -26,6 +27,7 @@ pub mod haproxy;
 pub mod ports;
 pub mod process;
 pub mod rdp;
+pub mod redis;
 pub mod sshd;
 pub mod targets;
 pub mod tunnel;

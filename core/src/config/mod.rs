@@ -116,6 +116,48 @@ pub struct User {
     pub replay: bool,
 }
 
+/// Where the state gateways share lives (`[cluster] store`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// In this process: one node, nothing else to run.
+    Local,
+    /// Redis 7 or Valkey at this URL (`redis://` or `rediss://`, user and password in it).
+    Redis(String),
+}
+
+impl fmt::Debug for StoreKind {
+    /// Never prints the password a Redis URL may hold.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreKind::Local => f.write_str("Local"),
+            StoreKind::Redis(url) => {
+                let shown = match (url.find("://"), url.rfind('@')) {
+                    (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+                    _ => url.clone(),
+                };
+                write!(f, "Redis({shown})")
+            }
+        }
+    }
+}
+
+/// What a node does with token tunnels while the store does not answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnStoreDown {
+    /// Fail closed: refuse what needs the store, and report not ready (the balancer drains it).
+    Deny,
+    /// Keep serving token tunnels on what this node knows; report ready.
+    Allow,
+}
+
+/// `[cluster]`: this node's name and the store of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub node: String,
+    pub store: StoreKind,
+    pub on_store_down: OnStoreDown,
+}
+
 /// `[admin]`: the operators' listener.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminSettings {
@@ -288,6 +330,7 @@ pub struct Config {
     /// connections are accounted to the client the header names.
     pub proxy_trusted: Vec<crate::net::Cidr>,
     pub admin: AdminSettings,
+    pub cluster: ClusterSettings,
     /// SHA-256 (hex) of the configuration text: nodes whose values differ run different configs.
     pub source_sha256: String,
 }
@@ -487,6 +530,7 @@ impl Config {
                 })
                 .collect::<Result<_>>()?,
             admin: parse_admin(&cx, &raw.admin)?,
+            cluster: parse_cluster(&cx, &raw.cluster)?,
             source_sha256: {
                 use sha2::Digest;
                 let digest = sha2::Sha256::digest(src.as_bytes());
@@ -507,6 +551,56 @@ impl Config {
             error,
         })
     }
+}
+
+fn parse_cluster(cx: &Ctx<'_>, c: &raw::RawCluster) -> Result<ClusterSettings> {
+    let node = match &c.node {
+        Some(n)
+            if n.get_ref().is_empty()
+                || n.get_ref().len() > 64
+                || !n
+                    .get_ref()
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) =>
+        {
+            return cx.err(Some(n.span()), "cluster.node", "letters, digits, - _ . (at most 64)");
+        }
+        Some(n) => n.get_ref().clone(),
+        None => host_name(),
+    };
+    let store = match &c.store {
+        None => StoreKind::Local,
+        Some(s) if s.get_ref() == "local" => StoreKind::Local,
+        Some(s) if s.get_ref().starts_with("redis://") || s.get_ref().starts_with("rediss://") => {
+            StoreKind::Redis(s.get_ref().clone())
+        }
+        Some(s) => {
+            return cx.err(
+                Some(s.span()),
+                "cluster.store",
+                "expected \"local\", \"redis://host:port\" or \"rediss://host:port\"",
+            )
+        }
+    };
+    let on_store_down = match c.on_store_down.as_ref().map(|s| (s.get_ref().as_str(), s.span())) {
+        None | Some(("deny", _)) => OnStoreDown::Deny,
+        Some(("allow", _)) => OnStoreDown::Allow,
+        Some((_, span)) => return cx.err(Some(span), "cluster.on_store_down", "expected \"deny\" or \"allow\""),
+    };
+    Ok(ClusterSettings {
+        node,
+        store,
+        on_store_down,
+    })
+}
+
+/// This machine's name, the default node name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gateway".into())
 }
 
 fn parse_admin(cx: &Ctx<'_>, a: &raw::RawAdmin) -> Result<AdminSettings> {

@@ -28,6 +28,8 @@ pub(super) struct RawConfig {
     pub proxy_protocol: RawProxyProtocol,
     #[serde(default)]
     pub admin: RawAdmin,
+    #[serde(default)]
+    pub cluster: RawCluster,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
@@ -68,6 +70,14 @@ pub(super) struct RawRecording {
 pub(super) struct RawProxyProtocol {
     #[serde(default)]
     pub trusted: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub node: Option<Spanned<String>>,
+    pub store: Option<Spanned<String>>,
+    pub on_store_down: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -161,6 +161,12 @@ fn readiness(shared: &Shared) -> Answer {
             json!({ "ready": false, "reason": "the audit log is required and cannot be written" }),
         );
     }
+    if shared.store_refuses() {
+        return Answer::json(
+            503,
+            json!({ "ready": false, "reason": "the state store does not answer (on_store_down = \"deny\")" }),
+        );
+    }
     let recording = &state.policy.config.recording;
     if let (true, Some(dir)) = (recording.required, &recording.dir) {
         if let Err(e) = crate::ssh::recorder::check_room(dir, recording.min_free_mb) {

@@ -70,6 +70,18 @@ impl Shared {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the fleet store answers (the local store always does).
+    pub fn store_up(&self) -> bool {
+        self.web.store_health.as_ref().is_none_or(|h| h.is_up())
+    }
+
+    /// Whether what needs the fleet store is refused now: it does not answer and
+    /// `[cluster] on_store_down = "deny"` (fail closed).
+    pub fn store_refuses(&self) -> bool {
+        use portcullis_core::config::OnStoreDown;
+        !self.store_up() && self.state.load().policy.config.cluster.on_store_down == OnStoreDown::Deny
+    }
+
     /// What a metrics scrape reads besides the cores' counters.
     pub fn metric_sources(&self) -> crate::metrics::Sources<'_> {
         let (open, unauthenticated) = self.admission.held();
@@ -90,6 +102,8 @@ impl Shared {
             recording_failures: crate::ssh::recorder::write_failures(),
             recordings_unrecorded: crate::ssh::recorder::unrecorded_sessions(),
             recordings_expired: crate::ssh::recorder::expired_recordings(),
+            store_up: self.store_up(),
+            store_failures: self.web.store_health.as_ref().map_or(0, |h| h.failures()),
         }
     }
 }
@@ -238,6 +252,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let audit = Audit::start(config.audit_path.as_deref(), config.audit_syslog.as_deref())?;
     let (listen, workers, admin_listen) = (config.listen, config.workers, config.admin.listen);
     let run_as = config.user.clone();
+    let cluster_store = config.cluster.store.clone();
+    tracing::info!(node = %config.cluster.node, store = ?config.cluster.store, "cluster");
     for warning in warnings(&config) {
         tracing::warn!("{warning}");
     }
@@ -255,7 +271,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
         audit,
-        web: crate::web::WebState::start()?,
+        web: crate::web::WebState::start(&cluster_store)?,
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
         revocations,
         admission,

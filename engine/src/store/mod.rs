@@ -9,7 +9,9 @@
 //! Nothing here is on the relay's data path.
 
 mod memory;
+mod redis;
 
+pub use self::redis::{Health as RedisHealth, RedisStore};
 pub use memory::MemoryStore;
 
 use std::future::Future;

@@ -118,8 +118,12 @@ fn json_post<T: serde::de::DeserializeOwned>(req: &WebRequest<'_>, expected: &st
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!("web sign-in state unavailable: {e}");
-    Response::error(503, "sign-in is unavailable; try again later")
+    // Not an error line per request: the store says once when it goes down and comes back.
+    tracing::debug!("web sign-in state unavailable: {e}");
+    Response::error(
+        503,
+        "sign-in is unavailable: the state store does not answer; try again later",
+    )
 }
 
 /// A call to the state store, bounded by the request timeout: `Err` is the answer (503) when it

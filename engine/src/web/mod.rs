@@ -11,26 +11,42 @@ pub mod signin;
 
 use crate::error::{Error, Result};
 use crate::ssh::recorder::Recorder;
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, RedisHealth, RedisStore, Store};
+use portcullis_core::config::StoreKind;
 use std::sync::Arc;
 
-/// Process-wide web state. Survives configuration reloads (sign-ins stay valid).
+/// Process-wide web state. Survives configuration reloads (sign-ins stay valid; the store is
+/// chosen at start: changing `[cluster] store` needs a restart).
 pub struct WebState {
     pub store: Arc<dyn Store>,
+    /// Whether the fleet store answers; `None` for the local store (always there).
+    pub store_health: Option<Arc<RedisHealth>>,
     pub ssh_runtime: tokio::runtime::Runtime,
     pub recorder: Recorder,
 }
 
 impl WebState {
-    pub fn start() -> Result<Arc<WebState>> {
+    /// `store`: where sign-ins, throttle counters and tickets live. Redis commands run on the
+    /// runtime that also carries the browser terminal's SSH clients (never on a core).
+    pub fn start(store: &StoreKind) -> Result<Arc<WebState>> {
         let ssh_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ssh")
             .enable_all()
             .build()
             .map_err(|e| Error::Io("cannot start the SSH runtime", e))?;
+        let (store, store_health): (Arc<dyn Store>, _) = match store {
+            StoreKind::Local => (Arc::new(MemoryStore::new()), None),
+            StoreKind::Redis(url) => {
+                let redis = RedisStore::start(url, ssh_runtime.handle().clone())
+                    .map_err(|e| Error::Startup(format!("[cluster] store: {e}")))?;
+                let health = redis.health();
+                (Arc::new(redis), Some(health))
+            }
+        };
         Ok(Arc::new(WebState {
-            store: Arc::new(MemoryStore::new()),
+            store,
+            store_health,
             ssh_runtime,
             recorder: Recorder::start().map_err(|e| Error::Io("cannot start the recorder", e))?,
         }))

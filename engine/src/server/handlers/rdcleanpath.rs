@@ -92,6 +92,9 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
         Ok(g) => g,
         Err(refusal) => return refuse(conn, refusal).await,
     };
+    if conn.shared.store_refuses() {
+        return refuse(conn, Refusal::http(503, "the state store is unavailable").of(&grant)).await;
+    }
     let slot = match conn.reserve_session(&grant) {
         Ok(slot) => slot,
         Err(e) => return refuse(conn, Refusal::http(429, e.to_string()).of(&grant)).await,

@@ -15,6 +15,16 @@ use portcullis_protocols::ws::Role;
 pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Vec<u8>) {
     let path = format!("/v1/tunnel/{}", grant.target.name);
     let settings = conn.settings().clone();
+    if conn.shared.store_refuses() {
+        // Fail closed: without the fleet store this node cannot know what the fleet revoked.
+        conn.deny(&path, 503, "the state store is unavailable", Some(&grant.user));
+        return conn
+            .reply(
+                &Reply::text(503, "the state store is unavailable; try again later"),
+                None,
+            )
+            .await;
+    }
     let slot = match conn.reserve_session(&grant) {
         Ok(slot) => slot,
         Err(e) => {

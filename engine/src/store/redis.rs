@@ -1,0 +1,348 @@
+//! The fleet store: Redis 7 (or Valkey), shared by every gateway of a fleet, so that a browser
+//! signed in on one node is signed in on all, sign-in attempts are counted fleet-wide, and a
+//! ticket is good once anywhere.
+//!
+//! Commands never run on a glommio core: each call is spawned on the tokio runtime of the web
+//! state and its answer awaited (a tokio `JoinHandle` wakes the core's task from the runtime's
+//! thread), under `COMMAND_TIMEOUT`. redis-rs' connection manager reconnects with backoff; until
+//! the first connection is made (Redis down at start), a task of our own retries. While Redis is
+//! unreachable every call fails with `StoreError::Unavailable` (callers fail closed), said once
+//! per transition and counted.
+//!
+//! Keys: `portcullis:v1:<kind>:<hex>`, where `<hex>` is the SHA-256 of the secret (sessions,
+//! tickets) or of the throttle key (user names and addresses never appear in key names). Values
+//! are JSON with a schema version (`"v": 1`), so that nodes of two releases can share a store
+//! during a rolling upgrade: a reader ignores fields it does not know.
+
+use super::{
+    Attempt, BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession,
+};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a command may take, connection included; then the caller gets `Unavailable`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the store is asked whether it answers (PING), with or without traffic: a node that
+/// the balancer drained for a dead store must notice by itself that the store is back.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Schema version of the values written (and the key prefix).
+const SCHEMA: u32 = 1;
+const PREFIX: &str = "portcullis:v1:";
+
+/// Counts one attempt under every key if none is at its limit: all or none, atomically.
+/// KEYS: the counters. ARGV: per key, its limit then its window in ms. Returns {1, before...} or
+/// {0, milliseconds until the fullest key frees}.
+const RESERVE: &str = r"
+local before = {}
+local wait = -1
+for i = 1, #KEYS do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count >= tonumber(ARGV[2 * i - 1]) then
+    local ttl = redis.call('PTTL', KEYS[i])
+    if ttl < 0 then ttl = tonumber(ARGV[2 * i]) end
+    if ttl > wait then wait = ttl end
+  end
+  before[i] = count
+end
+if wait >= 0 then return {0, wait} end
+for i = 1, #KEYS do
+  if redis.call('INCR', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[2 * i]) end
+end
+table.insert(before, 1, 1)
+return before
+";
+
+/// Gives one attempt back under every key that has one.
+const REFUND: &str = r"
+for i = 1, #KEYS do
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count > 0 then redis.call('DECR', KEYS[i]) end
+end
+return 1
+";
+
+static RESERVE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(RESERVE));
+static REFUND_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(REFUND));
+
+#[derive(Serialize, Deserialize)]
+struct SessionValue {
+    v: u32,
+    user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    only_target: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TicketValue {
+    v: u32,
+    user: String,
+    target: String,
+}
+
+/// Whether Redis answers, as the last command found; said once per change.
+#[derive(Default)]
+pub struct Health {
+    down: AtomicBool,
+    /// Commands that failed (unreachable, timed out, refused), since start.
+    failures: AtomicU64,
+}
+
+impl Health {
+    fn answered(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("the state store (Redis) answers again");
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::error!("the state store (Redis) is unavailable (said once until it answers again): {why}");
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+pub struct RedisStore {
+    runtime: tokio::runtime::Handle,
+    conn: Arc<ArcSwapOption<ConnectionManager>>,
+    health: Arc<Health>,
+}
+
+impl RedisStore {
+    /// Connects in the background (a gateway starts even while Redis is down, and says so).
+    /// `url`: `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
+    pub fn start(url: &str, runtime: tokio::runtime::Handle) -> Result<RedisStore, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = Arc::new(ArcSwapOption::empty());
+        let health = Arc::new(Health::default());
+        // Down until the first connection.
+        health.down.store(true, Ordering::Relaxed);
+        let (slot, first) = (conn.clone(), health.clone());
+        runtime.spawn(async move {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(COMMAND_TIMEOUT))
+                .set_response_timeout(Some(COMMAND_TIMEOUT))
+                .set_number_of_retries(6)
+                .set_max_delay(Duration::from_secs(2));
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match ConnectionManager::new_with_config(client.clone(), config.clone()).await {
+                    Ok(manager) => {
+                        slot.store(Some(Arc::new(manager.clone())));
+                        first.answered();
+                        tracing::info!("connected to the state store (Redis)");
+                        probe(manager, first).await;
+                        return;
+                    }
+                    Err(e) => {
+                        first.failed(&e.to_string());
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Ok(RedisStore { runtime, conn, health })
+    }
+
+    /// Whether the store answers, as its last command or probe found.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// Runs `command` on the runtime with a clone of the connection, under the timeout.
+    fn run<T, F, Fut>(&self, command: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(ConnectionManager) -> Fut + Send + 'static,
+        Fut: Future<Output = redis::RedisResult<T>> + Send + 'static,
+    {
+        let health = self.health.clone();
+        let Some(conn) = self.conn.load_full() else {
+            return Box::pin(async { Err(StoreError::Unavailable("not connected to Redis yet".into())) });
+        };
+        let task = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(COMMAND_TIMEOUT, command((*conn).clone())).await });
+        Box::pin(async move {
+            let why = match task.await {
+                Ok(Ok(Ok(value))) => {
+                    health.answered();
+                    return Ok(value);
+                }
+                Ok(Ok(Err(e))) => e.to_string(),
+                Ok(Err(_)) => format!("no answer within {COMMAND_TIMEOUT:?}"),
+                Err(e) => e.to_string(),
+            };
+            health.failed(&why);
+            Err(StoreError::Unavailable(why))
+        })
+    }
+}
+
+/// PINGs the store every `PROBE_INTERVAL`, for as long as the runtime runs.
+async fn probe(mut conn: ConnectionManager, health: Arc<Health>) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(COMMAND_TIMEOUT, ping.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => health.answered(),
+            Ok(Err(e)) => health.failed(&e.to_string()),
+            Err(_) => health.failed("no answer to PING in time"),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn secret_key(kind: &str, key: &SecretKey) -> String {
+    format!("{PREFIX}{kind}:{}", hex(key))
+}
+
+/// A throttle counter's key: the SHA-256 of its kind and value, so that user names and addresses
+/// never appear in key names (and cannot collide across kinds).
+fn throttle_key(key: &ThrottleKey) -> String {
+    use sha2::{Digest, Sha256};
+    let text = match key {
+        ThrottleKey::UserAddress(user, ip) => format!("ua\0{user}\0{ip}"),
+        ThrottleKey::Address(ip) => format!("a\0{ip}"),
+        ThrottleKey::User(user) => format!("u\0{user}"),
+    };
+    format!("{PREFIX}throttle:{}", hex(&Sha256::digest(text.as_bytes())))
+}
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().clamp(1, u128::from(u64::MAX)) as u64
+}
+
+fn json<T: Serialize>(value: &T) -> String {
+    // Our own plain structs always serialize.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+impl Store for RedisStore {
+    fn put_session(&self, key: SecretKey, session: WebSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let value = json(&SessionValue {
+            v: SCHEMA,
+            user: session.user,
+            only_target: session.only_target,
+        });
+        let k = secret_key("session", &key);
+        self.run(move |mut c| async move {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<()>(&mut c)
+                .await
+        })
+    }
+
+    fn session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<WebSession>>> {
+        let k = secret_key("session", &key);
+        let got =
+            self.run(move |mut c| async move { redis::cmd("GET").arg(k).query_async::<Option<String>>(&mut c).await });
+        Box::pin(async move {
+            Ok(got
+                .await?
+                .and_then(|text| serde_json::from_str::<SessionValue>(&text).ok())
+                .map(|s| WebSession {
+                    user: s.user,
+                    only_target: s.only_target,
+                }))
+        })
+    }
+
+    fn delete_session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<()>> {
+        let k = secret_key("session", &key);
+        self.run(move |mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
+    }
+
+    fn put_ticket(&self, key: SecretKey, ticket: Ticket, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let value = json(&TicketValue {
+            v: SCHEMA,
+            user: ticket.user,
+            target: ticket.target,
+        });
+        let k = secret_key("ticket", &key);
+        self.run(move |mut c| async move {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(value)
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<()>(&mut c)
+                .await
+        })
+    }
+
+    fn take_ticket(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<Ticket>>> {
+        let k = secret_key("ticket", &key);
+        // GETDEL: read and delete in one command, so two nodes cannot both redeem it.
+        let got = self
+            .run(move |mut c| async move { redis::cmd("GETDEL").arg(k).query_async::<Option<String>>(&mut c).await });
+        Box::pin(async move {
+            Ok(got
+                .await?
+                .and_then(|text| serde_json::from_str::<TicketValue>(&text).ok())
+                .map(|t| Ticket {
+                    user: t.user,
+                    target: t.target,
+                }))
+        })
+    }
+
+    fn reserve_attempt<'a>(&'a self, keys: &'a [(ThrottleKey, ThrottleRule)]) -> BoxFuture<'a, StoreResult<Attempt>> {
+        let mut script = RESERVE_SCRIPT.prepare_invoke();
+        for (key, rule) in keys {
+            script.key(throttle_key(key)).arg(rule.limit).arg(millis(rule.window));
+        }
+        let answer = self.run(move |mut c| async move { script.invoke_async::<Vec<u64>>(&mut c).await });
+        Box::pin(async move {
+            let answer = answer.await?;
+            match answer.split_first() {
+                Some((1, before)) => Ok(Attempt::Reserved {
+                    before: before.iter().map(|n| (*n).min(u64::from(u32::MAX)) as u32).collect(),
+                }),
+                Some((0, [wait])) => Ok(Attempt::Refused {
+                    retry_after: Duration::from_millis(*wait),
+                }),
+                _ => Err(StoreError::Unavailable(format!(
+                    "unexpected answer from Redis: {answer:?}"
+                ))),
+            }
+        })
+    }
+
+    fn refund_attempt<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>> {
+        let mut script = REFUND_SCRIPT.prepare_invoke();
+        for key in keys {
+            script.key(throttle_key(key));
+        }
+        self.run(move |mut c| async move { script.invoke_async::<()>(&mut c).await })
+    }
+
+    fn clear_attempts<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>> {
+        let names: Vec<String> = keys.iter().map(throttle_key).collect();
+        if names.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        self.run(move |mut c| async move { redis::cmd("DEL").arg(names).query_async::<()>(&mut c).await })
+    }
+}

@@ -1,0 +1,221 @@
+//! The fleet store on a real Redis: the `Store` contract holds on Redis as on the local store;
+//! gateways sharing one Redis share sign-ins and the sign-in throttle; while Redis is down a node
+//! fails closed (or not, as `on_store_down` says) and recovers by itself when Redis returns.
+
+use portcullis::store::{Attempt, MemoryStore, RedisStore, Store, ThrottleKey, ThrottleRule, Ticket, WebSession};
+use portcullis_protocols::ws::CloseCode;
+use portcullis_testkit::client::{eventually, sign_in};
+use portcullis_testkit::process::wait_until;
+use portcullis_testkit::redis::RedisServer;
+use portcullis_testkit::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+const PASSWORD: &str = "correct horse battery";
+
+fn key(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+/// What every store must do, local or Redis.
+async fn contract(store: Arc<dyn Store>) {
+    let alice = WebSession {
+        user: "alice".into(),
+        only_target: Some("vm1".into()),
+    };
+    store.put_session(key(1), alice.clone(), 60 * SEC).await.unwrap();
+    assert_eq!(store.session(key(1)).await.unwrap(), Some(alice));
+    assert_eq!(store.session(key(2)).await.unwrap(), None);
+    store.delete_session(key(1)).await.unwrap();
+    assert_eq!(store.session(key(1)).await.unwrap(), None);
+    // A session lives for its TTL only.
+    let bob = WebSession {
+        user: "bob".into(),
+        only_target: None,
+    };
+    store
+        .put_session(key(3), bob, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..50 {
+        if store.session(key(3)).await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "a session outlived its TTL");
+
+    // A ticket is good once, even when two redeem it at the same moment.
+    let ticket = Ticket {
+        user: "alice".into(),
+        target: "desk1".into(),
+    };
+    store.put_ticket(key(4), ticket.clone(), 60 * SEC).await.unwrap();
+    let (a, b) = tokio::join!(store.take_ticket(key(4)), store.take_ticket(key(4)));
+    let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken, [ticket]);
+
+    // Attempts: counted before the check, all keys or none, five of forty simultaneous.
+    let ip = "192.0.2.7".parse().unwrap();
+    let rule = ThrottleRule {
+        limit: 5,
+        window: 60 * SEC,
+    };
+    let keys = vec![
+        (ThrottleKey::UserAddress("carol".into(), ip), rule),
+        (
+            ThrottleKey::Address(ip),
+            ThrottleRule {
+                limit: 20,
+                window: 60 * SEC,
+            },
+        ),
+    ];
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let (store, keys) = (store.clone(), keys.clone());
+            tokio::spawn(async move { store.reserve_attempt(&keys).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap().unwrap());
+    }
+    answers.sort_by_key(|a| matches!(a, Attempt::Refused { .. }));
+    let reserved = answers.iter().filter(|a| matches!(a, Attempt::Reserved { .. })).count();
+    assert_eq!(reserved, 5, "{answers:?}");
+    match &answers[39] {
+        Attempt::Refused { retry_after } => assert!(*retry_after > 50 * SEC && *retry_after <= 60 * SEC),
+        other => panic!("{other:?}"),
+    }
+    // A refund gives one back; a clear forgets them all.
+    let user_key = [keys[0].0.clone()];
+    store.refund_attempt(&user_key).await.unwrap();
+    assert!(
+        matches!(store.reserve_attempt(&keys).await.unwrap(), Attempt::Reserved { ref before } if before == &[4, 5])
+    );
+    store.clear_attempts(&user_key).await.unwrap();
+    assert!(matches!(store.reserve_attempt(&keys).await.unwrap(), Attempt::Reserved { ref before } if before[0] == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_contract_holds_locally_and_on_redis() {
+    contract(Arc::new(MemoryStore::new())).await;
+    let redis = RedisServer::start();
+    let store = RedisStore::start(&redis.url(), tokio::runtime::Handle::current()).unwrap();
+    let health = store.health();
+    assert!(
+        eventually(10 * SEC, || async { health.is_up() }).await,
+        "never connected"
+    );
+    contract(Arc::new(store)).await;
+}
+
+/// A gateway of the fleet on `redis`, with alice's password and an echo target.
+fn node(redis: &RedisServer, name: &str, echo: &targets::TcpTarget, extra: &str) -> Gateway {
+    Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .password(PASSWORD)
+        .user("alice", &["echo"], "")
+        .user("bob", &["echo"], "")
+        .toml(&format!("{}{extra}", redis.cluster_toml(name)))
+        .start()
+}
+
+async fn session_status(gw: &Gateway, cookie: &str) -> u16 {
+    https(gw, "GET", "/api/session", &[("Cookie", cookie)], "").await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_on_one_redis_share_sign_ins_and_the_throttle() {
+    let redis = RedisServer::start();
+    let echo = EchoTarget::start();
+    let (a, b) = (node(&redis, "gw-a", &echo, ""), node(&redis, "gw-b", &echo, ""));
+    let (status, cookie) = sign_in(&a, "alice", PASSWORD).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    // Signed in on A, known on B; signed out on B, gone on A.
+    assert_eq!(session_status(&b, &cookie).await, 200);
+    assert_eq!(
+        https(&b, "POST", "/api/logout", &[("Cookie", &cookie)], "").await.0,
+        200
+    );
+    assert_eq!(session_status(&a, &cookie).await, 401);
+    // Wrong passwords spread over both nodes meet one throttle: 5 per user and address.
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(sign_in(gw, "bob", "wrong").await.0);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429, 429]);
+    assert_eq!(
+        sign_in(&a, "bob", PASSWORD).await.0,
+        429,
+        "the right password waits too"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself() {
+    let mut redis = RedisServer::start();
+    let echo = EchoTarget::start();
+    let strict = node(&redis, "gw-strict", &echo, "");
+    let lenient = node(&redis, "gw-lenient", &echo, "on_store_down = \"allow\"\n");
+    for gw in [&strict, &lenient] {
+        assert!(
+            wait_until(10 * SEC, || gw.admin_request("GET", "/readyz", None, "").0 == 200),
+            "{}",
+            gw.log()
+        );
+    }
+    redis.stop();
+    // Noticed without traffic (the store is probed): the strict node leaves the balancer.
+    assert!(wait_until(10 * SEC, || strict
+        .admin_request("GET", "/readyz", None, "")
+        .0
+        == 503));
+    let (_, body) = strict.admin_request("GET", "/readyz", None, "");
+    assert!(body.contains("state store"), "{body}");
+    assert_eq!(lenient.admin_request("GET", "/readyz", None, "").0, 200);
+    // Sign-ins need the store on every node: 503 with a clear message, not a crash.
+    let (status, _, body) = https(
+        &strict,
+        "POST",
+        "/api/login",
+        &[],
+        &serde_json::json!({"user": "alice", "password": PASSWORD}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store"), "{body}");
+    // Token tunnels: refused where the policy is deny, served where it is allow.
+    let bearer = format!("Bearer {}", strict.token("alice", "echo"));
+    assert_eq!(
+        WsClient::refused(&strict, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        503
+    );
+    let mut ws = WsClient::open(&lenient, "echo", &lenient.token("alice", "echo")).await;
+    ws.echoes(b"on what this node knows").await;
+    ws.send_close(CloseCode::NORMAL).await;
+    let (_, metrics) = strict.admin_request("GET", "/metrics", Some(&strict.admin_token("root")), "");
+    assert!(metrics.contains("portcullis_store_up 0\n"), "{metrics}");
+    assert_eq!(
+        strict.log().matches("the state store (Redis) is unavailable").count(),
+        1,
+        "said once"
+    );
+
+    // Redis returns: both recover without a restart.
+    redis.start_again();
+    assert!(wait_until(10 * SEC, || strict
+        .admin_request("GET", "/readyz", None, "")
+        .0
+        == 200));
+    assert_eq!(sign_in(&strict, "alice", PASSWORD).await.0, 200);
+    let mut ws = WsClient::open(&strict, "echo", &strict.token("alice", "echo")).await;
+    ws.echoes(b"back").await;
+    ws.send_close(CloseCode::NORMAL).await;
+}
