@@ -219,3 +219,163 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself() {
     ws.echoes(b"back").await;
     ws.send_close(CloseCode::NORMAL).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_ends_sessions_on_every_node() {
+    let redis = RedisServer::start();
+    let echo = EchoTarget::start();
+    let (a, b) = (node(&redis, "gw-a", &echo, ""), node(&redis, "gw-b", &echo, ""));
+    for gw in [&a, &b] {
+        assert!(
+            wait_until(10 * SEC, || gw.log().contains("revocations loaded")),
+            "{}",
+            gw.log()
+        );
+    }
+    let mut on_a = WsClient::open(&a, "echo", &a.token("alice", "echo")).await;
+    let mut on_b = WsClient::open(&b, "echo", &b.token("alice", "echo")).await;
+    let mut bob_on_b = WsClient::open(&b, "echo", &b.token("bob", "echo")).await;
+    on_b.echoes(b"before").await;
+    let body = serde_json::json!({ "user": "alice" }).to_string();
+    let (status, answer) = a.admin_request("POST", "/v1/revocations", Some(&a.admin_token("root")), &body);
+    assert_eq!(status, 200, "{answer}");
+    // Within a second or two on both nodes (the close itself is bounded by the test's wait).
+    let started = std::time::Instant::now();
+    for ws in [&mut on_a, &mut on_b] {
+        assert_eq!(ws.recv_close(10 * SEC).await, (Some(1008), "revoked".to_owned()));
+        ws.send_close(CloseCode::POLICY).await;
+    }
+    assert!(started.elapsed() < 3 * SEC, "took {:?}", started.elapsed());
+    bob_on_b.echoes(b"bob goes on").await;
+    let ended = b.sessions_of("echo", 1);
+    assert_eq!(
+        (ended[0]["ended"].as_str(), ended[0]["terminated_by"].as_str()),
+        (Some("revoked"), Some("root"))
+    );
+    let bearer = format!("Bearer {}", b.token("alice", "echo"));
+    assert_eq!(
+        WsClient::refused(&b, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        403
+    );
+    // A node that starts afterwards loads it too.
+    let c = node(&redis, "gw-c", &echo, "");
+    assert!(
+        wait_until(10 * SEC, || c.log().contains("revocations loaded")),
+        "{}",
+        c.log()
+    );
+    let bearer = format!("Bearer {}", c.token("alice", "echo"));
+    assert_eq!(
+        WsClient::refused(&c, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        403
+    );
+    bob_on_b.send_close(CloseCode::NORMAL).await;
+}
+
+/// A gateway of the fleet with a 1 s heartbeat and `cap` sessions per user.
+fn fast_node(redis: &RedisServer, name: &str, echo: &targets::TcpTarget, cap: usize) -> Gateway {
+    Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .user("alice", &["echo"], "")
+        .user("bob", &["echo"], "")
+        .session(&format!("max_sessions_per_user = {cap}"))
+        .toml(&format!("{}heartbeat = \"1s\"\n", redis.cluster_toml(name)))
+        .start()
+}
+
+fn fleet_sessions(gw: &Gateway) -> Vec<serde_json::Value> {
+    let (status, body) = gw.admin_request("GET", "/v1/sessions", Some(&gw.admin_token("root")), "");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v.get("partial").is_none(), "{v}");
+    v["sessions"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide() {
+    let redis = RedisServer::start();
+    let echo = EchoTarget::start();
+    let a = fast_node(&redis, "gw-a", &echo, 2);
+    let b = fast_node(&redis, "gw-b", &echo, 2);
+    let c = fast_node(&redis, "gw-c", &echo, 2);
+    for gw in [&a, &b, &c] {
+        assert!(
+            wait_until(10 * SEC, || gw.log().contains("revocations loaded")),
+            "{}",
+            gw.log()
+        );
+    }
+    let mut alice_b = WsClient::open(&b, "echo", &b.token("alice", "echo")).await;
+    let mut alice_c = WsClient::open(&c, "echo", &c.token("alice", "echo")).await;
+    let mut bob_c = WsClient::open(&c, "echo", &c.token("bob", "echo")).await;
+    alice_b.echoes(&[1u8; 1000]).await;
+    // The cap counts alice's sessions on every node: a third, anywhere, is refused.
+    let bearer = format!("Bearer {}", a.token("alice", "echo"));
+    assert_eq!(
+        WsClient::refused(&a, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        429
+    );
+    // A lists every node's sessions.
+    let listed = fleet_sessions(&a);
+    let mut who: Vec<(String, String)> = listed
+        .iter()
+        .map(|s| {
+            (
+                s["node"].as_str().unwrap().to_owned(),
+                s["user"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    who.sort();
+    assert_eq!(
+        who,
+        [
+            ("gw-b".into(), "alice".into()),
+            ("gw-c".into(), "alice".into()),
+            ("gw-c".into(), "bob".into())
+        ]
+    );
+    // A ends bob's session on C.
+    let bob_id = listed.iter().find(|s| s["user"] == "bob").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = std::time::Instant::now();
+    let (status, _) = a.admin_request(
+        "DELETE",
+        &format!("/v1/sessions/{bob_id}"),
+        Some(&a.admin_token("root")),
+        "",
+    );
+    assert_eq!(status, 202);
+    assert_eq!(bob_c.recv_close(10 * SEC).await, (Some(1008), "terminated".to_owned()));
+    assert!(started.elapsed() < 3 * SEC, "took {:?}", started.elapsed());
+    bob_c.send_close(CloseCode::POLICY).await;
+    let ended = c.sessions_of("echo", 1);
+    assert_eq!(
+        (
+            ended[0]["session"].as_str(),
+            ended[0]["ended"].as_str(),
+            ended[0]["terminated_by"].as_str()
+        ),
+        (Some(bob_id.as_str()), Some("terminated"), Some("root"))
+    );
+    assert_eq!(
+        a.admin_request("DELETE", "/v1/sessions/nope", Some(&a.admin_token("root")), "")
+            .0,
+        404
+    );
+    // B dies: its session leaves the fleet's list within the heartbeat TTL (3 s), and alice's
+    // place with it.
+    b.signal(portcullis_testkit::process::Signal::KILL);
+    assert!(
+        wait_until(10 * SEC, || fleet_sessions(&a).iter().all(|s| s["node"] != "gw-b")),
+        "{:?}",
+        fleet_sessions(&a)
+    );
+    let mut again = WsClient::open(&a, "echo", &a.token("alice", "echo")).await;
+    again.echoes(b"a place again").await;
+    drop(alice_b);
+    alice_c.send_close(CloseCode::NORMAL).await;
+    again.send_close(CloseCode::NORMAL).await;
+}

@@ -156,6 +156,15 @@ pub struct ClusterSettings {
     pub node: String,
     pub store: StoreKind,
     pub on_store_down: OnStoreDown,
+    /// How often live sessions are refreshed in the fleet store (they expire after three).
+    pub heartbeat: Duration,
+}
+
+impl ClusterSettings {
+    /// How long a live session's record and place last without a refresh.
+    pub fn live_ttl(&self) -> Duration {
+        self.heartbeat * 3
+    }
 }
 
 /// `[admin]`: the operators' listener.
@@ -591,6 +600,7 @@ fn parse_cluster(cx: &Ctx<'_>, c: &raw::RawCluster) -> Result<ClusterSettings> {
         node,
         store,
         on_store_down,
+        heartbeat: cx.duration(&c.heartbeat, &settings::HEARTBEAT)?,
     })
 }
 

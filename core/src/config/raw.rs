@@ -78,6 +78,7 @@ pub(super) struct RawCluster {
     pub node: Option<Spanned<String>>,
     pub store: Option<Spanned<String>>,
     pub on_store_down: Option<Spanned<String>>,
+    pub heartbeat: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

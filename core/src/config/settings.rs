@@ -138,6 +138,10 @@ pub const RECORDING_RETENTION: DurationSetting = DurationSetting {
 /// `required` refuses the session (and the audit log, often on the same disk, keeps room).
 pub const RECORDING_MIN_FREE_MB: IntSetting = int("recording.min_free_mb", 64, 0, 1 << 30);
 
+/// How often a node refreshes its live sessions in the fleet store; a node silent for three
+/// intervals is gone, and its sessions leave the fleet's list and their users' places.
+pub const HEARTBEAT: DurationSetting = duration("cluster.heartbeat", secs(5), secs(1), secs(MINUTE));
+
 pub const SESSION_TTL: DurationSetting = duration("web.session_ttl", secs(HOUR), secs(1), secs(30 * DAY));
 
 /// The brake on password guessing (`[web.throttle]`): attempts per user and client address, and
@@ -163,6 +167,7 @@ pub const DURATIONS: &[DurationSetting] = &[
     THROTTLE_WINDOW,
     THROTTLE_MAX_DELAY,
     RECORDING_RETENTION,
+    HEARTBEAT,
 ];
 
 /// Every integer setting but `workers` (whose default is the number of cores).

@@ -185,10 +185,11 @@ fn metrics(shared: &Shared) -> Answer {
     }
 }
 
-fn session_json(s: &LiveSession) -> serde_json::Value {
+fn session_json(s: &LiveSession, node: &str) -> serde_json::Value {
     let (up, down) = s.bytes();
     json!({
         "id": s.id,
+        "node": node,
         "user": s.user,
         "target": s.target,
         "protocol": s.protocol.as_str(),
@@ -204,12 +205,59 @@ fn session_json(s: &LiveSession) -> serde_json::Value {
 }
 
 fn sessions(shared: &Shared) -> Answer {
-    let list: Vec<_> = shared.registry.list().iter().map(|s| session_json(s)).collect();
-    Answer::json(200, json!({ "sessions": list }))
+    let node = shared.state.load().policy.config.cluster.node.clone();
+    let local = shared.registry.list();
+    let mut list: Vec<_> = local.iter().map(|s| session_json(s, &node)).collect();
+    // In a fleet, every node's sessions (this node's from its own registry: fresher bytes).
+    let Some(fleet) = &shared.web.fleet else {
+        return Answer::json(200, json!({ "sessions": list }));
+    };
+    match futures_lite::future::block_on(fleet.list_live()) {
+        Ok(records) => {
+            for r in records.iter().filter(|r| !local.iter().any(|s| s.id == r.id)) {
+                list.push(json!({
+                    "id": r.id,
+                    "node": r.node,
+                    "user": r.user,
+                    "target": r.target,
+                    "protocol": r.protocol,
+                    "via": r.via,
+                    "client": r.client,
+                    "start": r.start,
+                    "token_id": r.token_id,
+                    "bytes_client_to_target": r.bytes_client_to_target,
+                    "bytes_target_to_client": r.bytes_target_to_client,
+                }));
+            }
+            list.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
+            Answer::json(200, json!({ "sessions": list }))
+        }
+        // This node's only, and said so.
+        Err(e) => Answer::json(
+            200,
+            json!({ "sessions": list, "partial": format!("this node only: {e}") }),
+        ),
+    }
 }
 
 fn terminate(shared: &Shared, id: &str, admin: &str, record: &mut AdminRecord) -> Answer {
     let Some(session) = shared.registry.get(id) else {
+        // Another node's, perhaps: its owner ends it when told.
+        if let Some(fleet) = &shared.web.fleet {
+            let notice = crate::store::TerminateNotice {
+                v: 0,
+                id: id.to_owned(),
+                by: admin.to_owned(),
+            };
+            return match futures_lite::future::block_on(fleet.publish_terminate(notice)) {
+                Ok(true) => {
+                    record.sessions_ended = Some(1);
+                    Answer::json(202, json!({ "terminated": id }))
+                }
+                Ok(false) => Answer::error(404, "no live session with this id"),
+                Err(e) => Answer::error(503, &format!("the state store does not answer: {e}")),
+            };
+        }
         return Answer::error(404, "no live session with this id");
     };
     let stop = Stop {
@@ -280,6 +328,28 @@ fn revoke(shared: &Shared, body: &[u8], admin: &str, now: u64, record: &mut Admi
             .stop_where(|s| s.token_id.as_deref() == Some(id.as_str()), &stop),
     };
     record.sessions_ended = Some(ended);
+    // In a fleet, every node hears of it (and a node that is away loads it when it is back).
+    if let Some(fleet) = &shared.web.fleet {
+        use crate::store::{RevocationNotice, RevokedKind};
+        let (kind, subject) = match &revocation {
+            Revocation::User { name, .. } => (RevokedKind::User, name.clone()),
+            Revocation::Token { id, .. } => (RevokedKind::Token, id.clone()),
+        };
+        let notice = RevocationNotice {
+            v: 0,
+            kind,
+            subject,
+            until,
+            by: admin.to_owned(),
+        };
+        if let Err(e) = futures_lite::future::block_on(fleet.publish_revocation(notice)) {
+            record.detail = Some(format!("applied on this node only: {e}"));
+            return Answer::error(
+                503,
+                "revoked on this node only: the state store did not take it; try again",
+            );
+        }
+    }
     Answer::json(
         200,
         json!({ "revoked": subject, "until": record.until, "sessions_ended": ended }),

@@ -5,7 +5,7 @@
 
 use super::admission::Ticket;
 use super::handlers;
-use super::registry::{AtCap, Slot};
+use super::registry::{Slot, SlotRefused};
 use super::session::{SessionAudit, StartError};
 use super::shutdown::Tracker;
 use super::socket::Socket;
@@ -124,20 +124,40 @@ impl Conn {
     }
 
     /// Takes one of the grant's user's session places (`[session] max_sessions_per_user`),
-    /// before the session is set up. At the cap, the caller refuses with 429 (audited).
-    pub fn reserve_session(&self, grant: &Grant) -> Result<Slot, AtCap> {
+    /// before the session is set up: on this node, and in a fleet across every node (the fleet
+    /// store counts them). At the cap, the caller refuses with 429 (audited); with the fleet
+    /// store down, it counts on this node only, or refuses (503) under `on_store_down = "deny"`.
+    pub async fn reserve_session(&self, grant: &Grant) -> Result<Slot, SlotRefused> {
         let cap = self.settings().max_sessions_per_user;
-        let slot = self.shared.registry.reserve(&grant.user, cap);
-        if slot.is_err() {
+        let mut slot = self.shared.registry.reserve(&grant.user, cap).inspect_err(|_| {
             tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap");
+        })?;
+        if let Some(fleet) = self.shared.web.fleet.clone() {
+            let ttl = self.state.policy.config.cluster.live_ttl();
+            match fleet.reserve_place(&grant.user, slot.id(), cap, ttl).await {
+                Ok(true) => slot.in_fleet(fleet),
+                Ok(false) => {
+                    tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap across the fleet");
+                    return Err(SlotRefused::AtCap(super::registry::AtCap(cap)));
+                }
+                Err(_) if self.shared.store_refuses() => return Err(SlotRefused::StoreDown),
+                // on_store_down = "allow": counted on this node only meanwhile.
+                Err(_) => {}
+            }
         }
-        slot
+        Ok(slot)
     }
 
     /// Starts the audit of a granted session (see `SessionAudit::start`).
     pub fn start_session(&self, grant: Grant, slot: Slot) -> Result<SessionAudit, StartError> {
         let required = self.state.policy.config.audit_required;
-        SessionAudit::start(grant, self.client, &self.shared.audit, required, slot)
+        let audit = SessionAudit::start(grant, self.client, &self.shared.audit, required, slot)?;
+        if let Some(fleet) = &self.shared.web.fleet {
+            // Listed fleet-wide at once (the heartbeat refreshes it); nothing waits for it.
+            let cluster = &self.state.policy.config.cluster;
+            drop(fleet.register_live(vec![audit.live().record(&cluster.node)], cluster.live_ttl()));
+        }
+        Ok(audit)
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),

@@ -280,6 +280,16 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         draining: Default::default(),
     });
 
+    if let (Some(fleet), portcullis_core::config::StoreKind::Redis(url)) = (&shared.web.fleet, &cluster_store) {
+        let handlers = crate::store::FleetHandlers {
+            revoked: fleet_revocations(&shared),
+            terminate: fleet_terminations(&shared),
+        };
+        fleet
+            .watch(url, handlers)
+            .map_err(|e| Error::Startup(format!("[cluster] store: {e}")))?;
+        start_heartbeat(&shared, fleet.clone());
+    }
     let retention = shared.clone();
     crate::ssh::recorder::start_retention(move || {
         let state = retention.state.load();
@@ -375,6 +385,70 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// What a node does with a revocation of the fleet (published by any node's admin API, or
+/// loaded when it subscribes): refuse from now on, and end the matching live sessions here.
+fn fleet_revocations(shared: &Shared) -> Arc<dyn Fn(crate::store::RevocationNotice) + Send + Sync> {
+    use crate::store::RevokedKind;
+    let (revocations, registry) = (shared.revocations.clone(), shared.registry.clone());
+    Arc::new(move |notice| {
+        let now = portcullis_core::keys::unix_now();
+        if notice.until.is_some_and(|t| t <= now) {
+            return;
+        }
+        if revocations.revoke(notice.revocation(), now).is_err() {
+            tracing::error!("too many revocations: a fleet revocation is not applied on this node");
+        }
+        let stop = registry::Stop {
+            reason: portcullis_core::audit::EndReason::Revoked,
+            by: notice.by.clone(),
+        };
+        let ended = match notice.kind {
+            RevokedKind::User => registry.stop_where(|s| s.user == notice.subject, &stop),
+            RevokedKind::Token => {
+                registry.stop_where(|s| s.token_id.as_deref() == Some(notice.subject.as_str()), &stop)
+            }
+        };
+        if ended > 0 {
+            tracing::info!(ended, by = %notice.by, "live sessions ended by a fleet revocation");
+        }
+    })
+}
+
+/// What a node does with a terminate request of the fleet: end the session if it is here.
+fn fleet_terminations(shared: &Shared) -> Arc<dyn Fn(crate::store::TerminateNotice) + Send + Sync> {
+    let registry = shared.registry.clone();
+    Arc::new(move |notice| {
+        if let Some(session) = registry.get(&notice.id) {
+            let stop = registry::Stop {
+                reason: portcullis_core::audit::EndReason::Terminated,
+                by: notice.by.clone(),
+            };
+            if session.stop(stop) {
+                tracing::info!(session = %notice.id, by = %notice.by, "session terminated from another node");
+            }
+        }
+    })
+}
+
+/// Refreshes this node's live sessions in the fleet store every `[cluster] heartbeat`, with
+/// their byte counts; a node that stops (crashes) lets them expire after three intervals.
+fn start_heartbeat(shared: &Arc<Shared>, fleet: Arc<crate::store::RedisStore>) {
+    let shared_ = shared.clone();
+    shared.web.ssh_runtime.spawn(async move {
+        loop {
+            let (heartbeat, ttl, node) = {
+                let state = shared_.state.load();
+                let cluster = &state.policy.config.cluster;
+                (cluster.heartbeat, cluster.live_ttl(), cluster.node.clone())
+            };
+            tokio::time::sleep(heartbeat).await;
+            let records = shared_.registry.list().iter().map(|s| s.record(&node)).collect();
+            // A failure is the store's to report (once); the next beat tries again.
+            let _ = fleet.register_live(records, ttl).await;
+        }
+    });
 }
 
 /// Descriptors kept back from connections: listeners, io_uring rings and pools, the audit log,

@@ -70,6 +70,25 @@ impl LiveSession {
         }
     }
 
+    /// The fleet's record of it, as node `node` registers it.
+    pub fn record(&self, node: &str) -> crate::store::LiveRecord {
+        let (up, down) = self.bytes();
+        crate::store::LiveRecord {
+            v: 0,
+            id: self.id.clone(),
+            node: node.to_owned(),
+            user: self.user.clone(),
+            target: self.target.clone(),
+            protocol: self.protocol.as_str().to_owned(),
+            via: self.via.as_str().to_owned(),
+            client: self.client.to_string(),
+            start: self.start.clone(),
+            token_id: self.token_id.clone(),
+            bytes_client_to_target: up,
+            bytes_target_to_client: down,
+        }
+    }
+
     /// Bytes relayed so far: client to target, target to client.
     pub fn bytes(&self) -> (u64, u64) {
         (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
@@ -122,6 +141,34 @@ impl LiveSession {
 #[error("too many sessions for this user ({0} at most)")]
 pub struct AtCap(pub usize);
 
+/// Why a session got no place.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SlotRefused {
+    #[error(transparent)]
+    AtCap(#[from] AtCap),
+    /// The fleet store does not answer and `on_store_down = "deny"`.
+    #[error("the state store is unavailable")]
+    StoreDown,
+}
+
+impl SlotRefused {
+    pub fn status(&self) -> u16 {
+        match self {
+            SlotRefused::AtCap(_) => 429,
+            SlotRefused::StoreDown => 503,
+        }
+    }
+
+    /// What the client is told.
+    pub fn public(&self) -> &'static str {
+        match self {
+            SlotRefused::AtCap(_) => "too many sessions for this user",
+            SlotRefused::StoreDown => "the state store is unavailable; try again later",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Registry {
     inner: Mutex<Inner>,
@@ -148,10 +195,14 @@ impl Registry {
             return Err(AtCap(cap));
         }
         *held += 1;
+        drop(inner);
         Ok(Slot {
             registry: self.clone(),
             user: user.to_owned(),
+            // The session's id, known before it starts: its fleet-wide place is taken under it.
+            id: portcullis_core::secret::random_hex::<12>().unwrap_or_else(|_| format!("{:024x}", rand_fallback())),
             session: None,
+            fleet: None,
         })
     }
 
@@ -191,10 +242,37 @@ impl Registry {
 pub struct Slot {
     registry: Arc<Registry>,
     user: String,
+    id: String,
     session: Option<Arc<LiveSession>>,
+    /// The fleet store holding this session's place and record, given back when it ends.
+    fleet: Option<Arc<crate::store::RedisStore>>,
+}
+
+/// An id when the OS gives no randomness (it always does; ids need not be secret).
+fn rand_fallback() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }
 
 impl Slot {
+    /// The id the session will have.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The place is also held in the fleet store (released there when the session ends).
+    pub fn in_fleet(&mut self, fleet: Arc<crate::store::RedisStore>) {
+        self.fleet = Some(fleet);
+    }
+
+    pub fn fleet(&self) -> Option<&Arc<crate::store::RedisStore>> {
+        self.fleet.as_ref()
+    }
+
     /// Lists the started session.
     pub fn live(&mut self, session: LiveSession) -> Arc<LiveSession> {
         let session = Arc::new(session);
@@ -209,6 +287,10 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if let Some(fleet) = &self.fleet {
+            // Spawned on the store's runtime at once; nothing waits for it here.
+            drop(fleet.release_live(&self.user, &self.id));
+        }
         let mut inner = self.registry.inner();
         if let Some(s) = &self.session {
             inner.sessions.remove(&s.id);

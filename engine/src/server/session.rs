@@ -82,7 +82,7 @@ impl SessionAudit {
             tracing::warn!(user = %grant.user, %client, target = %grant.target.name, "session refused: the audit log cannot be written");
             return Err(StartError::AuditUnavailable);
         }
-        let id = portcullis_core::secret::random_hex::<12>()?;
+        let id = slot.id().to_owned();
         tracing::info!(session = %id, user = %grant.user, %client, target = %grant.target.name, via = grant.via.as_str(), "session started");
         let start = now_rfc3339();
         let live = slot.live(LiveSession::new(

@@ -11,7 +11,9 @@
 mod memory;
 mod redis;
 
-pub use self::redis::{Health as RedisHealth, RedisStore};
+pub use self::redis::{
+    FleetHandlers, Health as RedisHealth, LiveRecord, RedisStore, RevocationNotice, RevokedKind, TerminateNotice,
+};
 pub use memory::MemoryStore;
 
 use std::future::Future;

@@ -77,6 +77,129 @@ struct SessionValue {
     only_target: Option<String>,
 }
 
+/// A revocation as the fleet keeps and announces it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationNotice {
+    #[serde(default)]
+    pub v: u32,
+    /// `user` or `token`.
+    pub kind: RevokedKind,
+    /// The user name or the token id.
+    pub subject: String,
+    /// Unix seconds; absent: for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// The administrator who revoked.
+    pub by: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokedKind {
+    User,
+    Token,
+}
+
+impl RevocationNotice {
+    pub fn revocation(&self) -> portcullis_core::revocation::Revocation {
+        use portcullis_core::revocation::Revocation;
+        match self.kind {
+            RevokedKind::User => Revocation::User {
+                name: self.subject.clone(),
+                until: self.until,
+            },
+            RevokedKind::Token => Revocation::Token {
+                id: self.subject.clone(),
+                until: self.until,
+            },
+        }
+    }
+
+    fn key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let kind = match self.kind {
+            RevokedKind::User => "user",
+            RevokedKind::Token => "token",
+        };
+        format!(
+            "{PREFIX}revoked:{kind}:{}",
+            hex(&Sha256::digest(self.subject.as_bytes()))
+        )
+    }
+}
+
+/// A live session as the fleet lists it: registered by its node at start, refreshed by the
+/// node's heartbeat (with its byte counts), gone when it ends or when its node stops refreshing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRecord {
+    #[serde(default)]
+    pub v: u32,
+    pub id: String,
+    pub node: String,
+    pub user: String,
+    pub target: String,
+    pub protocol: String,
+    pub via: String,
+    pub client: String,
+    pub start: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    #[serde(default)]
+    pub bytes_client_to_target: u64,
+    #[serde(default)]
+    pub bytes_target_to_client: u64,
+}
+
+/// An administrator's request that the node owning session `id` end it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminateNotice {
+    #[serde(default)]
+    pub v: u32,
+    pub id: String,
+    pub by: String,
+}
+
+/// What a node does with the fleet's messages.
+#[derive(Clone)]
+pub struct FleetHandlers {
+    pub revoked: Arc<dyn Fn(RevocationNotice) + Send + Sync>,
+    pub terminate: Arc<dyn Fn(TerminateNotice) + Send + Sync>,
+}
+
+const TERMINATE_CHANNEL: &str = "portcullis:v1:terminate";
+
+fn live_key(id: &str) -> String {
+    format!("{PREFIX}live:{id}")
+}
+
+/// The sorted set of a user's sessions, scored by when each place expires (Unix ms).
+fn places_key(user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{PREFIX}places:{}", hex(&Sha256::digest(user.as_bytes())))
+}
+
+/// Takes one of the user's places if fewer than the cap are live: KEYS[1] the user's set;
+/// ARGV: now (ms), expiry (ms), the cap, the session id. 1: taken, 0: at the cap.
+const RESERVE_PLACE: &str = r"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+return 1
+";
+static RESERVE_PLACE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(RESERVE_PLACE));
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The channel that wakes every node when something is revoked (the records themselves are
+/// keys: a node that missed a message reloads them all when it subscribes again).
+const REVOCATIONS_CHANNEL: &str = "portcullis:v1:revocations";
+
 #[derive(Serialize, Deserialize)]
 struct TicketValue {
     v: u32,
@@ -158,6 +281,173 @@ impl RedisStore {
         Ok(RedisStore { runtime, conn, health })
     }
 
+    /// Records a revocation for the fleet (a key that expires with it, so the store holds live
+    /// revocations only) and announces it to every node.
+    pub fn publish_revocation(&self, notice: RevocationNotice) -> BoxFuture<'static, StoreResult<()>> {
+        let value = json(&RevocationNotice {
+            v: SCHEMA,
+            ..notice.clone()
+        });
+        let key = notice.key();
+        self.run(move |mut c| async move {
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(&value);
+            if let Some(until) = notice.until {
+                set.arg("EXAT").arg(until);
+            }
+            let mut pipe = redis::pipe();
+            pipe.atomic().add_command(set).ignore();
+            pipe.cmd("PUBLISH").arg(REVOCATIONS_CHANNEL).arg(&value).ignore();
+            pipe.query_async::<()>(&mut c).await
+        })
+    }
+
+    /// Takes one of `user`'s fleet-wide places for session `id` (held for `ttl`, renewed by the
+    /// heartbeat): false when the user holds `cap` live sessions across the fleet. Counted from
+    /// expiring entries, so a node that dies cannot leak places: they expire with its heartbeat.
+    pub fn reserve_place(
+        &self,
+        user: &str,
+        id: &str,
+        cap: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'static, StoreResult<bool>> {
+        let now = unix_ms();
+        let mut script = RESERVE_PLACE_SCRIPT.prepare_invoke();
+        script
+            .key(places_key(user))
+            .arg(now)
+            .arg(now + millis(ttl))
+            .arg(cap)
+            .arg(id);
+        self.run(move |mut c| async move { script.invoke_async::<u8>(&mut c).await.map(|taken| taken == 1) })
+    }
+
+    /// Registers (or refreshes) live sessions for `ttl`: their records and their places.
+    pub fn register_live(&self, records: Vec<LiveRecord>, ttl: Duration) -> BoxFuture<'static, StoreResult<()>> {
+        if records.is_empty() {
+            return Box::pin(async { Ok(()) });
+        }
+        let expires = unix_ms() + millis(ttl);
+        self.run(move |mut c| async move {
+            let mut pipe = redis::pipe();
+            for r in &records {
+                let value = json(&LiveRecord { v: SCHEMA, ..r.clone() });
+                pipe.cmd("SET")
+                    .arg(live_key(&r.id))
+                    .arg(value)
+                    .arg("PX")
+                    .arg(millis(ttl))
+                    .ignore();
+                pipe.cmd("ZADD")
+                    .arg(places_key(&r.user))
+                    .arg(expires)
+                    .arg(&r.id)
+                    .ignore();
+                pipe.cmd("PEXPIREAT").arg(places_key(&r.user)).arg(expires).ignore();
+            }
+            pipe.query_async::<()>(&mut c).await
+        })
+    }
+
+    /// Removes an ended session: its record and its place.
+    pub fn release_live(&self, user: &str, id: &str) -> BoxFuture<'static, StoreResult<()>> {
+        let (live, places, id) = (live_key(id), places_key(user), id.to_owned());
+        self.run(move |mut c| async move {
+            let mut pipe = redis::pipe();
+            pipe.cmd("DEL").arg(live).ignore();
+            pipe.cmd("ZREM").arg(places).arg(id).ignore();
+            pipe.query_async::<()>(&mut c).await
+        })
+    }
+
+    /// Every live session of the fleet.
+    pub fn list_live(&self) -> BoxFuture<'static, StoreResult<Vec<LiveRecord>>> {
+        self.run(|c| async move { scan_values(c, &format!("{PREFIX}live:*")).await })
+    }
+
+    /// Asks the node that owns session `id` to end it; false when no node lists it.
+    pub fn publish_terminate(&self, notice: TerminateNotice) -> BoxFuture<'static, StoreResult<bool>> {
+        let key = live_key(&notice.id);
+        let value = json(&TerminateNotice { v: SCHEMA, ..notice });
+        self.run(move |mut c| async move {
+            let exists: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut c).await?;
+            if exists {
+                redis::cmd("PUBLISH")
+                    .arg(TERMINATE_CHANNEL)
+                    .arg(value)
+                    .query_async::<()>(&mut c)
+                    .await?;
+            }
+            Ok(exists)
+        })
+    }
+
+    /// Applies every revocation of the fleet, now and from now on, and every terminate request:
+    /// subscribes to both channels, then loads every live revocation record (so nothing
+    /// published while this node was away is missed), and again after each reconnection.
+    pub fn watch(&self, url: &str, handlers: FleetHandlers) -> redis::RedisResult<()> {
+        let FleetHandlers {
+            revoked: apply,
+            terminate,
+        } = handlers;
+        let client = redis::Client::open(url)?;
+        let conn = self.conn.clone();
+        self.runtime.spawn(async move {
+            use futures_lite::StreamExt;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let subscribed = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(REVOCATIONS_CHANNEL).await?;
+                    pubsub.subscribe(TERMINATE_CHANNEL).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                };
+                let mut pubsub = match tokio::time::timeout(COMMAND_TIMEOUT, subscribed).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(100);
+                // Subscribed first, then the full load: a revocation published in between is
+                // applied twice, never missed.
+                if let Some(c) = conn.load_full() {
+                    match scan_values::<RevocationNotice>((*c).clone(), &format!("{PREFIX}revoked:*")).await {
+                        Ok(all) => {
+                            tracing::info!(revocations = all.len(), "revocations loaded from the state store");
+                            for notice in all {
+                                apply(notice);
+                            }
+                        }
+                        Err(e) => tracing::warn!("cannot load the fleet's revocations: {e}"),
+                    }
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if msg.get_channel_name() == TERMINATE_CHANNEL {
+                        match serde_json::from_str::<TerminateNotice>(&payload) {
+                            Ok(notice) => terminate(notice),
+                            Err(e) => tracing::warn!("unreadable terminate notice: {e}"),
+                        }
+                        continue;
+                    }
+                    match serde_json::from_str::<RevocationNotice>(&payload) {
+                        Ok(notice) => apply(notice),
+                        Err(e) => tracing::warn!("unreadable revocation notice: {e}"),
+                    }
+                }
+                tracing::warn!("revocation channel lost; resubscribing");
+            }
+        });
+        Ok(())
+    }
+
     /// Whether the store answers, as its last command or probe found.
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
@@ -203,6 +493,38 @@ async fn probe(mut conn: ConnectionManager, health: Arc<Health>) {
             Ok(Err(e)) => health.failed(&e.to_string()),
             Err(_) => health.failed("no answer to PING in time"),
         }
+    }
+}
+
+/// Every value under keys matching `pattern` that parses (SCAN and MGET, in batches).
+async fn scan_values<T: serde::de::DeserializeOwned>(
+    mut conn: ConnectionManager,
+    pattern: &str,
+) -> redis::RedisResult<Vec<T>> {
+    let mut cursor: u64 = 0;
+    let mut all = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            all.extend(
+                values
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_str(&v).ok()),
+            );
+        }
+        if next == 0 {
+            return Ok(all);
+        }
+        cursor = next;
     }
 }
 

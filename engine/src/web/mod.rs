@@ -21,6 +21,8 @@ pub struct WebState {
     pub store: Arc<dyn Store>,
     /// Whether the fleet store answers; `None` for the local store (always there).
     pub store_health: Option<Arc<RedisHealth>>,
+    /// The fleet store itself, for what only a fleet has (revocations published to every node).
+    pub fleet: Option<Arc<RedisStore>>,
     pub ssh_runtime: tokio::runtime::Runtime,
     pub recorder: Recorder,
 }
@@ -35,18 +37,21 @@ impl WebState {
             .enable_all()
             .build()
             .map_err(|e| Error::Io("cannot start the SSH runtime", e))?;
-        let (store, store_health): (Arc<dyn Store>, _) = match store {
-            StoreKind::Local => (Arc::new(MemoryStore::new()), None),
+        let (store, store_health, fleet): (Arc<dyn Store>, _, _) = match store {
+            StoreKind::Local => (Arc::new(MemoryStore::new()), None, None),
             StoreKind::Redis(url) => {
-                let redis = RedisStore::start(url, ssh_runtime.handle().clone())
-                    .map_err(|e| Error::Startup(format!("[cluster] store: {e}")))?;
+                let redis = Arc::new(
+                    RedisStore::start(url, ssh_runtime.handle().clone())
+                        .map_err(|e| Error::Startup(format!("[cluster] store: {e}")))?,
+                );
                 let health = redis.health();
-                (Arc::new(redis), Some(health))
+                (redis.clone() as Arc<dyn Store>, Some(health), Some(redis))
             }
         };
         Ok(Arc::new(WebState {
             store,
             store_health,
+            fleet,
             ssh_runtime,
             recorder: Recorder::start().map_err(|e| Error::Io("cannot start the recorder", e))?,
         }))

@@ -95,9 +95,9 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
     if conn.shared.store_refuses() {
         return refuse(conn, Refusal::http(503, "the state store is unavailable").of(&grant)).await;
     }
-    let slot = match conn.reserve_session(&grant) {
+    let slot = match conn.reserve_session(&grant).await {
         Ok(slot) => slot,
-        Err(e) => return refuse(conn, Refusal::http(429, e.to_string()).of(&grant)).await,
+        Err(e) => return refuse(conn, Refusal::http(e.status(), e.to_string()).of(&grant)).await,
     };
     let Established { mut server, response } = match establish(conn, &grant, &request).await {
         Ok(e) => e,

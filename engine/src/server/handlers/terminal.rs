@@ -109,12 +109,12 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
     }
     let mut inbox = Inbox::new(leftover);
     let target = grant.target.clone();
-    let slot = match conn.reserve_session(&grant) {
+    let slot = match conn.reserve_session(&grant).await {
         Ok(slot) => slot,
         Err(e) => {
             let path = format!("/v1/ssh/{}", target.name);
-            conn.deny(&path, 429, &e.to_string(), Some(&grant.user));
-            return end_terminal(conn, "too many sessions for this user", CloseCode::TRY_AGAIN_LATER).await;
+            conn.deny(&path, e.status(), &e.to_string(), Some(&grant.user));
+            return end_terminal(conn, e.public(), CloseCode::TRY_AGAIN_LATER).await;
         }
     };
     let credentials = match gateway_credentials(&target) {

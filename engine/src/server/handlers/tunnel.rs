@@ -25,13 +25,11 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
             )
             .await;
     }
-    let slot = match conn.reserve_session(&grant) {
+    let slot = match conn.reserve_session(&grant).await {
         Ok(slot) => slot,
         Err(e) => {
-            conn.deny(&path, 429, &e.to_string(), Some(&grant.user));
-            return conn
-                .reply(&Reply::text(429, "too many sessions for this user"), None)
-                .await;
+            conn.deny(&path, e.status(), &e.to_string(), Some(&grant.user));
+            return conn.reply(&Reply::text(e.status(), e.public()), None).await;
         }
     };
     let mut backend = match dial(&grant.target, settings.connect_timeout, &conn.shared.pools).await {
