@@ -60,6 +60,15 @@ fn health_and_readiness_are_open_and_everything_else_needs_an_admin_token() {
         200
     );
     assert_eq!(gw.admin_request("GET", "/nope", None, "").0, 404);
+    // Health checkers speaking HTTP/1.0 (HAProxy's httpchk) are answered too.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(gw.admin.unwrap()).unwrap();
+        s.write_all(b"GET /readyz HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
     assert_eq!(gw.admin_request("POST", "/healthz", None, "").0, 405);
     // An admin token opens no tunnel.
     let admin = gw.admin_token("root");

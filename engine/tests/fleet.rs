@@ -1,12 +1,28 @@
 //! The fleet store on a real Redis: the `Store` contract holds on Redis as on the local store;
 //! gateways sharing one Redis share sign-ins and the sign-in throttle; while Redis is down a node
-//! fails closed (or not, as `on_store_down` says) and recovers by itself when Redis returns.
+//! fails closed (or not, as `on_store_down` says) and recovers by itself when Redis returns;
+//! revocations and live sessions reach every node; behind HAProxy, a fleet keeps sign-ins,
+//! drains a stopping node and outlives a dead one.
+//!
+//! One Redis for the whole binary: the scenarios run one after another, each in a database of
+//! its own, the one that stops Redis last.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_on_one_redis() {
+    let mut redis = RedisServer::start();
+    the_store_contract_holds_locally_and_on_redis(&redis.db(1)).await;
+    gateways_on_one_redis_share_sign_ins_and_the_throttle(&redis.db(2)).await;
+    a_revocation_on_one_node_ends_sessions_on_every_node(&redis.db(3)).await;
+    any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(&redis.db(4)).await;
+    behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(&redis.db(5)).await;
+    with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
+}
 
 use portcullis::store::{Attempt, MemoryStore, RedisStore, Store, ThrottleKey, ThrottleRule, Ticket, WebSession};
 use portcullis_protocols::ws::CloseCode;
 use portcullis_testkit::client::{eventually, sign_in};
 use portcullis_testkit::process::wait_until;
-use portcullis_testkit::redis::RedisServer;
+use portcullis_testkit::redis::{RedisDb, RedisServer};
 use portcullis_testkit::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,10 +117,8 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(matches!(store.reserve_attempt(&keys).await.unwrap(), Attempt::Reserved { ref before } if before[0] == 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_store_contract_holds_locally_and_on_redis() {
+async fn the_store_contract_holds_locally_and_on_redis(redis: &RedisDb) {
     contract(Arc::new(MemoryStore::new())).await;
-    let redis = RedisServer::start();
     let store = RedisStore::start(&redis.url(), tokio::runtime::Handle::current()).unwrap();
     let health = store.health();
     assert!(
@@ -115,7 +129,7 @@ async fn the_store_contract_holds_locally_and_on_redis() {
 }
 
 /// A gateway of the fleet on `redis`, with alice's password and an echo target.
-fn node(redis: &RedisServer, name: &str, echo: &targets::TcpTarget, extra: &str) -> Gateway {
+fn node(redis: &RedisDb, name: &str, echo: &targets::TcpTarget, extra: &str) -> Gateway {
     Gateway::builder()
         .target("echo", echo.addr, "tcp")
         .password(PASSWORD)
@@ -129,11 +143,9 @@ async fn session_status(gw: &Gateway, cookie: &str) -> u16 {
     https(gw, "GET", "/api/session", &[("Cookie", cookie)], "").await.0
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateways_on_one_redis_share_sign_ins_and_the_throttle() {
-    let redis = RedisServer::start();
+async fn gateways_on_one_redis_share_sign_ins_and_the_throttle(redis: &RedisDb) {
     let echo = EchoTarget::start();
-    let (a, b) = (node(&redis, "gw-a", &echo, ""), node(&redis, "gw-b", &echo, ""));
+    let (a, b) = (node(redis, "gw-a", &echo, ""), node(redis, "gw-b", &echo, ""));
     let (status, cookie) = sign_in(&a, "alice", PASSWORD).await;
     assert_eq!(status, 200);
     let cookie = cookie.unwrap();
@@ -158,12 +170,12 @@ async fn gateways_on_one_redis_share_sign_ins_and_the_throttle() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself() {
-    let mut redis = RedisServer::start();
+/// Last: it stops the shared server (and brings it back).
+async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself(redis: &mut RedisServer) {
     let echo = EchoTarget::start();
-    let strict = node(&redis, "gw-strict", &echo, "");
-    let lenient = node(&redis, "gw-lenient", &echo, "on_store_down = \"allow\"\n");
+    let db = redis.db(6);
+    let strict = node(&db, "gw-strict", &echo, "");
+    let lenient = node(&db, "gw-lenient", &echo, "on_store_down = \"allow\"\n");
     for gw in [&strict, &lenient] {
         assert!(
             wait_until(10 * SEC, || gw.admin_request("GET", "/readyz", None, "").0 == 200),
@@ -220,11 +232,9 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself() {
     ws.send_close(CloseCode::NORMAL).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revocation_on_one_node_ends_sessions_on_every_node() {
-    let redis = RedisServer::start();
+async fn a_revocation_on_one_node_ends_sessions_on_every_node(redis: &RedisDb) {
     let echo = EchoTarget::start();
-    let (a, b) = (node(&redis, "gw-a", &echo, ""), node(&redis, "gw-b", &echo, ""));
+    let (a, b) = (node(redis, "gw-a", &echo, ""), node(redis, "gw-b", &echo, ""));
     for gw in [&a, &b] {
         assert!(
             wait_until(10 * SEC, || gw.log().contains("revocations loaded")),
@@ -258,7 +268,7 @@ async fn a_revocation_on_one_node_ends_sessions_on_every_node() {
         403
     );
     // A node that starts afterwards loads it too.
-    let c = node(&redis, "gw-c", &echo, "");
+    let c = node(redis, "gw-c", &echo, "");
     assert!(
         wait_until(10 * SEC, || c.log().contains("revocations loaded")),
         "{}",
@@ -273,7 +283,7 @@ async fn a_revocation_on_one_node_ends_sessions_on_every_node() {
 }
 
 /// A gateway of the fleet with a 1 s heartbeat and `cap` sessions per user.
-fn fast_node(redis: &RedisServer, name: &str, echo: &targets::TcpTarget, cap: usize) -> Gateway {
+fn fast_node(redis: &RedisDb, name: &str, echo: &targets::TcpTarget, cap: usize) -> Gateway {
     Gateway::builder()
         .target("echo", echo.addr, "tcp")
         .user("alice", &["echo"], "")
@@ -291,13 +301,11 @@ fn fleet_sessions(gw: &Gateway) -> Vec<serde_json::Value> {
     v["sessions"].as_array().unwrap().clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide() {
-    let redis = RedisServer::start();
+async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(redis: &RedisDb) {
     let echo = EchoTarget::start();
-    let a = fast_node(&redis, "gw-a", &echo, 2);
-    let b = fast_node(&redis, "gw-b", &echo, 2);
-    let c = fast_node(&redis, "gw-c", &echo, 2);
+    let a = fast_node(redis, "gw-a", &echo, 2);
+    let b = fast_node(redis, "gw-b", &echo, 2);
+    let c = fast_node(redis, "gw-c", &echo, 2);
     for gw in [&a, &b, &c] {
         assert!(
             wait_until(10 * SEC, || gw.log().contains("revocations loaded")),
@@ -378,4 +386,125 @@ async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide()
     drop(alice_b);
     alice_c.send_close(CloseCode::NORMAL).await;
     again.send_close(CloseCode::NORMAL).await;
+}
+
+/// A node behind the balancer: it trusts HAProxy's PROXY header and drains for a minute.
+fn balanced(redis: &RedisDb, name: &str, echo: &targets::TcpTarget, keys: Option<&Gateway>) -> Gateway {
+    let mut builder = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .password(PASSWORD)
+        .user("alice", &["echo"], "")
+        .session("drain_timeout = \"1m\"")
+        .toml(&format!(
+            "{}heartbeat = \"1s\"\n[proxy_protocol]\ntrusted = [\"127.0.0.1/32\"]\n",
+            redis.cluster_toml(name)
+        ));
+    if let Some(first) = keys {
+        builder = builder.keys_of(first);
+    }
+    builder.start()
+}
+
+fn web_requests(gw: &Gateway) -> f64 {
+    let (_, m) = gw.admin_request("GET", "/metrics", Some(&gw.admin_token("root")), "");
+    m.lines()
+        .find_map(|l| l.strip_prefix("portcullis_requests_total{route=\"web\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(redis: &RedisDb) {
+    use portcullis_testkit::haproxy::Haproxy;
+    let echo = EchoTarget::start();
+    let a = balanced(redis, "gw-a", &echo, None);
+    let b = balanced(redis, "gw-b", &echo, Some(&a));
+    let c = balanced(redis, "gw-c", &echo, Some(&a));
+    let lb = Haproxy::fleet(
+        &[a.addr(), b.addr(), c.addr()]
+            .iter()
+            .zip([&a, &b, &c])
+            .map(|(addr, n)| (*addr, n.admin.unwrap().port()))
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        wait_until(10 * SEC, || lb.servers_up() == 3),
+        "the balancer's checks never passed"
+    );
+
+    // Signed in through the balancer: the requests that follow land on every node (round
+    // robin) and stay signed in.
+    let (status, cookie) = sign_in(&lb, "alice", PASSWORD).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    for _ in 0..6 {
+        assert_eq!(
+            https(&lb, "GET", "/api/session", &[("Cookie", cookie.as_str())], "")
+                .await
+                .0,
+            200
+        );
+    }
+    for n in [&a, &b, &c] {
+        assert!(web_requests(n) >= 2.0, "a node served no signed-in request");
+    }
+
+    // One tunnel per node through the balancer (round robin), with a token of the fleet's issuer.
+    let token = a.token("alice", "echo");
+    let mut tunnels = Vec::new();
+    for _ in 0..3 {
+        let mut ws = WsClient::open(&lb, "echo", &token).await;
+        ws.echoes(b"through the balancer").await;
+        tunnels.push(ws);
+    }
+    let per_node = |gw: &Gateway| fleet_sessions(gw).iter().filter(|s| s["node"] == gw_name(gw)).count();
+    fn gw_name(gw: &Gateway) -> String {
+        let config = std::fs::read_to_string(gw.config_path()).unwrap();
+        config
+            .split("node = \"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+    assert!(wait_until(10 * SEC, || [&a, &b, &c].iter().all(|n| per_node(n) == 1)));
+
+    // SIGTERM on B: its /readyz fails first, the balancer takes it out, new sessions go to A and
+    // C, and B's session goes on (draining).
+    b.signal(portcullis_testkit::process::Signal::TERM);
+    assert!(
+        wait_until(10 * SEC, || lb.servers_up() == 2),
+        "B never left the balancer"
+    );
+    for _ in 0..4 {
+        let mut ws = WsClient::open(&lb, "echo", &token).await;
+        ws.echoes(b"not to B").await;
+        ws.send_close(CloseCode::NORMAL).await;
+        ws.recv_close(10 * SEC).await;
+    }
+    assert_eq!(
+        b.sessions_of("echo", 0).len(),
+        0,
+        "no session on B ended, none started there"
+    );
+    for ws in tunnels.iter_mut() {
+        ws.echoes(b"still relaying").await;
+    }
+
+    // C dies: the balancer notices, and the fleet serves on A alone; C's session leaves the list.
+    c.signal(portcullis_testkit::process::Signal::KILL);
+    assert!(
+        wait_until(10 * SEC, || lb.servers_up() == 1),
+        "C never left the balancer"
+    );
+    let mut ws = WsClient::open(&lb, "echo", &token).await;
+    ws.echoes(b"on A").await;
+    assert!(wait_until(10 * SEC, || fleet_sessions(&a)
+        .iter()
+        .all(|s| s["node"] != "gw-c")));
+    for ws in tunnels.iter_mut() {
+        ws.send_close(CloseCode::NORMAL).await;
+    }
+    ws.send_close(CloseCode::NORMAL).await;
 }

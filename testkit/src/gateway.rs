@@ -193,9 +193,18 @@ pub struct GatewayBuilder {
     /// Its stderr into a pipe nobody reads (a stopped log reader), instead of the log file.
     stderr_stopped: bool,
     run_as: Option<String>,
+    /// The token key pair (private, public PEM); fresh unless shared with another gateway.
+    keys: Option<(String, String)>,
 }
 
 impl GatewayBuilder {
+    /// The token key pair of `other`: the nodes of a fleet trust the same issuer.
+    pub fn keys_of(mut self, other: &Gateway) -> Self {
+        let public = std::fs::read_to_string(other.dir.path().join("token.pub")).expect("token.pub");
+        self.keys = Some((other.private_key.clone(), public));
+        self
+    }
+
     /// `[service] user`: the gateway drops to this user once it listens; its temp dir (config,
     /// keys, audit log) is given to that user first, as a package gives /etc and /var dirs.
     pub fn run_as(mut self, user: &str) -> Self {
@@ -303,7 +312,10 @@ impl GatewayBuilder {
             .prefix("portcullis-gw-")
             .tempdir()
             .expect("temp dir");
-        let (private_key, public) = portcullis_core::keys::generate().expect("token key");
+        let (private_key, public) = self
+            .keys
+            .clone()
+            .unwrap_or_else(|| portcullis_core::keys::generate().expect("token key"));
         std::fs::write(dir.path().join("token.pub"), public).unwrap();
         std::fs::write(dir.path().join("token.key"), &private_key).unwrap();
         let port = crate::free_port();

@@ -92,6 +92,29 @@ impl RedisServer {
 
     /// The `[cluster]` table of a gateway that uses it.
     pub fn cluster_toml(&self, node: &str) -> String {
+        self.db(0).cluster_toml(node)
+    }
+
+    /// One of its numbered databases: scenarios of one test binary share the server (one Redis
+    /// per binary) without sharing keys. (Publish/subscribe channels are server-wide: run
+    /// scenarios that publish one after another.)
+    pub fn db(&self, db: u8) -> RedisDb {
+        RedisDb { port: self.port, db }
+    }
+}
+
+pub struct RedisDb {
+    pub port: u16,
+    pub db: u8,
+}
+
+impl RedisDb {
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/{}", self.port, self.db)
+    }
+
+    /// The `[cluster]` table of a gateway that uses this database.
+    pub fn cluster_toml(&self, node: &str) -> String {
         format!("[cluster]\nnode = \"{node}\"\nstore = \"{}\"\n", self.url())
     }
 }

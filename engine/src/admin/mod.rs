@@ -105,6 +105,20 @@ fn exchange(mut io: impl Read + Write, peer: SocketAddr, shared: &Shared) {
     let _ = io.flush();
 }
 
+/// Health checkers often speak HTTP/1.0 (HAProxy's `option httpchk` does by default), which the
+/// shared head parser refuses on the public port. Here every answer closes the connection
+/// anyway, so a 1.0 request line is read as 1.1 (same length, rewritten in place).
+fn accept_http10(buf: &mut [u8]) {
+    const OLD: &[u8] = b" HTTP/1.0\r\n";
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return;
+    };
+    let line_end = end + 2;
+    if line_end >= OLD.len() && &buf[line_end - OLD.len()..line_end] == OLD {
+        buf[line_end - 3] = b'1';
+    }
+}
+
 /// Reads a request head and its body (Content-Length); `Err(status)` when it is malformed,
 /// too large or too slow.
 fn read_request(io: &mut impl Read, deadline: Instant) -> std::result::Result<(Vec<u8>, usize), u16> {
@@ -146,7 +160,10 @@ fn read_request(io: &mut impl Read, deadline: Instant) -> std::result::Result<(V
         }
         match io.read(&mut buf[filled..]) {
             Ok(0) => return Err(400),
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                accept_http10(&mut buf[..filled]);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return Err(408),
         }
