@@ -112,6 +112,11 @@ const POLL: Duration = Duration::from_millis(10);
 /// Empty polls in a row after which the writer blocks in `recv` again (quiet: one wake per
 /// line costs nothing then), about one second.
 const IDLE_POLLS: u32 = 100;
+/// From this many lines in a `RATE_WINDOW` the writer polls instead of blocking: below it,
+/// lines are sparse and each is written at once (a blocked writer wakes for it), so a quiet
+/// gateway's lines appear without delay.
+const BUSY_LINES: usize = 20;
+const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// Bytes gathered into one write at most.
 const BATCH: usize = 64 * 1024;
 
@@ -119,7 +124,9 @@ fn write_lines(lines: Receiver<Item>, dropped: Arc<AtomicU64>) {
     use std::sync::mpsc::TryRecvError;
     let mut reported = 0;
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH);
-    let mut empty_polls = 0;
+    // Blocking until lines come fast enough to batch.
+    let mut empty_polls = IDLE_POLLS;
+    let (mut window, mut in_window) = (std::time::Instant::now(), 0usize);
     loop {
         let first = if empty_polls >= IDLE_POLLS {
             match lines.recv() {
@@ -138,9 +145,10 @@ fn write_lines(lines: Receiver<Item>, dropped: Arc<AtomicU64>) {
             std::thread::sleep(POLL);
             continue;
         };
-        empty_polls = 0;
+        let mut drained = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
+            drained += 1;
             match item {
                 Item::Line(line) => {
                     let lost = dropped.load(Ordering::Relaxed);
@@ -166,6 +174,11 @@ fn write_lines(lines: Receiver<Item>, dropped: Arc<AtomicU64>) {
             next = lines.try_recv().ok();
         }
         write_batch(&mut batch);
+        if window.elapsed() > RATE_WINDOW {
+            (window, in_window) = (std::time::Instant::now(), 0);
+        }
+        in_window += drained;
+        empty_polls = if in_window >= BUSY_LINES { 0 } else { IDLE_POLLS };
     }
 }
 

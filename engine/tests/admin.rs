@@ -406,3 +406,39 @@ async fn off_loopback_the_admin_listener_speaks_tls() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_state_dir_a_revocation_outlives_a_crash() {
+    let echo = EchoTarget::start();
+    let state = tempfile::tempdir().unwrap();
+    let node = || {
+        Gateway::builder()
+            .target("echo", echo.addr, "tcp")
+            .user("alice", &["echo"], "")
+            .user("bob", &["echo"], "")
+            .toml(&format!("[state]\ndir = \"{}\"", state.path().join("state").display()))
+            .start()
+    };
+    let gw = node();
+    let body = serde_json::json!({ "user": "alice" }).to_string();
+    let (status, answer) = gw.admin_request("POST", "/v1/revocations", Some(&gw.admin_token("root")), &body);
+    assert_eq!(status, 200, "{answer}");
+    // Killed (SIGKILL, no orderly stop), then started again on the same state.
+    drop(gw);
+    let gw = node();
+    assert!(
+        gw.log().contains("durable state loaded"),
+        "logged before ready: {}",
+        gw.log()
+    );
+    let refused = WsClient::refused(
+        &gw,
+        "/v1/tunnel/echo",
+        &[("Authorization", &format!("Bearer {}", gw.token("alice", "echo")))],
+    )
+    .await;
+    assert_eq!(refused, 403);
+    let mut ws = WsClient::open(&gw, "echo", &gw.token("bob", "echo")).await;
+    ws.echoes(b"bob is not revoked").await;
+    ws.send_close(CloseCode::NORMAL).await;
+}

@@ -9,7 +9,8 @@
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_on_one_redis() {
-    let mut redis = RedisServer::start();
+    // Append-only persistence, as a fleet's durable records need: the last scenario restarts it.
+    let mut redis = RedisServer::with_append_only();
     the_store_contract_holds_locally_and_on_redis(&redis.db(1)).await;
     gateways_on_one_redis_share_sign_ins_and_the_throttle(&redis.db(2)).await;
     a_revocation_on_one_node_ends_sessions_on_every_node(&redis.db(3)).await;
@@ -183,6 +184,10 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself(redis: &mut
             gw.log()
         );
     }
+    // A durable record written before the outage (bob revoked for good).
+    let body = serde_json::json!({ "user": "bob" }).to_string();
+    let (status, answer) = strict.admin_request("POST", "/v1/revocations", Some(&strict.admin_token("root")), &body);
+    assert_eq!(status, 200, "{answer}");
     redis.stop();
     // Noticed without traffic (the store is probed): the strict node leaves the balancer.
     assert!(wait_until(10 * SEC, || strict
@@ -220,8 +225,21 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself(redis: &mut
         "said once"
     );
 
-    // Redis returns: both recover without a restart.
+    // Redis returns (restarted, from its append-only file): both recover without a restart,
+    // and the revocation written before is still there for a node that starts now.
     redis.start_again();
+    let late = node(&db, "gw-late", &echo, "");
+    assert!(
+        wait_until(10 * SEC, || late.log().contains("revocations loaded: 1")
+            || late.log().contains("revocations=1")),
+        "{}",
+        late.log()
+    );
+    let bearer = format!("Bearer {}", late.token("bob", "echo"));
+    assert_eq!(
+        WsClient::refused(&late, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        403
+    );
     assert!(wait_until(10 * SEC, || strict
         .admin_request("GET", "/readyz", None, "")
         .0

@@ -340,6 +340,8 @@ pub struct Config {
     pub proxy_trusted: Vec<crate::net::Cidr>,
     pub admin: AdminSettings,
     pub cluster: ClusterSettings,
+    /// Where this node keeps what must outlive a restart (`[state] dir`): revocations.
+    pub state_dir: Option<PathBuf>,
     /// SHA-256 (hex) of the configuration text: nodes whose values differ run different configs.
     pub source_sha256: String,
 }
@@ -540,6 +542,7 @@ impl Config {
                 .collect::<Result<_>>()?,
             admin: parse_admin(&cx, &raw.admin)?,
             cluster: parse_cluster(&cx, &raw.cluster)?,
+            state_dir: raw.state.dir.as_deref().map(|d| cx.path(d)),
             source_sha256: {
                 use sha2::Digest;
                 let digest = sha2::Sha256::digest(src.as_bytes());

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub cluster: RawCluster,
+    #[serde(default)]
+    pub state: RawState,
     #[serde(default, rename = "target")]
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
@@ -70,6 +72,12 @@ pub(super) struct RawRecording {
 pub(super) struct RawProxyProtocol {
     #[serde(default)]
     pub trusted: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawState {
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

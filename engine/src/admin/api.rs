@@ -328,20 +328,30 @@ fn revoke(shared: &Shared, body: &[u8], admin: &str, now: u64, record: &mut Admi
             .stop_where(|s| s.token_id.as_deref() == Some(id.as_str()), &stop),
     };
     record.sessions_ended = Some(ended);
+    use crate::store::{RevocationNotice, RevokedKind};
+    let kind = match &revocation {
+        Revocation::User { .. } => RevokedKind::User,
+        Revocation::Token { .. } => RevokedKind::Token,
+    };
+    let notice = RevocationNotice {
+        v: 0,
+        kind,
+        subject: subject.clone(),
+        until,
+        by: admin.to_owned(),
+    };
+    // Durable on this node (a restart keeps it) when `[state] dir` is set.
+    if let Some(state) = &shared.local_state {
+        if let Err(e) = state.put_revocation(&notice) {
+            record.detail = Some(format!("not recorded durably: {e}"));
+            return Answer::error(
+                503,
+                "revoked until this node restarts only: the state database could not be written",
+            );
+        }
+    }
     // In a fleet, every node hears of it (and a node that is away loads it when it is back).
     if let Some(fleet) = &shared.web.fleet {
-        use crate::store::{RevocationNotice, RevokedKind};
-        let (kind, subject) = match &revocation {
-            Revocation::User { name, .. } => (RevokedKind::User, name.clone()),
-            Revocation::Token { id, .. } => (RevokedKind::Token, id.clone()),
-        };
-        let notice = RevocationNotice {
-            v: 0,
-            kind,
-            subject,
-            until,
-            by: admin.to_owned(),
-        };
         if let Err(e) = futures_lite::future::block_on(fleet.publish_revocation(notice)) {
             record.detail = Some(format!("applied on this node only: {e}"));
             return Answer::error(

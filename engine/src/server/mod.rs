@@ -61,6 +61,8 @@ pub struct Shared {
     pub panics: std::sync::atomic::AtomicU64,
     /// Live sessions: what the admin API lists and stops, and the per-user cap.
     pub registry: Arc<registry::Registry>,
+    /// This node's durable records (`[state] dir`), if configured.
+    pub local_state: Option<crate::store::LocalState>,
     /// Set once a stop signal came: no new connections, `/readyz` answers 503.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -268,6 +270,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     );
     crate::web::assets::compress_in_background();
     let revocations = Arc::new(Revocations::default());
+    let local_state = load_local_state(config.state_dir.as_deref(), &revocations)?;
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
         audit,
@@ -278,6 +281,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         panics: Default::default(),
         registry: Default::default(),
         draining: Default::default(),
+        local_state,
     });
 
     if let (Some(fleet), portcullis_core::config::StoreKind::Redis(url)) = (&shared.web.fleet, &cluster_store) {
@@ -364,6 +368,8 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         let account = privileges::drop_to(&name)?;
         tracing::info!(user = %name, uid = account.uid, gid = account.gid, "running unprivileged");
     }
+    // What was logged while starting is out before anyone is told the gateway is ready.
+    crate::logging::flush(Duration::from_millis(500));
     on_ready(&identity, admin);
     if let Some(fd) = ready_fd {
         let mut ready = std::fs::File::from(fd);
@@ -414,6 +420,23 @@ fn fleet_revocations(shared: &Shared) -> Arc<dyn Fn(crate::store::RevocationNoti
             tracing::info!(ended, by = %notice.by, "live sessions ended by a fleet revocation");
         }
     })
+}
+
+/// Opens `[state] dir` and applies the revocations it holds (those that ended are deleted).
+fn load_local_state(dir: Option<&Path>, revocations: &Revocations) -> Result<Option<crate::store::LocalState>> {
+    let Some(dir) = dir else { return Ok(None) };
+    let state = crate::store::LocalState::open(dir)
+        .map_err(|e| Error::Startup(format!("[state] dir {}: {e}", dir.display())))?;
+    let now = portcullis_core::keys::unix_now();
+    let records = state.revocations(now).map_err(|e| Error::Startup(e.to_string()))?;
+    for notice in &records {
+        if revocations.revoke(notice.revocation(), now).is_err() {
+            tracing::error!("too many revocations in the state database: some are not applied");
+            break;
+        }
+    }
+    tracing::info!(dir = %dir.display(), revocations = records.len(), "durable state loaded");
+    Ok(Some(state))
 }
 
 /// What a node does with a terminate request of the fleet: end the session if it is here.

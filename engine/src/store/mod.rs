@@ -8,8 +8,11 @@
 //! are never stored: sessions and tickets are keyed by the SHA-256 of the cookie or ticket.
 //! Nothing here is on the relay's data path.
 
+mod durable;
 mod memory;
 mod redis;
+
+pub use durable::{LocalState, StateError};
 
 pub use self::redis::{
     FleetHandlers, Health as RedisHealth, LiveRecord, RedisStore, RevocationNotice, RevokedKind, TerminateNotice,
