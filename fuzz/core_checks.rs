@@ -133,6 +133,7 @@ pub fn fixture() -> &'static Fixture {
                     iss: None,
                     aud: None,
                     scope: None,
+                    once: false,
                 };
                 issuer.issue(&claims).expect("sign")
             })

@@ -192,6 +192,7 @@ fn claims() -> Claims {
         iss: None,
         aud: None,
         scope: None,
+        once: false,
     }
 }
 

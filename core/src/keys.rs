@@ -55,12 +55,28 @@ pub fn issue(private_pem: &[u8], user: &str, target: &str, ttl: Duration) -> Res
     issue_scoped(private_pem, user, target, None, ttl)
 }
 
+/// A single-use token (`once`): the gateway, or the fleet, accepts it one time.
+pub fn issue_once(private_pem: &[u8], user: &str, target: &str, ttl: Duration) -> Result<String, KeyError> {
+    issue_with(private_pem, user, target, None, true, ttl)
+}
+
 /// A token with a `scope` (e.g. `admin`, for the admin API; such tokens name no target).
 pub fn issue_scoped(
     private_pem: &[u8],
     user: &str,
     target: &str,
     scope: Option<&str>,
+    ttl: Duration,
+) -> Result<String, KeyError> {
+    issue_with(private_pem, user, target, scope, false, ttl)
+}
+
+fn issue_with(
+    private_pem: &[u8],
+    user: &str,
+    target: &str,
+    scope: Option<&str>,
+    once: bool,
     ttl: Duration,
 ) -> Result<String, KeyError> {
     if ttl.is_zero() || ttl > MAX_TTL {
@@ -78,6 +94,7 @@ pub fn issue_scoped(
         iss: None,
         aud: None,
         scope: scope.map(str::to_owned),
+        once,
     };
     Ok(issuer.issue(&claims)?)
 }

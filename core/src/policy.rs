@@ -51,6 +51,8 @@ pub struct Grant {
     pub token_id: Option<String>,
     /// The token's `exp` (Unix seconds) when a token was the credential.
     pub token_expires: Option<u64>,
+    /// The token is single use (`once`): the route spends it in the store before the session.
+    pub single_use: bool,
     pub via: Via,
 }
 
@@ -127,6 +129,7 @@ struct Identity<'a> {
     bound: Option<std::borrow::Cow<'a, str>>,
     token_id: Option<String>,
     token_expires: Option<u64>,
+    single_use: bool,
 }
 
 pub struct Policy {
@@ -185,6 +188,7 @@ impl Policy {
             target: target.clone(),
             token_id: who.token_id,
             token_expires: who.token_expires,
+            single_use: who.single_use,
             via,
         })
     }
@@ -281,6 +285,7 @@ impl Policy {
                     bound: Some(Owned(claims.tgt)),
                     token_id: Some(claims.jti),
                     token_expires: Some(claims.exp),
+                    single_use: claims.once,
                 }
             }
             Credential::WebSession { user, only_target } => Identity {
@@ -288,12 +293,14 @@ impl Policy {
                 bound: only_target.map(Borrowed),
                 token_id: None,
                 token_expires: None,
+                single_use: false,
             },
             Credential::Ticket { user, target } => Identity {
                 user: Borrowed(user),
                 bound: Some(Borrowed(target)),
                 token_id: None,
                 token_expires: None,
+                single_use: false,
             },
         })
     }

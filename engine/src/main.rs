@@ -137,6 +137,9 @@ enum TokenCommand {
         /// Rights beyond a target: `admin` for the admin API.
         #[arg(long)]
         scope: Option<String>,
+        /// Single use: accepted once (by every node of a fleet together), then refused.
+        #[arg(long, conflicts_with = "scope")]
+        once: bool,
         /// Lifetime, e.g. 15m, 1h.
         #[arg(long, default_value = "15m")]
         ttl: humantime::Duration,
@@ -279,14 +282,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     user,
                     target,
                     scope,
+                    once,
                     ttl,
                 },
         } => {
             let pem = std::fs::read(&key).with_context(|| format!("cannot read {}", key.display()))?;
             let target = target.unwrap_or_default();
-            let token =
+            let token = if once {
+                portcullis_core::keys::issue_once(&pem, &user, &target, Duration::from(ttl))
+            } else {
                 portcullis_core::keys::issue_scoped(&pem, &user, &target, scope.as_deref(), Duration::from(ttl))
-                    .context("cannot issue the token")?;
+            }
+            .context("cannot issue the token")?;
             println!("{token}");
             Ok(())
         }

@@ -16,6 +16,8 @@ async fn the_fleet_on_one_redis() {
     a_revocation_on_one_node_ends_sessions_on_every_node(&redis.db(3)).await;
     any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(&redis.db(4)).await;
     behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(&redis.db(5)).await;
+    a_node_cut_off_catches_up_on_what_it_missed(&redis, 7).await;
+    a_single_use_token_is_good_once_across_the_fleet(&redis.db(8)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -74,6 +76,10 @@ async fn contract(store: Arc<dyn Store>) {
     let (a, b) = tokio::join!(store.take_ticket(key(4)), store.take_ticket(key(4)));
     let taken: Vec<_> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
     assert_eq!(taken, [ticket]);
+
+    // A single-use token is spent once.
+    assert!(store.use_once(key(9), 60 * SEC).await.unwrap());
+    assert!(!store.use_once(key(9), 60 * SEC).await.unwrap());
 
     // Attempts: counted before the check, all keys or none, five of forty simultaneous.
     let ip = "192.0.2.7".parse().unwrap();
@@ -525,4 +531,95 @@ async fn behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(redis:
         ws.send_close(CloseCode::NORMAL).await;
     }
     ws.send_close(CloseCode::NORMAL).await;
+}
+
+/// B alone loses Redis (its link is cut) while A revokes alice; when the link comes back, B loads
+/// the revocation it missed and refuses her.
+async fn a_node_cut_off_catches_up_on_what_it_missed(redis: &RedisServer, db: u8) {
+    use portcullis_testkit::redis::Link;
+    let echo = EchoTarget::start();
+    let a = node(&redis.db(db), "gw-a", &echo, "");
+    let link = Link::to(redis.port);
+    let b = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .user("alice", &["echo"], "")
+        .user("bob", &["echo"], "")
+        .toml(&format!(
+            "[cluster]\nnode = \"gw-b\"\nstore = \"{}\"\non_store_down = \"allow\"\n",
+            link.url(db)
+        ))
+        .start();
+    for gw in [&a, &b] {
+        assert!(
+            wait_until(10 * SEC, || gw.log().contains("revocations loaded")),
+            "{}",
+            gw.log()
+        );
+    }
+    link.cut();
+    assert!(
+        wait_until(10 * SEC, || b.log().contains("the state store (Redis) is unavailable")),
+        "{}",
+        b.log()
+    );
+    let body = serde_json::json!({ "user": "alice" }).to_string();
+    let (status, answer) = a.admin_request("POST", "/v1/revocations", Some(&a.admin_token("root")), &body);
+    assert_eq!(status, 200, "{answer}");
+    // Cut off (and "allow"), B still lets alice in: it cannot know.
+    let mut ws = WsClient::open(&b, "echo", &b.token("alice", "echo")).await;
+    ws.echoes(b"B does not know yet").await;
+    link.restore();
+    // Back: B reloads every revocation when it subscribes again; her session there ends and she
+    // is refused.
+    assert_eq!(ws.recv_close(15 * SEC).await, (Some(1008), "revoked".to_owned()));
+    ws.send_close(CloseCode::POLICY).await;
+    let bearer = format!("Bearer {}", b.token("alice", "echo"));
+    assert_eq!(
+        WsClient::refused(&b, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        403
+    );
+}
+
+/// The answer to a tunnel with `token`: 101 (then an echo and a close) or the refusal's status.
+async fn status(gw: &Gateway, token: &str) -> u16 {
+    let bearer = format!("Bearer {token}");
+    match WsClient::open_with(gw, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await {
+        Ok(mut ws) => {
+            ws.echoes(b"once").await;
+            ws.send_close(CloseCode::NORMAL).await;
+            101
+        }
+        Err(answer) => status_of(&answer),
+    }
+}
+
+/// A token with `once` opens one session: on one node alone (local store), or on any one node
+/// of a fleet (and then nowhere).
+async fn a_single_use_token_is_good_once_across_the_fleet(redis: &RedisDb) {
+    let echo = EchoTarget::start();
+    let alone = Gateway::builder().target("echo", echo.addr, "tcp").start();
+    let token = alone.token_once("alice", "echo");
+    assert_eq!(status(&alone, &token).await, 101);
+    assert_eq!(status(&alone, &token).await, 403);
+    assert_eq!(
+        status(&alone, &alone.token("alice", "echo")).await,
+        101,
+        "ordinary tokens are reusable"
+    );
+
+    let a = node(redis, "gw-a", &echo, "");
+    let b = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .password(PASSWORD)
+        .user("alice", &["echo"], "")
+        .user("bob", &["echo"], "")
+        .keys_of(&a)
+        .toml(&redis.cluster_toml("gw-b"))
+        .start();
+    let token = a.token_once("alice", "echo");
+    assert_eq!(status(&b, &token).await, 101);
+    assert_eq!(status(&a, &token).await, 403);
+    assert_eq!(status(&b, &token).await, 403);
+    let refused = a.records_where(1, |r| r["event"] == "denied" && r["status"] == 403);
+    assert_eq!(refused[0]["reason"], "single-use token used already");
 }

@@ -209,6 +209,7 @@ async fn denials_reach_no_target() {
             iss: None,
             aud: None,
             scope: None,
+            once: false,
         })
     };
     let echo_path = "/v1/tunnel/echo";

@@ -25,6 +25,7 @@ fn claims(user: &str, target: &str, ttl: u64) -> Claims {
         iss: None,
         aud: None,
         scope: None,
+        once: false,
     }
 }
 

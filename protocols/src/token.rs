@@ -38,6 +38,9 @@ pub struct Claims {
     /// use the admin API. Tokens without it can do nothing there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Single use: the gateway (the fleet, with a fleet store) accepts it once, then refuses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub once: bool,
 }
 
 /// The scope that opens the admin API.
@@ -289,6 +292,7 @@ mod tests {
             iss: None,
             aud: None,
             scope: None,
+            once: false,
         }
     }
 

@@ -477,6 +477,12 @@ impl Gateway {
     }
 
     /// A token with exactly these claims.
+    /// A single-use token (`once`) for `user` to reach `target`, valid for 10 minutes.
+    pub fn token_once(&self, user: &str, target: &str) -> String {
+        portcullis_core::keys::issue_once(self.private_key.as_bytes(), user, target, Duration::from_secs(600))
+            .expect("token")
+    }
+
     /// An admin token (scope `admin`) for `user`, valid for 10 minutes.
     pub fn admin_token(&self, user: &str) -> String {
         portcullis_core::keys::issue_scoped(

@@ -118,3 +118,71 @@ impl RedisDb {
         format!("[cluster]\nnode = \"{node}\"\nstore = \"{}\"\n", self.url())
     }
 }
+
+/// A TCP link to a server that a test can cut and restore: a node "cut off from Redis" while
+/// the rest of the fleet still reaches it. Cutting closes every connection through it and
+/// refuses new ones until restored.
+pub struct Link {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    _listener: crate::targets::TcpTarget,
+}
+
+impl Link {
+    pub fn to(port: u16) -> Link {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut_, open_) = (cut.clone(), open.clone());
+        let listener = crate::targets::TcpTarget::start(move |client| {
+            if cut_.load(Ordering::SeqCst) {
+                return; // dropped: closed at once
+            }
+            let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                return;
+            };
+            let mut held = open_.lock().unwrap();
+            for s in [&client, &server] {
+                if let Ok(c) = s.try_clone() {
+                    held.push(c);
+                }
+            }
+            drop(held);
+            let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                });
+            };
+            if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                pipe(client, s2);
+                pipe(server, c2);
+            }
+        });
+        Link {
+            port: listener.addr.port(),
+            cut,
+            open,
+            _listener: listener,
+        }
+    }
+
+    pub fn url(&self, db: u8) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Closes every connection through the link and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -22,7 +22,7 @@ use portcullis_protocols::ws::{self, CloseCode, OpCode};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub type Tls = futures_rustls::server::TlsStream<Socket>;
 
@@ -146,6 +146,28 @@ impl Conn {
             }
         }
         Ok(slot)
+    }
+
+    /// Spends the grant's token when it is single use (`once`): across the fleet with a fleet
+    /// store. `Err(status)`: 403 when it was used already, 503 when the store cannot say (a
+    /// single-use token is never honoured on a guess).
+    pub async fn spend_single_use(&self, grant: &Grant) -> Result<(), u16> {
+        let (true, Some(jti)) = (grant.single_use, &grant.token_id) else {
+            return Ok(());
+        };
+        let now = portcullis_core::keys::unix_now();
+        let left = Duration::from_secs(grant.token_expires.unwrap_or(now).saturating_sub(now))
+            + self.policy().config.auth.leeway;
+        let spend = self
+            .shared
+            .web
+            .store
+            .use_once(crate::store::key_of(jti), left.max(Duration::from_secs(1)));
+        match timeout(self.settings().request_timeout, spend).await {
+            Some(Ok(true)) => Ok(()),
+            Some(Ok(false)) => Err(403),
+            _ => Err(503),
+        }
     }
 
     /// Starts the audit of a granted session (see `SessionAudit::start`).

@@ -46,6 +46,8 @@ fn kind(key: &ThrottleKey) -> usize {
 struct State {
     sessions: HashMap<SecretKey, (WebSession, Instant)>,
     tickets: HashMap<SecretKey, (Ticket, Instant)>,
+    /// Single-use tokens spent, until they expire.
+    spent: HashMap<SecretKey, ((), Instant)>,
     attempts: [HashMap<ThrottleKey, Counter>; 3],
 }
 
@@ -188,6 +190,15 @@ impl Store for MemoryStore {
                 s.attempts[kind(key)].remove(key);
             }
             Ok(())
+        }))
+    }
+
+    fn use_once(&self, key: SecretKey, ttl: Duration) -> BoxFuture<'_, StoreResult<bool>> {
+        ready(self.with(|s| {
+            if s.spent.get(&key).is_some_and(|(_, until)| *until > Instant::now()) {
+                return Ok(false);
+            }
+            insert_bounded(&mut s.spent, key, (), ttl, "single-use tokens").map(|()| true)
         }))
     }
 }

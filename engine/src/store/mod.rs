@@ -110,4 +110,8 @@ pub trait Store: Send + Sync {
     fn refund_attempt<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>>;
     /// Forgets every attempt counted under each key.
     fn clear_attempts<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Spends a single-use token (by the SHA-256 of its id) for `ttl` (its remaining lifetime):
+    /// true the first time, false ever after, on every node that shares the store.
+    fn use_once(&self, key: SecretKey, ttl: Duration) -> BoxFuture<'_, StoreResult<bool>>;
 }

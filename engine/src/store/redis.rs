@@ -660,6 +660,22 @@ impl Store for RedisStore {
         self.run(move |mut c| async move { script.invoke_async::<()>(&mut c).await })
     }
 
+    fn use_once(&self, key: SecretKey, ttl: Duration) -> BoxFuture<'_, StoreResult<bool>> {
+        let k = secret_key("spent", &key);
+        // SET NX: only the first of any number of nodes sets it.
+        self.run(move |mut c| async move {
+            redis::cmd("SET")
+                .arg(k)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<Option<String>>(&mut c)
+                .await
+                .map(|set| set.is_some())
+        })
+    }
+
     fn clear_attempts<'a>(&'a self, keys: &'a [ThrottleKey]) -> BoxFuture<'a, StoreResult<()>> {
         let names: Vec<String> = keys.iter().map(throttle_key).collect();
         if names.is_empty() {

@@ -232,6 +232,16 @@ async fn login_token(req: &WebRequest<'_>) -> Response {
         .web
         .session_ttl
         .min(Duration::from_secs(claims.exp.saturating_sub(now)));
+    if claims.once {
+        // Spent here: the web session it opens is its one use.
+        let left = Duration::from_secs(claims.exp.saturating_sub(now)) + req.policy.config.auth.leeway;
+        let key = crate::store::key_of(&claims.jti);
+        match store(req, req.web.store.use_once(key, left.max(Duration::from_secs(1)))).await {
+            Ok(true) => {}
+            Ok(false) => return Response::error(403, "this single-use token was used already"),
+            Err(r) => return r,
+        }
+    }
     tracing::info!(client = %req.client, user = %claims.sub, "signed in with a token");
     start_session(req, claims.sub, Some(claims.tgt), ttl).await
 }

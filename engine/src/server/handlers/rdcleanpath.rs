@@ -95,6 +95,14 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
     if conn.shared.store_refuses() {
         return refuse(conn, Refusal::http(503, "the state store is unavailable").of(&grant)).await;
     }
+    if let Err(status) = conn.spend_single_use(&grant).await {
+        let reason = if status == 403 {
+            "single-use token used already"
+        } else {
+            "the state store is unavailable"
+        };
+        return refuse(conn, Refusal::http(status, reason).of(&grant)).await;
+    }
     let slot = match conn.reserve_session(&grant).await {
         Ok(slot) => slot,
         Err(e) => return refuse(conn, Refusal::http(e.status(), e.to_string()).of(&grant)).await,

@@ -25,6 +25,15 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
             )
             .await;
     }
+    if let Err(status) = conn.spend_single_use(&grant).await {
+        let reason = if status == 403 {
+            "single-use token used already"
+        } else {
+            "the state store is unavailable"
+        };
+        conn.deny(&path, status, reason, Some(&grant.user));
+        return conn.reply(&Reply::text(status, reason), None).await;
+    }
     let slot = match conn.reserve_session(&grant).await {
         Ok(slot) => slot,
         Err(e) => {
