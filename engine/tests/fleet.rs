@@ -18,6 +18,7 @@ async fn the_fleet_on_one_redis() {
     behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(&redis.db(5)).await;
     a_node_cut_off_catches_up_on_what_it_missed(&redis, 7).await;
     a_single_use_token_is_good_once_across_the_fleet(&redis.db(8)).await;
+    recordings_on_shared_storage_replay_from_any_node(&redis.db(9)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -622,4 +623,60 @@ async fn a_single_use_token_is_good_once_across_the_fleet(redis: &RedisDb) {
     assert_eq!(status(&b, &token).await, 403);
     let refused = a.records_where(1, |r| r["event"] == "denied" && r["status"] == 403);
     assert_eq!(refused[0]["reason"], "single-use token used already");
+}
+
+/// Two nodes given the same `[recording] dir` (shared storage): a browser terminal recorded on A
+/// is listed and replayed through B, with the sign-in made on A.
+async fn recordings_on_shared_storage_replay_from_any_node(redis: &RedisDb) {
+    use portcullis_testkit::sshd::Sshd;
+    let sshd = Sshd::start();
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let shared = tempfile::tempdir().unwrap();
+    let recordings = shared.path().join("recordings");
+    let recorded = |name: &str| {
+        Gateway::builder()
+            .target_with("vm1", &addr, "ssh", &sshd.target_keys(&pin))
+            .password(PASSWORD)
+            .user("alice", &["vm1"], "replay = true")
+            .toml(&format!(
+                "[recording]\ndir = \"{}\"\n{}",
+                recordings.display(),
+                redis.cluster_toml(name)
+            ))
+            .start()
+    };
+    let (a, b) = (recorded("gw-a"), recorded("gw-b"));
+    let (status, cookie) = sign_in(&a, "alice", PASSWORD).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    let headers = [("Cookie", cookie.as_str()), ("Origin", &a.origin())];
+    let mut ws = WsClient::open_with(&a, "/v1/ssh/vm1", &headers)
+        .await
+        .unwrap_or_else(|e| panic!("{}", text(&e)));
+    ws.send_binary(b"echo SHARED-$((6*7)); exit\n").await;
+    // Until the exit message: the shell ran the command.
+    loop {
+        match ws.recv_json(15 * SEC).await {
+            Some(m) if m["type"] == "exit" => break,
+            Some(_) => {}
+            None => panic!("no exit message"),
+        }
+    }
+    let id = a.session_records(1)[0]["session"].as_str().unwrap().to_owned();
+    let (status, _, list) = https(&b, "GET", "/api/recordings", &[("Cookie", cookie.as_str())], "").await;
+    assert_eq!(status, 200, "{list}");
+    assert!(list.contains(&id), "{list}");
+    let replayed = eventually(5 * SEC, || async {
+        let (status, _, cast) = https(
+            &b,
+            "GET",
+            &format!("/api/recordings/{id}"),
+            &[("Cookie", cookie.as_str())],
+            "",
+        )
+        .await;
+        status == 200 && cast.contains("SHARED-42")
+    })
+    .await;
+    assert!(replayed, "the recording made on A does not replay through B");
 }
