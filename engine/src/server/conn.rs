@@ -133,8 +133,22 @@ impl Conn {
             tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap");
         })?;
         if let Some(fleet) = self.shared.web.fleet.clone() {
-            let ttl = self.state.policy.config.cluster.live_ttl();
-            match fleet.reserve_place(&grant.user, slot.id(), cap, ttl).await {
+            let cluster = &self.state.policy.config.cluster;
+            let record = crate::store::LiveRecord {
+                v: 0,
+                id: slot.id().to_owned(),
+                node: cluster.node.clone(),
+                user: grant.user.clone(),
+                target: grant.target.name.clone(),
+                protocol: grant.target.protocol.as_str().to_owned(),
+                via: grant.via.as_str().to_owned(),
+                client: self.client.to_string(),
+                start: portcullis_core::audit::now_rfc3339(),
+                token_id: grant.token_id.clone(),
+                bytes_client_to_target: 0,
+                bytes_target_to_client: 0,
+            };
+            match fleet.reserve_place(&record, cap, cluster.live_ttl()).await {
                 Ok(true) => slot.in_fleet(fleet),
                 Ok(false) => {
                     tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap across the fleet");
@@ -173,13 +187,9 @@ impl Conn {
     /// Starts the audit of a granted session (see `SessionAudit::start`).
     pub fn start_session(&self, grant: Grant, slot: Slot) -> Result<SessionAudit, StartError> {
         let required = self.state.policy.config.audit_required;
-        let audit = SessionAudit::start(grant, self.client, &self.shared.audit, required, slot)?;
-        if let Some(fleet) = &self.shared.web.fleet {
-            // Listed fleet-wide at once (the heartbeat refreshes it); nothing waits for it.
-            let cluster = &self.state.policy.config.cluster;
-            drop(fleet.register_live(vec![audit.live().record(&cluster.node)], cluster.live_ttl()));
-        }
-        Ok(audit)
+        // Listed fleet-wide when its place was taken (`reserve_session`); the heartbeat
+        // refreshes the record with its byte counts.
+        SessionAudit::start(grant, self.client, &self.shared.audit, required, slot)
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),

@@ -288,8 +288,8 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(fleet) = &self.fleet {
-            // Spawned on the store's runtime at once; nothing waits for it here.
-            drop(fleet.release_live(&self.user, &self.id));
+            // Queued for the store's release task; nothing waits for it here.
+            fleet.release_live(&self.user, &self.id);
         }
         let mut inner = self.registry.inner();
         if let Some(s) = &self.session {

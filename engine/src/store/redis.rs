@@ -178,15 +178,21 @@ fn places_key(user: &str) -> String {
     format!("{PREFIX}places:{}", hex(&Sha256::digest(user.as_bytes())))
 }
 
-/// Takes one of the user's places if fewer than the cap are live: KEYS[1] the user's set;
-/// ARGV: now (ms), expiry (ms), the cap, the session id. 1: taken, 0: at the cap.
+/// Takes one of the user's places if fewer than the cap are live, and lists the session, in one
+/// round trip: KEYS[1] the user's set, KEYS[2] the session's record; ARGV: now (ms), expiry
+/// (ms), the cap, the session id, the record, its TTL (ms). 1: taken, 0: at the cap.
 const RESERVE_PLACE: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
 redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
 return 1
 ";
+
+/// Ended sessions are given back in batches: one pipeline per `RELEASE_BATCH` at most, instead
+/// of a round trip per session.
+const RELEASE_BATCH: Duration = Duration::from_millis(20);
 static RESERVE_PLACE_SCRIPT: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(RESERVE_PLACE));
 
@@ -242,6 +248,8 @@ pub struct RedisStore {
     runtime: tokio::runtime::Handle,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
     health: Arc<Health>,
+    /// Ended sessions (user, id) for the release task.
+    releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
 impl RedisStore {
@@ -278,7 +286,14 @@ impl RedisStore {
                 }
             }
         });
-        Ok(RedisStore { runtime, conn, health })
+        let (releases, pending) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(release_in_batches(pending, conn.clone()));
+        Ok(RedisStore {
+            runtime,
+            conn,
+            health,
+            releases,
+        })
     }
 
     /// Records a revocation for the fleet (a key that expires with it, so the store holds live
@@ -305,21 +320,22 @@ impl RedisStore {
     /// Takes one of `user`'s fleet-wide places for session `id` (held for `ttl`, renewed by the
     /// heartbeat): false when the user holds `cap` live sessions across the fleet. Counted from
     /// expiring entries, so a node that dies cannot leak places: they expire with its heartbeat.
-    pub fn reserve_place(
-        &self,
-        user: &str,
-        id: &str,
-        cap: usize,
-        ttl: Duration,
-    ) -> BoxFuture<'static, StoreResult<bool>> {
+    /// The session is listed at the same time (`record`; the heartbeat refreshes it).
+    pub fn reserve_place(&self, record: &LiveRecord, cap: usize, ttl: Duration) -> BoxFuture<'static, StoreResult<bool>> {
         let now = unix_ms();
         let mut script = RESERVE_PLACE_SCRIPT.prepare_invoke();
         script
-            .key(places_key(user))
+            .key(places_key(&record.user))
+            .key(live_key(&record.id))
             .arg(now)
             .arg(now + millis(ttl))
             .arg(cap)
-            .arg(id);
+            .arg(&record.id)
+            .arg(json(&LiveRecord {
+                v: SCHEMA,
+                ..record.clone()
+            }))
+            .arg(millis(ttl));
         self.run(move |mut c| async move { script.invoke_async::<u8>(&mut c).await.map(|taken| taken == 1) })
     }
 
@@ -351,14 +367,10 @@ impl RedisStore {
     }
 
     /// Removes an ended session: its record and its place.
-    pub fn release_live(&self, user: &str, id: &str) -> BoxFuture<'static, StoreResult<()>> {
-        let (live, places, id) = (live_key(id), places_key(user), id.to_owned());
-        self.run(move |mut c| async move {
-            let mut pipe = redis::pipe();
-            pipe.cmd("DEL").arg(live).ignore();
-            pipe.cmd("ZREM").arg(places).arg(id).ignore();
-            pipe.query_async::<()>(&mut c).await
-        })
+    /// Queued for the release task (within `RELEASE_BATCH`; what a failure leaves behind
+    /// expires with the heartbeat TTL).
+    pub fn release_live(&self, user: &str, id: &str) {
+        let _ = self.releases.send((user.to_owned(), id.to_owned()));
     }
 
     /// Every live session of the fleet.
@@ -525,6 +537,29 @@ async fn scan_values<T: serde::de::DeserializeOwned>(
             return Ok(all);
         }
         cursor = next;
+    }
+}
+
+/// Gives ended sessions back: waits for one, lets more gather for `RELEASE_BATCH`, then one
+/// pipeline for all of them.
+async fn release_in_batches(
+    mut pending: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    conn: Arc<ArcSwapOption<ConnectionManager>>,
+) {
+    while let Some(first) = pending.recv().await {
+        tokio::time::sleep(RELEASE_BATCH).await;
+        let mut batch = vec![first];
+        while let Ok(more) = pending.try_recv() {
+            batch.push(more);
+        }
+        let Some(c) = conn.load_full() else { continue };
+        let mut c = (*c).clone();
+        let mut pipe = redis::pipe();
+        for (user, id) in &batch {
+            pipe.cmd("DEL").arg(live_key(id)).ignore();
+            pipe.cmd("ZREM").arg(places_key(user)).arg(id).ignore();
+        }
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut c)).await;
     }
 }
 
