@@ -25,24 +25,34 @@ pub enum Send {
 impl Haproxy {
     /// Listens on a fresh loopback port and forwards every connection to `backend`.
     pub fn start(backend: SocketAddr, send: Send) -> Haproxy {
-        assert!(
-            std::path::Path::new(HAPROXY).exists(),
-            "{HAPROXY} is missing: install haproxy (scripts/test does)"
-        );
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let send = match send {
             Send::ProxyV1 => "send-proxy",
             Send::ProxyV2 => "send-proxy-v2",
         };
+        let frontend = format!("frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n");
+        Self::run(
+            dir,
+            port,
+            "",
+            &format!("{frontend}backend be\n  server gw {backend} {send}\n"),
+        )
+    }
+
+    /// Writes the configuration (`global` lines, then `rest` after the common defaults), starts
+    /// HAProxy and waits until it listens on `port`.
+    fn run(dir: tempfile::TempDir, port: u16, global: &str, rest: &str) -> Haproxy {
+        assert!(
+            std::path::Path::new(HAPROXY).exists(),
+            "{HAPROXY} is missing: install haproxy (scripts/test does)"
+        );
         let config = dir.path().join("haproxy.cfg");
         std::fs::write(
             &config,
             format!(
-                "global\n  log stderr format raw local0 info\n\
-                 defaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                 frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
-                 backend be\n  server gw {backend} {send}\n"
+                "global\n  log stderr format raw local0 info\n{global}\
+                 defaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n{rest}"
             ),
         )
         .expect("haproxy config");
@@ -79,32 +89,12 @@ impl Haproxy {
                 format!("  server gw{i} {addr} send-proxy-v2 check port {admin} inter 200ms fall 1 rise 1\n")
             })
             .collect();
-        let config = dir.path().join("haproxy.cfg");
-        std::fs::write(
-            &config,
-            format!(
-                "global\n  log stderr format raw local0 info\n  stats socket {} mode 600 level admin\n\
-                 defaults\n  mode tcp\n  log global\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-                 frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
-                 backend be\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n{servers}",
-                socket.display()
-            ),
-        )
-        .expect("haproxy config");
-        let log = dir.path().join("haproxy.log");
-        let child = process::spawn_logged(Command::new(HAPROXY).arg("-f").arg(&config).arg("-db"), &log);
-        let mut guard = ChildGuard::new(child, Duration::from_secs(1));
-        let up = wait_until(Duration::from_secs(10), || listening(port) || guard.exited().is_some());
-        assert!(
-            up && guard.exited().is_none(),
-            "haproxy did not listen on {port}:\n{}",
-            process::read_log(&log)
+        let global = format!("  stats socket {} mode 600 level admin\n", socket.display());
+        let rest = format!(
+            "frontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
+             backend be\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n{servers}"
         );
-        Haproxy {
-            port,
-            _guard: guard,
-            dir,
-        }
+        Self::run(dir, port, &global, &rest)
     }
 
     /// How many backend servers the balancer's health checks say are up.

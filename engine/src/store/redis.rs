@@ -248,7 +248,9 @@ pub struct RedisStore {
     runtime: tokio::runtime::Handle,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
     health: Arc<Health>,
-    /// Ended sessions (user, id) for the release task.
+    /// Ended sessions (user, id) for the release task. Unbounded, but nothing outside fills it:
+    /// each admitted session sends once, when it ends, so it holds at most the sessions that
+    /// ended within one batch (themselves capped by the connection limits).
     releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -321,7 +323,12 @@ impl RedisStore {
     /// heartbeat): false when the user holds `cap` live sessions across the fleet. Counted from
     /// expiring entries, so a node that dies cannot leak places: they expire with its heartbeat.
     /// The session is listed at the same time (`record`; the heartbeat refreshes it).
-    pub fn reserve_place(&self, record: &LiveRecord, cap: usize, ttl: Duration) -> BoxFuture<'static, StoreResult<bool>> {
+    pub fn reserve_place(
+        &self,
+        record: &LiveRecord,
+        cap: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'static, StoreResult<bool>> {
         let now = unix_ms();
         let mut script = RESERVE_PLACE_SCRIPT.prepare_invoke();
         script
@@ -592,17 +599,12 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-impl Store for RedisStore {
-    fn put_session(&self, key: SecretKey, session: WebSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
-        let value = json(&SessionValue {
-            v: SCHEMA,
-            user: session.user,
-            only_target: session.only_target,
-        });
-        let k = secret_key("session", &key);
+impl RedisStore {
+    /// `SET key value PX ttl`: a record that Redis expires.
+    fn set_px(&self, key: String, value: String, ttl: Duration) -> BoxFuture<'static, StoreResult<()>> {
         self.run(move |mut c| async move {
             redis::cmd("SET")
-                .arg(k)
+                .arg(key)
                 .arg(value)
                 .arg("PX")
                 .arg(millis(ttl))
@@ -611,18 +613,35 @@ impl Store for RedisStore {
         })
     }
 
+    /// A JSON record read by `command` (`GET`, `GETDEL`); an unreadable one counts as absent.
+    fn get_json<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        command: &'static str,
+        key: String,
+    ) -> BoxFuture<'static, StoreResult<Option<T>>> {
+        let got = self
+            .run(move |mut c| async move { redis::cmd(command).arg(key).query_async::<Option<String>>(&mut c).await });
+        Box::pin(async move { Ok(got.await?.and_then(|text| serde_json::from_str(&text).ok())) })
+    }
+}
+
+impl Store for RedisStore {
+    fn put_session(&self, key: SecretKey, session: WebSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let value = json(&SessionValue {
+            v: SCHEMA,
+            user: session.user,
+            only_target: session.only_target,
+        });
+        self.set_px(secret_key("session", &key), value, ttl)
+    }
+
     fn session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<WebSession>>> {
-        let k = secret_key("session", &key);
-        let got =
-            self.run(move |mut c| async move { redis::cmd("GET").arg(k).query_async::<Option<String>>(&mut c).await });
+        let got = self.get_json::<SessionValue>("GET", secret_key("session", &key));
         Box::pin(async move {
-            Ok(got
-                .await?
-                .and_then(|text| serde_json::from_str::<SessionValue>(&text).ok())
-                .map(|s| WebSession {
-                    user: s.user,
-                    only_target: s.only_target,
-                }))
+            Ok(got.await?.map(|s| WebSession {
+                user: s.user,
+                only_target: s.only_target,
+            }))
         })
     }
 
@@ -637,31 +656,17 @@ impl Store for RedisStore {
             user: ticket.user,
             target: ticket.target,
         });
-        let k = secret_key("ticket", &key);
-        self.run(move |mut c| async move {
-            redis::cmd("SET")
-                .arg(k)
-                .arg(value)
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async::<()>(&mut c)
-                .await
-        })
+        self.set_px(secret_key("ticket", &key), value, ttl)
     }
 
     fn take_ticket(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<Ticket>>> {
-        let k = secret_key("ticket", &key);
         // GETDEL: read and delete in one command, so two nodes cannot both redeem it.
-        let got = self
-            .run(move |mut c| async move { redis::cmd("GETDEL").arg(k).query_async::<Option<String>>(&mut c).await });
+        let got = self.get_json::<TicketValue>("GETDEL", secret_key("ticket", &key));
         Box::pin(async move {
-            Ok(got
-                .await?
-                .and_then(|text| serde_json::from_str::<TicketValue>(&text).ok())
-                .map(|t| Ticket {
-                    user: t.user,
-                    target: t.target,
-                }))
+            Ok(got.await?.map(|t| Ticket {
+                user: t.user,
+                target: t.target,
+            }))
         })
     }
 
