@@ -132,7 +132,12 @@ impl Conn {
         let mut slot = self.shared.registry.reserve(&grant.user, cap).inspect_err(|_| {
             tracing::info!(client = %self.client, user = %grant.user, cap, "session refused: the user is at the session cap");
         })?;
-        if let Some(fleet) = self.shared.web.fleet.clone() {
+        // While the store is known to be down, no session waits for a command to time out.
+        let fleet = self.shared.web.fleet.clone().filter(|_| self.shared.store_up());
+        if fleet.is_none() && self.shared.store_refuses() {
+            return Err(SlotRefused::StoreDown);
+        }
+        if let Some(fleet) = fleet {
             let cluster = &self.state.policy.config.cluster;
             let record = crate::store::LiveRecord {
                 v: 0,
