@@ -19,6 +19,7 @@ async fn the_fleet_on_one_redis() {
     a_node_cut_off_catches_up_on_what_it_missed(&redis, 7).await;
     a_single_use_token_is_good_once_across_the_fleet(&redis.db(8)).await;
     recordings_on_shared_storage_replay_from_any_node(&redis.db(9)).await;
+    a_ticket_minted_on_one_node_is_redeemed_once_on_another(&redis.db(10)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -679,4 +680,63 @@ async fn recordings_on_shared_storage_replay_from_any_node(redis: &RedisDb) {
     })
     .await;
     assert!(replayed, "the recording made on A does not replay through B");
+}
+
+/// A web RDP ticket minted on A is taken by B (which then reaches the RDP target: here one that
+/// hangs up, so the answer is 502 after the ticket was accepted), and refused on its second use,
+/// on either node.
+async fn a_ticket_minted_on_one_node_is_redeemed_once_on_another(redis: &RedisDb) {
+    use portcullis_protocols::rdp::{self, CleanPathAnswer};
+    use portcullis_protocols::ws::{Message, OpCode};
+    let desk = targets::TcpTarget::answering(b"");
+    let rdp_node = |name: &str| {
+        Gateway::builder()
+            .target("desk", desk.addr, "rdp")
+            .password(PASSWORD)
+            .user("alice", &["desk"], "")
+            .toml(&redis.cluster_toml(name))
+            .start()
+    };
+    let (a, b) = (rdp_node("gw-a"), rdp_node("gw-b"));
+    let (status, cookie) = sign_in(&a, "alice", PASSWORD).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    let (status, _, body) = https(
+        &a,
+        "POST",
+        "/api/rdp/ticket",
+        &[("Cookie", cookie.as_str())],
+        r#"{"target":"desk"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ticket = serde_json::from_str::<serde_json::Value>(&body).unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pdu = rdp::cleanpath_request(&rdp::connection_request("alice"), "desk", &ticket, None).unwrap();
+    let ask = |gw: &Gateway| {
+        let pdu = pdu.clone();
+        let addr = gw.addr();
+        async move {
+            let mut ws = WsClient::open_path(&addr, "/v1/rdp", None).await;
+            ws.send_frame(true, OpCode::Binary, &pdu, true).await;
+            match ws.recv(15 * SEC).await {
+                Some(Message::Binary(b)) => match rdp::parse_cleanpath_answer(&b).expect("an RDCleanPath PDU") {
+                    CleanPathAnswer::Error { http_status, .. } => http_status,
+                    CleanPathAnswer::Response { .. } => Some(200),
+                },
+                other => panic!("expected an RDCleanPath PDU, got {other:?}"),
+            }
+        }
+    };
+    let before = desk.accepted();
+    // No HTTP status: the RDCleanPath "general" error of a server that hung up (audited 502).
+    assert_eq!(ask(&b).await, None, "B took the ticket and tried the target");
+    assert_eq!(desk.accepted(), before + 1);
+    assert_eq!(ask(&a).await, Some(401), "used already, on the node that minted it");
+    assert_eq!(ask(&b).await, Some(401), "and on the node that took it");
+    assert_eq!(desk.accepted(), before + 1, "a refused ticket reaches no server");
+    let tried = b.records_where(1, |r| r["event"] == "denied" && r["status"] == 502);
+    assert_eq!(tried[0]["user"], "alice", "{tried:?}");
 }

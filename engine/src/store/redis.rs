@@ -411,7 +411,6 @@ impl RedisStore {
             terminate,
         } = handlers;
         let client = redis::Client::open(url)?;
-        let conn = self.conn.clone();
         self.runtime.spawn(async move {
             use futures_lite::StreamExt;
             let mut backoff = Duration::from_millis(100);
@@ -433,15 +432,28 @@ impl RedisStore {
                 backoff = Duration::from_millis(100);
                 // Subscribed first, then the full load: a revocation published in between is
                 // applied twice, never missed.
-                if let Some(c) = conn.load_full() {
-                    match scan_values::<RevocationNotice>((*c).clone(), &format!("{PREFIX}revoked:*")).await {
-                        Ok(all) => {
-                            tracing::info!(revocations = all.len(), "revocations loaded from the state store");
-                            for notice in all {
-                                apply(notice);
-                            }
+                // A connection of its own: the shared one may not be up yet. Without the full
+                // load nothing is trusted: subscribe and load again.
+                let load = async {
+                    let c = client.get_multiplexed_async_connection().await?;
+                    scan_values::<RevocationNotice, _>(c, &format!("{PREFIX}revoked:*")).await
+                };
+                match tokio::time::timeout(5 * COMMAND_TIMEOUT, load).await {
+                    Ok(Ok(all)) => {
+                        tracing::info!(revocations = all.len(), "revocations loaded from the state store");
+                        for notice in all {
+                            apply(notice);
                         }
-                        Err(e) => tracing::warn!("cannot load the fleet's revocations: {e}"),
+                    }
+                    failed => {
+                        let why = failed.map_or_else(
+                            |_| "timed out".to_owned(),
+                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                        );
+                        tracing::warn!("cannot load the fleet's revocations, trying again: {why}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
                     }
                 }
                 let mut messages = pubsub.on_message();
@@ -516,8 +528,8 @@ async fn probe(mut conn: ConnectionManager, health: Arc<Health>) {
 }
 
 /// Every value under keys matching `pattern` that parses (SCAN and MGET, in batches).
-async fn scan_values<T: serde::de::DeserializeOwned>(
-    mut conn: ConnectionManager,
+async fn scan_values<T: serde::de::DeserializeOwned, C: redis::aio::ConnectionLike + Send>(
+    mut conn: C,
     pattern: &str,
 ) -> redis::RedisResult<Vec<T>> {
     let mut cursor: u64 = 0;
