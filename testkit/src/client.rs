@@ -230,6 +230,12 @@ impl WsClient {
         }
     }
 
+    /// The status refusing a tunnel to `target` with `token` (panics if it opens).
+    pub async fn refused_tunnel(ep: &impl Endpoint, target: &str, token: &str) -> u16 {
+        let bearer = format!("Bearer {token}");
+        Self::refused(ep, &format!("/v1/tunnel/{target}"), &[("Authorization", &bearer)]).await
+    }
+
     /// The upgrade: a valid request, and the answer checked (`Sec-WebSocket-Accept` included).
     pub async fn connect(
         ep: &impl Endpoint,

@@ -79,9 +79,11 @@ fn serve(stream: TcpStream, shared: &Shared, tls: Option<Arc<rustls::ServerConfi
             };
             let mut stream = stream;
             // The handshake first: a client that does not speak TLS is closed at once (after
-            // rustls' alert), not left waiting for an answer.
+            // rustls' alert), not left waiting for an answer; one that drips it is closed at the
+            // deadline (each read alone is bounded by the socket's timeout).
+            let deadline = Instant::now() + IO_TIMEOUT;
             while conn.is_handshaking() {
-                if conn.complete_io(&mut stream).is_err() {
+                if Instant::now() > deadline || conn.complete_io(&mut stream).is_err() {
                     let _ = conn.write_tls(&mut stream);
                     return;
                 }

@@ -190,6 +190,11 @@ redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
 return 1
 ";
 
+/// A quiet revocation channel is backed by a full reload this often.
+const RESYNC: Duration = Duration::from_secs(30);
+/// Ended sessions waiting for the release task at most; past it, a session is released at once.
+const RELEASE_QUEUE: usize = 16 * 1024;
+
 /// Ended sessions are given back in batches: one pipeline per `RELEASE_BATCH` at most, instead
 /// of a round trip per session.
 const RELEASE_BATCH: Duration = Duration::from_millis(20);
@@ -248,10 +253,8 @@ pub struct RedisStore {
     runtime: tokio::runtime::Handle,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
     health: Arc<Health>,
-    /// Ended sessions (user, id) for the release task. Unbounded, but nothing outside fills it:
-    /// each admitted session sends once, when it ends, so it holds at most the sessions that
-    /// ended within one batch (themselves capped by the connection limits).
-    releases: tokio::sync::mpsc::UnboundedSender<(String, String)>,
+    /// Ended sessions (user, id) for the release task (bounded; a full queue releases at once).
+    releases: tokio::sync::mpsc::Sender<(String, String)>,
 }
 
 impl RedisStore {
@@ -288,7 +291,7 @@ impl RedisStore {
                 }
             }
         });
-        let (releases, pending) = tokio::sync::mpsc::unbounded_channel();
+        let (releases, pending) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
         runtime.spawn(release_in_batches(pending, conn.clone()));
         Ok(RedisStore {
             runtime,
@@ -377,7 +380,10 @@ impl RedisStore {
     /// Queued for the release task (within `RELEASE_BATCH`; what a failure leaves behind
     /// expires with the heartbeat TTL).
     pub fn release_live(&self, user: &str, id: &str) {
-        let _ = self.releases.send((user.to_owned(), id.to_owned()));
+        if let Err(full) = self.releases.try_send((user.to_owned(), id.to_owned())) {
+            let ended = [full.into_inner()];
+            drop(self.run(move |mut c| async move { release_pipe(&ended).query_async::<()>(&mut c).await }));
+        }
     }
 
     /// Every live session of the fleet.
@@ -432,24 +438,13 @@ impl RedisStore {
                 backoff = Duration::from_millis(100);
                 // Subscribed first, then the full load: a revocation published in between is
                 // applied twice, never missed.
-                // A connection of its own: the shared one may not be up yet. Without the full
-                // load nothing is trusted: subscribe and load again.
-                let load = async {
-                    let c = client.get_multiplexed_async_connection().await?;
-                    scan_values::<RevocationNotice, _>(c, &format!("{PREFIX}revoked:*")).await
-                };
-                match tokio::time::timeout(5 * COMMAND_TIMEOUT, load).await {
-                    Ok(Ok(all)) => {
+                // Without the full load nothing is trusted: subscribe and load again.
+                match load_revocations(&client).await {
+                    Ok(all) => {
                         tracing::info!(revocations = all.len(), "revocations loaded from the state store");
-                        for notice in all {
-                            apply(notice);
-                        }
+                        all.into_iter().for_each(|notice| apply(notice));
                     }
-                    failed => {
-                        let why = failed.map_or_else(
-                            |_| "timed out".to_owned(),
-                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                        );
+                    Err(why) => {
                         tracing::warn!("cannot load the fleet's revocations, trying again: {why}");
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -457,7 +452,21 @@ impl RedisStore {
                     }
                 }
                 let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
+                loop {
+                    // A subscription that dies without the connection closing (a silent
+                    // partition) delivers nothing: a quiet channel is backed by a full reload,
+                    // so what it missed is applied within `RESYNC` at worst.
+                    let msg = match tokio::time::timeout(RESYNC, messages.next()).await {
+                        Ok(Some(msg)) => msg,
+                        Ok(None) => break,
+                        Err(_) => match load_revocations(&client).await {
+                            Ok(all) => {
+                                all.into_iter().for_each(|notice| apply(notice));
+                                continue;
+                            }
+                            Err(_) => break,
+                        },
+                    };
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
@@ -559,10 +568,23 @@ async fn scan_values<T: serde::de::DeserializeOwned, C: redis::aio::ConnectionLi
     }
 }
 
+/// Every live revocation record, on a connection of its own (the shared one may not be up yet),
+/// within `5 * COMMAND_TIMEOUT`.
+async fn load_revocations(client: &redis::Client) -> Result<Vec<RevocationNotice>, String> {
+    let load = async {
+        let c = client.get_multiplexed_async_connection().await?;
+        scan_values::<RevocationNotice, _>(c, &format!("{PREFIX}revoked:*")).await
+    };
+    match tokio::time::timeout(5 * COMMAND_TIMEOUT, load).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
 /// Gives ended sessions back: waits for one, lets more gather for `RELEASE_BATCH`, then one
 /// pipeline for all of them.
 async fn release_in_batches(
-    mut pending: tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    mut pending: tokio::sync::mpsc::Receiver<(String, String)>,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
 ) {
     while let Some(first) = pending.recv().await {
@@ -573,13 +595,18 @@ async fn release_in_batches(
         }
         let Some(c) = conn.load_full() else { continue };
         let mut c = (*c).clone();
-        let mut pipe = redis::pipe();
-        for (user, id) in &batch {
-            pipe.cmd("DEL").arg(live_key(id)).ignore();
-            pipe.cmd("ZREM").arg(places_key(user)).arg(id).ignore();
-        }
-        let _ = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut c)).await;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, release_pipe(&batch).query_async::<()>(&mut c)).await;
     }
+}
+
+/// Removes ended sessions (user, id): their records and their places.
+fn release_pipe(ended: &[(String, String)]) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for (user, id) in ended {
+        pipe.cmd("DEL").arg(live_key(id)).ignore();
+        pipe.cmd("ZREM").arg(places_key(user)).arg(id).ignore();
+    }
+    pipe
 }
 
 fn hex(bytes: &[u8]) -> String {
