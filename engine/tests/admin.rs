@@ -72,9 +72,7 @@ fn health_and_readiness_are_open_and_everything_else_needs_an_admin_token() {
     assert_eq!(gw.admin_request("POST", "/healthz", None, "").0, 405);
     // An admin token opens no tunnel.
     let admin = gw.admin_token("root");
-    let opened = tokio_run(async {
-        WsClient::refused(&gw, "/v1/tunnel/echo", &[("Authorization", &format!("Bearer {admin}"))]).await
-    });
+    let opened = tokio_run(async { WsClient::refused_tunnel(&gw, "echo", &admin).await });
     assert_eq!(opened, 403);
     // Every refusal and the granted listing are audited, with who and why.
     let records = admin_records(&gw, 6);
@@ -126,12 +124,7 @@ async fn metrics_count_sessions_bytes_refusals_and_name_the_configuration() {
     gw.sessions_of("echo", 1);
     // Refusals: a target alice may not reach, a bad token.
     assert_eq!(
-        WsClient::refused(
-            &gw,
-            "/v1/tunnel/forbidden",
-            &[("Authorization", &format!("Bearer {}", gw.token("alice", "forbidden")))]
-        )
-        .await,
+        WsClient::refused_tunnel(&gw, "forbidden", &gw.token("alice", "forbidden")).await,
         403
     );
     assert_eq!(
@@ -264,12 +257,7 @@ async fn revoking_a_user_or_a_token_ends_their_sessions_and_refuses_new_ones() {
         ws.send_close(CloseCode::POLICY).await;
     }
     bob1.echoes(b"still here").await;
-    let refused = WsClient::refused(
-        &gw,
-        "/v1/tunnel/echo",
-        &[("Authorization", &format!("Bearer {}", gw.token("alice", "echo")))],
-    )
-    .await;
+    let refused = WsClient::refused_tunnel(&gw, "echo", &gw.token("alice", "echo")).await;
     assert_eq!(refused, 403);
 
     // A token: the sessions it opened end, the same user's other token goes on.
@@ -314,11 +302,7 @@ async fn a_user_at_the_session_cap_is_refused_with_429() {
     let token = gw.token("alice", "echo");
     let mut a = WsClient::open(&gw, "echo", &token).await;
     let mut b = WsClient::open(&gw, "echo", &token).await;
-    let bearer = format!("Bearer {token}");
-    assert_eq!(
-        WsClient::refused(&gw, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
-        429
-    );
+    assert_eq!(WsClient::refused_tunnel(&gw, "echo", &token).await, 429);
     let denied = gw.records_where(1, |r| r["event"] == "denied");
     assert_eq!(denied[0]["status"], 429);
     assert_eq!(denied[0]["user"], "alice");
@@ -431,12 +415,7 @@ async fn with_a_state_dir_a_revocation_outlives_a_crash() {
         "logged before ready: {}",
         gw.log()
     );
-    let refused = WsClient::refused(
-        &gw,
-        "/v1/tunnel/echo",
-        &[("Authorization", &format!("Bearer {}", gw.token("alice", "echo")))],
-    )
-    .await;
+    let refused = WsClient::refused_tunnel(&gw, "echo", &gw.token("alice", "echo")).await;
     assert_eq!(refused, 403);
     let mut ws = WsClient::open(&gw, "echo", &gw.token("bob", "echo")).await;
     ws.echoes(b"bob is not revoked").await;

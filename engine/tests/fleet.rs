@@ -217,9 +217,8 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself(redis: &mut
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("store"), "{body}");
     // Token tunnels: refused where the policy is deny, served where it is allow.
-    let bearer = format!("Bearer {}", strict.token("alice", "echo"));
     assert_eq!(
-        WsClient::refused(&strict, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&strict, "echo", &strict.token("alice", "echo")).await,
         503
     );
     let mut ws = WsClient::open(&lenient, "echo", &lenient.token("alice", "echo")).await;
@@ -243,9 +242,8 @@ async fn with_redis_down_a_node_fails_closed_then_recovers_by_itself(redis: &mut
         "{}",
         late.log()
     );
-    let bearer = format!("Bearer {}", late.token("bob", "echo"));
     assert_eq!(
-        WsClient::refused(&late, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&late, "echo", &late.token("bob", "echo")).await,
         403
     );
     assert!(wait_until(10 * SEC, || strict
@@ -288,9 +286,8 @@ async fn a_revocation_on_one_node_ends_sessions_on_every_node(redis: &RedisDb) {
         (ended[0]["ended"].as_str(), ended[0]["terminated_by"].as_str()),
         (Some("revoked"), Some("root"))
     );
-    let bearer = format!("Bearer {}", b.token("alice", "echo"));
     assert_eq!(
-        WsClient::refused(&b, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
         403
     );
     // A node that starts afterwards loads it too.
@@ -300,9 +297,8 @@ async fn a_revocation_on_one_node_ends_sessions_on_every_node(redis: &RedisDb) {
         "{}",
         c.log()
     );
-    let bearer = format!("Bearer {}", c.token("alice", "echo"));
     assert_eq!(
-        WsClient::refused(&c, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&c, "echo", &c.token("alice", "echo")).await,
         403
     );
     bob_on_b.send_close(CloseCode::NORMAL).await;
@@ -344,9 +340,8 @@ async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(r
     let mut bob_c = WsClient::open(&c, "echo", &c.token("bob", "echo")).await;
     alice_b.echoes(&[1u8; 1000]).await;
     // The cap counts alice's sessions on every node: a third, anywhere, is refused.
-    let bearer = format!("Bearer {}", a.token("alice", "echo"));
     assert_eq!(
-        WsClient::refused(&a, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&a, "echo", &a.token("alice", "echo")).await,
         429
     );
     // A lists every node's sessions.
@@ -575,9 +570,8 @@ async fn a_node_cut_off_catches_up_on_what_it_missed(redis: &RedisServer, db: u8
     // is refused.
     assert_eq!(ws.recv_close(15 * SEC).await, (Some(1008), "revoked".to_owned()));
     ws.send_close(CloseCode::POLICY).await;
-    let bearer = format!("Bearer {}", b.token("alice", "echo"));
     assert_eq!(
-        WsClient::refused(&b, "/v1/tunnel/echo", &[("Authorization", &bearer)]).await,
+        WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
         403
     );
 }
