@@ -10,7 +10,11 @@
 # Settings (environment):
 #   OUT=DIR                  results directory (default target/compare/<date>-<time>)
 #   PATHS="direct portcullis websockify websockify-tls websocat websocat-tls"   paths to measure
-#   SCENARIOS="throughput latency connect idle ssh"
+#   SCENARIOS="throughput latency connect idle ssh fleet"
+#                            fleet: benches/fleet.sh (Redis and HAProxy from Debian): one gateway
+#                            with the local store against Redis, then FLEET_NODES gateways on one
+#                            Redis behind HAProxy; its results land in $OUT/fleet
+#   FLEET_ROUNDS=3 FLEET_NODES=3   (the fleet's connect runs use CONNECT_DURATION and CONNECT_LOOPS)
 #   QUICK=1                  small and short runs (a smoke test of the harness, not a measurement)
 #   THROUGHPUT_DURATION=5s   1 session, echo target
 #   LATENCY_SESSIONS=1000 LATENCY_RATE=10000 LATENCY_DURATION=10s LATENCY_SIZE=64
@@ -38,7 +42,7 @@ cd "$ROOT"
 
 NPROC=$(nproc)
 PATHS=${PATHS:-"direct portcullis websockify websockify-tls websocat websocat-tls"}
-SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh"}
+SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh fleet"}
 if [[ ${QUICK:-0} == 1 ]]; then
     THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-2s}
     LATENCY_SESSIONS=${LATENCY_SESSIONS:-50} LATENCY_RATE=${LATENCY_RATE:-500} LATENCY_DURATION=${LATENCY_DURATION:-2s}
@@ -89,6 +93,9 @@ missing=()
 SSHD=/usr/sbin/sshd SSH_KEYGEN=$(command -v ssh-keygen || true)
 if want ssh && [[ ! -x $SSHD || -z $SSH_KEYGEN ]]; then
     missing+=("sshd and ssh-keygen (apt-get install openssh-server openssh-client): ssh scenario skipped")
+fi
+if want fleet && [[ ! -x /usr/bin/redis-server || ! -x /usr/sbin/haproxy ]]; then
+    missing+=("redis-server and haproxy (apt-get install redis-server haproxy): fleet scenario skipped")
 fi
 [[ -z $OPENSSL ]] && missing+=("openssl (apt-get install openssl): no certificate for the TLS peers, TLS peer paths skipped")
 command -v python3 >/dev/null || die "python3 is needed (free port numbers)"
@@ -467,6 +474,15 @@ for path in $PATHS; do
         if [[ -n $SRV ]]; then stop "$SRV"; fi
     fi
 done
+
+if want fleet && [[ -x /usr/bin/redis-server && -x /usr/sbin/haproxy ]]; then
+    log "fleet: local store vs Redis, then ${FLEET_NODES:-3} gateways behind HAProxy (benches/fleet.sh)"
+    # Same client, same gateway binary, same connect load as the paths above.
+    OUT="$OUT/fleet" GATEWAY_BIN="$GATEWAY" ROUNDS=${FLEET_ROUNDS:-3} NODES=${FLEET_NODES:-3} \
+        CONNECT_DURATION=$CONNECT_DURATION CONNECT_LOOPS=$CONNECT_LOOPS \
+        IDLE_SESSIONS=$((IDLE_N < 3000 ? IDLE_N : 3000)) IDLE_HOLD=$IDLE_HOLD \
+        bash "$ROOT/benches/fleet.sh" >"$OUT/fleet.log" 2>&1 || log "fleet: failed (see $OUT/fleet.log)"
+fi
 
 LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
 log "done (load average before $LOAD_BEFORE, after $LOAD_AFTER)"

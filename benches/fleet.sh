@@ -3,8 +3,8 @@
 #
 #   1. One gateway, `store = "local"` against `store = "redis://…"`, alternated ROUNDS times: whole
 #      sessions (TCP, TLS, upgrade, 16-byte echo, close) per gateway CPU-second. With Redis each
-#      session takes a fleet-wide place, registers and releases its record (three round trips on
-#      the gateway's tokio thread).
+#      session takes a fleet-wide place (leased to the node in blocks: a round trip per block) and
+#      is listed and released (batched every 20 ms), on the gateway's tokio thread.
 #   2. NODES gateways sharing one Redis behind HAProxy (TCP, PROXY v2, round robin, health checks
 #      on /readyz): sessions per second through the balancer, per-node CPU, and memory per idle
 #      session held through the balancer.

@@ -15,6 +15,7 @@ async fn the_fleet_on_one_redis() {
     gateways_on_one_redis_share_sign_ins_and_the_throttle(&redis.db(2)).await;
     a_revocation_on_one_node_ends_sessions_on_every_node(&redis.db(3)).await;
     any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(&redis.db(4)).await;
+    places_leased_in_blocks_never_exceed_the_cap_and_quiet_ones_go_back(&redis.db(11)).await;
     behind_haproxy_a_fleet_keeps_sign_ins_drains_and_outlives_a_node(&redis.db(5)).await;
     a_node_cut_off_catches_up_on_what_it_missed(&redis, 7).await;
     a_single_use_token_is_good_once_across_the_fleet(&redis.db(8)).await;
@@ -128,7 +129,7 @@ async fn contract(store: Arc<dyn Store>) {
 
 async fn the_store_contract_holds_locally_and_on_redis(redis: &RedisDb) {
     contract(Arc::new(MemoryStore::new())).await;
-    let store = RedisStore::start(&redis.url(), tokio::runtime::Handle::current()).unwrap();
+    let store = RedisStore::start(&redis.url(), "gw-test", tokio::runtime::Handle::current()).unwrap();
     let health = store.health();
     assert!(
         eventually(10 * SEC, || async { health.is_up() }).await,
@@ -407,6 +408,80 @@ async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(r
     drop(alice_b);
     alice_c.send_close(CloseCode::NORMAL).await;
     again.send_close(CloseCode::NORMAL).await;
+}
+
+/// A node leases a user's places in blocks while the user is far from the cap (most sessions
+/// then start without a round trip to Redis), one at a time near it: the fleet never holds more
+/// than the cap, a session started on a spare place is listed, and spares a node stops drawing
+/// on go back to the fleet within two heartbeats.
+async fn places_leased_in_blocks_never_exceed_the_cap_and_quiet_ones_go_back(redis: &RedisDb) {
+    let echo = EchoTarget::start();
+    // 34 places: A's first session leases a block of 16 (34 free, at least two blocks).
+    let a = fast_node(redis, "gw-a", &echo, 34);
+    let b = fast_node(redis, "gw-b", &echo, 34);
+    let c = fast_node(redis, "gw-c", &echo, 34);
+    let mut on_a = Vec::new();
+    for _ in 0..2 {
+        let mut ws = WsClient::open(&a, "echo", &a.token("alice", "echo")).await;
+        ws.echoes(b"on a").await;
+        on_a.push(ws);
+    }
+    // The second took a spare place: listed by the batched writer, not by its lease call.
+    assert!(
+        eventually(5 * SEC, || async { fleet_sessions(&b).len() == 2 }).await,
+        "{:?}",
+        fleet_sessions(&b)
+    );
+    // A holds 16 places, 2 in use: B gets the 18 left, one at a time, and not one more.
+    let mut on_b = Vec::new();
+    for _ in 0..18 {
+        on_b.push(WsClient::open(&b, "echo", &b.token("alice", "echo")).await);
+    }
+    assert_eq!(
+        WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
+        429
+    );
+    // Near the cap, a place B's session held goes back as it ends: a third node takes it.
+    on_b.pop().unwrap().send_close(CloseCode::NORMAL).await;
+    let on_c = open_within(&c, "alice", 5 * SEC).await;
+    // A's sessions end: its spares are quiet, and go back within two heartbeats (1 s each).
+    for mut ws in on_a.drain(..) {
+        ws.send_close(CloseCode::NORMAL).await;
+    }
+    on_b.push(open_within(&b, "alice", 10 * SEC).await);
+    // Still never past the cap: B's 18 sessions and C's one hold 19 places; B fills the rest.
+    let mut opened = 0;
+    while opened < 15 {
+        let token = b.token("alice", "echo");
+        match WsClient::connect(&b, "/v1/tunnel/echo", Some(&token), &[]).await {
+            Ok(ws) => on_b.push(ws),
+            Err(answer) => panic!("place {opened} refused: {}", String::from_utf8_lossy(&answer)),
+        }
+        opened += 1;
+    }
+    assert_eq!(
+        WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
+        429
+    );
+    assert_eq!(fleet_sessions(&a).len(), 34);
+    for mut ws in on_b.into_iter().chain([on_c]) {
+        ws.send_close(CloseCode::NORMAL).await;
+    }
+}
+
+/// A tunnel for `user` to echo on `gw`, tried until it opens (within `limit`).
+async fn open_within(gw: &Gateway, user: &str, limit: Duration) -> WsClient {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let token = gw.token(user, "echo");
+        match WsClient::connect(gw, "/v1/tunnel/echo", Some(&token), &[]).await {
+            Ok(ws) => return ws,
+            Err(answer) if std::time::Instant::now() >= deadline => {
+                panic!("still refused after {limit:?}: {}", String::from_utf8_lossy(&answer))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// A node behind the balancer: it trusts HAProxy's PROXY header and drains for a minute.

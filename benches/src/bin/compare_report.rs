@@ -211,7 +211,11 @@ fn main() -> ExitCode {
     let rustls = read_json(&dir.join("rustls.json")).unwrap_or(Value::Null);
     let direct = rows.iter().find(|r| r.id == "direct").cloned().unwrap_or_default();
 
-    let (md, targets) = markdown(&rows, &direct, iperf, &rustls, &meta);
+    let fleet = read_json(&dir.join("fleet").join("summary.json"));
+    let (mut md, targets) = markdown(&rows, &direct, iperf, &rustls, &meta);
+    if let Some(fleet) = &fleet {
+        md.push_str(&fleet_markdown(fleet));
+    }
     print!("{md}");
     let summary = json!({
         "meta": meta,
@@ -219,6 +223,7 @@ fn main() -> ExitCode {
         "rustls": rustls,
         "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
         "targets": targets,
+        "fleet": fleet,
     });
     let written = std::fs::write(
         dir.join("summary.json"),
@@ -235,6 +240,33 @@ fn main() -> ExitCode {
     }
     eprintln!("compare-report: wrote {}, summary.json, table.md", svg.display());
     ExitCode::SUCCESS
+}
+
+/// The fleet scenario (`fleet/summary.json`, written by benches/fleet.sh).
+fn fleet_markdown(fleet: &Value) -> String {
+    let list = |key: &str| {
+        fleet["one_gateway"][key]
+            .as_array()
+            .map(|v| v.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", "))
+            .unwrap_or_else(|| "–".into())
+    };
+    let mut md = String::from("\n**Fleet** (benches/fleet.sh, same client and gateway binary):\n\n");
+    let _ = writeln!(
+        md,
+        "- One gateway, sessions per gateway CPU-second: local store {}; Redis {}: Redis costs {} %.",
+        list("local_sessions_per_cpu_s"),
+        list("redis_sessions_per_cpu_s"),
+        num(f(fleet, &["one_gateway", "redis_cost_percent"]))
+    );
+    let _ = writeln!(
+        md,
+        "- {} gateways on one Redis behind HAProxy: {} sessions/s, {} sessions per gateway CPU-second, {} KiB per idle session held through the balancer.",
+        u(fleet, &["fleet", "nodes"]).map_or("–".into(), |n| n.to_string()),
+        num(f(fleet, &["fleet", "sessions_per_s"])),
+        num(f(fleet, &["fleet", "sessions_per_gateway_cpu_s"])),
+        num(f(fleet, &["fleet", "idle_kib_per_session"]))
+    );
+    md
 }
 
 fn row_json(r: &Row) -> Value {

@@ -255,6 +255,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let (listen, workers, admin_listen) = (config.listen, config.workers, config.admin.listen);
     let run_as = config.user.clone();
     let cluster_store = config.cluster.store.clone();
+    let node = config.cluster.node.clone();
     tracing::info!(node = %config.cluster.node, store = ?config.cluster.store, "cluster");
     for warning in warnings(&config) {
         tracing::warn!("{warning}");
@@ -274,7 +275,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
         audit,
-        web: crate::web::WebState::start(&cluster_store)?,
+        web: crate::web::WebState::start(&cluster_store, &node)?,
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
         revocations,
         admission,

@@ -9,6 +9,7 @@
 //! Nothing here is on the relay's data path.
 
 mod durable;
+mod leases;
 mod memory;
 mod redis;
 

@@ -14,6 +14,7 @@
 //! are JSON with a schema version (`"v": 1`), so that nodes of two releases can share a store
 //! during a rolling upgrade: a reader ignores fields it does not know.
 
+use super::leases::Leases;
 use super::{
     Attempt, BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession,
 };
@@ -178,28 +179,48 @@ fn places_key(user: &str) -> String {
     format!("{PREFIX}places:{}", hex(&Sha256::digest(user.as_bytes())))
 }
 
-/// Takes one of the user's places if fewer than the cap are live, and lists the session, in one
-/// round trip: KEYS[1] the user's set, KEYS[2] the session's record; ARGV: now (ms), expiry
-/// (ms), the cap, the session id, the record, its TTL (ms). 1: taken, 0: at the cap.
-const RESERVE_PLACE: &str = r"
+/// Leases places of a user (`leases.rs`) if fewer than the cap are held, and lists the session
+/// that asked, in one round trip: KEYS[1] the user's set, KEYS[2] the session's record; ARGV:
+/// now (ms), expiry (ms), the cap, the record, its TTL (ms), then the names of the entries
+/// wanted. Grants them all when at least two blocks are free, else one. Returns how many
+/// (0: at the cap).
+const LEASE_PLACES: &str = r"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
-return 1
+local free = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[1])
+if free <= 0 then return 0 end
+local want = #ARGV - 5
+local n = want
+if free < 2 * want then n = 1 end
+for i = 1, n do redis.call('ZADD', KEYS[1], ARGV[2], ARGV[5 + i]) end
+redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'NX')
+redis.call('PEXPIREAT', KEYS[1], ARGV[2], 'GT')
+redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5])
+return n
 ";
 
 /// A quiet revocation channel is backed by a full reload this often.
 const RESYNC: Duration = Duration::from_secs(30);
-/// Ended sessions waiting for the release task at most; past it, a session is released at once.
-const RELEASE_QUEUE: usize = 16 * 1024;
+/// Session records waiting for the writer task at most; past it, an ended session is released
+/// at once (and a started one waits for the heartbeat to be listed).
+const WRITE_QUEUE: usize = 16 * 1024;
 
-/// Ended sessions are given back in batches: one pipeline per `RELEASE_BATCH` at most, instead
-/// of a round trip per session.
-const RELEASE_BATCH: Duration = Duration::from_millis(20);
-static RESERVE_PLACE_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(RESERVE_PLACE));
+/// Sessions started on a spare place are listed, and ended ones released, in batches: one
+/// pipeline per `WRITE_BATCH` at most, instead of a round trip per session. A session that
+/// starts and ends within one batch is never listed.
+const WRITE_BATCH: Duration = Duration::from_millis(20);
+
+/// What the writer task sends to the store in batches.
+enum Write {
+    /// List a session (started on a spare place) for `ttl`.
+    Register(LiveRecord, Duration),
+    /// A session ended: remove its record, and give its place's entry back when its node does.
+    End {
+        id: String,
+        place: Option<(String, String)>,
+    },
+}
+static LEASE_PLACES_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(LEASE_PLACES));
 
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -253,14 +274,16 @@ pub struct RedisStore {
     runtime: tokio::runtime::Handle,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
     health: Arc<Health>,
-    /// Ended sessions (user, id) for the release task (bounded; a full queue releases at once).
-    releases: tokio::sync::mpsc::Sender<(String, String)>,
+    /// Records to list and remove, for the writer task (bounded; a full queue releases at once).
+    writes: tokio::sync::mpsc::Sender<Write>,
+    /// This node's share of every user's fleet-wide places.
+    leases: Arc<std::sync::Mutex<Leases>>,
 }
 
 impl RedisStore {
     /// Connects in the background (a gateway starts even while Redis is down, and says so).
     /// `url`: `redis://[user:password@]host:port[/db]` or `rediss://` for TLS.
-    pub fn start(url: &str, runtime: tokio::runtime::Handle) -> Result<RedisStore, redis::RedisError> {
+    pub fn start(url: &str, node: &str, runtime: tokio::runtime::Handle) -> Result<RedisStore, redis::RedisError> {
         let client = redis::Client::open(url)?;
         let conn = Arc::new(ArcSwapOption::empty());
         let health = Arc::new(Health::default());
@@ -291,13 +314,14 @@ impl RedisStore {
                 }
             }
         });
-        let (releases, pending) = tokio::sync::mpsc::channel(RELEASE_QUEUE);
-        runtime.spawn(release_in_batches(pending, conn.clone()));
+        let (writes, pending) = tokio::sync::mpsc::channel(WRITE_QUEUE);
+        runtime.spawn(write_in_batches(pending, conn.clone()));
         Ok(RedisStore {
             runtime,
             conn,
             health,
-            releases,
+            writes,
+            leases: Arc::new(std::sync::Mutex::new(Leases::new(node))),
         })
     }
 
@@ -322,36 +346,72 @@ impl RedisStore {
         })
     }
 
-    /// Takes one of `user`'s fleet-wide places for session `id` (held for `ttl`, renewed by the
-    /// heartbeat): false when the user holds `cap` live sessions across the fleet. Counted from
-    /// expiring entries, so a node that dies cannot leak places: they expire with its heartbeat.
-    /// The session is listed at the same time (`record`; the heartbeat refreshes it).
+    fn leases(&self) -> std::sync::MutexGuard<'_, Leases> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes one of `user`'s fleet-wide places for the session of `record` (false when the user
+    /// holds `cap` places across the fleet) and lists the session. A spare place of this node's
+    /// lease is taken without a round trip (the record is then listed within `WRITE_BATCH`);
+    /// else the store leases places (`leases.rs`) and lists the record in one call. Places are
+    /// expiring entries renewed by the heartbeat, so a node that dies cannot leak them.
     pub fn reserve_place(
         &self,
         record: &LiveRecord,
         cap: usize,
         ttl: Duration,
     ) -> BoxFuture<'static, StoreResult<bool>> {
+        let record = LiveRecord {
+            v: SCHEMA,
+            ..record.clone()
+        };
+        let names = {
+            let mut leases = self.leases();
+            if leases.take_spare(&record.user, std::time::Instant::now()) {
+                if let Err(full) = self.writes.try_send(Write::Register(record, ttl)) {
+                    // Listed by the next heartbeat instead.
+                    drop(full);
+                }
+                return Box::pin(async { Ok(true) });
+            }
+            leases.names()
+        };
         let now = unix_ms();
-        let mut script = RESERVE_PLACE_SCRIPT.prepare_invoke();
+        let mut script = LEASE_PLACES_SCRIPT.prepare_invoke();
         script
             .key(places_key(&record.user))
             .key(live_key(&record.id))
             .arg(now)
             .arg(now + millis(ttl))
             .arg(cap)
-            .arg(&record.id)
-            .arg(json(&LiveRecord {
-                v: SCHEMA,
-                ..record.clone()
-            }))
+            .arg(json(&record))
             .arg(millis(ttl));
-        self.run(move |mut c| async move { script.invoke_async::<u8>(&mut c).await.map(|taken| taken == 1) })
+        for name in &names {
+            script.arg(name);
+        }
+        let leases = self.leases.clone();
+        let user = record.user;
+        self.run(move |mut c| async move {
+            let granted = script.invoke_async::<usize>(&mut c).await?;
+            let granted: Vec<String> = names.into_iter().take(granted).collect();
+            let taken = !granted.is_empty();
+            leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .granted(&user, granted, std::time::Instant::now());
+            Ok(taken)
+        })
     }
 
-    /// Registers (or refreshes) live sessions for `ttl`: their records and their places.
+    /// Refreshes this node's live sessions for `ttl` (their records, with byte counts) and the
+    /// places it holds; gives back spare places not drawn on since the last beat.
     pub fn register_live(&self, records: Vec<LiveRecord>, ttl: Duration) -> BoxFuture<'static, StoreResult<()>> {
-        if records.is_empty() {
+        let (held, freed) = {
+            let mut leases = self.leases();
+            let freed = leases.sweep(std::time::Instant::now(), ttl / 3);
+            (leases.held(), freed)
+        };
+        if records.is_empty() && held.is_empty() && freed.is_empty() {
             return Box::pin(async { Ok(()) });
         }
         let expires = unix_ms() + millis(ttl);
@@ -365,24 +425,36 @@ impl RedisStore {
                     .arg("PX")
                     .arg(millis(ttl))
                     .ignore();
-                pipe.cmd("ZADD")
-                    .arg(places_key(&r.user))
-                    .arg(expires)
-                    .arg(&r.id)
-                    .ignore();
-                pipe.cmd("PEXPIREAT").arg(places_key(&r.user)).arg(expires).ignore();
+            }
+            for (user, member) in &freed {
+                pipe.cmd("ZREM").arg(places_key(user)).arg(member).ignore();
+            }
+            for (user, members) in &held {
+                let key = places_key(user);
+                let zadd = pipe.cmd("ZADD").arg(&key);
+                for m in members {
+                    zadd.arg(expires).arg(m);
+                }
+                zadd.ignore();
+                pipe.cmd("PEXPIREAT").arg(&key).arg(expires).arg("NX").ignore();
+                pipe.cmd("PEXPIREAT").arg(&key).arg(expires).arg("GT").ignore();
             }
             pipe.query_async::<()>(&mut c).await
         })
     }
 
-    /// Removes an ended session: its record and its place.
-    /// Queued for the release task (within `RELEASE_BATCH`; what a failure leaves behind
-    /// expires with the heartbeat TTL).
+    /// A session that held a place ended: its record is removed and its place kept as a spare
+    /// or given back (`leases.rs`), by the writer task within `WRITE_BATCH` (what a failure
+    /// leaves behind expires with the heartbeat TTL).
     pub fn release_live(&self, user: &str, id: &str) {
-        if let Err(full) = self.releases.try_send((user.to_owned(), id.to_owned())) {
+        let place = self.leases().give_back(user).map(|m| (user.to_owned(), m));
+        let end = Write::End {
+            id: id.to_owned(),
+            place,
+        };
+        if let Err(full) = self.writes.try_send(end) {
             let ended = [full.into_inner()];
-            drop(self.run(move |mut c| async move { release_pipe(&ended).query_async::<()>(&mut c).await }));
+            drop(self.run(move |mut c| async move { write_pipe(&ended).query_async::<()>(&mut c).await }));
         }
     }
 
@@ -581,30 +653,56 @@ async fn load_revocations(client: &redis::Client) -> Result<Vec<RevocationNotice
     }
 }
 
-/// Gives ended sessions back: waits for one, lets more gather for `RELEASE_BATCH`, then one
-/// pipeline for all of them.
-async fn release_in_batches(
-    mut pending: tokio::sync::mpsc::Receiver<(String, String)>,
+/// Lists started sessions and releases ended ones: waits for one write, lets more gather for
+/// `WRITE_BATCH`, then one pipeline for all of them.
+async fn write_in_batches(
+    mut pending: tokio::sync::mpsc::Receiver<Write>,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
 ) {
     while let Some(first) = pending.recv().await {
-        tokio::time::sleep(RELEASE_BATCH).await;
+        tokio::time::sleep(WRITE_BATCH).await;
         let mut batch = vec![first];
         while let Ok(more) = pending.try_recv() {
             batch.push(more);
         }
-        let Some(c) = conn.load_full() else { continue };
+        let pipe = write_pipe(&batch);
+        let (Some(c), false) = (conn.load_full(), pipe.is_empty()) else {
+            continue;
+        };
         let mut c = (*c).clone();
-        let _ = tokio::time::timeout(COMMAND_TIMEOUT, release_pipe(&batch).query_async::<()>(&mut c)).await;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut c)).await;
     }
 }
 
-/// Removes ended sessions (user, id): their records and their places.
-fn release_pipe(ended: &[(String, String)]) -> redis::Pipeline {
+/// One pipeline for a batch of writes. A session that ended within the batch is not listed
+/// (its record is still deleted: the heartbeat may have listed it meanwhile).
+fn write_pipe(batch: &[Write]) -> redis::Pipeline {
+    let ended: std::collections::HashSet<&str> = batch
+        .iter()
+        .filter_map(|w| match w {
+            Write::End { id, .. } => Some(id.as_str()),
+            Write::Register(..) => None,
+        })
+        .collect();
     let mut pipe = redis::pipe();
-    for (user, id) in ended {
-        pipe.cmd("DEL").arg(live_key(id)).ignore();
-        pipe.cmd("ZREM").arg(places_key(user)).arg(id).ignore();
+    for write in batch {
+        match write {
+            Write::Register(record, ttl) if !ended.contains(record.id.as_str()) => {
+                pipe.cmd("SET")
+                    .arg(live_key(&record.id))
+                    .arg(json(record))
+                    .arg("PX")
+                    .arg(millis(*ttl))
+                    .ignore();
+            }
+            Write::Register(..) => {}
+            Write::End { id, place } => {
+                pipe.cmd("DEL").arg(live_key(id)).ignore();
+                if let Some((user, member)) = place {
+                    pipe.cmd("ZREM").arg(places_key(user)).arg(member).ignore();
+                }
+            }
+        }
     }
     pipe
 }

@@ -30,7 +30,7 @@ pub struct WebState {
 impl WebState {
     /// `store`: where sign-ins, throttle counters and tickets live. Redis commands run on the
     /// runtime that also carries the browser terminal's SSH clients (never on a core).
-    pub fn start(store: &StoreKind) -> Result<Arc<WebState>> {
+    pub fn start(store: &StoreKind, node: &str) -> Result<Arc<WebState>> {
         let ssh_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ssh")
@@ -41,7 +41,7 @@ impl WebState {
             StoreKind::Local => (Arc::new(MemoryStore::new()), None, None),
             StoreKind::Redis(url) => {
                 let redis = Arc::new(
-                    RedisStore::start(url, ssh_runtime.handle().clone())
+                    RedisStore::start(url, node, ssh_runtime.handle().clone())
                         .map_err(|e| Error::Startup(format!("[cluster] store: {e}")))?,
                 );
                 let health = redis.health();
