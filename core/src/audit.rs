@@ -155,6 +155,45 @@ pub enum AuditRecord {
     Session(SessionRecord),
     Denied(DenialRecord),
     Admin(AdminRecord),
+    Identity(IdentityRecord),
+}
+
+/// What happened to a user's identity: device logins and the tokens the gateway signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IdentityAction {
+    /// `portcullis login` asked for a code (no user yet).
+    DeviceRequested,
+    /// A signed-in user approved a device login in the web app.
+    DeviceApproved,
+    /// A signed-in user refused one.
+    DeviceDenied,
+    /// The CLI received its login credential.
+    LoginIssued,
+    /// `portcullis logout`: the credential is revoked.
+    LoginRevoked,
+    /// The gateway signed an access token for a logged-in user.
+    TokenIssued,
+}
+
+/// One identity event.
+#[derive(Debug, Serialize)]
+pub struct IdentityRecord {
+    pub time: String,
+    pub action: IdentityAction,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub client: String,
+    /// The access token's target.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The `jti` of the token or credential issued or revoked (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Lifetime of what was issued, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
 }
 
 /// What an administrator did through the admin API.

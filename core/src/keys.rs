@@ -18,6 +18,8 @@ pub enum KeyError {
     Ttl,
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error("not an Ed25519 private key in PKCS#8 PEM")]
+    NotAKey,
 }
 
 /// A fresh Ed25519 key pair as (private PKCS#8 PEM, public SPKI PEM).
@@ -32,6 +34,85 @@ pub fn generate() -> Result<(String, String), KeyError> {
     let mut v1 = PKCS8_V1_ED25519_PREFIX.to_vec();
     v1.extend_from_slice(seed);
     Ok((pem::encode("PRIVATE KEY", &v1), pem::ed25519_public(&public)))
+}
+
+/// The public key (SPKI PEM) of a private key in PKCS#8 PEM (v1, as `generate` writes and
+/// OpenSSL reads).
+pub fn public_of(private_pem: &[u8]) -> Result<String, KeyError> {
+    use base64::Engine;
+    let text = std::str::from_utf8(private_pem).map_err(|_| KeyError::NotAKey)?;
+    let b64: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("-----") && !l.is_empty())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| KeyError::NotAKey)?;
+    let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|_| KeyError::NotAKey)?;
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().map_err(|_| KeyError::NotAKey)?;
+    Ok(pem::ed25519_public(&public))
+}
+
+/// The `kid` the gateway gives its own signing key: derived from the public key, so every node
+/// of a fleet holding the same key names it alike, and a new key gets a new name.
+pub fn kid_of(public_pem: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(public_pem.trim().as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("portcullis-{hex}")
+}
+
+/// Signs the gateway's own short-lived tokens (`[auth] token_private_key`).
+pub struct Minter {
+    issuer: TokenIssuer,
+    iss: Option<String>,
+    aud: Option<String>,
+}
+
+impl Minter {
+    /// `kid`: the name tokens carry for the key (`None` when it is the only key, unnamed).
+    pub fn new(
+        private_pem: &[u8],
+        kid: Option<&str>,
+        iss: Option<String>,
+        aud: Option<String>,
+    ) -> Result<Minter, KeyError> {
+        let issuer = TokenIssuer::from_private_pem(private_pem)?;
+        Ok(Minter {
+            issuer: match kid {
+                Some(k) => issuer.with_kid(k),
+                None => issuer,
+            },
+            iss,
+            aud,
+        })
+    }
+
+    /// A token for `user`: to reach `target` (empty when `scope` says what it is for instead),
+    /// valid from `now` for `ttl`, with a fresh `jti`.
+    pub fn mint(
+        &self,
+        user: &str,
+        target: &str,
+        scope: Option<&str>,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(String, Claims), KeyError> {
+        let claims = Claims {
+            sub: user.to_owned(),
+            tgt: target.to_owned(),
+            exp: now + ttl.as_secs(),
+            nbf: now,
+            iat: Some(now),
+            jti: crate::secret::random_hex::<16>()?,
+            iss: self.iss.clone(),
+            aud: self.aud.clone().map(portcullis_protocols::token::Audience::One),
+            scope: scope.map(str::to_owned),
+            once: false,
+        };
+        Ok((self.issuer.issue(&claims)?, claims))
+    }
 }
 
 /// Where ring's PKCS#8 v2 document holds the 32-byte seed (after its fixed 16-byte header).
@@ -130,5 +211,80 @@ mod tests {
             issue(private.as_bytes(), "a", "b", Duration::ZERO),
             Err(KeyError::Ttl)
         ));
+        assert_eq!(public_of(private.as_bytes()).unwrap(), public);
+        assert!(kid_of(&public).starts_with("portcullis-"));
+        assert_ne!(kid_of(&public), kid_of(&other_public));
+    }
+
+    #[test]
+    fn keys_are_chosen_by_kid_and_a_rotated_out_key_is_refused() {
+        use portcullis_protocols::token::{Claims, Expectations, TokenError, TokenIssuer};
+        let (old_private, old_public) = generate().unwrap();
+        let (new_private, new_public) = generate().unwrap();
+        let now = unix_now();
+        let claims = |iss: Option<&str>| Claims {
+            sub: "alice".into(),
+            tgt: "vm1".into(),
+            exp: now + 60,
+            nbf: now,
+            iat: Some(now),
+            jti: "j".into(),
+            iss: iss.map(str::to_owned),
+            aud: None,
+            scope: None,
+            once: false,
+        };
+        let sign = |private: &str, kid: Option<&str>, iss: Option<&str>| {
+            let issuer = TokenIssuer::from_private_pem(private.as_bytes()).unwrap();
+            match kid {
+                Some(k) => issuer.with_kid(k),
+                None => issuer,
+            }
+            .issue(&claims(iss))
+            .unwrap()
+        };
+        let expect = |iss: &str| Expectations {
+            issuer: Some(iss.into()),
+            ..Expectations::default()
+        };
+        let both = TokenVerifier::new(0)
+            .with_key(Some("old"), old_public.as_bytes(), expect("control-plane"))
+            .unwrap()
+            .with_key(Some("new"), new_public.as_bytes(), expect("gateway"))
+            .unwrap();
+        let old = sign(&old_private, Some("old"), Some("control-plane"));
+        let new = sign(&new_private, Some("new"), Some("gateway"));
+        assert!(both.verify(&old, now).is_ok());
+        assert!(both.verify(&new, now).is_ok());
+        // Each key's own issuer: a token of the old key cannot pass as the new key's issuer.
+        let old_as_gateway = sign(&old_private, Some("old"), Some("gateway"));
+        assert_eq!(both.verify(&old_as_gateway, now), Err(TokenError::WrongIssuer));
+        // A kid names the key that checks the signature: naming another key does not help.
+        let forged = sign(&old_private, Some("new"), Some("gateway"));
+        assert_eq!(both.verify(&forged, now), Err(TokenError::BadSignature));
+        // Unknown kid, and no kid while two keys are configured.
+        assert_eq!(
+            both.verify(&sign(&old_private, Some("other"), Some("control-plane")), now),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(
+            both.verify(&sign(&old_private, None, Some("control-plane")), now),
+            Err(TokenError::UnknownKey)
+        );
+        // The old key rotated out: its tokens are refused.
+        let rotated = TokenVerifier::new(0)
+            .with_key(Some("new"), new_public.as_bytes(), expect("gateway"))
+            .unwrap();
+        assert_eq!(rotated.verify(&old, now), Err(TokenError::UnknownKey));
+        assert!(rotated.verify(&new, now).is_ok());
+        // With exactly one key, a token without kid is accepted (the one-key shorthand).
+        let one = TokenVerifier::from_public_pem(old_public.as_bytes(), 0).unwrap();
+        assert!(one.verify(&sign(&old_private, None, None), now).is_ok());
+        // Two keys under one name are a configuration error.
+        assert!(TokenVerifier::new(0)
+            .with_key(Some("k"), old_public.as_bytes(), Expectations::default())
+            .unwrap()
+            .with_key(Some("k"), new_public.as_bytes(), Expectations::default())
+            .is_err());
     }
 }

@@ -94,6 +94,12 @@ pub enum Denial {
     /// The token has no `admin` scope, or its user is not in `[admin] users`.
     #[error("not an admin token")]
     NotAdmin,
+    /// A `portcullis login` credential offered as an access token, or the other way round.
+    #[error("a login credential is not an access token")]
+    LoginCredential,
+    /// An access token offered where a login credential is needed.
+    #[error("not a login credential")]
+    NotLoginCredential,
 }
 
 fn article(p: &Protocol) -> &'static str {
@@ -116,7 +122,9 @@ impl Denial {
             | Denial::ReplayNotAllowed
             | Denial::OutOfScope
             | Denial::TargetChanged
-            | Denial::NotAdmin => 403,
+            | Denial::NotAdmin
+            | Denial::LoginCredential => 403,
+            Denial::NotLoginCredential => 401,
             Denial::WrongProtocol(_) => 400,
         }
     }
@@ -198,7 +206,7 @@ impl Policy {
     /// its user in `[admin] users` when that list is set. Returns the administrator's name.
     pub fn authorize_admin(&self, token: Option<&str>, now: u64) -> Result<String, Denial> {
         let token = token.ok_or(Denial::MissingToken)?;
-        let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+        let claims = self.verify_access(token, now)?;
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
             return Err(Denial::Revoked);
         }
@@ -233,12 +241,39 @@ impl Policy {
 
     /// A token for signing in to the web app: valid, unrevoked, and for a user of the policy.
     pub fn sign_in_token(&self, token: &str, now: u64) -> Result<Claims, Denial> {
-        let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+        let claims = self.verify_access(token, now)?;
         if !self.config.users.contains_key(&claims.sub) {
             return Err(Denial::UnknownUser);
         }
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
             return Err(Denial::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// A `portcullis login` credential (the `login` scope): valid, neither it nor its user
+    /// revoked, and its user in the policy. What it may fetch tokens for is still `authorize`'s
+    /// to say, per target.
+    pub fn login_credential(&self, credential: Option<&str>, now: u64) -> Result<Claims, Denial> {
+        let credential = credential.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
+        let claims = self.verify(credential, now).map_err(Denial::BadToken)?;
+        if !claims.has_scope(portcullis_protocols::token::LOGIN_SCOPE) {
+            return Err(Denial::NotLoginCredential);
+        }
+        if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
+            return Err(Denial::Revoked);
+        }
+        if !self.config.users.contains_key(&claims.sub) {
+            return Err(Denial::UnknownUser);
+        }
+        Ok(claims)
+    }
+
+    /// A verified token that is an access token (not a login credential).
+    fn verify_access(&self, token: &str, now: u64) -> Result<Claims, Denial> {
+        let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+        if claims.has_scope(portcullis_protocols::token::LOGIN_SCOPE) {
+            return Err(Denial::LoginCredential);
         }
         Ok(claims)
     }
@@ -279,7 +314,7 @@ impl Policy {
         Ok(match credential {
             Credential::Token(token) => {
                 let token = token.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
-                let claims = self.verify(token, now).map_err(Denial::BadToken)?;
+                let claims = self.verify_access(token, now)?;
                 Identity {
                     user: Owned(claims.sub),
                     bound: Some(Owned(claims.tgt)),

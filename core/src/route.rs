@@ -36,6 +36,20 @@ pub enum WebRoute<S> {
     Recordings,
     /// `GET /api/recordings/{id}`.
     Recording { id: S },
+    /// `POST /v1/device/code`: `portcullis login` asks for a user code.
+    DeviceCode,
+    /// `POST /v1/device/token`: the CLI polls for its login credential.
+    DeviceToken,
+    /// `GET /api/device/{code}`: a signed-in user looks at a pending login before approving it.
+    DeviceRequest { code: S },
+    /// `POST /api/device`: a signed-in user approves or denies a pending login.
+    DeviceAnswer,
+    /// `POST /v1/token`: a logged-in CLI fetches an access token for a target.
+    IssueToken,
+    /// `GET /v1/targets`: a logged-in CLI lists its targets.
+    Targets,
+    /// `POST /v1/logout`: `portcullis logout` revokes its login credential.
+    LoginEnd,
 }
 
 impl<S> WebRoute<S> {
@@ -51,6 +65,13 @@ impl<S> WebRoute<S> {
             WebRoute::RdpTicket => WebRoute::RdpTicket,
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
+            WebRoute::DeviceCode => WebRoute::DeviceCode,
+            WebRoute::DeviceToken => WebRoute::DeviceToken,
+            WebRoute::DeviceRequest { code } => WebRoute::DeviceRequest { code: f(code) },
+            WebRoute::DeviceAnswer => WebRoute::DeviceAnswer,
+            WebRoute::IssueToken => WebRoute::IssueToken,
+            WebRoute::Targets => WebRoute::Targets,
+            WebRoute::LoginEnd => WebRoute::LoginEnd,
         }
     }
 }
@@ -102,7 +123,8 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Unrouted> {
 
 fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
     let api = path.starts_with("/api/") || path.starts_with("/v1/");
-    let page = path == "/" || path == "/index.html" || path.starts_with("/assets/");
+    // `/device`: the page a `portcullis login` sends the user to (the app, on its approval view).
+    let page = path == "/" || path == "/index.html" || path == "/device" || path.starts_with("/assets/");
     if !api && !page {
         return Err(Unrouted::NotFound { web: false });
     }
@@ -117,6 +139,15 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
             id: &p["/api/recordings/".len()..],
         },
+        ("POST", "/v1/device/code") => WebRoute::DeviceCode,
+        ("POST", "/v1/device/token") => WebRoute::DeviceToken,
+        ("GET", p) if p.starts_with("/api/device/") => WebRoute::DeviceRequest {
+            code: &p["/api/device/".len()..],
+        },
+        ("POST", "/api/device") => WebRoute::DeviceAnswer,
+        ("POST", "/v1/token") => WebRoute::IssueToken,
+        ("GET", "/v1/targets") => WebRoute::Targets,
+        ("POST", "/v1/logout") => WebRoute::LoginEnd,
         ("GET", p) if p.starts_with("/v1/ssh/") => WebRoute::Terminal {
             target: &p["/v1/ssh/".len()..],
         },
@@ -143,6 +174,13 @@ mod tests {
             Route::Web(WebRoute::Asset { path: "/assets/app.js" })
         );
         assert_eq!(ok("POST", "/api/login"), Route::Web(WebRoute::Login));
+        assert_eq!(ok("GET", "/device"), Route::Web(WebRoute::Asset { path: "/device" }));
+        assert_eq!(ok("POST", "/v1/device/code"), Route::Web(WebRoute::DeviceCode));
+        assert_eq!(ok("POST", "/v1/token"), Route::Web(WebRoute::IssueToken));
+        assert_eq!(
+            ok("GET", "/api/device/BCDF-GHJK"),
+            Route::Web(WebRoute::DeviceRequest { code: "BCDF-GHJK" })
+        );
         assert_eq!(
             ok("GET", "/api/recordings/abc"),
             Route::Web(WebRoute::Recording { id: "abc" })

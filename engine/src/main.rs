@@ -74,6 +74,26 @@ enum Command {
         #[arg(long)]
         local: SocketAddr,
     },
+    /// Log in to a gateway: approve the code this prints in the web app; then `connect` and
+    /// `tunnel` need no token.
+    Login {
+        #[command(flatten)]
+        gw: GatewayOnly,
+        /// Do not try to open the browser.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// End the login to a gateway (the gateway revokes its credential).
+    Logout {
+        #[command(flatten)]
+        gw: GatewayOnly,
+    },
+    /// Print an OpenSSH `Host` block for your SSH targets (after `login`): append it to
+    /// ~/.ssh/config, then `ssh TARGET` and `scp` go through the gateway.
+    SshConfig {
+        #[command(flatten)]
+        gw: GatewayOnly,
+    },
     /// Operate a running gateway through its admin listener (`[admin] listen`).
     Admin {
         #[command(flatten)]
@@ -179,29 +199,91 @@ struct GatewayArgs {
 }
 
 impl GatewayArgs {
-    fn token(&self) -> anyhow::Result<String> {
+    /// The token given, else the stored login to this gateway (a token is fetched per tunnel).
+    fn token(&self, url: &GatewayUrl) -> anyhow::Result<client::TokenSource> {
+        let given = |t: &str| client::TokenSource::Given(t.into());
         match (&self.token, &self.token_file) {
-            (Some(t), _) => Ok(t.clone()),
+            (Some(t), _) => Ok(given(t)),
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
                 let token = text.trim();
                 if token.is_empty() {
                     return Err(anyhow!("{} holds no token", path.display()));
                 }
-                Ok(token.to_owned())
+                Ok(given(token))
             }
-            (None, None) => Err(anyhow!("no token: set PORTCULLIS_TOKEN or give --token-file")),
+            (None, None) => match portcullis::cli::login::stored(url)? {
+                Some(login) => Ok(client::TokenSource::Login(std::sync::Arc::new(login))),
+                None => Err(anyhow!(
+                    "not logged in to this gateway: run `portcullis login {}` (or give a token: PORTCULLIS_TOKEN or --token-file)",
+                    self.url
+                )),
+            },
         }
     }
 
     fn resolve(&self) -> anyhow::Result<(GatewayUrl, std::sync::Arc<rustls::ClientConfig>)> {
-        let url = GatewayUrl::parse(&self.url)?;
-        let trust = match (&self.ca, self.insecure) {
-            (Some(ca), _) => ServerTrust::CaFile(ca),
-            (None, true) => ServerTrust::Insecure,
-            (None, false) => ServerTrust::WebPki,
-        };
-        Ok((url, client_config(trust)?))
+        resolve(&self.url, self.ca.as_deref(), self.insecure)
+    }
+}
+
+fn resolve(
+    url: &str,
+    ca: Option<&std::path::Path>,
+    insecure: bool,
+) -> anyhow::Result<(GatewayUrl, std::sync::Arc<rustls::ClientConfig>)> {
+    let url = GatewayUrl::parse(url)?;
+    let trust = match (ca, insecure) {
+        (Some(ca), _) => ServerTrust::CaFile(ca),
+        (None, true) => ServerTrust::Insecure,
+        (None, false) => ServerTrust::WebPki,
+    };
+    Ok((url, client_config(trust)?))
+}
+
+/// A gateway to log in to (or out of), and how to trust it.
+#[derive(clap::Args)]
+struct GatewayOnly {
+    /// Gateway URL, e.g. https://bastion.example.com
+    url: String,
+    /// Trust only the CA certificate(s) in this PEM file.
+    #[arg(long, conflicts_with = "insecure")]
+    ca: Option<PathBuf>,
+    /// Do not verify the gateway's certificate (self-signed demo gateways only).
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl GatewayOnly {
+    fn resolve(&self) -> anyhow::Result<(GatewayUrl, std::sync::Arc<rustls::ClientConfig>)> {
+        resolve(&self.url, self.ca.as_deref(), self.insecure)
+    }
+
+    /// The `portcullis connect` command for this gateway, as a ProxyCommand runs it.
+    fn connect_command(&self) -> String {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "portcullis".into());
+        let mut cmd = format!("{} connect {}", quote(&exe), quote(&self.url));
+        if let Some(ca) = &self.ca {
+            let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.clone());
+            cmd.push_str(&format!(" --ca {}", quote(&ca.display().to_string())));
+        }
+        if self.insecure {
+            cmd.push_str(" --insecure");
+        }
+        cmd
+    }
+}
+
+/// `s` for a shell command line (OpenSSH runs ProxyCommand with the user's shell).
+fn quote(s: &str) -> String {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-_.:=@,+".contains(&b))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -315,7 +397,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Connect { gw } => {
             let (url, tls) = gw.resolve()?;
-            let token = gw.token()?;
+            let token = gw.token(&url)?;
             let rt = client_runtime()?;
             let result = rt.block_on(client::connect_stdio(&url, &gw.target, &token, tls));
             // A read of stdin may still be blocked in tokio's thread pool: do not wait for it.
@@ -323,9 +405,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(result?)
         }
         Command::Admin { conn, command } => admin(conn, command),
+        Command::Login { gw, no_browser } => {
+            let (url, tls) = gw.resolve()?;
+            let rt = client_runtime()?;
+            let login = rt.block_on(portcullis::cli::login::login(&url, tls, !no_browser))?;
+            let until = std::time::UNIX_EPOCH + Duration::from_secs(login.expires);
+            eprintln!(
+                "Logged in as {} until {} (kept in {}).",
+                login.user,
+                portcullis_core::audit::rfc3339(until),
+                portcullis::cli::login::logins_path()?.display()
+            );
+            Ok(())
+        }
+        Command::Logout { gw } => {
+            let (url, tls) = gw.resolve()?;
+            let rt = client_runtime()?;
+            let user = rt.block_on(portcullis::cli::login::logout(&url, tls))?;
+            eprintln!("Logged out ({user}).");
+            Ok(())
+        }
+        Command::SshConfig { gw } => {
+            let (url, tls) = gw.resolve()?;
+            let login = portcullis::cli::login::stored(&url)?
+                .ok_or_else(|| anyhow!("not logged in to this gateway: run `portcullis login {}`", gw.url))?;
+            let rt = client_runtime()?;
+            let targets = rt.block_on(portcullis::cli::login::targets(&url, tls, &login))?;
+            print!(
+                "{}",
+                portcullis::cli::login::ssh_config(&targets, &gw.connect_command())
+            );
+            Ok(())
+        }
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
-            let token = gw.token()?;
+            let token = gw.token(&url)?;
             let rt = client_runtime()?;
             let result = rt.block_on(client::tunnel(url, gw.target, token, tls, local));
             rt.shutdown_background();

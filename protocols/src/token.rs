@@ -45,6 +45,9 @@ pub struct Claims {
 
 /// The scope that opens the admin API.
 pub const ADMIN_SCOPE: &str = "admin";
+/// The scope of a `portcullis login` credential: it fetches access tokens from the gateway that
+/// signed it, and opens nothing itself.
+pub const LOGIN_SCOPE: &str = "login";
 
 impl Claims {
     /// Whether the token's `scope` lists `scope`.
@@ -113,6 +116,10 @@ pub enum TokenError {
     /// understands none.
     #[error("token has critical header extensions")]
     CriticalExtension,
+    /// The token's `kid` names no configured key, or it names none while several are configured
+    /// (a token is checked with the key it names, never with each in turn).
+    #[error("token names no key this gateway knows")]
+    UnknownKey,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -129,38 +136,77 @@ impl From<jsonwebtoken::errors::Error> for TokenError {
     }
 }
 
-/// Verifies tokens with the gateway's public key.
+/// One key tokens may be signed with, and what tokens signed with it must be.
 #[derive(Clone)]
-pub struct TokenVerifier {
+struct VerifyingKey {
+    /// The `kid` tokens carry to name this key; `None` for the one-key shorthand.
+    kid: Option<String>,
     key: DecodingKey,
-    validation: Validation,
-    leeway: u64,
     expect: Expectations,
 }
 
+/// Verifies tokens with the gateway's public keys: one (`token_public_key`), or several named by
+/// `kid` (`[[auth.key]]`, so that keys rotate without downtime).
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: Vec<VerifyingKey>,
+    validation: Validation,
+    leeway: u64,
+}
+
 impl TokenVerifier {
-    /// `pem` is an Ed25519 public key (`-----BEGIN PUBLIC KEY-----`, SPKI). `leeway` is the clock
-    /// skew tolerated on `exp` and `nbf`, in seconds.
-    pub fn from_public_pem(pem: &[u8], leeway: u64) -> Result<Self, TokenError> {
-        let key = DecodingKey::from_ed_pem(pem).map_err(|e| TokenError::BadKey(e.to_string()))?;
+    /// No key yet; `leeway` is the clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub fn new(leeway: u64) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         // exp/nbf are checked below against the caller's clock; the library reads the system clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        Ok(Self {
-            key,
+        Self {
+            keys: Vec::new(),
             validation,
             leeway,
-            expect: Expectations::default(),
-        })
+        }
     }
 
-    /// The same verifier, also checking `expect`.
+    /// One key, with no `kid`: `pem` is an Ed25519 public key (`-----BEGIN PUBLIC KEY-----`,
+    /// SPKI).
+    pub fn from_public_pem(pem: &[u8], leeway: u64) -> Result<Self, TokenError> {
+        Self::new(leeway).with_key(None, pem, Expectations::default())
+    }
+
+    /// The same verifier, also accepting tokens signed with `pem` (naming it `kid`, if any), which
+    /// must meet `expect`. Two keys with the same `kid` are refused.
+    pub fn with_key(mut self, kid: Option<&str>, pem: &[u8], expect: Expectations) -> Result<Self, TokenError> {
+        if self.keys.iter().any(|k| k.kid.as_deref() == kid) {
+            return Err(TokenError::BadKey(format!("two keys named {kid:?}")));
+        }
+        let key = DecodingKey::from_ed_pem(pem).map_err(|e| TokenError::BadKey(e.to_string()))?;
+        self.keys.push(VerifyingKey {
+            kid: kid.map(str::to_owned),
+            key,
+            expect,
+        });
+        Ok(self)
+    }
+
+    /// The same verifier, every key of which also checks `expect` (for keys added before).
     pub fn expecting(mut self, expect: Expectations) -> Self {
-        self.expect = expect;
+        for k in &mut self.keys {
+            k.expect = expect.clone();
+        }
         self
+    }
+
+    /// The key a token's header names: by `kid`, or the only key when it names none.
+    fn key_for(&self, kid: Option<&str>) -> Result<&VerifyingKey, TokenError> {
+        match kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+        .ok_or(TokenError::UnknownKey)
     }
 
     /// Checks signature, algorithm and validity period at `now` (seconds since the epoch).
@@ -176,15 +222,15 @@ impl TokenVerifier {
         if has_crit(token)? {
             return Err(TokenError::CriticalExtension);
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)?.claims;
-        self.check_claims(&claims, now)?;
+        let key = self.key_for(header.kid.as_deref())?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation)?.claims;
+        Self::check_claims(&key.expect, self.leeway, &claims, now)?;
         self.check_period(&claims, now)?;
         Ok(claims)
     }
 
-    /// Issuer, audience and lifetime, as configured.
-    fn check_claims(&self, claims: &Claims, now: u64) -> Result<(), TokenError> {
-        let e = &self.expect;
+    /// Issuer, audience and lifetime, as the key's expectations say.
+    fn check_claims(e: &Expectations, leeway: u64, claims: &Claims, now: u64) -> Result<(), TokenError> {
         if e.issuer.as_ref().is_some_and(|i| claims.iss.as_ref() != Some(i)) {
             return Err(TokenError::WrongIssuer);
         }
@@ -196,7 +242,7 @@ impl TokenVerifier {
         }
         if let Some(max) = e.max_ttl {
             let issued = claims.iat.unwrap_or(claims.nbf).min(now);
-            if claims.exp.saturating_sub(issued) > max.saturating_add(self.leeway) {
+            if claims.exp.saturating_sub(issued) > max.saturating_add(leeway) {
                 return Err(TokenError::LifetimeTooLong);
             }
         }
@@ -228,17 +274,25 @@ fn has_crit(token: &str) -> Result<bool, TokenError> {
 /// Signs tokens with an Ed25519 private key (PKCS#8 PEM, `-----BEGIN PRIVATE KEY-----`).
 pub struct TokenIssuer {
     key: EncodingKey,
+    kid: Option<String>,
 }
 
 impl TokenIssuer {
     pub fn from_private_pem(pem: &[u8]) -> Result<Self, TokenError> {
         let key = EncodingKey::from_ed_pem(pem).map_err(|e| TokenError::BadKey(e.to_string()))?;
-        Ok(Self { key })
+        Ok(Self { key, kid: None })
+    }
+
+    /// Tokens name the key they are signed with (`kid` in the header).
+    pub fn with_kid(mut self, kid: &str) -> Self {
+        self.kid = Some(kid.to_owned());
+        self
     }
 
     pub fn issue(&self, claims: &Claims) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), claims, &self.key)
-            .map_err(|e| TokenError::BadKey(e.to_string()))
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = self.kid.clone();
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| TokenError::BadKey(e.to_string()))
     }
 }
 

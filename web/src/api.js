@@ -104,3 +104,13 @@ export function rdpProxyUrl(path = "/v1/rdp", loc = window.location) {
   const scheme = loc.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${loc.host}${path}`;
 }
+
+/** A pending `portcullis login`: `{code, client, requested}` (Unix seconds); 404 when unknown or expired. */
+export async function deviceRequest(code) {
+  return expectOk(await request("GET", `/api/device/${encodeURIComponent(code)}`));
+}
+
+/** Approves (or denies) a pending `portcullis login`. */
+export async function answerDevice(code, approve) {
+  return expectOk(await request("POST", "/api/device", { code, approve }));
+}

@@ -1,5 +1,5 @@
 // Entry point: hash router and the shared top bar. Routes (API.md): #/ sign-in, #/targets,
-// #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>.
+// #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>, #/device/<code>.
 import "./style.css";
 import * as api from "./api.js";
 import { loginPage } from "./pages/login.js";
@@ -8,6 +8,13 @@ import { terminalPage } from "./pages/terminal.js";
 import { rdpPage } from "./pages/rdp.js";
 import { recordingsPage } from "./pages/recordings.js";
 import { replayPage } from "./pages/replay.js";
+import { devicePage } from "./pages/device.js";
+
+// `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
+if (location.pathname === "/device") {
+  const code = new URLSearchParams(location.search).get("code") || "";
+  history.replaceState(null, "", `/#/device/${encodeURIComponent(code)}`);
+}
 
 // For tests: the active xterm Terminal (live terminal or replay), null elsewhere; on the remote
 // desktop page, `rdp` is {element, canvas()} (the <iron-remote-desktop> and its canvas).
@@ -95,6 +102,7 @@ function parse(hash) {
   if (parts[0] === "rdp" && parts.length === 2) return { page: rdpPage, params: { target: arg(1) } };
   if (parts[0] === "recordings" && parts.length === 1) return { page: recordingsPage, params: {} };
   if (parts[0] === "replay" && parts.length === 2) return { page: replayPage, params: { session: arg(1) } };
+  if (parts[0] === "device" && parts.length <= 2) return { page: devicePage, params: { code: arg(1) } };
   return null;
 }
 

@@ -289,10 +289,30 @@ impl Limits {
     }
 }
 
+/// A public key tokens may be signed with: `token_public_key` (no `kid`) or an `[[auth.key]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenKey {
+    /// The `kid` its tokens carry; `None` for `token_public_key`.
+    pub kid: Option<String>,
+    /// Ed25519 public key (PEM).
+    pub public_key: PathBuf,
+    /// The `iss` its tokens must carry (`[auth] issuer` unless the key says).
+    pub issuer: Option<String>,
+    /// An audience its tokens' `aud` must include (`[auth] audience` unless the key says).
+    pub audience: Option<String>,
+}
+
 #[derive(Clone, Debug)]
 pub struct AuthSettings {
-    /// Ed25519 public key (PEM) that verifies tokens.
-    pub token_public_key: PathBuf,
+    /// The keys that verify tokens (at least one, counting the gateway's own signing key).
+    pub keys: Vec<TokenKey>,
+    /// The gateway's own Ed25519 private key (PEM): with it, the gateway signs short-lived tokens
+    /// for users who logged in (`portcullis login`).
+    pub token_private_key: Option<PathBuf>,
+    /// Lifetime of the access tokens the gateway signs.
+    pub issued_token_ttl: Duration,
+    /// Lifetime of a `portcullis login`.
+    pub login_ttl: Duration,
     /// Clock skew tolerated on `exp` and `nbf`.
     pub leeway: Duration,
     /// Longer-lived tokens are refused.
@@ -304,11 +324,11 @@ pub struct AuthSettings {
 }
 
 impl AuthSettings {
-    /// What tokens must be beyond signature and period, for the verifier.
-    pub fn expectations(&self) -> portcullis_protocols::token::Expectations {
+    /// What tokens signed with `key` must be beyond signature and period, for the verifier.
+    pub fn expectations(&self, key: &TokenKey) -> portcullis_protocols::token::Expectations {
         portcullis_protocols::token::Expectations {
-            issuer: self.issuer.clone(),
-            audience: self.audience.clone(),
+            issuer: key.issuer.clone(),
+            audience: key.audience.clone(),
             max_ttl: Some(self.max_token_ttl.as_secs()),
         }
     }
@@ -438,6 +458,59 @@ impl Ctx<'_> {
     }
 }
 
+fn parse_auth(cx: &Ctx<'_>, raw: &raw::RawAuth) -> Result<AuthSettings> {
+    let mut keys = Vec::new();
+    if let Some(p) = &raw.token_public_key {
+        keys.push(TokenKey {
+            kid: None,
+            public_key: cx.path(p.get_ref()),
+            issuer: raw.issuer.clone(),
+            audience: raw.audience.clone(),
+        });
+    }
+    for k in &raw.key {
+        let kid = k.kid.get_ref();
+        let valid = !kid.is_empty() && kid.len() <= 64 && kid.bytes().all(|b| b.is_ascii_graphic());
+        if !valid {
+            return cx.err(
+                Some(k.kid.span()),
+                "auth.key.kid",
+                "expected 1 to 64 visible ASCII characters",
+            );
+        }
+        if keys.iter().any(|o: &TokenKey| o.kid.as_deref() == Some(kid)) {
+            return cx.err(Some(k.kid.span()), "auth.key.kid", format!("two keys named {kid:?}"));
+        }
+        keys.push(TokenKey {
+            kid: Some(kid.clone()),
+            public_key: cx.path(&k.public_key),
+            issuer: k.issuer.clone().or_else(|| raw.issuer.clone()),
+            audience: k.audience.clone().or_else(|| raw.audience.clone()),
+        });
+    }
+    let token_private_key = raw.token_private_key.as_ref().map(|p| cx.path(p.get_ref()));
+    if keys.is_empty() && token_private_key.is_none() {
+        return cx.err(
+            None,
+            "auth",
+            "no token key: set token_public_key, an [[auth.key]] or token_private_key",
+        );
+    }
+    let max_token_ttl = cx.duration(&raw.max_token_ttl, &settings::MAX_TOKEN_TTL)?;
+    Ok(AuthSettings {
+        keys,
+        token_private_key,
+        issued_token_ttl: cx
+            .duration(&raw.issued_token_ttl, &settings::ISSUED_TOKEN_TTL)?
+            .min(max_token_ttl),
+        login_ttl: cx.duration(&raw.login_ttl, &settings::LOGIN_TTL)?,
+        leeway: cx.duration(&raw.leeway, &settings::LEEWAY)?,
+        max_token_ttl,
+        issuer: raw.issuer.clone(),
+        audience: raw.audience.clone(),
+    })
+}
+
 fn line_of(src: &str, offset: usize) -> usize {
     src[..offset.min(src.len())].matches('\n').count() + 1
 }
@@ -466,13 +539,7 @@ impl Config {
             (Some(c), None) => return cx.err(Some(c.span()), "tls.key", "tls.cert is set, so tls.key is required"),
             (None, Some(k)) => return cx.err(Some(k.span()), "tls.cert", "tls.key is set, so tls.cert is required"),
         };
-        let auth = AuthSettings {
-            token_public_key: cx.path(raw.auth.token_public_key.get_ref()),
-            leeway: cx.duration(&raw.auth.leeway, &settings::LEEWAY)?,
-            max_token_ttl: cx.duration(&raw.auth.max_token_ttl, &settings::MAX_TOKEN_TTL)?,
-            issuer: raw.auth.issuer.clone(),
-            audience: raw.auth.audience.clone(),
-        };
+        let auth = parse_auth(&cx, &raw.auth)?;
         let targets = parse_targets(&cx, &raw.targets)?;
         let users = parse_users(&cx, &raw.users, &targets)?;
         let user = match &raw.service.user {

@@ -113,9 +113,24 @@ pub(super) struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAuth {
-    pub token_public_key: Spanned<PathBuf>,
+    pub token_public_key: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub key: Vec<RawKey>,
+    pub token_private_key: Option<Spanned<PathBuf>>,
     pub leeway: Option<Spanned<String>>,
     pub max_token_ttl: Option<Spanned<String>>,
+    pub issued_token_ttl: Option<Spanned<String>>,
+    pub login_ttl: Option<Spanned<String>>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// `[[auth.key]]`: one more key tokens may be signed with, named by their `kid`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKey {
+    pub kid: Spanned<String>,
+    pub public_key: PathBuf,
     pub issuer: Option<String>,
     pub audience: Option<String>,
 }

@@ -73,6 +73,12 @@ pub const LEEWAY: DurationSetting = duration("auth.leeway", secs(60), secs(0), s
 /// Tokens that live longer (from `iat`, else `nbf`, to `exp`) are refused: a mistaken issuer
 /// cannot hand out credentials for a century.
 pub const MAX_TOKEN_TTL: DurationSetting = duration("auth.max_token_ttl", secs(DAY), secs(MINUTE), secs(30 * DAY));
+/// Access tokens the gateway signs itself (for `portcullis login` users): short, capped by
+/// `max_token_ttl`.
+pub const ISSUED_TOKEN_TTL: DurationSetting =
+    duration("auth.issued_token_ttl", secs(5 * MINUTE), secs(MINUTE), secs(DAY));
+/// How long a `portcullis login` stays valid before the user logs in again.
+pub const LOGIN_TTL: DurationSetting = duration("auth.login_ttl", secs(12 * HOUR), secs(5 * MINUTE), secs(30 * DAY));
 
 pub const IDLE_TIMEOUT: DurationSetting = duration("session.idle_timeout", secs(20 * MINUTE), secs(1), secs(7 * DAY));
 /// No session lives longer, however busy (a target may set its own).

@@ -334,3 +334,62 @@ fn live_grants_are_checked_against_a_reloaded_policy() {
         Err(Denial::TargetChanged)
     );
 }
+
+#[test]
+fn a_login_credential_is_not_an_access_token_nor_the_other_way_round() {
+    let (policy, key) = policy();
+    let minter = crate::keys::Minter::new(key.as_bytes(), None, None, None).unwrap();
+    let login = portcullis_protocols::token::LOGIN_SCOPE;
+    let (credential, claims) = minter
+        .mint("alice", "", Some(login), Duration::from_secs(600), now())
+        .unwrap();
+    // It opens nothing, signs nobody in, is no admin token.
+    for via in [Via::Tunnel, Via::WebTerminal] {
+        assert_eq!(
+            policy
+                .authorize(
+                    Credential::Token(Some(&credential)),
+                    Destination::Name("vm1"),
+                    via,
+                    now()
+                )
+                .unwrap_err(),
+            Denial::LoginCredential
+        );
+    }
+    assert_eq!(
+        policy.sign_in_token(&credential, now()).unwrap_err(),
+        Denial::LoginCredential
+    );
+    assert_eq!(
+        policy.authorize_admin(Some(&credential), now()).unwrap_err(),
+        Denial::LoginCredential
+    );
+    // It is a credential, until revoked; an access token is not one.
+    assert_eq!(
+        policy.login_credential(Some(&credential), now()).unwrap().jti,
+        claims.jti
+    );
+    assert_eq!(
+        policy
+            .login_credential(Some(&token(&key, "alice", "vm1")), now())
+            .unwrap_err(),
+        Denial::NotLoginCredential
+    );
+    let revoked = crate::revocation::Revocation::Token {
+        id: claims.jti.clone(),
+        until: None,
+    };
+    policy.revocations.revoke(revoked, now()).unwrap();
+    assert_eq!(
+        policy.login_credential(Some(&credential), now()).unwrap_err(),
+        Denial::Revoked
+    );
+    let (mallory, _) = minter
+        .mint("mallory", "", Some(login), Duration::from_secs(600), now())
+        .unwrap();
+    assert_eq!(
+        policy.login_credential(Some(&mallory), now()).unwrap_err(),
+        Denial::UnknownUser
+    );
+}

@@ -314,52 +314,16 @@ fn revoke(shared: &Shared, body: &[u8], admin: &str, now: u64, record: &mut Admi
         _ => return Answer::error(400, "name exactly one of user and token_id"),
     };
     record.subject = Some(subject.clone());
-    if shared.revocations.revoke(revocation.clone(), now).is_err() {
-        return Answer::error(507, "too many revocations");
-    }
-    let stop = Stop {
-        reason: EndReason::Revoked,
-        by: admin.to_owned(),
-    };
-    let ended = match &revocation {
-        Revocation::User { name, .. } => shared.registry.stop_where(|s| &s.user == name, &stop),
-        Revocation::Token { id, .. } => shared
-            .registry
-            .stop_where(|s| s.token_id.as_deref() == Some(id.as_str()), &stop),
+    use crate::server::revoke::{revoke as apply, RevokeError};
+    let ended = match futures_lite::future::block_on(apply(shared, revocation, admin, now)) {
+        Ok(ended) => ended,
+        Err(RevokeError::TooMany) => return Answer::error(507, "too many revocations"),
+        Err(e) => {
+            record.detail = Some(e.to_string());
+            return Answer::error(503, &format!("{e}; try again"));
+        }
     };
     record.sessions_ended = Some(ended);
-    use crate::store::{RevocationNotice, RevokedKind};
-    let kind = match &revocation {
-        Revocation::User { .. } => RevokedKind::User,
-        Revocation::Token { .. } => RevokedKind::Token,
-    };
-    let notice = RevocationNotice {
-        v: 0,
-        kind,
-        subject: subject.clone(),
-        until,
-        by: admin.to_owned(),
-    };
-    // Durable on this node (a restart keeps it) when `[state] dir` is set.
-    if let Some(state) = &shared.local_state {
-        if let Err(e) = state.put_revocation(&notice) {
-            record.detail = Some(format!("not recorded durably: {e}"));
-            return Answer::error(
-                503,
-                "revoked until this node restarts only: the state database could not be written",
-            );
-        }
-    }
-    // In a fleet, every node hears of it (and a node that is away loads it when it is back).
-    if let Some(fleet) = &shared.web.fleet {
-        if let Err(e) = futures_lite::future::block_on(fleet.publish_revocation(notice)) {
-            record.detail = Some(format!("applied on this node only: {e}"));
-            return Answer::error(
-                503,
-                "revoked on this node only: the state store did not take it; try again",
-            );
-        }
-    }
     Answer::json(
         200,
         json!({ "revoked": subject, "until": record.until, "sessions_ended": ended }),

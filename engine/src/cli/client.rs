@@ -51,6 +51,9 @@ pub enum ClientError {
     /// The tunnel opened, then ended otherwise than by a clean close.
     #[error("tunnel ended: {0}")]
     Ended(String),
+    /// The gateway's API answered otherwise than expected (login, token, targets).
+    #[error("{0}")]
+    Api(String),
 }
 
 /// Where the gateway is: from `wss://host[:port][/prefix]`.
@@ -98,7 +101,7 @@ impl GatewayUrl {
     }
 
     /// `host:port` as the Host header says it (IPv6 in brackets).
-    fn authority(&self) -> String {
+    pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
@@ -124,6 +127,14 @@ pub async fn open(
     token: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(ClientTls, Vec<u8>), ClientError> {
+    let mut stream = tls_connect(url, tls).await?;
+    open_on(&mut stream, url, target, token)
+        .await
+        .map(|leftover| (stream, leftover))
+}
+
+/// TCP and TLS to the gateway, each within `CONNECT_TIMEOUT`.
+pub async fn tls_connect(url: &GatewayUrl, tls: Arc<rustls::ClientConfig>) -> Result<ClientTls, ClientError> {
     let (host, port) = (url.host.clone(), url.port);
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port)))
         .await
@@ -142,14 +153,17 @@ pub async fn open(
         host: host.clone(),
         detail,
     };
-    let mut stream = tokio::time::timeout(
+    tokio::time::timeout(
         CONNECT_TIMEOUT,
         futures_rustls::TlsConnector::from(tls).connect(name, tcp.compat()),
     )
     .await
     .map_err(|_| tls_error("timed out".into()))?
-    .map_err(|e| tls_error(e.to_string()))?;
+    .map_err(|e| tls_error(e.to_string()))
+}
 
+/// The WebSocket upgrade with the token on an open TLS stream; the bytes after the 101 head.
+async fn open_on(stream: &mut ClientTls, url: &GatewayUrl, target: &str, token: &str) -> Result<Vec<u8>, ClientError> {
     let key = ws::client_key(portcullis_core::secret::random::<16>()?);
     let path = format!("{}/v1/tunnel/{target}", url.prefix);
     let request = UpgradeRequest {
@@ -184,7 +198,7 @@ pub async fn open(
         }
     };
     match answer {
-        UpgradeAnswer::Accepted { head_len } => Ok((stream, buf[head_len..filled].to_vec())),
+        UpgradeAnswer::Accepted { head_len } => Ok(buf[head_len..filled].to_vec()),
         UpgradeAnswer::Refused { status, head_len } => {
             // The body is a one-line reason; read what is there without waiting long.
             let mut body = buf[head_len..filled].to_vec();
@@ -332,10 +346,11 @@ impl AsyncWrite for Stdio {
 pub async fn connect_stdio(
     url: &GatewayUrl,
     target: &str,
-    token: &str,
+    token: &TokenSource,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<(), ClientError> {
-    let (ws, leftover) = open(url, target, token, tls).await?;
+    let token = token.token(url, target, &tls).await?;
+    let (ws, leftover) = open(url, target, &token, tls).await?;
     let end = relay(ws, leftover, Stdio::new(), exit_signal()).await;
     match describe_end(&end) {
         None => Ok(()),
@@ -343,11 +358,33 @@ pub async fn connect_stdio(
     }
 }
 
+/// Where a tunnel's token comes from: given, or fetched for each tunnel with the login credential
+/// of `portcullis login` (gateway-signed tokens are short-lived).
+#[derive(Clone)]
+pub enum TokenSource {
+    Given(Arc<str>),
+    Login(Arc<super::login::Login>),
+}
+
+impl TokenSource {
+    pub async fn token(
+        &self,
+        url: &GatewayUrl,
+        target: &str,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Arc<str>, ClientError> {
+        match self {
+            TokenSource::Given(t) => Ok(t.clone()),
+            TokenSource::Login(login) => login.access_token(url, target, tls.clone()).await.map(Into::into),
+        }
+    }
+}
+
 /// `portcullis tunnel`: every connection to `local` gets its own tunnel to the target.
 pub async fn tunnel(
     url: GatewayUrl,
     target: String,
-    token: String,
+    token: TokenSource,
     tls: Arc<rustls::ClientConfig>,
     local: std::net::SocketAddr,
 ) -> Result<(), ClientError> {
@@ -359,7 +396,6 @@ pub async fn tunnel(
     );
     let url = Arc::new(url);
     let target: Arc<str> = target.into();
-    let token: Arc<str> = token.into();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -374,7 +410,11 @@ pub async fn tunnel(
                 let _ = sock.set_nodelay(true);
                 let (url, target, token, tls) = (url.clone(), target.clone(), token.clone(), tls.clone());
                 tokio::spawn(async move {
-                    match open(&url, &target, &token, tls).await {
+                    let opened = match token.token(&url, &target, &tls).await {
+                        Ok(token) => open(&url, &target, &token, tls).await,
+                        Err(e) => Err(e),
+                    };
+                    match opened {
                         Ok((ws, leftover)) => {
                             let end = relay(ws, leftover, sock.compat(), std::future::pending()).await;
                             let why = describe_end(&end).unwrap_or_else(|| "closed".into());

@@ -5,4 +5,5 @@
 pub mod admin;
 pub mod client;
 pub mod keygen;
+pub mod login;
 pub mod passwd;

@@ -85,6 +85,9 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
              Try it:\n  curl -k https://{listen}/healthz\n  \
              echo hello | {exe} connect {url} --insecure --target echo --token-file {echo}\n  \
              ssh -o ProxyCommand='{exe} connect {url} --insecure --target local-ssh --token-file {ssh}' $USER@local-ssh\n\n\
+             Or log in as demo (approve in the web app), then no token is needed:\n  \
+             {exe} login https://{listen} --insecure\n  \
+             echo hello | {exe} connect https://{listen} --insecure --target echo\n\n\
              Admin listener on {admin}: curl http://{admin}/readyz\n  \
              {exe} admin --url http://{admin} --token-file {admin_token} sessions\n\n\
              Stop with Ctrl-C.",
@@ -99,7 +102,10 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
     serve(ServeOptions {
         config,
         config_path: None,
-        key: KeySource::Pem(public.into_bytes()),
+        key: KeySource::Pem {
+            public: public.into_bytes(),
+            private: Some(private.into_bytes()),
+        },
         on_ready,
         ready_fd,
     })

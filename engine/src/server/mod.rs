@@ -16,9 +16,13 @@ mod dial;
 mod handlers;
 mod privileges;
 pub mod registry;
+pub mod revoke;
 mod session;
 mod shutdown;
 mod socket;
+pub mod tokens;
+
+pub use tokens::KeySource;
 
 use crate::audit::Audit;
 use crate::blocking::Pools;
@@ -30,7 +34,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 use portcullis_core::config::Config;
 use portcullis_core::policy::Policy;
 use portcullis_core::revocation::Revocations;
-use portcullis_protocols::token::TokenVerifier;
 use shutdown::Tracker;
 use std::io::Write;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
@@ -45,6 +48,8 @@ pub struct State {
     pub acceptor: futures_rustls::TlsAcceptor,
     /// TLS to RDP targets with a `cert_ca`, by target name (the others use `rdp_client_config`).
     pub rdp_trust: std::collections::HashMap<String, Arc<rustls::ClientConfig>>,
+    /// Signs the gateway's own tokens (`[auth] token_private_key`), for users who logged in.
+    pub minter: Option<Arc<portcullis_core::keys::Minter>>,
 }
 
 /// Process-wide services, alive for the whole run.
@@ -62,7 +67,7 @@ pub struct Shared {
     /// Live sessions: what the admin API lists and stops, and the per-user cap.
     pub registry: Arc<registry::Registry>,
     /// This node's durable records (`[state] dir`), if configured.
-    pub local_state: Option<crate::store::LocalState>,
+    pub local_state: Option<Arc<crate::store::LocalState>>,
     /// Set once a stop signal came: no new connections, `/readyz` answers 503.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -110,12 +115,6 @@ impl Shared {
     }
 }
 
-/// Where the token public key comes from: a file named in the config, or (demo) memory.
-pub enum KeySource {
-    File,
-    Pem(Vec<u8>),
-}
-
 /// What `serve` calls once it listens: with the certificate and the admin listener's address.
 pub type OnReady = Box<dyn FnOnce(&Identity, Option<std::net::SocketAddr>) + Send>;
 
@@ -140,14 +139,7 @@ pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option
 }
 
 fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations: &Arc<Revocations>) -> Result<State> {
-    let pem = match key {
-        KeySource::File => std::fs::read(&config.auth.token_public_key)
-            .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?,
-        KeySource::Pem(p) => p.clone(),
-    };
-    let verifier = TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs())
-        .map_err(Error::TokenKey)?
-        .expecting(config.auth.expectations());
+    let (verifier, minter) = tokens::load(&config, key)?;
     check_host_keys(&config)?;
     let rdp_trust = rdp_trust(&config)?;
     let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
@@ -155,6 +147,7 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations
         policy: Policy::new(config, verifier, revocations.clone()),
         acceptor,
         rdp_trust,
+        minter,
     })
 }
 
@@ -172,9 +165,7 @@ pub fn validate(config: &Config) -> Result<()> {
             return Err(Error::file("audit log directory", dir, missing));
         }
     }
-    let pem = std::fs::read(&config.auth.token_public_key)
-        .map_err(|e| Error::file("cannot read token public key", &config.auth.token_public_key, e))?;
-    TokenVerifier::from_public_pem(&pem, config.auth.leeway.as_secs()).map_err(Error::TokenKey)?;
+    tokens::load(config, &KeySource::File)?;
     rdp_trust(config)?;
     if let Some(user) = &config.user {
         privileges::lookup(user)?;
@@ -424,7 +415,7 @@ fn fleet_revocations(shared: &Shared) -> Arc<dyn Fn(crate::store::RevocationNoti
 }
 
 /// Opens `[state] dir` and applies the revocations it holds (those that ended are deleted).
-fn load_local_state(dir: Option<&Path>, revocations: &Revocations) -> Result<Option<crate::store::LocalState>> {
+fn load_local_state(dir: Option<&Path>, revocations: &Revocations) -> Result<Option<Arc<crate::store::LocalState>>> {
     let Some(dir) = dir else { return Ok(None) };
     let state = crate::store::LocalState::open(dir)
         .map_err(|e| Error::Startup(format!("[state] dir {}: {e}", dir.display())))?;
@@ -437,7 +428,7 @@ fn load_local_state(dir: Option<&Path>, revocations: &Revocations) -> Result<Opt
         }
     }
     tracing::info!(dir = %dir.display(), revocations = records.len(), "durable state loaded");
-    Ok(Some(state))
+    Ok(Some(Arc::new(state)))
 }
 
 /// What a node does with a terminate request of the fleet: end the session if it is here.

@@ -5,7 +5,8 @@
 //! flood of addresses cannot stop the counting of a user's attempts.
 
 use super::{
-    Attempt, BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession,
+    Attempt, BoxFuture, RecordKind, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket,
+    WebSession,
 };
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -48,6 +49,8 @@ struct State {
     tickets: HashMap<SecretKey, (Ticket, Instant)>,
     /// Single-use tokens spent, until they expire.
     spent: HashMap<SecretKey, ((), Instant)>,
+    /// Device logins, per kind.
+    records: HashMap<RecordKind, HashMap<SecretKey, (String, Instant)>>,
     attempts: [HashMap<ThrottleKey, Counter>; 3],
 }
 
@@ -155,6 +158,33 @@ impl Store for MemoryStore {
     fn delete_session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<()>> {
         self.with(|s| s.sessions.remove(&key));
         ready(Ok(()))
+    }
+
+    fn put_record(
+        &self,
+        kind: RecordKind,
+        key: SecretKey,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        ready(self.with(|s| insert_bounded(s.records.entry(kind).or_default(), key, value, ttl, kind.as_str())))
+    }
+
+    fn record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let now = Instant::now();
+        ready(Ok(self.with(|s| {
+            s.records
+                .get(&kind)
+                .and_then(|m| m.get(&key))
+                .filter(|(_, expires)| *expires > now)
+                .map(|(v, _)| v.clone())
+        })))
+    }
+
+    fn take_record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let now = Instant::now();
+        let taken = self.with(|s| s.records.get_mut(&kind).and_then(|m| m.remove(&key)));
+        ready(Ok(taken.and_then(|(v, expires)| (expires > now).then_some(v))))
     }
 
     fn put_ticket(&self, key: SecretKey, ticket: Ticket, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {

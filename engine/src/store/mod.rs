@@ -79,6 +79,25 @@ pub enum Attempt {
     Refused { retry_after: Duration },
 }
 
+/// Short-lived records of the device login (`portcullis login`), each kind keyed by the
+/// SHA-256 of a code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecordKind {
+    /// A login waiting for approval, by its user code (what the user types in the browser).
+    DeviceRequest,
+    /// A login approved (or denied), by its device code (what the CLI polls with).
+    DeviceAnswer,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::DeviceRequest => "device-request",
+            RecordKind::DeviceAnswer => "device-answer",
+        }
+    }
+}
+
 /// The store could not answer. Callers fail closed: a sign-in is refused, not waved through.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -115,4 +134,17 @@ pub trait Store: Send + Sync {
     /// Spends a single-use token (by the SHA-256 of its id) for `ttl` (its remaining lifetime):
     /// true the first time, false ever after, on every node that shares the store.
     fn use_once(&self, key: SecretKey, ttl: Duration) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Stores a short-lived record (JSON text) for `ttl`. A full store sweeps, then refuses.
+    fn put_record(
+        &self,
+        kind: RecordKind,
+        key: SecretKey,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+    /// The live record, left in place.
+    fn record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>>;
+    /// The live record, removed: whoever takes it is the only one, across the fleet.
+    fn take_record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>>;
 }

@@ -16,7 +16,8 @@
 
 use super::leases::Leases;
 use super::{
-    Attempt, BoxFuture, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket, WebSession,
+    Attempt, BoxFuture, RecordKind, SecretKey, Store, StoreError, StoreResult, ThrottleKey, ThrottleRule, Ticket,
+    WebSession,
 };
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -785,6 +786,26 @@ impl Store for RedisStore {
     fn delete_session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<()>> {
         let k = secret_key("session", &key);
         self.run(move |mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
+    }
+
+    fn put_record(
+        &self,
+        kind: RecordKind,
+        key: SecretKey,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        self.set_px(secret_key(kind.as_str(), &key), value, ttl)
+    }
+
+    fn record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let k = secret_key(kind.as_str(), &key);
+        self.run(move |mut c| async move { redis::cmd("GET").arg(k).query_async::<Option<String>>(&mut c).await })
+    }
+
+    fn take_record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let k = secret_key(kind.as_str(), &key);
+        self.run(move |mut c| async move { redis::cmd("GETDEL").arg(k).query_async::<Option<String>>(&mut c).await })
     }
 
     fn put_ticket(&self, key: SecretKey, ticket: Ticket, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {

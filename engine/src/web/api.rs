@@ -4,7 +4,7 @@
 
 use super::response::{Body, Response};
 use super::signin;
-use super::{assets, recordings, WebState};
+use super::{assets, device, recordings, WebState};
 use crate::blocking::Pools;
 use crate::store::WebSession;
 use portcullis_core::audit::Via;
@@ -29,6 +29,10 @@ pub struct WebRequest<'a> {
     pub pools: &'a Pools,
     /// How long a call to the store or a file read may take (the request timeout).
     pub limit: Duration,
+    /// Process-wide services (the audit log, revocations).
+    pub shared: &'a crate::server::Shared,
+    /// The gateway's token signer, when it has a private key.
+    pub minter: Option<&'a portcullis_core::keys::Minter>,
 }
 
 /// A terminal the checks allowed: what the terminal handler needs to start it.
@@ -62,6 +66,13 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
             Ok(dir) => recordings::open(req.pools, dir, &id, req.limit).await,
             Err(r) => r,
         }),
+        WebRoute::DeviceCode => respond(device::code(req).await),
+        WebRoute::DeviceToken => respond(device::poll(req).await),
+        WebRoute::DeviceRequest { code } => respond(device::request(req, &code).await),
+        WebRoute::DeviceAnswer => respond(device::answer(req).await),
+        WebRoute::IssueToken => respond(device::token(req).await),
+        WebRoute::Targets => respond(device::targets(req).await),
+        WebRoute::LoginEnd => respond(device::logout(req).await),
     }
 }
 
@@ -110,7 +121,7 @@ fn origin_ok(head: &RequestHead<'_>, policy: &Policy) -> bool {
 
 /// A JSON POST from the gateway's own pages: the origin check, then the body as `T` (`Err` is
 /// the answer: 403 cross-origin, 400 with `expected` when the body does not parse).
-fn json_post<T: serde::de::DeserializeOwned>(req: &WebRequest<'_>, expected: &str) -> Result<T, Response> {
+pub(super) fn json_post<T: serde::de::DeserializeOwned>(req: &WebRequest<'_>, expected: &str) -> Result<T, Response> {
     if !origin_ok(req.head, req.policy) {
         return Err(Response::error(403, "cross-origin request refused"));
     }
@@ -128,7 +139,7 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 
 /// A call to the state store, bounded by the request timeout: `Err` is the answer (503) when it
 /// fails or does not answer in time. Callers fail closed.
-async fn store<T, E: std::fmt::Display>(
+pub(super) async fn store<T, E: std::fmt::Display>(
     req: &WebRequest<'_>,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, Response> {
@@ -140,7 +151,7 @@ async fn store<T, E: std::fmt::Display>(
 }
 
 /// The signed-in session of the request: `Err` is the answer when there is none.
-async fn signed_in(req: &WebRequest<'_>) -> Result<WebSession, Response> {
+pub(super) async fn signed_in(req: &WebRequest<'_>) -> Result<WebSession, Response> {
     store(req, signin::current(req.web.store.as_ref(), req.head))
         .await?
         .ok_or_else(|| Response::error(401, "not signed in"))

@@ -52,7 +52,11 @@ static GZIPPED: [OnceLock<Box<[u8]>>; 3] = [OnceLock::new(), OnceLock::new(), On
 
 /// The asset served for `path`, if any. `/` is the app's page.
 pub fn get(path: &str) -> Option<Asset> {
-    let path = if path == "/" { "/index.html" } else { path };
+    let path = if path == "/" || path == "/device" {
+        "/index.html"
+    } else {
+        path
+    };
     let i = EMBEDDED.iter().position(|e| e.path == path)?;
     let e = &EMBEDDED[i];
     Some(Asset {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod device;
 pub mod recordings;
 pub mod response;
 pub mod signin;

@@ -2,7 +2,29 @@
 // RDP targets a remote desktop (`button[data-rdp-target]`), others need the native client.
 import { h } from "../dom.js";
 
-const nativeHint = () => ["Use the native client for now: ", h("code", {}, "portcullis tunnel"), " or ", h("code", {}, "portcullis connect"), "."];
+const nativeHint = () => ["Use the native client: see below."];
+
+/** The commands that reach target `t` with the native client (no token in them: `portcullis
+ * login` once, then the CLI fetches its own). */
+export function nativeCommands(t, origin = window.location.origin) {
+  const name = String(t.name);
+  const protocol = String(t.protocol || "").toLowerCase();
+  const login = `portcullis login ${origin}`;
+  if (protocol === "ssh") return [login, `portcullis ssh-config ${origin} >> ~/.ssh/config`, `ssh ${name}`];
+  const port = protocol === "rdp" ? 13389 : 10022;
+  const tunnel = `portcullis tunnel ${origin} --target ${name} --local 127.0.0.1:${port}`;
+  if (protocol === "rdp") return [login, tunnel, `xfreerdp /v:127.0.0.1:${port}   (or mstsc, Remmina: 127.0.0.1:${port})`];
+  return [login, tunnel, `then connect to 127.0.0.1:${port}`];
+}
+
+function nativeBlock(t) {
+  return h(
+    "details",
+    { class: "native-commands", dataset: { nativeTarget: String(t.name) } },
+    h("summary", {}, "Connect with a native client"),
+    h("pre", {}, nativeCommands(t).join("\n")),
+  );
+}
 
 export const targetsPage = {
   id: "targets",
@@ -48,6 +70,7 @@ function item(t) {
         h("span", { class: "badge" }, "SSH"),
       ),
       h("span", { class: "muted" }, t.credentials === "user" ? "You will be asked for a username and password or key." : "Opens a terminal in this browser."),
+      nativeBlock(t),
     );
   }
   if (protocol === "rdp") {
@@ -67,6 +90,7 @@ function item(t) {
         h("span", { class: "badge" }, "RDP"),
       ),
       h("span", { class: "muted" }, "Open desktop: a remote desktop in this browser. You will be asked for your username and password on that server."),
+      nativeBlock(t),
     );
   }
   return h(
@@ -79,5 +103,6 @@ function item(t) {
       h("span", { class: "badge" }, protocol ? protocol.toUpperCase() : "?"),
     ),
     h("span", { class: "muted", id: `native-${name}` }, nativeHint()),
+    nativeBlock(t),
   );
 }

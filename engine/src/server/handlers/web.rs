@@ -39,18 +39,17 @@ pub async fn handle(conn: &mut Conn, route: WebRoute<String>, mut head: Head, he
             web: &conn.shared.web,
             pools: &conn.shared.pools,
             limit: conn.settings().request_timeout,
+            shared: &conn.shared,
+            minter: conn.state.minter.as_deref(),
         };
         api::handle(&req, route).await
     };
     match action {
         Action::Respond(resp) => {
-            if resp.status >= 400 && parsed.path.starts_with("/v1/") {
-                conn.deny(
-                    parsed.path,
-                    resp.status,
-                    resp.reason.as_deref().unwrap_or_default(),
-                    None,
-                );
+            // A refusal of the API is audited; an answer without a reason is not one (a device
+            // login still waiting for approval, polled every few seconds).
+            if let (true, Some(reason)) = (resp.status >= 400 && parsed.path.starts_with("/v1/"), &resp.reason) {
+                conn.deny(parsed.path, resp.status, reason, None);
             }
             send(conn, resp).await
         }
