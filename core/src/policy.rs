@@ -210,7 +210,7 @@ impl Policy {
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
             return Err(Denial::Revoked);
         }
-        let listed = self.config.admin.users.is_empty() || self.config.admin.users.contains(&claims.sub);
+        let listed = self.is_admin(&claims.sub);
         if !claims.has_scope(portcullis_protocols::token::ADMIN_SCOPE) || !listed {
             return Err(Denial::NotAdmin);
         }
@@ -249,6 +249,15 @@ impl Policy {
             return Err(Denial::Revoked);
         }
         Ok(claims)
+    }
+
+    /// Whether `user` holds admin rights: listed in `[admin] users` or holding a role with
+    /// `admin = true`. With neither configured, any admin token's user does (the list is then
+    /// the token issuer's to keep).
+    pub fn is_admin(&self, user: &str) -> bool {
+        let by_role = self.config.users.get(user).is_some_and(|u| u.admin);
+        let any_configured = !self.config.admin.users.is_empty() || self.config.users.values().any(|u| u.admin);
+        !any_configured || by_role || self.config.admin.users.iter().any(|u| u == user)
     }
 
     /// A `portcullis login` credential (the `login` scope): valid, neither it nor its user

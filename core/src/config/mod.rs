@@ -65,6 +65,8 @@ pub struct Target {
     pub max_lifetime: Option<Duration>,
     /// SSH only: how the browser terminal reaches this target.
     pub ssh: SshSettings,
+    /// Free-form `key = value` labels that roles select targets by (`env = "prod"`).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Target {
@@ -108,12 +110,67 @@ impl SshSettings {
 /// A user of the policy.
 #[derive(Clone, Debug, Default)]
 pub struct User {
-    /// Names of the targets this user may reach.
+    /// Names of the targets this user may reach: listed for the user, and granted by roles.
     pub targets: HashSet<String>,
     /// Argon2id PHC string for web sign-in; without it the user can only sign in with a token.
     pub password_hash: Option<String>,
-    /// May list and replay session recordings.
+    /// May list and replay session recordings (also through a role).
     pub replay: bool,
+    /// The user's roles, by name.
+    pub roles: Vec<String>,
+    /// Holds admin rights through a role.
+    pub admin: bool,
+    /// Must sign in with a second factor (for the user or through a role).
+    pub require_mfa: bool,
+}
+
+/// `[[role]]`: what its members may reach and do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    pub name: String,
+    /// Target name patterns (`*`, `?`).
+    pub targets: Vec<String>,
+    /// Targets whose labels include all of these (with `targets`: either selects).
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    pub admin: bool,
+    pub replay: bool,
+    pub require_mfa: bool,
+}
+
+impl Role {
+    /// Whether the role grants `target`.
+    pub fn grants(&self, target: &Target) -> bool {
+        self.targets.iter().any(|p| glob(p, &target.name))
+            || self
+                .labels
+                .as_ref()
+                .is_some_and(|want| want.iter().all(|(k, v)| target.labels.get(k) == Some(v)))
+    }
+}
+
+/// `pattern` matches all of `name`: `*` any run of characters, `?` one.
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Iterative matching with one backtrack point (the last `*`): linear in practice, and never
+    // exponential on hostile patterns (patterns come from the config, names from the config).
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
 }
 
 /// Where the state gateways share lives (`[cluster] store`).
@@ -353,6 +410,8 @@ pub struct Config {
     pub limits: Limits,
     pub targets: HashMap<String, Arc<Target>>,
     pub users: HashMap<String, User>,
+    /// `[[role]]`, by name (users hold their effect already; kept for what maps groups to them).
+    pub roles: HashMap<String, Role>,
     pub web: WebSettings,
     pub recording: RecordingSettings,
     /// Balancers whose connections start with a PROXY protocol header (and must): their
@@ -541,7 +600,8 @@ impl Config {
         };
         let auth = parse_auth(&cx, &raw.auth)?;
         let targets = parse_targets(&cx, &raw.targets)?;
-        let users = parse_users(&cx, &raw.users, &targets)?;
+        let roles = parse_roles(&cx, &raw.roles)?;
+        let users = parse_users(&cx, &raw.users, &targets, &roles)?;
         let user = match &raw.service.user {
             Some(u) if u.get_ref().is_empty() || u.get_ref().contains(['\0', ':', '/']) => {
                 return cx.err(Some(u.span()), "service.user", "expected a user name");
@@ -567,6 +627,7 @@ impl Config {
             limits: parse_limits(&cx, &raw.limits)?,
             targets,
             users,
+            roles,
             web: WebSettings {
                 session_ttl: cx.duration(&raw.web.session_ttl, &settings::SESSION_TTL)?,
                 origins: raw
@@ -827,6 +888,7 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
         idle_timeout: cx.optional_duration(&t.idle_timeout, &settings::TARGET_IDLE_TIMEOUT)?,
         max_lifetime: cx.optional_duration(&t.max_lifetime, &settings::TARGET_MAX_LIFETIME)?,
         ssh: parse_ssh(cx, t, protocol)?,
+        labels: t.labels.clone(),
     })
 }
 
@@ -882,7 +944,38 @@ fn parse_ssh(cx: &Ctx<'_>, t: &RawTarget, protocol: Protocol) -> Result<SshSetti
     })
 }
 
-fn parse_users(cx: &Ctx<'_>, raw: &[RawUser], targets: &HashMap<String, Arc<Target>>) -> Result<HashMap<String, User>> {
+fn parse_roles(cx: &Ctx<'_>, raw: &[raw::RawRole]) -> Result<HashMap<String, Role>> {
+    let mut roles = HashMap::new();
+    for r in raw {
+        let name = r.name.get_ref();
+        if !valid_name(name) {
+            return cx.err(
+                Some(r.name.span()),
+                "role.name",
+                "use letters, digits, '-', '_' and '.' (1-64 chars)",
+            );
+        }
+        let role = Role {
+            name: name.clone(),
+            targets: r.targets.iter().map(|t| t.get_ref().clone()).collect(),
+            labels: r.labels.clone(),
+            admin: r.admin,
+            replay: r.replay,
+            require_mfa: r.require_mfa,
+        };
+        if roles.insert(name.clone(), role).is_some() {
+            return cx.err(Some(r.name.span()), "role.name", format!("duplicate role \"{name}\""));
+        }
+    }
+    Ok(roles)
+}
+
+fn parse_users(
+    cx: &Ctx<'_>,
+    raw: &[RawUser],
+    targets: &HashMap<String, Arc<Target>>,
+    roles: &HashMap<String, Role>,
+) -> Result<HashMap<String, User>> {
     let mut users = HashMap::new();
     for u in raw {
         let name = u.name.get_ref();
@@ -913,11 +1006,29 @@ fn parse_users(cx: &Ctx<'_>, raw: &[RawUser], targets: &HashMap<String, Arc<Targ
                 );
             }
         }
-        let user = User {
+        let mut user = User {
             targets: allowed,
             password_hash: u.password_hash.as_ref().map(|h| h.get_ref().clone()),
             replay: u.replay,
+            roles: Vec::new(),
+            admin: false,
+            require_mfa: u.require_mfa,
         };
+        for r in &u.roles {
+            let Some(role) = roles.get(r.get_ref()) else {
+                return cx.err(
+                    Some(r.span()),
+                    "user.roles",
+                    format!("unknown role \"{}\"", r.get_ref()),
+                );
+            };
+            user.targets
+                .extend(targets.values().filter(|t| role.grants(t)).map(|t| t.name.clone()));
+            user.replay |= role.replay || role.admin;
+            user.admin |= role.admin;
+            user.require_mfa |= role.require_mfa;
+            user.roles.push(role.name.clone());
+        }
         if users.insert(name.clone(), user).is_some() {
             return cx.err(Some(u.name.span()), "user.name", format!("duplicate user \"{name}\""));
         }

@@ -36,6 +36,26 @@ pub(super) struct RawConfig {
     pub targets: Vec<RawTarget>,
     #[serde(default, rename = "user")]
     pub users: Vec<RawUser>,
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RawRole>,
+}
+
+/// `[[role]]`: targets by name pattern or by labels, and rights, granted to its members.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRole {
+    pub name: Spanned<String>,
+    /// Target name patterns (`*` any characters, `?` one).
+    #[serde(default)]
+    pub targets: Vec<Spanned<String>>,
+    /// Targets whose labels include all of these.
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub replay: bool,
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,6 +215,8 @@ pub(super) struct RawTarget {
     pub record_input: bool,
     pub idle_timeout: Option<Spanned<String>>,
     pub max_lifetime: Option<Spanned<String>>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -210,6 +232,10 @@ pub(super) struct RawUser {
     pub password_hash: Option<Spanned<String>>,
     #[serde(default)]
     pub replay: bool,
+    #[serde(default)]
+    pub roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub require_mfa: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -161,6 +161,8 @@ pub const THROTTLE_MAX_DELAY: DurationSetting = duration("web.throttle.max_delay
 pub const DURATIONS: &[DurationSetting] = &[
     LEEWAY,
     MAX_TOKEN_TTL,
+    ISSUED_TOKEN_TTL,
+    LOGIN_TTL,
     IDLE_TIMEOUT,
     MAX_LIFETIME,
     PING_INTERVAL,

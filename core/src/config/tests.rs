@@ -254,3 +254,84 @@ fn connection_limits() {
     let e = error_of(&GOOD.replace("[session]\n", "[limits]\nearly_drop_from = 4096\n[session]\n"));
     assert!(e.starts_with("line 12: limits.early_drop_from: must be below"), "{e}");
 }
+
+#[test]
+fn roles_grant_targets_by_pattern_and_label_and_rights() {
+    let src = r#"listen = "127.0.0.1:1"
+[auth]
+token_public_key = "k"
+[[target]]
+name = "web-1"
+address = "10.0.0.1:22"
+protocol = "ssh"
+[[target]]
+name = "web-2"
+address = "10.0.0.2:22"
+protocol = "ssh"
+[[target]]
+name = "db"
+address = "10.0.0.3:22"
+protocol = "ssh"
+labels = { env = "prod", tier = "data" }
+[[target]]
+name = "db-test"
+address = "10.0.0.4:22"
+protocol = "ssh"
+labels = { env = "test", tier = "data" }
+[[role]]
+name = "web"
+targets = ["web-*"]
+[[role]]
+name = "prod-data"
+labels = { env = "prod", tier = "data" }
+require_mfa = true
+[[role]]
+name = "auditors"
+admin = true
+[[user]]
+name = "alice"
+roles = ["web", "prod-data"]
+[[user]]
+name = "bob"
+targets = ["db-test"]
+roles = ["auditors"]
+"#;
+    let c = Config::parse(src, Path::new("/etc/portcullis")).unwrap();
+    let mut alice: Vec<_> = c.users["alice"].targets.iter().cloned().collect();
+    alice.sort();
+    assert_eq!(alice, ["db", "web-1", "web-2"]);
+    assert!(c.users["alice"].require_mfa && !c.users["alice"].admin && !c.users["alice"].replay);
+    let bob = &c.users["bob"];
+    assert_eq!(
+        bob.targets.iter().collect::<Vec<_>>(),
+        ["db-test"],
+        "the shorthand list still works"
+    );
+    assert!(bob.admin && bob.replay && !bob.require_mfa);
+    let e = Config::parse(
+        &src.replace("roles = [\"auditors\"]", "roles = [\"nope\"]"),
+        Path::new("/"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("user.roles: unknown role \"nope\""), "{e}");
+}
+
+#[test]
+fn glob_patterns() {
+    for (p, n, m) in [
+        ("web-*", "web-1", true),
+        ("web-*", "web-", true),
+        ("web-*", "db", false),
+        ("*", "anything", true),
+        ("w?b", "web", true),
+        ("w?b", "weeb", false),
+        ("*-prod-*", "eu-prod-db", true),
+        ("*-prod-*", "eu-test-db", false),
+        ("a*b*c", "aXbYbZc", true),
+        ("exact", "exact", true),
+        ("exact", "exactly", false),
+    ] {
+        assert_eq!(glob(p, n), m, "{p} vs {n}");
+    }
+}

@@ -393,3 +393,35 @@ fn a_login_credential_is_not_an_access_token_nor_the_other_way_round() {
         Denial::UnknownUser
     );
 }
+
+#[test]
+fn roles_grant_targets_and_admin_rights() {
+    let (policy, key) = test_policy(&format!(
+        "{TARGETS}[[role]]\nname = \"ops\"\ntargets = [\"vm*\"]\nadmin = true\n\
+         [[user]]\nname = \"bob\"\nroles = [\"ops\"]\n[[user]]\nname = \"carol\"\n"
+    ));
+    // vm2 is bob's through the role's pattern; alice's list has no vm2.
+    let t = token(&key, "bob", "vm2");
+    assert!(policy
+        .authorize(
+            Credential::Token(Some(&t)),
+            Destination::Name("vm2"),
+            Via::Tunnel,
+            now()
+        )
+        .is_ok());
+    assert!(policy.is_admin("bob"));
+    // Once a role names administrators, nobody else is one.
+    assert!(!policy.is_admin("carol") && !policy.is_admin("alice"));
+    let admin =
+        |user| crate::keys::issue_scoped(key.as_bytes(), user, "", Some("admin"), Duration::from_secs(60)).unwrap();
+    assert_eq!(policy.authorize_admin(Some(&admin("bob")), now()).unwrap(), "bob");
+    assert_eq!(
+        policy.authorize_admin(Some(&admin("carol")), now()).unwrap_err(),
+        Denial::NotAdmin
+    );
+    assert!(policy.may_replay("bob", None, now()).is_ok(), "admins replay");
+    // Without roles or [admin] users, any admin token's user is one (the issuer decides).
+    let (plain, _) = test_policy(TARGETS);
+    assert!(plain.is_admin("alice"));
+}
