@@ -175,6 +175,12 @@ pub enum IdentityAction {
     LoginRevoked,
     /// The gateway signed an access token for a logged-in user.
     TokenIssued,
+    /// A web sign-in succeeded (`method`: password, password+totp, password+recovery_code, token).
+    SignedIn,
+    /// A web sign-in failed (`reason`).
+    SignInFailed,
+    /// A user enrolled a second factor.
+    FactorEnrolled,
 }
 
 /// One identity event.
@@ -194,6 +200,12 @@ pub struct IdentityRecord {
     /// Lifetime of what was issued, in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_s: Option<u64>,
+    /// How the user signed in (or enrolled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<&'static str>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What an administrator did through the admin API.

@@ -25,3 +25,4 @@ pub mod revocation;
 pub mod route;
 pub mod secret;
 pub mod sshkey;
+pub mod totp;

@@ -50,6 +50,12 @@ pub enum WebRoute<S> {
     Targets,
     /// `POST /v1/logout`: `portcullis logout` revokes its login credential.
     LoginEnd,
+    /// `POST /api/login/mfa`: the second step of a password sign-in.
+    LoginMfa,
+    /// `POST /api/mfa/totp`: start enrolling a TOTP app.
+    TotpBegin,
+    /// `POST /api/mfa/totp/confirm`: finish it with a first code.
+    TotpConfirm,
 }
 
 impl<S> WebRoute<S> {
@@ -72,6 +78,9 @@ impl<S> WebRoute<S> {
             WebRoute::IssueToken => WebRoute::IssueToken,
             WebRoute::Targets => WebRoute::Targets,
             WebRoute::LoginEnd => WebRoute::LoginEnd,
+            WebRoute::LoginMfa => WebRoute::LoginMfa,
+            WebRoute::TotpBegin => WebRoute::TotpBegin,
+            WebRoute::TotpConfirm => WebRoute::TotpConfirm,
         }
     }
 }
@@ -148,6 +157,9 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("POST", "/v1/token") => WebRoute::IssueToken,
         ("GET", "/v1/targets") => WebRoute::Targets,
         ("POST", "/v1/logout") => WebRoute::LoginEnd,
+        ("POST", "/api/login/mfa") => WebRoute::LoginMfa,
+        ("POST", "/api/mfa/totp") => WebRoute::TotpBegin,
+        ("POST", "/api/mfa/totp/confirm") => WebRoute::TotpConfirm,
         ("GET", p) if p.starts_with("/v1/ssh/") => WebRoute::Terminal {
             target: &p["/v1/ssh/".len()..],
         },

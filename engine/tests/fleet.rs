@@ -45,6 +45,7 @@ async fn contract(store: Arc<dyn Store>) {
     let alice = WebSession {
         user: "alice".into(),
         only_target: Some("vm1".into()),
+        mfa: true,
     };
     store.put_session(key(1), alice.clone(), 60 * SEC).await.unwrap();
     assert_eq!(store.session(key(1)).await.unwrap(), Some(alice));
@@ -55,6 +56,7 @@ async fn contract(store: Arc<dyn Store>) {
     let bob = WebSession {
         user: "bob".into(),
         only_target: None,
+        mfa: false,
     };
     store
         .put_session(key(3), bob, Duration::from_millis(200))
@@ -125,10 +127,35 @@ async fn contract(store: Arc<dyn Store>) {
     );
     store.clear_attempts(&user_key).await.unwrap();
     assert!(matches!(store.reserve_attempt(&keys).await.unwrap(), Attempt::Reserved { ref before } if before[0] == 0));
+    // Durable second factors: compare and set, so two requests cannot both spend one code.
+    let user = format!("carol-{}", portcullis_core::secret::random_hex::<4>().unwrap());
+    assert_eq!(store.factors(&user).await.unwrap(), None);
+    assert!(store.swap_factors(&user, None, Some("{\"v\":1}".into())).await.unwrap());
+    assert!(
+        !store.swap_factors(&user, None, Some("{\"v\":2}".into())).await.unwrap(),
+        "not what was expected"
+    );
+    assert!(store
+        .swap_factors(&user, Some("{\"v\":1}".into()), Some("{\"v\":3}".into()))
+        .await
+        .unwrap());
+    assert_eq!(store.factors(&user).await.unwrap().as_deref(), Some("{\"v\":3}"));
+    assert!(store.swap_factors(&user, Some("{\"v\":3}".into()), None).await.unwrap());
+    assert_eq!(store.factors(&user).await.unwrap(), None);
 }
 
 async fn the_store_contract_holds_locally_and_on_redis(redis: &RedisDb) {
     contract(Arc::new(MemoryStore::new())).await;
+    // The local store with `[state] dir`: durable records written through, and read back by the
+    // next run.
+    let dir = tempfile::tempdir().unwrap();
+    let local = || {
+        let state = Arc::new(portcullis::store::LocalState::open(dir.path()).unwrap());
+        Arc::new(MemoryStore::with_durable(state).unwrap())
+    };
+    contract(local()).await;
+    assert!(local().swap_factors("dave", None, Some("{}".into())).await.unwrap());
+    assert_eq!(local().factors("dave").await.unwrap().as_deref(), Some("{}"));
     let store = RedisStore::start(&redis.url(), "gw-test", tokio::runtime::Handle::current()).unwrap();
     let health = store.health();
     assert!(
@@ -412,14 +439,16 @@ async fn any_node_lists_and_ends_the_fleets_sessions_and_the_cap_is_fleet_wide(r
 
 /// A node leases a user's places in blocks while the user is far from the cap (most sessions
 /// then start without a round trip to Redis), one at a time near it: the fleet never holds more
-/// than the cap, a session started on a spare place is listed, and spares a node stops drawing
-/// on go back to the fleet within two heartbeats.
+/// than the cap, a session started on a spare place is listed, spares a node stops drawing on go
+/// back to the fleet (within two heartbeats), and near the cap a place goes back as its session
+/// ends.
 async fn places_leased_in_blocks_never_exceed_the_cap_and_quiet_ones_go_back(redis: &RedisDb) {
+    const CAP: usize = 34;
     let echo = EchoTarget::start();
-    // 34 places: A's first session leases a block of 16 (34 free, at least two blocks).
-    let a = fast_node(redis, "gw-a", &echo, 34);
-    let b = fast_node(redis, "gw-b", &echo, 34);
-    let c = fast_node(redis, "gw-c", &echo, 34);
+    // A's first session leases a block of 16 (34 free: at least two blocks).
+    let a = fast_node(redis, "gw-a", &echo, CAP);
+    let b = fast_node(redis, "gw-b", &echo, CAP);
+    let c = fast_node(redis, "gw-c", &echo, CAP);
     let mut on_a = Vec::new();
     for _ in 0..2 {
         let mut ws = WsClient::open(&a, "echo", &a.token("alice", "echo")).await;
@@ -432,38 +461,39 @@ async fn places_leased_in_blocks_never_exceed_the_cap_and_quiet_ones_go_back(red
         "{:?}",
         fleet_sessions(&b)
     );
-    // A holds 16 places, 2 in use: B gets the 18 left, one at a time, and not one more.
+    // B takes places one at a time until refused: at least the 18 A does not hold, and never
+    // more than the cap with A's (A's spares may have gone back meanwhile if this was slow).
     let mut on_b = Vec::new();
-    for _ in 0..18 {
-        on_b.push(WsClient::open(&b, "echo", &b.token("alice", "echo")).await);
-    }
-    assert_eq!(
-        WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
-        429
-    );
-    // Near the cap, a place B's session held goes back as it ends: a third node takes it.
-    on_b.pop().unwrap().send_close(CloseCode::NORMAL).await;
-    let on_c = open_within(&c, "alice", 5 * SEC).await;
-    // A's sessions end: its spares are quiet, and go back within two heartbeats (1 s each).
-    for mut ws in on_a.drain(..) {
-        ws.send_close(CloseCode::NORMAL).await;
-    }
-    on_b.push(open_within(&b, "alice", 10 * SEC).await);
-    // Still never past the cap: B's 18 sessions and C's one hold 19 places; B fills the rest.
-    let mut opened = 0;
-    while opened < 15 {
+    while on_b.len() < CAP {
         let token = b.token("alice", "echo");
         match WsClient::connect(&b, "/v1/tunnel/echo", Some(&token), &[]).await {
             Ok(ws) => on_b.push(ws),
-            Err(answer) => panic!("place {opened} refused: {}", String::from_utf8_lossy(&answer)),
+            Err(answer) => {
+                assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 429"));
+                break;
+            }
         }
-        opened += 1;
+    }
+    assert!((18..=CAP - 2).contains(&on_b.len()), "B opened {}", on_b.len());
+    // A's sessions end: its spares go quiet and back to the fleet; B fills the cap exactly.
+    for mut ws in on_a.drain(..) {
+        ws.send_close(CloseCode::NORMAL).await;
+    }
+    while on_b.len() < CAP {
+        on_b.push(open_within(&b, "alice", 10 * SEC).await);
     }
     assert_eq!(
         WsClient::refused_tunnel(&b, "echo", &b.token("alice", "echo")).await,
         429
     );
-    assert_eq!(fleet_sessions(&a).len(), 34);
+    assert_eq!(fleet_sessions(&a).len(), CAP);
+    // Near the cap, a place goes back as its session ends: a third node takes it.
+    on_b.pop().unwrap().send_close(CloseCode::NORMAL).await;
+    let on_c = open_within(&c, "alice", 5 * SEC).await;
+    assert_eq!(
+        WsClient::refused_tunnel(&c, "echo", &c.token("alice", "echo")).await,
+        429
+    );
     for mut ws in on_b.into_iter().chain([on_c]) {
         ws.send_close(CloseCode::NORMAL).await;
     }

@@ -1,32 +1,82 @@
-// `portcullis login` approved in the browser: the link the CLI printed, opened before signing
-// in, leads through the sign-in form back to the approval page, which shows the code and where
-// the request came from; Approve logs the terminal in. Then each target's "Connect with a native
-// client" shows commands and never a token.
+// `portcullis login` approved in the browser, by a user whose policy requires a second factor:
+// the link the CLI printed, opened before signing in, leads through the sign-in form to the
+// approval page, which refuses until a factor is enrolled; the user enrols an authenticator app
+// (QR code and key shown; the code computed here as the app would), keeps the recovery codes,
+// approves the login (the page shows the code and where the request came from), sees the native
+// client commands of a target (never a token), signs out, and signs in again with a code.
 //
 // E2E_CONFIG: {url, uri (the link the CLI printed), code, user, password, artifacts}
+import crypto from "node:crypto";
 import { assert, main, newContext, waitFor, watchPage } from "./lib.mjs";
+
+function base32Decode(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, "").toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 255);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** RFC 6238 TOTP (SHA1, 6 digits, 30 s) at step `step`. */
+function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = crypto.createHmac("sha1", secret).update(counter).digest();
+  const offset = mac[mac.length - 1] & 15;
+  const binary = mac.readUInt32BE(offset) & 0x7fffffff;
+  return String(binary % 1_000_000).padStart(6, "0");
+}
 
 await main(async ({ config: c, browser, check }) => {
   const ctx = await newContext(browser);
   const page = watchPage(await ctx.newPage(), "device");
   await page.goto(c.uri);
-  // Not signed in yet: the app asks first.
+  // Not signed in yet: the app asks first, then comes back to the approval page.
   await page.locator("#login-user").fill(c.user);
   await page.locator("#login-password").fill(c.password);
   await page.locator("#login-submit").click();
+  const refused = await waitFor(async () => {
+    const s = await page.locator("#device-status").textContent().catch(() => "");
+    return /second factor/.test(s) ? s : false;
+  }, "the approval page to ask for a second factor first");
+  check(`before enrolling a factor the approval is refused: ${refused}`);
+
+  // Enrol: QR code and key, a first code, ten recovery codes.
+  await page.goto(`${c.url}/#/security`);
+  await page.locator("#mfa-begin").click();
+  await page.locator("#mfa-qr").waitFor();
+  const key = (await page.locator("#mfa-secret").textContent()).trim();
+  const secret = base32Decode(key);
+  const step = Math.floor(Date.now() / 1000 / 30);
+  await page.locator("#mfa-code").fill(totp(secret, step));
+  await page.locator("#mfa-confirm").click();
+  await page.locator("#mfa-recovery li").first().waitFor();
+  const recovery = await page.locator("#mfa-recovery li").count();
+  assert(recovery === 10, `ten recovery codes: ${recovery}`);
+  await page.screenshot({ path: `${c.artifacts}/enrolled.png` });
+  check("authenticator app enrolled from the QR code page, 10 recovery codes shown");
+
+  // Now the approval.
+  await page.goto(c.uri);
   await page.locator("#device-approve").waitFor();
   const shown = (await page.locator("#device-shown-code").textContent()).trim();
   assert(shown === c.code, `the page shows the CLI's code: ${shown} vs ${c.code}`);
   const asked = await page.locator(".device").textContent();
   assert(asked.includes("127.0.0.1"), `the page says where the request came from: ${asked}`);
-  check(`approval page after sign-in, code ${shown} shown`);
   await page.locator("#device-approve").click();
   const done = await waitFor(async () => {
     const s = await page.locator("#device-status").textContent();
     return /Approved/.test(s) ? s : false;
   }, "the approval to be confirmed");
   check(`approved: ${done}`);
-  await page.screenshot({ path: `${c.artifacts}/approved.png` });
 
   await page.goto(`${c.url}/#/targets`);
   await page.locator('details[data-native-target="vm1"]').waitFor();
@@ -36,5 +86,16 @@ await main(async ({ config: c, browser, check }) => {
   assert(commands.includes("portcullis ssh-config") && commands.includes("ssh vm1"), `the ssh commands: ${commands}`);
   assert(!/eyJ/.test(commands), "no token in the commands");
   check("native client commands for vm1, no token in them");
+
+  // Signed out and in again: the password, then a code (the next step's: the enrolment used this one).
+  await page.locator("#signout").click();
+  await page.locator("#login-user").fill(c.user);
+  await page.locator("#login-password").fill(c.password);
+  await page.locator("#login-submit").click();
+  await page.locator("#login-code").waitFor();
+  await page.locator("#login-code").fill(totp(secret, step + 1));
+  await page.locator("#login-code-submit").click();
+  await page.locator('#targets button[data-target="vm1"]').waitFor();
+  check("signed in again with password and code");
   return { commands };
 });

@@ -45,6 +45,21 @@ export async function login(user, password) {
   return expectOk(await request("POST", "/api/login", { user, password }));
 }
 
+/** The second step of a password sign-in: the pending token it returned and a code. */
+export async function loginCode(pending, code) {
+  return expectOk(await request("POST", "/api/login/mfa", { pending, code }));
+}
+
+/** Starts enrolling an authenticator app: `{secret, uri, qr: {size, modules}}`. */
+export async function totpBegin() {
+  return expectOk(await request("POST", "/api/mfa/totp", {}));
+}
+
+/** Finishes it with a first code: `{recovery_codes: [...]}`. */
+export async function totpConfirm(code) {
+  return expectOk(await request("POST", "/api/mfa/totp/confirm", { code }));
+}
+
 export async function loginWithToken(token) {
   return expectOk(await request("POST", "/api/login/token", { token }));
 }
@@ -61,6 +76,7 @@ export async function session() {
     user: String(s?.user ?? ""),
     targets: Array.isArray(s?.targets) ? s.targets : [],
     can_replay: s?.can_replay === true,
+    mfa: s?.mfa && typeof s.mfa === "object" ? s.mfa : { enrolled: false, verified: false, required: false },
   };
 }
 

@@ -9,6 +9,7 @@ import { rdpPage } from "./pages/rdp.js";
 import { recordingsPage } from "./pages/recordings.js";
 import { replayPage } from "./pages/replay.js";
 import { devicePage } from "./pages/device.js";
+import { securityPage } from "./pages/security.js";
 
 // `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
 if (location.pathname === "/device") {
@@ -103,6 +104,7 @@ function parse(hash) {
   if (parts[0] === "recordings" && parts.length === 1) return { page: recordingsPage, params: {} };
   if (parts[0] === "replay" && parts.length === 2) return { page: replayPage, params: { session: arg(1) } };
   if (parts[0] === "device" && parts.length <= 2) return { page: devicePage, params: { code: arg(1) } };
+  if (parts[0] === "security" && parts.length === 1) return { page: securityPage, params: {} };
   return null;
 }
 

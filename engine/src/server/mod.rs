@@ -266,7 +266,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     let shared = Arc::new(Shared {
         state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
         audit,
-        web: crate::web::WebState::start(&cluster_store, &node)?,
+        web: crate::web::WebState::start(&cluster_store, &node, local_state.clone())?,
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
         revocations,
         admission,

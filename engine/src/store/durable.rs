@@ -12,10 +12,18 @@ use std::path::Path;
 /// One record per revoked user or token: key `user:<name>` / `token:<id>`, value the notice's
 /// JSON (with its schema version).
 const REVOCATIONS: TableDefinition<&str, &str> = TableDefinition::new("revocations_v1");
+/// Each user's enrolled second factors: key the user name, value their JSON.
+const FACTORS: TableDefinition<&str, &str> = TableDefinition::new("factors_v1");
 
 #[derive(Debug, thiserror::Error)]
 #[error("the node's state database: {0}")]
 pub struct StateError(String);
+
+impl StateError {
+    pub fn new(message: String) -> StateError {
+        StateError(message)
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> StateError {
     StateError(e.to_string())
@@ -56,6 +64,39 @@ impl LocalState {
             table.insert(Self::key(notice).as_str(), value.as_str()).map_err(err)?;
         }
         txn.commit().map_err(err)
+    }
+
+    /// Records (`Some`) or removes (`None`) `user`'s second factors.
+    pub fn put_factors(&self, user: &str, value: Option<&str>) -> Result<(), StateError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut table = txn.open_table(FACTORS).map_err(err)?;
+            match value {
+                Some(v) => {
+                    table.insert(user, v).map_err(err)?;
+                }
+                None => {
+                    table.remove(user).map_err(err)?;
+                }
+            }
+        }
+        txn.commit().map_err(err)
+    }
+
+    /// Every user's second factors.
+    pub fn all_factors(&self) -> Result<Vec<(String, String)>, StateError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let table = match txn.open_table(FACTORS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(err(e)),
+        };
+        let mut all = Vec::new();
+        for entry in table.iter().map_err(err)? {
+            let (k, v) = entry.map_err(err)?;
+            all.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(all)
     }
 
     /// Every revocation still in force at `now` (Unix seconds); the ones that ended are deleted.

@@ -100,11 +100,69 @@ impl State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Durable records (second factors), in memory and, with `[state] dir`, written through to
+    /// the node's state database by a thread of their own (never on a core).
+    factors: Mutex<HashMap<String, String>>,
+    durable: Option<DurableWriter>,
+}
+
+/// Writes durable records to the state database, one at a time, and says when each is on disk.
+/// One write: the user, their new factors (`None` removes them), and who waits for it.
+type DurableWrite = (String, Option<String>, tokio::sync::oneshot::Sender<bool>);
+
+struct DurableWriter {
+    queue: Option<std::sync::mpsc::Sender<DurableWrite>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DurableWriter {
+    /// Lets the writer finish what is queued and close the database (the next open of the same
+    /// file must not find it locked).
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl DurableWriter {
+    fn start(state: std::sync::Arc<super::LocalState>) -> std::io::Result<DurableWriter> {
+        let (queue, jobs) = std::sync::mpsc::channel::<DurableWrite>();
+        let thread = std::thread::Builder::new().name("state-writer".into()).spawn(move || {
+            for (user, value, done) in jobs {
+                let written = state.put_factors(&user, value.as_deref());
+                if let Err(e) = &written {
+                    tracing::error!("cannot record second factors durably: {e}");
+                }
+                let _ = done.send(written.is_ok());
+            }
+        })?;
+        Ok(DurableWriter {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// A store whose durable records live in `state` too (loaded now, written through).
+    pub fn with_durable(state: std::sync::Arc<super::LocalState>) -> Result<MemoryStore, super::StateError> {
+        let factors = state.all_factors()?.into_iter().collect();
+        let durable = DurableWriter::start(state).map_err(|e| super::StateError::new(e.to_string()))?;
+        Ok(MemoryStore {
+            factors: Mutex::new(factors),
+            durable: Some(durable),
+            ..MemoryStore::default()
+        })
+    }
+
+    fn factors_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.factors.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -158,6 +216,50 @@ impl Store for MemoryStore {
     fn delete_session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<()>> {
         self.with(|s| s.sessions.remove(&key));
         ready(Ok(()))
+    }
+
+    fn factors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        ready(Ok(self.factors_map().get(user).cloned()))
+    }
+
+    fn swap_factors<'a>(
+        &'a self,
+        user: &'a str,
+        expected: Option<String>,
+        new: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        {
+            let mut map = self.factors_map();
+            if map.get(user) != expected.as_ref() {
+                return ready(Ok(false));
+            }
+            match &new {
+                Some(v) => map.insert(user.to_owned(), v.clone()),
+                None => map.remove(user),
+            };
+        }
+        let Some(durable) = &self.durable else {
+            return ready(Ok(true));
+        };
+        let (done, written) = tokio::sync::oneshot::channel();
+        let queued = durable
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.send((user.to_owned(), new, done)).is_ok());
+        Box::pin(async move {
+            if queued && written.await.unwrap_or(false) {
+                return Ok(true);
+            }
+            // Not on disk: undone here too, so memory never claims what a restart would lose.
+            let mut map = self.factors_map();
+            match expected {
+                Some(v) => map.insert(user.to_owned(), v),
+                None => map.remove(user),
+            };
+            Err(StoreError::Unavailable(
+                "the state database could not be written".into(),
+            ))
+        })
     }
 
     fn put_record(
@@ -248,6 +350,7 @@ mod tests {
         let session = WebSession {
             user: "a".into(),
             only_target: None,
+            mfa: false,
         };
         block(s.put_session([1; 32], session.clone(), Duration::from_secs(60))).unwrap();
         block(s.put_session([2; 32], session.clone(), Duration::ZERO)).unwrap();
@@ -364,6 +467,7 @@ mod tests {
         let session = WebSession {
             user: "a".into(),
             only_target: None,
+            mfa: false,
         };
         s.with(|st| {
             for i in 0..MAX_ENTRIES as u32 {

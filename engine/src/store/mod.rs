@@ -41,6 +41,8 @@ pub struct WebSession {
     pub user: String,
     /// A token sign-in is good for the token's target only.
     pub only_target: Option<String>,
+    /// Signed in with a second factor (or with a token: the issuer's proof).
+    pub mfa: bool,
 }
 
 /// A one-time ticket: lets a signed-in browser open one web RDP session to one target.
@@ -87,6 +89,10 @@ pub enum RecordKind {
     DeviceRequest,
     /// A login approved (or denied), by its device code (what the CLI polls with).
     DeviceAnswer,
+    /// A password sign-in waiting for its second factor, by its pending token.
+    MfaPending,
+    /// A TOTP secret shown for enrolment, waiting for its first code, by the user.
+    TotpEnrolment,
 }
 
 impl RecordKind {
@@ -94,6 +100,8 @@ impl RecordKind {
         match self {
             RecordKind::DeviceRequest => "device-request",
             RecordKind::DeviceAnswer => "device-answer",
+            RecordKind::MfaPending => "mfa-pending",
+            RecordKind::TotpEnrolment => "totp-enrolment",
         }
     }
 }
@@ -134,6 +142,18 @@ pub trait Store: Send + Sync {
     /// Spends a single-use token (by the SHA-256 of its id) for `ttl` (its remaining lifetime):
     /// true the first time, false ever after, on every node that shares the store.
     fn use_once(&self, key: SecretKey, ttl: Duration) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// The second factors `user` enrolled (JSON), a durable record: it outlives restarts (the
+    /// local store's `[state] dir`, Redis persistence) and is shared by a fleet.
+    fn factors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>>;
+    /// Replaces `user`'s factors with `new` (`None` removes them) if they are still `expected`:
+    /// false when another request changed them first (a code is then checked again).
+    fn swap_factors<'a>(
+        &'a self,
+        user: &'a str,
+        expected: Option<String>,
+        new: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
 
     /// Stores a short-lived record (JSON text) for `ttl`. A full store sweeps, then refuses.
     fn put_record(

@@ -71,12 +71,32 @@ return 1
 static RESERVE_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(RESERVE));
 static REFUND_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(REFUND));
 
+/// Compare and set of a durable record: KEYS[1]; ARGV[1] `1` when a value is expected, ARGV[2]
+/// that value, ARGV[3] `1` to set (else delete), ARGV[4] the new value. 1: done, 0: changed.
+const SWAP: &str = r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[1] == '1' then
+  if current ~= ARGV[2] then return 0 end
+elseif current then return 0 end
+if ARGV[3] == '1' then redis.call('SET', KEYS[1], ARGV[4]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
+static SWAP_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(SWAP));
+
+/// A user's durable second factors (no expiry: Redis persistence keeps them).
+fn factors_key(user: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{PREFIX}factors:{}", hex(&Sha256::digest(user.as_bytes())))
+}
+
 #[derive(Serialize, Deserialize)]
 struct SessionValue {
     v: u32,
     user: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     only_target: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    mfa: bool,
 }
 
 /// A revocation as the fleet keeps and announces it.
@@ -769,6 +789,7 @@ impl Store for RedisStore {
             v: SCHEMA,
             user: session.user,
             only_target: session.only_target,
+            mfa: session.mfa,
         });
         self.set_px(secret_key("session", &key), value, ttl)
     }
@@ -779,6 +800,7 @@ impl Store for RedisStore {
             Ok(got.await?.map(|s| WebSession {
                 user: s.user,
                 only_target: s.only_target,
+                mfa: s.mfa,
             }))
         })
     }
@@ -786,6 +808,27 @@ impl Store for RedisStore {
     fn delete_session(&self, key: SecretKey) -> BoxFuture<'_, StoreResult<()>> {
         let k = secret_key("session", &key);
         self.run(move |mut c| async move { redis::cmd("DEL").arg(k).query_async::<()>(&mut c).await })
+    }
+
+    fn factors<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let k = factors_key(user);
+        self.run(move |mut c| async move { redis::cmd("GET").arg(k).query_async::<Option<String>>(&mut c).await })
+    }
+
+    fn swap_factors<'a>(
+        &'a self,
+        user: &'a str,
+        expected: Option<String>,
+        new: Option<String>,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let mut script = SWAP_SCRIPT.prepare_invoke();
+        script
+            .key(factors_key(user))
+            .arg(if expected.is_some() { "1" } else { "0" })
+            .arg(expected.unwrap_or_default())
+            .arg(if new.is_some() { "1" } else { "0" })
+            .arg(new.unwrap_or_default());
+        self.run(move |mut c| async move { script.invoke_async::<u8>(&mut c).await.map(|done| done == 1) })
     }
 
     fn put_record(

@@ -4,7 +4,7 @@
 
 use super::response::{Body, Response};
 use super::signin;
-use super::{assets, device, recordings, WebState};
+use super::{assets, device, mfa, recordings, WebState};
 use crate::blocking::Pools;
 use crate::store::WebSession;
 use portcullis_core::audit::Via;
@@ -73,6 +73,9 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::IssueToken => respond(device::token(req).await),
         WebRoute::Targets => respond(device::targets(req).await),
         WebRoute::LoginEnd => respond(device::logout(req).await),
+        WebRoute::LoginMfa => respond(mfa::second_step(req).await),
+        WebRoute::TotpBegin => respond(mfa::enrol_begin(req).await),
+        WebRoute::TotpConfirm => respond(mfa::enrol_confirm(req).await),
     }
 }
 
@@ -150,8 +153,21 @@ pub(super) async fn store<T, E: std::fmt::Display>(
     }
 }
 
-/// The signed-in session of the request: `Err` is the answer when there is none.
+/// The signed-in session of the request, meeting its user's second-factor policy: `Err` is
+/// the answer when there is none (401), or when it still has to enrol a factor (403).
 pub(super) async fn signed_in(req: &WebRequest<'_>) -> Result<WebSession, Response> {
+    let session = signed_in_any(req).await?;
+    if !mfa::satisfied(req.policy, &session) {
+        return Err(Response::error(
+            403,
+            "a second factor is required: enrol one first (Security page)",
+        ));
+    }
+    Ok(session)
+}
+
+/// The signed-in session, whether or not it meets the second-factor policy (for enrolment).
+pub(super) async fn signed_in_any(req: &WebRequest<'_>) -> Result<WebSession, Response> {
     store(req, signin::current(req.web.store.as_ref(), req.head))
         .await?
         .ok_or_else(|| Response::error(401, "not signed in"))
@@ -209,14 +225,33 @@ async fn login(req: &WebRequest<'_>) -> Response {
     if !(verified && hash.is_some()) {
         // The attempt stays counted.
         tracing::info!(%client, user = ?user, "sign-in failed");
+        sign_in_failed(req, &user);
         glommio::timer::sleep(FAILURE_DELAY).await;
         return Response::error(401, "invalid user or password");
     }
     if let Err(r) = store(req, signin::attempt_succeeded(state, &user, client.ip())).await {
         return r;
     }
-    tracing::info!(%client, user = ?user, "signed in");
-    start_session(req, user, None, req.policy.config.web.session_ttl).await
+    tracing::info!(%client, user = ?user, "password accepted");
+    mfa::after_password(req, user).await
+}
+
+/// A failed password, audited (the name as given: it may be no user at all; bounded by the
+/// throttle like the attempts themselves).
+fn sign_in_failed(req: &WebRequest<'_>, user: &str) {
+    use portcullis_core::audit::{AuditRecord, IdentityAction, IdentityRecord};
+    let name: String = user.chars().take(64).collect();
+    req.shared.audit.record(&AuditRecord::Identity(IdentityRecord {
+        time: portcullis_core::audit::now_rfc3339(),
+        action: IdentityAction::SignInFailed,
+        user: Some(name),
+        client: req.client.ip().to_string(),
+        target: None,
+        token_id: None,
+        ttl_s: None,
+        method: Some("password"),
+        reason: Some("invalid user or password".into()),
+    }));
 }
 
 #[derive(Deserialize)]
@@ -254,13 +289,22 @@ async fn login_token(req: &WebRequest<'_>) -> Response {
         }
     }
     tracing::info!(client = %req.client, user = %claims.sub, "signed in with a token");
-    start_session(req, claims.sub, Some(claims.tgt), ttl).await
+    // A token is its issuer's proof of who the user is: it stands for the second factor too.
+    start_session(req, claims.sub, Some(claims.tgt), true, ttl).await
 }
 
-async fn start_session(req: &WebRequest<'_>, user: String, only_target: Option<String>, ttl: Duration) -> Response {
+/// Starts a web session (`mfa`: signed in with a second factor, or a token).
+pub(super) async fn start_session(
+    req: &WebRequest<'_>,
+    user: String,
+    only_target: Option<String>,
+    mfa: bool,
+    ttl: Duration,
+) -> Response {
     let session = WebSession {
         user: user.clone(),
         only_target,
+        mfa,
     };
     match store(req, signin::start_session(req.web.store.as_ref(), session, ttl)).await {
         Ok(cookie) => Response::json(200, serde_json::json!({ "user": user }))
@@ -281,14 +325,21 @@ async fn logout(req: &WebRequest<'_>) -> Response {
 }
 
 async fn session_info(req: &WebRequest<'_>) -> Response {
-    let s = match signed_in(req).await {
+    let s = match signed_in_any(req).await {
         Ok(s) => s,
         Err(r) => return r,
     };
+    let factor = match mfa::status(req, &s).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    // Until a required factor is enrolled, the session lists nothing it could open.
+    let usable = mfa::satisfied(req.policy, &s);
     let targets: Vec<serde_json::Value> = req
         .policy
         .targets_of(&s.user, s.only_target.as_deref())
         .into_iter()
+        .filter(|_| usable)
         .map(|t| {
             let credentials = if t.ssh.gateway_credentials() { "gateway" } else { "user" };
             serde_json::json!({
@@ -300,10 +351,11 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
     let can_replay = req
         .policy
         .may_replay(&s.user, s.only_target.as_deref(), portcullis_core::keys::unix_now())
-        .is_ok();
+        .is_ok()
+        && usable;
     Response::json(
         200,
-        serde_json::json!({ "user": s.user, "targets": targets, "can_replay": can_replay }),
+        serde_json::json!({ "user": s.user, "targets": targets, "can_replay": can_replay, "mfa": factor }),
     )
 }
 
@@ -377,6 +429,9 @@ async fn terminal(req: &WebRequest<'_>, target: &str) -> Action {
         Ok(None) => return refuse(401, "not signed in or session expired"),
         Err(r) => return Action::Respond(r),
     };
+    if !mfa::satisfied(req.policy, &session) {
+        return refuse(403, "a second factor is required: enrol one first");
+    }
     let credential = Credential::WebSession {
         user: &session.user,
         only_target: session.only_target.as_deref(),

@@ -79,6 +79,8 @@ fn audit(req: &WebRequest<'_>, action: IdentityAction, user: Option<&str>) -> Id
         target: None,
         token_id: None,
         ttl_s: None,
+        method: None,
+        reason: None,
     }
 }
 

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assets;
 pub mod device;
+pub mod mfa;
 pub mod recordings;
 pub mod response;
 pub mod signin;
@@ -31,7 +32,9 @@ pub struct WebState {
 impl WebState {
     /// `store`: where sign-ins, throttle counters and tickets live. Redis commands run on the
     /// runtime that also carries the browser terminal's SSH clients (never on a core).
-    pub fn start(store: &StoreKind, node: &str) -> Result<Arc<WebState>> {
+    /// `local`: the node's state database (`[state] dir`), where the local store keeps durable
+    /// records.
+    pub fn start(store: &StoreKind, node: &str, local: Option<Arc<crate::store::LocalState>>) -> Result<Arc<WebState>> {
         let ssh_runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("ssh")
@@ -39,7 +42,18 @@ impl WebState {
             .build()
             .map_err(|e| Error::Io("cannot start the SSH runtime", e))?;
         let (store, store_health, fleet): (Arc<dyn Store>, _, _) = match store {
-            StoreKind::Local => (Arc::new(MemoryStore::new()), None, None),
+            StoreKind::Local => match local {
+                Some(state) => (
+                    Arc::new(MemoryStore::with_durable(state).map_err(|e| Error::Startup(format!("[state] dir: {e}")))?)
+                        as Arc<dyn Store>,
+                    None,
+                    None,
+                ),
+                None => {
+                    tracing::info!("no [state] dir: enrolled second factors are kept in memory and lost at restart");
+                    (Arc::new(MemoryStore::new()) as Arc<dyn Store>, None, None)
+                }
+            },
             StoreKind::Redis(url) => {
                 let redis = Arc::new(
                     RedisStore::start(url, node, ssh_runtime.handle().clone())

@@ -247,6 +247,7 @@ mod tests {
         let session = WebSession {
             user: "a".into(),
             only_target: None,
+            mfa: false,
         };
         let value = block_on(start_session(&s, session.clone(), Duration::from_secs(60))).unwrap();
         assert_eq!(value.len(), 43);

@@ -32,7 +32,8 @@ export const loginPage = {
       showError("");
       busy(true);
       try {
-        await fn();
+        // `false`: another step is shown (the second factor), not signed in yet.
+        if ((await fn()) === false) return;
         if (!ctx.current(gen)) return;
         const next = ctx.returnTo && ctx.returnTo !== "#/" ? ctx.returnTo : "#/targets";
         ctx.returnTo = null;
@@ -79,7 +80,14 @@ export const loginPage = {
         id: "login-form",
         onsubmit: (ev) => {
           ev.preventDefault();
-          attempt(() => api.login(user.value.trim(), password.value), password);
+          attempt(async () => {
+            const r = await api.login(user.value.trim(), password.value);
+            if (r && r.mfa === "totp" && typeof r.pending === "string") {
+              showCodeStep(r.pending);
+              return false;
+            }
+            return true;
+          }, password);
         },
       },
       h("label", { for: "login-user" }, "User"),
@@ -88,6 +96,37 @@ export const loginPage = {
       password,
       submit,
     );
+
+    // The second step: a code from the authenticator app, or a recovery code.
+    const code = h("input", { id: "login-code", name: "code", type: "text", inputmode: "numeric", autocomplete: "one-time-code", spellcheck: "false", required: true });
+    const codeSubmit = h("button", { id: "login-code-submit", type: "submit", class: "primary" }, "Verify");
+    let pendingToken = null;
+    const codeForm = h(
+      "form",
+      {
+        id: "login-code-form",
+        hidden: true,
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          showError("");
+          codeSubmit.disabled = code.disabled = true;
+          attempt(() => api.loginCode(pendingToken, code.value.trim()), code).finally(() => {
+            codeSubmit.disabled = code.disabled = false;
+          });
+        },
+      },
+      h("label", { for: "login-code" }, "Code from your authenticator app (or a recovery code)"),
+      code,
+      codeSubmit,
+    );
+    function showCodeStep(pending) {
+      pendingToken = pending;
+      busy(false);
+      form.hidden = true;
+      codeForm.hidden = false;
+      code.value = "";
+      code.focus();
+    }
 
     const tokenForm = h(
       "form",
@@ -112,6 +151,7 @@ export const loginPage = {
         notice,
         error,
         form,
+        codeForm,
         h("details", { id: "login-token-details" }, h("summary", {}, "Sign in with a token"), tokenForm),
       ),
     );

@@ -38,6 +38,10 @@ export const targetsPage = {
       .requireSession()
       .then((s) => {
         if (!s || !ctx.current(gen)) return;
+        if (s.mfa.required && !s.mfa.verified) {
+          status.replaceChildren("Your access requires a second factor: ", h("a", { href: "#/security", id: "mfa-required" }, "set up an authenticator app"), " first.");
+          return;
+        }
         // Targets that open here (SSH terminals, RDP desktops) first, then the others; by name
         // within each group.
         const here = (t) => (["ssh", "rdp"].includes(String(t.protocol).toLowerCase()) ? 0 : 1);

@@ -1,0 +1,381 @@
+//! Second factors for local users: TOTP (RFC 6238, `portcullis_core::totp`) enrolled from the
+//! web app, with ten one-time recovery codes. Enrolled factors are durable records of the store
+//! (`Store::factors`: the node's state database, or Redis with persistence), shared by a fleet.
+//!
+//! - A password sign-in of a user with a factor does not start a session: it answers
+//!   `{"mfa":"totp","pending":…}`, and `POST /api/login/mfa` with that token and a code does.
+//!   Codes are counted against the same throttle as passwords, and each is accepted once (the
+//!   last TOTP step used is kept; a recovery code is removed when used).
+//! - A user whose policy requires a second factor (`require_mfa`, for them or a role) and who has
+//!   none signs in to a session that can only enrol one (`satisfied` is false until then).
+//! - Enrolment: `POST /api/mfa/totp` shows a new secret (and its QR code), `POST
+//!   /api/mfa/totp/confirm` with a first code records it and returns the recovery codes once; the
+//!   session is then replaced by one signed in with the factor.
+
+use super::api::{json_post, signed_in_any, store, WebRequest};
+use super::response::Response;
+use super::signin;
+use crate::store::{key_of, RecordKind, WebSession};
+use portcullis_core::audit::{AuditRecord, IdentityAction, IdentityRecord};
+use portcullis_core::policy::Policy;
+use portcullis_core::totp;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a password sign-in waits for its second factor.
+const PENDING_TTL: Duration = Duration::from_secs(300);
+/// How long an enrolment waits for its first code.
+const ENROLMENT_TTL: Duration = Duration::from_secs(600);
+/// Failed codes are answered this late, like failed passwords.
+const FAILURE_DELAY: Duration = Duration::from_millis(750);
+
+/// A user's enrolled factors, as stored (JSON, with a schema version).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Factors {
+    v: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    totp: Option<Totp>,
+    /// SHA-256 (hex) of each unused recovery code.
+    #[serde(default)]
+    recovery: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Totp {
+    /// The secret, base32.
+    secret: String,
+    /// The last step a code was accepted for: codes of that step or earlier are refused.
+    #[serde(default)]
+    last_step: u64,
+    enrolled: u64,
+}
+
+impl Factors {
+    fn parse(text: Option<&str>) -> Factors {
+        text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    }
+
+    pub fn has_totp(&self) -> bool {
+        self.totp.is_some()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    v: u32,
+    user: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Enrolment {
+    v: u32,
+    secret: String,
+}
+
+/// Whether `session` meets its user's second-factor policy.
+pub fn satisfied(policy: &Policy, session: &WebSession) -> bool {
+    session.mfa || !policy.config.users.get(&session.user).is_some_and(|u| u.require_mfa)
+}
+
+fn hash(code: &str) -> String {
+    portcullis_core::secret::hex(&key_of(&totp::normalise_recovery(code)))
+}
+
+fn audit(req: &WebRequest<'_>, action: IdentityAction, user: &str, method: &'static str, reason: Option<&str>) {
+    req.shared.audit.record(&AuditRecord::Identity(IdentityRecord {
+        time: portcullis_core::audit::now_rfc3339(),
+        action,
+        user: Some(user.to_owned()),
+        client: req.client.ip().to_string(),
+        target: None,
+        token_id: None,
+        ttl_s: None,
+        method: Some(method),
+        reason: reason.map(str::to_owned),
+    }));
+}
+
+/// After a right password: a session, or (the user has a factor) the second step.
+pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
+    let factors = match store(req, req.web.store.factors(&user)).await {
+        Ok(text) => Factors::parse(text.as_deref()),
+        Err(r) => return r,
+    };
+    if !factors.has_totp() {
+        audit(req, IdentityAction::SignedIn, &user, "password", None);
+        return super::api::start_session(req, user, None, false, req.policy.config.web.session_ttl).await;
+    }
+    let Ok(token) = portcullis_core::secret::random_base64url::<32>() else {
+        return Response::error(503, "no randomness");
+    };
+    let value = serde_json::to_string(&Pending {
+        v: 1,
+        user: user.clone(),
+    })
+    .unwrap_or_default();
+    let put = req
+        .web
+        .store
+        .put_record(RecordKind::MfaPending, key_of(&token), value, PENDING_TTL);
+    if let Err(r) = store(req, put).await {
+        return r;
+    }
+    Response::json(
+        200,
+        serde_json::json!({ "mfa": "totp", "pending": token, "user": user }),
+    )
+}
+
+#[derive(Deserialize)]
+struct CodeBody {
+    pending: String,
+    code: String,
+}
+
+/// `POST /api/login/mfa`: the second step of a password sign-in.
+pub async fn second_step(req: &WebRequest<'_>) -> Response {
+    let CodeBody { pending, code } = match json_post(req, "{\"pending\":…,\"code\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
+    };
+    let state = req.web.store.as_ref();
+    let user = match store(req, state.record(RecordKind::MfaPending, key_of(&pending))).await {
+        Ok(Some(text)) => match serde_json::from_str::<Pending>(&text) {
+            Ok(p) => p.user,
+            Err(_) => return Response::error(401, "the sign-in expired; sign in again"),
+        },
+        Ok(None) => return Response::error(401, "the sign-in expired; sign in again"),
+        Err(r) => return r,
+    };
+    let client = req.client;
+    let rules = req.policy.config.web.throttle;
+    // Codes are guesses like passwords: the same counters, before the check.
+    match store(req, signin::begin_attempt(state, &user, client.ip(), &rules)).await {
+        Ok(signin::Admission::Check { delay }) => {
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+        }
+        Ok(signin::Admission::Refused { retry_after }) => {
+            let secs = retry_after.as_secs().max(1);
+            audit(req, IdentityAction::SignInFailed, &user, "totp", Some("throttled"));
+            return Response::json(
+                429,
+                serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
+            )
+            .with_header("Retry-After", secs.to_string());
+        }
+        Err(r) => return r,
+    }
+    let method = match check_code(req, &user, &code).await {
+        Ok(Some(method)) => method,
+        Ok(None) => {
+            tracing::info!(%client, user = ?user, "second factor refused");
+            audit(req, IdentityAction::SignInFailed, &user, "totp", Some("wrong code"));
+            glommio::timer::sleep(FAILURE_DELAY).await;
+            return Response::error(401, "invalid code");
+        }
+        Err(r) => return r,
+    };
+    // The pending sign-in is good once.
+    match store(req, state.take_record(RecordKind::MfaPending, key_of(&pending))).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Response::error(401, "the sign-in expired; sign in again"),
+        Err(r) => return r,
+    }
+    if let Err(r) = store(req, signin::attempt_succeeded(state, &user, client.ip())).await {
+        return r;
+    }
+    audit(req, IdentityAction::SignedIn, &user, method, None);
+    super::api::start_session(req, user, None, true, req.policy.config.web.session_ttl).await
+}
+
+/// Checks a TOTP code or a recovery code of `user`, and records its use (compare and set, so
+/// two requests cannot both spend one code). `Ok(Some(method))` when it is right.
+async fn check_code(req: &WebRequest<'_>, user: &str, code: &str) -> Result<Option<&'static str>, Response> {
+    let state = req.web.store.as_ref();
+    // A lost race (another request used a code meanwhile) is checked again, a few times.
+    for _ in 0..3 {
+        let text = store(req, state.factors(user)).await?;
+        let mut factors = Factors::parse(text.as_deref());
+        let now = portcullis_core::keys::unix_now();
+        let method = if let Some(t) = factors.totp.as_mut() {
+            let secret = totp::base32_decode(&t.secret).unwrap_or_default();
+            match totp::verify(&secret, code, now, Some(t.last_step).filter(|s| *s > 0)) {
+                Some(step) => {
+                    t.last_step = step;
+                    Some("password+totp")
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        let method = match method {
+            Some(m) => m,
+            None => {
+                let h = hash(code);
+                // Constant-time comparison of each stored hash (they are hashes of secrets).
+                let found = factors
+                    .recovery
+                    .iter()
+                    .position(|r| portcullis_core::secret::constant_time_eq(r.as_bytes(), h.as_bytes()));
+                match found {
+                    Some(i) if totp::normalise_recovery(code).len() == 12 => {
+                        factors.recovery.remove(i);
+                        "password+recovery_code"
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let new = serde_json::to_string(&factors).unwrap_or_default();
+        if store(req, state.swap_factors(user, text, Some(new))).await? {
+            return Ok(Some(method));
+        }
+    }
+    Err(Response::error(503, "try again"))
+}
+
+/// `POST /api/mfa/totp`: a new secret to enrol (shown once, kept for `ENROLMENT_TTL`).
+pub async fn enrol_begin(req: &WebRequest<'_>) -> Response {
+    if let Err(r) = json_post::<serde_json::Value>(req, "{}") {
+        return r;
+    }
+    let session = match signed_in_any(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if session.only_target.is_some() {
+        return Response::error(403, "sign in with your password to enrol a second factor");
+    }
+    let current = match store(req, req.web.store.factors(&session.user)).await {
+        Ok(text) => Factors::parse(text.as_deref()),
+        Err(r) => return r,
+    };
+    // Replacing a factor takes a session signed in with it.
+    if current.has_totp() && !session.mfa {
+        return Response::error(403, "sign in with your second factor to replace it");
+    }
+    let Ok(secret) = portcullis_core::secret::random::<{ totp::SECRET_LEN }>() else {
+        return Response::error(503, "no randomness");
+    };
+    let value = serde_json::to_string(&Enrolment {
+        v: 1,
+        secret: totp::base32(&secret),
+    })
+    .unwrap_or_default();
+    let put = req
+        .web
+        .store
+        .put_record(RecordKind::TotpEnrolment, key_of(&session.user), value, ENROLMENT_TTL);
+    if let Err(r) = store(req, put).await {
+        return r;
+    }
+    let issuer = format!("Portcullis {}", req.head.header("host").unwrap_or("gateway"));
+    let uri = totp::otpauth_uri(&issuer, &session.user, &secret);
+    let qr = match qrcodegen::QrCode::encode_text(&uri, qrcodegen::QrCodeEcc::Medium) {
+        Ok(qr) => {
+            let size = qr.size();
+            let modules: String = (0..size)
+                .flat_map(|y| (0..size).map(move |x| (x, y)))
+                .map(|(x, y)| if qr.get_module(x, y) { '1' } else { '0' })
+                .collect();
+            serde_json::json!({ "size": size, "modules": modules })
+        }
+        Err(_) => serde_json::Value::Null,
+    };
+    Response::json(
+        200,
+        serde_json::json!({ "secret": totp::base32(&secret), "uri": uri, "qr": qr }),
+    )
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    code: String,
+}
+
+/// `POST /api/mfa/totp/confirm`: the first code proves the app holds the secret; the factor is
+/// recorded, the recovery codes are returned (once), and the session is replaced by one signed
+/// in with the factor.
+pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
+    let ConfirmBody { code } = match json_post(req, "{\"code\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
+    };
+    let session = match signed_in_any(req).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    if session.only_target.is_some() {
+        return Response::error(403, "sign in with your password to enrol a second factor");
+    }
+    let state = req.web.store.as_ref();
+    let enrolment = match store(req, state.record(RecordKind::TotpEnrolment, key_of(&session.user))).await {
+        Ok(Some(text)) => serde_json::from_str::<Enrolment>(&text).ok(),
+        Ok(None) => None,
+        Err(r) => return r,
+    };
+    let Some(secret) = enrolment.and_then(|e| totp::base32_decode(&e.secret)) else {
+        return Response::error(404, "no enrolment in progress; start again");
+    };
+    let now = portcullis_core::keys::unix_now();
+    let Some(step) = totp::verify(&secret, &code, now, None) else {
+        glommio::timer::sleep(FAILURE_DELAY).await;
+        return Response::error(401, "invalid code; check the app's clock and try again");
+    };
+    if let Err(r) = store(req, state.take_record(RecordKind::TotpEnrolment, key_of(&session.user))).await {
+        return r;
+    }
+    let Ok(codes) = totp::recovery_codes() else {
+        return Response::error(503, "no randomness");
+    };
+    let current = match store(req, state.factors(&session.user)).await {
+        Ok(text) => text,
+        Err(r) => return r,
+    };
+    let factors = Factors {
+        v: 1,
+        totp: Some(Totp {
+            secret: totp::base32(&secret),
+            last_step: step,
+            enrolled: now,
+        }),
+        recovery: codes.iter().map(|c| hash(c)).collect(),
+    };
+    let new = serde_json::to_string(&factors).unwrap_or_default();
+    match store(req, state.swap_factors(&session.user, current, Some(new))).await {
+        Ok(true) => {}
+        Ok(false) => return Response::error(409, "the factors changed meanwhile; start again"),
+        Err(r) => return r,
+    }
+    audit(req, IdentityAction::FactorEnrolled, &session.user, "totp", None);
+    // A new session, signed in with the factor; the old one ends.
+    if let Err(r) = store(req, signin::end_session(state, req.head)).await {
+        return r;
+    }
+    let ttl = req.policy.config.web.session_ttl;
+    let session = WebSession {
+        user: session.user.clone(),
+        only_target: None,
+        mfa: true,
+    };
+    match store(req, signin::start_session(state, session, ttl)).await {
+        Ok(cookie) => Response::json(200, serde_json::json!({ "recovery_codes": codes }))
+            .with_header("Set-Cookie", signin::set_cookie(&cookie, ttl)),
+        Err(r) => r,
+    }
+}
+
+/// What `GET /api/session` says about the user's second factor.
+pub async fn status(req: &WebRequest<'_>, session: &WebSession) -> Result<serde_json::Value, Response> {
+    let text = store(req, req.web.store.factors(&session.user)).await?;
+    let factors = Factors::parse(text.as_deref());
+    Ok(serde_json::json!({
+        "enrolled": factors.has_totp(),
+        "verified": session.mfa,
+        "required": req.policy.config.users.get(&session.user).is_some_and(|u| u.require_mfa),
+        "recovery_codes_left": factors.recovery.len(),
+    }))
+}
