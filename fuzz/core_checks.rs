@@ -134,6 +134,7 @@ pub fn fixture() -> &'static Fixture {
                     aud: None,
                     scope: None,
                     once: false,
+                    roles: Vec::new(),
                 };
                 issuer.issue(&claims).expect("sign")
             })
@@ -325,9 +326,7 @@ fn check_grant_follows_policy(grant: &Grant) {
     let fx = fixture();
     let user = fx
         .policy
-        .config
-        .users
-        .get(&grant.user)
+        .user_of(&grant.user, &grant.roles)
         .expect("grant for a user without policy");
     assert!(
         user.targets.contains(&grant.target.name),
@@ -358,18 +357,28 @@ fn check_grants(raw: &[u8], now: u64) {
     let destination = lines.next().unwrap_or_default();
     let user = lines.next().unwrap_or_default();
     let bound = lines.next().filter(|b| !b.is_empty());
+    // A fourth line names a role, as single sign-on would grant it.
+    let roles: Vec<String> = lines
+        .next()
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
     let credentials = [
         Credential::WebSession {
             user,
             only_target: None,
+            roles: &[],
         },
         Credential::WebSession {
             user,
             only_target: bound,
+            roles: &roles,
         },
         Credential::Ticket {
             user,
             target: bound.unwrap_or(destination),
+            roles: &roles,
         },
     ];
     for credential in credentials {

@@ -193,6 +193,7 @@ fn claims() -> Claims {
         aud: None,
         scope: None,
         once: false,
+        roles: Vec::new(),
     }
 }
 

@@ -99,6 +99,19 @@ impl Minter {
         ttl: Duration,
         now: u64,
     ) -> Result<(String, Claims), KeyError> {
+        self.mint_with_roles(user, &[], target, scope, ttl, now)
+    }
+
+    /// The same, for a user who holds `roles` (from single sign-on): they travel in the token.
+    pub fn mint_with_roles(
+        &self,
+        user: &str,
+        roles: &[String],
+        target: &str,
+        scope: Option<&str>,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(String, Claims), KeyError> {
         let claims = Claims {
             sub: user.to_owned(),
             tgt: target.to_owned(),
@@ -110,6 +123,7 @@ impl Minter {
             aud: self.aud.clone().map(portcullis_protocols::token::Audience::One),
             scope: scope.map(str::to_owned),
             once: false,
+            roles: roles.to_vec(),
         };
         Ok((self.issuer.issue(&claims)?, claims))
     }
@@ -176,6 +190,7 @@ fn issue_with(
         aud: None,
         scope: scope.map(str::to_owned),
         once,
+        roles: Vec::new(),
     };
     Ok(issuer.issue(&claims)?)
 }
@@ -233,6 +248,7 @@ mod tests {
             aud: None,
             scope: None,
             once: false,
+            roles: Vec::new(),
         };
         let sign = |private: &str, kid: Option<&str>, iss: Option<&str>| {
             let issuer = TokenIssuer::from_private_pem(private.as_bytes()).unwrap();

@@ -17,6 +17,7 @@ pub mod audit;
 pub mod config;
 pub mod keys;
 pub mod net;
+pub mod oidc;
 pub mod passwd;
 pub mod policy;
 pub mod relay;

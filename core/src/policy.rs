@@ -27,9 +27,15 @@ pub enum Credential<'a> {
     WebSession {
         user: &'a str,
         only_target: Option<&'a str>,
+        /// Roles from single sign-on (empty for configured users signing in locally).
+        roles: &'a [String],
     },
     /// A one-time ticket already redeemed from the store: issued to `user` for `target`.
-    Ticket { user: &'a str, target: &'a str },
+    Ticket {
+        user: &'a str,
+        target: &'a str,
+        roles: &'a [String],
+    },
 }
 
 /// How the request names its target.
@@ -54,6 +60,8 @@ pub struct Grant {
     /// The token is single use (`once`): the route spends it in the store before the session.
     pub single_use: bool,
     pub via: Via,
+    /// Roles from single sign-on the grant rests on (checked again after a reload).
+    pub roles: Vec<String>,
 }
 
 /// Why a request was refused. `status()` is the HTTP answer; `Display` is safe to log and to send
@@ -138,6 +146,7 @@ struct Identity<'a> {
     token_id: Option<String>,
     token_expires: Option<u64>,
     single_use: bool,
+    roles: Vec<String>,
 }
 
 pub struct Policy {
@@ -179,7 +188,7 @@ impl Policy {
         if who.bound.as_deref().is_some_and(|b| b != target.name) {
             return Err(Denial::TargetMismatch);
         }
-        let user = self.config.users.get(who.user.as_ref()).ok_or(Denial::UnknownUser)?;
+        let user = self.user_of(who.user.as_ref(), &who.roles).ok_or(Denial::UnknownUser)?;
         if !user.targets.contains(&target.name) {
             return Err(Denial::NotAllowed);
         }
@@ -198,7 +207,22 @@ impl Policy {
             token_expires: who.token_expires,
             single_use: who.single_use,
             via,
+            roles: who.roles,
         })
+    }
+
+    /// A user as this policy sees them: as configured, plus what the `roles` they signed in with
+    /// (single sign-on groups) grant. `None`: unknown (no such user, and no roles).
+    pub fn user_of(&self, name: &str, roles: &[String]) -> Option<std::borrow::Cow<'_, User>> {
+        let configured = self.config.users.get(name);
+        if roles.is_empty() {
+            return configured.map(std::borrow::Cow::Borrowed);
+        }
+        let mut user = configured.cloned().unwrap_or_default();
+        for role in roles.iter().filter_map(|r| self.config.roles.get(r)) {
+            user.take_role(role, &self.config.targets);
+        }
+        Some(std::borrow::Cow::Owned(user))
     }
 
     /// Decides whether `token` may use the admin API at `now`: a valid token (signature, period,
@@ -224,7 +248,7 @@ impl Policy {
         if self.revocations.is_revoked(&grant.user, grant.token_id.as_deref(), now) {
             return Err(Denial::Revoked);
         }
-        let user = self.config.users.get(&grant.user).ok_or(Denial::UnknownUser)?;
+        let user = self.user_of(&grant.user, &grant.roles).ok_or(Denial::UnknownUser)?;
         if !user.targets.contains(&grant.target.name) {
             return Err(Denial::NotAllowed);
         }
@@ -242,7 +266,7 @@ impl Policy {
     /// A token for signing in to the web app: valid, unrevoked, and for a user of the policy.
     pub fn sign_in_token(&self, token: &str, now: u64) -> Result<Claims, Denial> {
         let claims = self.verify_access(token, now)?;
-        if !self.config.users.contains_key(&claims.sub) {
+        if self.user_of(&claims.sub, &claims.roles).is_none() {
             return Err(Denial::UnknownUser);
         }
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
@@ -272,7 +296,7 @@ impl Policy {
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
             return Err(Denial::Revoked);
         }
-        if !self.config.users.contains_key(&claims.sub) {
+        if self.user_of(&claims.sub, &claims.roles).is_none() {
             return Err(Denial::UnknownUser);
         }
         Ok(claims)
@@ -289,14 +313,14 @@ impl Policy {
 
     /// Whether a signed-in `user` may list and replay session recordings. A sign-in with a token
     /// (`only_target`) may not: the token was for opening one target.
-    pub fn may_replay(&self, user: &str, only_target: Option<&str>, now: u64) -> Result<(), Denial> {
+    pub fn may_replay(&self, user: &str, only_target: Option<&str>, roles: &[String], now: u64) -> Result<(), Denial> {
         if only_target.is_some() {
             return Err(Denial::OutOfScope);
         }
         if self.revocations.is_revoked(user, None, now) {
             return Err(Denial::Revoked);
         }
-        match self.config.users.get(user) {
+        match self.user_of(user, roles).as_deref() {
             Some(u) if u.replay => Ok(()),
             Some(_) => Err(Denial::ReplayNotAllowed),
             None => Err(Denial::UnknownUser),
@@ -305,11 +329,12 @@ impl Policy {
 
     /// The targets `user` may open, sorted by name, limited to `only` (a token sign-in's target):
     /// what the web app lists. Listing is not a grant; opening one still goes through `authorize`.
-    pub fn targets_of(&self, user: &str, only: Option<&str>) -> Vec<&Arc<Target>> {
-        let Some(User { targets: names, .. }) = self.config.users.get(user) else {
+    pub fn targets_of(&self, user: &str, only: Option<&str>, roles: &[String]) -> Vec<&Arc<Target>> {
+        let Some(user) = self.user_of(user, roles) else {
             return Vec::new();
         };
-        let mut targets: Vec<&Arc<Target>> = names
+        let mut targets: Vec<&Arc<Target>> = user
+            .targets
             .iter()
             .filter(|n| only.is_none_or(|o| o == n.as_str()))
             .filter_map(|n| self.config.targets.get(n))
@@ -330,21 +355,28 @@ impl Policy {
                     token_id: Some(claims.jti),
                     token_expires: Some(claims.exp),
                     single_use: claims.once,
+                    roles: claims.roles,
                 }
             }
-            Credential::WebSession { user, only_target } => Identity {
+            Credential::WebSession {
+                user,
+                only_target,
+                roles,
+            } => Identity {
                 user: Borrowed(user),
                 bound: only_target.map(Borrowed),
                 token_id: None,
                 token_expires: None,
                 single_use: false,
+                roles: roles.to_vec(),
             },
-            Credential::Ticket { user, target } => Identity {
+            Credential::Ticket { user, target, roles } => Identity {
                 user: Borrowed(user),
                 bound: Some(Borrowed(target)),
                 token_id: None,
                 token_expires: None,
                 single_use: false,
+                roles: roles.to_vec(),
             },
         })
     }

@@ -56,6 +56,12 @@ pub enum WebRoute<S> {
     TotpBegin,
     /// `POST /api/mfa/totp/confirm`: finish it with a first code.
     TotpConfirm,
+    /// `GET /api/oidc`: the single sign-on providers.
+    OidcProviders,
+    /// `GET /api/oidc/{id}/start`: sign in with a provider (a redirect to it).
+    OidcStart { id: S },
+    /// `GET /api/oidc/callback`: where the provider sends the browser back.
+    OidcCallback,
 }
 
 impl<S> WebRoute<S> {
@@ -81,6 +87,9 @@ impl<S> WebRoute<S> {
             WebRoute::LoginMfa => WebRoute::LoginMfa,
             WebRoute::TotpBegin => WebRoute::TotpBegin,
             WebRoute::TotpConfirm => WebRoute::TotpConfirm,
+            WebRoute::OidcProviders => WebRoute::OidcProviders,
+            WebRoute::OidcStart { id } => WebRoute::OidcStart { id: f(id) },
+            WebRoute::OidcCallback => WebRoute::OidcCallback,
         }
     }
 }
@@ -160,6 +169,11 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("POST", "/api/login/mfa") => WebRoute::LoginMfa,
         ("POST", "/api/mfa/totp") => WebRoute::TotpBegin,
         ("POST", "/api/mfa/totp/confirm") => WebRoute::TotpConfirm,
+        ("GET", "/api/oidc") => WebRoute::OidcProviders,
+        ("GET", "/api/oidc/callback") => WebRoute::OidcCallback,
+        ("GET", p) if p.starts_with("/api/oidc/") && p.ends_with("/start") => WebRoute::OidcStart {
+            id: &p["/api/oidc/".len()..p.len() - "/start".len()],
+        },
         ("GET", p) if p.starts_with("/v1/ssh/") => WebRoute::Terminal {
             target: &p["/v1/ssh/".len()..],
         },

@@ -44,6 +44,7 @@ fn key(n: u8) -> [u8; 32] {
 async fn contract(store: Arc<dyn Store>) {
     let alice = WebSession {
         user: "alice".into(),
+        roles: vec!["corp-ops".into()],
         only_target: Some("vm1".into()),
         mfa: true,
     };
@@ -55,6 +56,7 @@ async fn contract(store: Arc<dyn Store>) {
     // A session lives for its TTL only.
     let bob = WebSession {
         user: "bob".into(),
+        roles: Vec::new(),
         only_target: None,
         mfa: false,
     };
@@ -76,6 +78,7 @@ async fn contract(store: Arc<dyn Store>) {
     let ticket = Ticket {
         user: "alice".into(),
         target: "desk1".into(),
+        roles: vec!["corp-ops".into()],
     };
     store.put_ticket(key(4), ticket.clone(), 60 * SEC).await.unwrap();
     let (a, b) = tokio::join!(store.take_ticket(key(4)), store.take_ticket(key(4)));

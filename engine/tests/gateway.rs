@@ -210,6 +210,7 @@ async fn denials_reach_no_target() {
             aud: None,
             scope: None,
             once: false,
+            roles: Vec::new(),
         })
     };
     let echo_path = "/v1/tunnel/echo";

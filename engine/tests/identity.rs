@@ -255,6 +255,7 @@ async fn keys_rotate_by_kid_and_rotated_out_or_unknown_keys_are_refused() {
             aud: None,
             scope: None,
             once: false,
+            roles: Vec::new(),
         };
         let issuer = TokenIssuer::from_private_pem(private.as_bytes()).unwrap();
         match kid {

@@ -26,6 +26,7 @@ fn claims(user: &str, target: &str, ttl: u64) -> Claims {
         aud: None,
         scope: None,
         once: false,
+        roles: Vec::new(),
     }
 }
 

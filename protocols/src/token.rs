@@ -41,6 +41,10 @@ pub struct Claims {
     /// Single use: the gateway (the fleet, with a fleet store) accepts it once, then refuses it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub once: bool,
+    /// Roles of a user signed in through single sign-on (from their groups), for tokens the
+    /// gateway signs itself: only its own key may carry them (`TokenError::RolesNotAllowed`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// The scope that opens the admin API.
@@ -120,6 +124,9 @@ pub enum TokenError {
     /// (a token is checked with the key it names, never with each in turn).
     #[error("token names no key this gateway knows")]
     UnknownKey,
+    /// Roles in a token signed by a key that may not grant them (only the gateway's own may).
+    #[error("token carries roles its key may not grant")]
+    RolesNotAllowed,
 }
 
 impl From<jsonwebtoken::errors::Error> for TokenError {
@@ -143,6 +150,8 @@ struct VerifyingKey {
     kid: Option<String>,
     key: DecodingKey,
     expect: Expectations,
+    /// Its tokens may carry `roles` (the gateway's own key).
+    grants_roles: bool,
 }
 
 /// Verifies tokens with the gateway's public keys: one (`token_public_key`), or several named by
@@ -187,8 +196,17 @@ impl TokenVerifier {
             kid: kid.map(str::to_owned),
             key,
             expect,
+            grants_roles: false,
         });
         Ok(self)
+    }
+
+    /// The key named `kid` may sign tokens that carry `roles` (the gateway's own key).
+    pub fn granting_roles(mut self, kid: Option<&str>) -> Self {
+        for k in self.keys.iter_mut().filter(|k| k.kid.as_deref() == kid) {
+            k.grants_roles = true;
+        }
+        self
     }
 
     /// The same verifier, every key of which also checks `expect` (for keys added before).
@@ -224,6 +242,9 @@ impl TokenVerifier {
         }
         let key = self.key_for(header.kid.as_deref())?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation)?.claims;
+        if !claims.roles.is_empty() && !key.grants_roles {
+            return Err(TokenError::RolesNotAllowed);
+        }
         Self::check_claims(&key.expect, self.leeway, &claims, now)?;
         self.check_period(&claims, now)?;
         Ok(claims)
@@ -347,6 +368,7 @@ mod tests {
             aud: None,
             scope: None,
             once: false,
+            roles: Vec::new(),
         }
     }
 

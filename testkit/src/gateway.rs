@@ -299,7 +299,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// More tables (`[web]`, `[recording]`, ...); `{dir}` stands for the gateway's temp dir.
+    /// More tables (`[web]`, `[recording]`, ...); `{dir}` stands for the gateway's temp dir, `{port}` for
+    /// its port.
     pub fn toml(mut self, tables: &str) -> Self {
         self.body.push_str(tables);
         self.body.push('\n');
@@ -353,7 +354,12 @@ impl GatewayBuilder {
         if !self.session.is_empty() {
             config.push_str(&format!("[session]\n{}", self.session));
         }
-        config.push_str(&self.body.replace("{dir}", &dir.path().display().to_string()));
+        config.push_str(
+            &self
+                .body
+                .replace("{dir}", &dir.path().display().to_string())
+                .replace("{port}", &port.to_string()),
+        );
         if !self.body.contains("[admin]") {
             // A free port: tests run side by side.
             config.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");

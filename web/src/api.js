@@ -60,6 +60,16 @@ export async function totpConfirm(code) {
   return expectOk(await request("POST", "/api/mfa/totp/confirm", { code }));
 }
 
+/** Single sign-on providers: `[{id, name}]` (none when the request fails). */
+export async function oidcProviders() {
+  try {
+    const r = await expectOk(await request("GET", "/api/oidc"));
+    return Array.isArray(r?.providers) ? r.providers : [];
+  } catch {
+    return [];
+  }
+}
+
 export async function loginWithToken(token) {
   return expectOk(await request("POST", "/api/login/token", { token }));
 }

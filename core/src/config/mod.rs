@@ -124,6 +124,20 @@ pub struct User {
     pub require_mfa: bool,
 }
 
+impl User {
+    /// What holding `role` adds: its targets (among `targets`) and its rights.
+    pub fn take_role(&mut self, role: &Role, targets: &HashMap<String, Arc<Target>>) {
+        self.targets
+            .extend(targets.values().filter(|t| role.grants(t)).map(|t| t.name.clone()));
+        self.replay |= role.replay || role.admin;
+        self.admin |= role.admin;
+        self.require_mfa |= role.require_mfa;
+        if !self.roles.contains(&role.name) {
+            self.roles.push(role.name.clone());
+        }
+    }
+}
+
 /// `[[role]]`: what its members may reach and do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Role {
@@ -135,6 +149,34 @@ pub struct Role {
     pub admin: bool,
     pub replay: bool,
     pub require_mfa: bool,
+    /// Single sign-on groups (`provider-id:group`) whose members hold this role.
+    pub groups: Vec<String>,
+}
+
+/// `[[oidc]]`: an OpenID Connect provider (authorization code flow with PKCE).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// Letters, digits and `-`: in URLs, and in user names (`id:name`) unless `namespace` is off.
+    pub id: String,
+    /// Shown on the sign-in page.
+    pub name: String,
+    /// The issuer URL (`https://`; its discovery document is `/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// Where the client secret is (a file, never the config itself).
+    pub client_secret_file: PathBuf,
+    /// This gateway's callback as registered with the provider (`…/api/oidc/callback`).
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    /// The ID token claim that names the user.
+    pub user_claim: String,
+    /// The ID token claim listing the user's groups.
+    pub groups_claim: String,
+    /// User names are `id:name` (default), so two providers cannot name the same user; off, the
+    /// claim is taken as a name of this policy.
+    pub namespace: bool,
+    /// CA certificates (PEM) the provider's TLS chain must lead to; default: the web PKI.
+    pub ca: Option<PathBuf>,
 }
 
 impl Role {
@@ -412,6 +454,8 @@ pub struct Config {
     pub users: HashMap<String, User>,
     /// `[[role]]`, by name (users hold their effect already; kept for what maps groups to them).
     pub roles: HashMap<String, Role>,
+    /// `[[oidc]]` providers, in the order of the file.
+    pub oidc: Vec<OidcProvider>,
     pub web: WebSettings,
     pub recording: RecordingSettings,
     /// Balancers whose connections start with a PROXY protocol header (and must): their
@@ -602,6 +646,7 @@ impl Config {
         let targets = parse_targets(&cx, &raw.targets)?;
         let roles = parse_roles(&cx, &raw.roles)?;
         let users = parse_users(&cx, &raw.users, &targets, &roles)?;
+        let oidc = parse_oidc(&cx, &raw.oidc)?;
         let user = match &raw.service.user {
             Some(u) if u.get_ref().is_empty() || u.get_ref().contains(['\0', ':', '/']) => {
                 return cx.err(Some(u.span()), "service.user", "expected a user name");
@@ -628,6 +673,7 @@ impl Config {
             targets,
             users,
             roles,
+            oidc,
             web: WebSettings {
                 session_ttl: cx.duration(&raw.web.session_ttl, &settings::SESSION_TTL)?,
                 origins: raw
@@ -962,12 +1008,57 @@ fn parse_roles(cx: &Ctx<'_>, raw: &[raw::RawRole]) -> Result<HashMap<String, Rol
             admin: r.admin,
             replay: r.replay,
             require_mfa: r.require_mfa,
+            groups: r.groups.clone(),
         };
         if roles.insert(name.clone(), role).is_some() {
             return cx.err(Some(r.name.span()), "role.name", format!("duplicate role \"{name}\""));
         }
     }
     Ok(roles)
+}
+
+fn parse_oidc(cx: &Ctx<'_>, raw: &[raw::RawOidc]) -> Result<Vec<OidcProvider>> {
+    let mut providers: Vec<OidcProvider> = Vec::new();
+    for p in raw {
+        let id = p.id.get_ref();
+        let valid = !id.is_empty() && id.len() <= 32 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !valid {
+            return cx.err(Some(p.id.span()), "oidc.id", "use letters, digits and '-' (1-32 chars)");
+        }
+        if providers.iter().any(|o| &o.id == id) {
+            return cx.err(Some(p.id.span()), "oidc.id", format!("duplicate provider \"{id}\""));
+        }
+        let issuer = p.issuer.get_ref().trim_end_matches('/').to_owned();
+        if !issuer.starts_with("https://") {
+            return cx.err(Some(p.issuer.span()), "oidc.issuer", "expected an https:// URL");
+        }
+        if !p.redirect_uri.get_ref().starts_with("https://")
+            || !p.redirect_uri.get_ref().ends_with("/api/oidc/callback")
+        {
+            return cx.err(
+                Some(p.redirect_uri.span()),
+                "oidc.redirect_uri",
+                "expected https://<this gateway>/api/oidc/callback",
+            );
+        }
+        providers.push(OidcProvider {
+            id: id.clone(),
+            name: p.name.clone().unwrap_or_else(|| id.clone()),
+            issuer,
+            client_id: p.client_id.clone(),
+            client_secret_file: cx.path(&p.client_secret_file),
+            redirect_uri: p.redirect_uri.get_ref().clone(),
+            scopes: p
+                .scopes
+                .clone()
+                .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]),
+            user_claim: p.user_claim.clone().unwrap_or_else(|| "preferred_username".into()),
+            groups_claim: p.groups_claim.clone().unwrap_or_else(|| "groups".into()),
+            namespace: p.namespace,
+            ca: p.ca.as_deref().map(|c| cx.path(c)),
+        });
+    }
+    Ok(providers)
 }
 
 fn parse_users(
@@ -1022,12 +1113,7 @@ fn parse_users(
                     format!("unknown role \"{}\"", r.get_ref()),
                 );
             };
-            user.targets
-                .extend(targets.values().filter(|t| role.grants(t)).map(|t| t.name.clone()));
-            user.replay |= role.replay || role.admin;
-            user.admin |= role.admin;
-            user.require_mfa |= role.require_mfa;
-            user.roles.push(role.name.clone());
+            user.take_role(role, targets);
         }
         if users.insert(name.clone(), user).is_some() {
             return cx.err(Some(u.name.span()), "user.name", format!("duplicate user \"{name}\""));

@@ -38,6 +38,26 @@ pub(super) struct RawConfig {
     pub users: Vec<RawUser>,
     #[serde(default, rename = "role")]
     pub roles: Vec<RawRole>,
+    #[serde(default, rename = "oidc")]
+    pub oidc: Vec<RawOidc>,
+}
+
+/// `[[oidc]]`: an OpenID Connect provider users may sign in with.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub id: Spanned<String>,
+    pub name: Option<String>,
+    pub issuer: Spanned<String>,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub redirect_uri: Spanned<String>,
+    pub scopes: Option<Vec<String>>,
+    pub user_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    #[serde(default = "yes")]
+    pub namespace: bool,
+    pub ca: Option<PathBuf>,
 }
 
 /// `[[role]]`: targets by name pattern or by labels, and rights, granted to its members.
@@ -56,6 +76,9 @@ pub(super) struct RawRole {
     pub replay: bool,
     #[serde(default)]
     pub require_mfa: bool,
+    /// Single sign-on groups (`provider-id:group`) whose members hold this role.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -71,6 +71,7 @@ fn web_routes_need_the_targets_protocol() {
     let web = Credential::WebSession {
         user: "alice",
         only_target: None,
+        roles: &[],
     };
     let g = policy
         .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now())
@@ -88,6 +89,7 @@ fn web_routes_need_the_targets_protocol() {
     let limited = Credential::WebSession {
         user: "alice",
         only_target: Some("desk"),
+        roles: &[],
     };
     assert_eq!(
         policy
@@ -97,14 +99,14 @@ fn web_routes_need_the_targets_protocol() {
     );
     assert_eq!(
         policy
-            .targets_of("alice", Some("desk"))
+            .targets_of("alice", Some("desk"), &[])
             .iter()
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>(),
         ["desk"]
     );
-    assert_eq!(policy.targets_of("alice", None).len(), 3);
-    assert!(policy.targets_of("nobody", None).is_empty());
+    assert_eq!(policy.targets_of("alice", None, &[]).len(), 3);
+    assert!(policy.targets_of("nobody", None, &[]).is_empty());
 }
 
 /// RDCleanPath destinations: a configured name, or the configured address of the very target the
@@ -115,6 +117,7 @@ fn destinations_by_address_need_a_bound_credential() {
     let ticket = Credential::Ticket {
         user: "alice",
         target: "desk-alias",
+        roles: &[],
     };
     let g = policy
         .authorize(ticket, Destination::NameOrAddress("10.0.0.6:3389"), Via::WebRdp, now())
@@ -143,6 +146,7 @@ fn destinations_by_address_need_a_bound_credential() {
     let web = Credential::WebSession {
         user: "alice",
         only_target: None,
+        roles: &[],
     };
     assert_eq!(
         policy
@@ -264,6 +268,7 @@ fn revocations_refuse_users_and_tokens() {
     let web = Credential::WebSession {
         user: "alice",
         only_target: None,
+        roles: &[],
     };
     assert_eq!(
         policy
@@ -279,7 +284,7 @@ fn revocations_refuse_users_and_tokens() {
     assert!(reloaded
         .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now() + 61)
         .is_ok());
-    assert_eq!(reloaded.may_replay("alice", None, now()), Err(Denial::Revoked));
+    assert_eq!(reloaded.may_replay("alice", None, &[], now()), Err(Denial::Revoked));
 }
 
 #[test]
@@ -288,9 +293,12 @@ fn replay_needs_the_users_permission() {
         "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
          [[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\nreplay = true\n[[user]]\nname = \"bob\"\n",
     );
-    assert_eq!(policy.may_replay("alice", None, now()), Ok(()));
-    assert_eq!(policy.may_replay("bob", None, now()), Err(Denial::ReplayNotAllowed));
-    assert_eq!(policy.may_replay("mallory", None, now()), Err(Denial::UnknownUser));
+    assert_eq!(policy.may_replay("alice", None, &[], now()), Ok(()));
+    assert_eq!(
+        policy.may_replay("bob", None, &[], now()),
+        Err(Denial::ReplayNotAllowed)
+    );
+    assert_eq!(policy.may_replay("mallory", None, &[], now()), Err(Denial::UnknownUser));
 }
 
 #[test]
@@ -299,7 +307,10 @@ fn a_token_sign_in_may_not_replay() {
         "[[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
          [[user]]\nname = \"alice\"\ntargets = [\"vm1\"]\nreplay = true\n",
     );
-    assert_eq!(policy.may_replay("alice", Some("vm1"), now()), Err(Denial::OutOfScope));
+    assert_eq!(
+        policy.may_replay("alice", Some("vm1"), &[], now()),
+        Err(Denial::OutOfScope)
+    );
 }
 
 /// After a reload, a live session's grant is checked against the new policy.
@@ -420,7 +431,7 @@ fn roles_grant_targets_and_admin_rights() {
         policy.authorize_admin(Some(&admin("carol")), now()).unwrap_err(),
         Denial::NotAdmin
     );
-    assert!(policy.may_replay("bob", None, now()).is_ok(), "admins replay");
+    assert!(policy.may_replay("bob", None, &[], now()).is_ok(), "admins replay");
     // Without roles or [admin] users, any admin token's user is one (the issuer decides).
     let (plain, _) = test_policy(TARGETS);
     assert!(plain.is_admin("alice"));

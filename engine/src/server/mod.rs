@@ -166,6 +166,15 @@ pub fn validate(config: &Config) -> Result<()> {
         }
     }
     tokens::load(config, &KeySource::File)?;
+    // Single sign-on: the client secret and the CA file are readable (not their contents' truth,
+    // which only the provider can tell).
+    for p in &config.oidc {
+        std::fs::metadata(&p.client_secret_file)
+            .map_err(|e| Error::file("cannot read the OIDC client secret", &p.client_secret_file, e))?;
+        if let Some(ca) = &p.ca {
+            crate::tls::client_config(crate::tls::ServerTrust::CaFile(ca))?;
+        }
+    }
     rdp_trust(config)?;
     if let Some(user) = &config.user {
         privileges::lookup(user)?;

@@ -75,6 +75,8 @@ pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Optio
             Some(kid)
         }
     };
+    // Only the gateway's own key may put roles (of single sign-on users) in a token.
+    let verifier = verifier.granting_roles(kid.as_deref());
     let minter = Minter::new(&private, kid.as_deref(), auth.issuer.clone(), auth.audience.clone())
         .map_err(|e| Error::Startup(format!("auth.token_private_key: {e}")))?;
     Ok((verifier, Some(Arc::new(minter))))

@@ -349,6 +349,7 @@ mod tests {
         let s = MemoryStore::new();
         let session = WebSession {
             user: "a".into(),
+            roles: Vec::new(),
             only_target: None,
             mfa: false,
         };
@@ -367,6 +368,7 @@ mod tests {
         let t = Ticket {
             user: "a".into(),
             target: "desk".into(),
+            roles: Vec::new(),
         };
         block(s.put_ticket([1; 32], t.clone(), Duration::from_secs(60))).unwrap();
         assert_eq!(block(s.take_ticket([1; 32])).unwrap(), Some(t));
@@ -466,6 +468,7 @@ mod tests {
         );
         let session = WebSession {
             user: "a".into(),
+            roles: Vec::new(),
             only_target: None,
             mfa: false,
         };

@@ -39,6 +39,8 @@ pub fn key_of(secret: &str) -> SecretKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WebSession {
     pub user: String,
+    /// Roles from single sign-on (empty for configured users signing in locally).
+    pub roles: Vec<String>,
     /// A token sign-in is good for the token's target only.
     pub only_target: Option<String>,
     /// Signed in with a second factor (or with a token: the issuer's proof).
@@ -50,6 +52,8 @@ pub struct WebSession {
 pub struct Ticket {
     pub user: String,
     pub target: String,
+    /// Roles from single sign-on of the session that asked for it.
+    pub roles: Vec<String>,
 }
 
 /// What sign-in attempts are counted against. Addresses are client keys
@@ -93,6 +97,8 @@ pub enum RecordKind {
     MfaPending,
     /// A TOTP secret shown for enrolment, waiting for its first code, by the user.
     TotpEnrolment,
+    /// A single sign-on in progress (nonce, PKCE verifier), by its `state`.
+    OidcState,
 }
 
 impl RecordKind {
@@ -102,6 +108,7 @@ impl RecordKind {
             RecordKind::DeviceAnswer => "device-answer",
             RecordKind::MfaPending => "mfa-pending",
             RecordKind::TotpEnrolment => "totp-enrolment",
+            RecordKind::OidcState => "oidc-state",
         }
     }
 }

@@ -93,6 +93,8 @@ fn factors_key(user: &str) -> String {
 struct SessionValue {
     v: u32,
     user: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     only_target: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -258,6 +260,8 @@ struct TicketValue {
     v: u32,
     user: String,
     target: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
 }
 
 /// Whether Redis answers, as the last command found; said once per change.
@@ -788,6 +792,7 @@ impl Store for RedisStore {
         let value = json(&SessionValue {
             v: SCHEMA,
             user: session.user,
+            roles: session.roles,
             only_target: session.only_target,
             mfa: session.mfa,
         });
@@ -799,6 +804,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             Ok(got.await?.map(|s| WebSession {
                 user: s.user,
+                roles: s.roles,
                 only_target: s.only_target,
                 mfa: s.mfa,
             }))
@@ -856,6 +862,7 @@ impl Store for RedisStore {
             v: SCHEMA,
             user: ticket.user,
             target: ticket.target,
+            roles: ticket.roles,
         });
         self.set_px(secret_key("ticket", &key), value, ttl)
     }
@@ -867,6 +874,7 @@ impl Store for RedisStore {
             Ok(got.await?.map(|t| Ticket {
                 user: t.user,
                 target: t.target,
+                roles: t.roles,
             }))
         })
     }

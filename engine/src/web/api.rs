@@ -4,7 +4,7 @@
 
 use super::response::{Body, Response};
 use super::signin;
-use super::{assets, device, mfa, recordings, WebState};
+use super::{assets, device, mfa, oidc, recordings, WebState};
 use crate::blocking::Pools;
 use crate::store::WebSession;
 use portcullis_core::audit::Via;
@@ -76,6 +76,9 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::LoginMfa => respond(mfa::second_step(req).await),
         WebRoute::TotpBegin => respond(mfa::enrol_begin(req).await),
         WebRoute::TotpConfirm => respond(mfa::enrol_confirm(req).await),
+        WebRoute::OidcProviders => respond(oidc::providers(req)),
+        WebRoute::OidcStart { id } => respond(oidc::start(req, &id).await),
+        WebRoute::OidcCallback => respond(oidc::callback(req).await),
     }
 }
 
@@ -301,8 +304,21 @@ pub(super) async fn start_session(
     mfa: bool,
     ttl: Duration,
 ) -> Response {
+    start_session_with_roles(req, user, Vec::new(), only_target, mfa, ttl).await
+}
+
+/// Starts a web session for a user who holds `roles` (from single sign-on).
+pub(super) async fn start_session_with_roles(
+    req: &WebRequest<'_>,
+    user: String,
+    roles: Vec<String>,
+    only_target: Option<String>,
+    mfa: bool,
+    ttl: Duration,
+) -> Response {
     let session = WebSession {
         user: user.clone(),
+        roles,
         only_target,
         mfa,
     };
@@ -337,7 +353,7 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
     let usable = mfa::satisfied(req.policy, &s);
     let targets: Vec<serde_json::Value> = req
         .policy
-        .targets_of(&s.user, s.only_target.as_deref())
+        .targets_of(&s.user, s.only_target.as_deref(), &s.roles)
         .into_iter()
         .filter(|_| usable)
         .map(|t| {
@@ -350,7 +366,12 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
         .collect();
     let can_replay = req
         .policy
-        .may_replay(&s.user, s.only_target.as_deref(), portcullis_core::keys::unix_now())
+        .may_replay(
+            &s.user,
+            s.only_target.as_deref(),
+            &s.roles,
+            portcullis_core::keys::unix_now(),
+        )
         .is_ok()
         && usable;
     Response::json(
@@ -377,6 +398,7 @@ async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
     let credential = Credential::WebSession {
         user: &s.user,
         only_target: s.only_target.as_deref(),
+        roles: &s.roles,
     };
     let now = portcullis_core::keys::unix_now();
     let grant = match req
@@ -388,7 +410,7 @@ async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
     };
     match store(
         req,
-        signin::issue_ticket(req.web.store.as_ref(), &grant.user, &grant.target.name),
+        signin::issue_ticket(req.web.store.as_ref(), &grant.user, &grant.target.name, &grant.roles),
     )
     .await
     {
@@ -404,7 +426,12 @@ async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
 async fn replay_dir(req: &WebRequest<'_>) -> Result<std::path::PathBuf, Response> {
     let s = signed_in(req).await?;
     req.policy
-        .may_replay(&s.user, s.only_target.as_deref(), portcullis_core::keys::unix_now())
+        .may_replay(
+            &s.user,
+            s.only_target.as_deref(),
+            &s.roles,
+            portcullis_core::keys::unix_now(),
+        )
         .map_err(|d| Response::error(d.status(), &d.to_string()))?;
     req.policy
         .config
@@ -435,6 +462,7 @@ async fn terminal(req: &WebRequest<'_>, target: &str) -> Action {
     let credential = Credential::WebSession {
         user: &session.user,
         only_target: session.only_target.as_deref(),
+        roles: &session.roles,
     };
     let now = portcullis_core::keys::unix_now();
     let grant = match req

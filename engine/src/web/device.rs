@@ -47,6 +47,9 @@ struct LoginAnswer {
     v: u32,
     user: String,
     approved: bool,
+    /// Roles of the approving session (single sign-on): the credential carries them.
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// The user code in its canonical form (`BCDF-GHJK`), from what a user may type.
@@ -210,6 +213,7 @@ pub async fn answer(req: &WebRequest<'_>) -> Response {
         v: 1,
         user: session.user.clone(),
         approved: approve,
+        roles: session.roles.clone(),
     })
     .unwrap_or_default();
     let put = req
@@ -272,12 +276,12 @@ pub async fn poll(req: &WebRequest<'_>) -> Response {
         return poll_error("access_denied", 403);
     };
     let now = portcullis_core::keys::unix_now();
-    if !req.policy.config.users.contains_key(&answer.user) {
+    if req.policy.user_of(&answer.user, &answer.roles).is_none() {
         return poll_error("access_denied", 403);
     }
     let ttl = req.policy.config.auth.login_ttl;
     let scope = Some(portcullis_protocols::token::LOGIN_SCOPE);
-    let Ok((credential, claims)) = minter.mint(&answer.user, "", scope, ttl, now) else {
+    let Ok((credential, claims)) = minter.mint_with_roles(&answer.user, &answer.roles, "", scope, ttl, now) else {
         return Response::error(503, "cannot sign the login credential");
     };
     let mut r = audit(req, IdentityAction::LoginIssued, Some(&answer.user));
@@ -316,6 +320,7 @@ pub async fn token(req: &WebRequest<'_>) -> Response {
     let credential = Credential::WebSession {
         user: &login.sub,
         only_target: None,
+        roles: &login.roles,
     };
     let grant = match req
         .policy
@@ -325,7 +330,8 @@ pub async fn token(req: &WebRequest<'_>) -> Response {
         Err(d) => return Response::error(d.status(), &d.to_string()),
     };
     let ttl = req.policy.config.auth.issued_token_ttl;
-    let Ok((token, claims)) = minter.mint(&grant.user, &grant.target.name, None, ttl, now) else {
+    let Ok((token, claims)) = minter.mint_with_roles(&grant.user, &grant.roles, &grant.target.name, None, ttl, now)
+    else {
         return Response::error(503, "cannot sign the token");
     };
     let mut r = audit(req, IdentityAction::TokenIssued, Some(&grant.user));
@@ -349,7 +355,7 @@ pub async fn targets(req: &WebRequest<'_>) -> Response {
     };
     let targets: Vec<serde_json::Value> = req
         .policy
-        .targets_of(&login.sub, None)
+        .targets_of(&login.sub, None, &login.roles)
         .into_iter()
         .map(|t| serde_json::json!({ "name": t.name, "protocol": t.protocol.as_str() }))
         .collect();

@@ -358,6 +358,7 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
     let ttl = req.policy.config.web.session_ttl;
     let session = WebSession {
         user: session.user.clone(),
+        roles: session.roles.clone(),
         only_target: None,
         mfa: true,
     };

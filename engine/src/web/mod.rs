@@ -6,7 +6,9 @@
 pub mod api;
 pub mod assets;
 pub mod device;
+pub mod fetch;
 pub mod mfa;
+pub mod oidc;
 pub mod recordings;
 pub mod response;
 pub mod signin;
@@ -27,6 +29,8 @@ pub struct WebState {
     pub fleet: Option<Arc<RedisStore>>,
     pub ssh_runtime: tokio::runtime::Runtime,
     pub recorder: Recorder,
+    /// Single sign-on providers' documents and keys.
+    pub oidc: oidc::OidcCache,
 }
 
 impl WebState {
@@ -69,6 +73,7 @@ impl WebState {
             fleet,
             ssh_runtime,
             recorder: Recorder::start().map_err(|e| Error::Io("cannot start the recorder", e))?,
+            oidc: Default::default(),
         }))
     }
 }

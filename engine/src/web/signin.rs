@@ -69,11 +69,17 @@ pub async fn end_session(store: &dyn Store, head: &RequestHead<'_>) -> Result<()
     }
 }
 
-pub async fn issue_ticket(store: &dyn Store, user: &str, target: &str) -> Result<String, SigninError> {
+pub async fn issue_ticket(
+    store: &dyn Store,
+    user: &str,
+    target: &str,
+    roles: &[String],
+) -> Result<String, SigninError> {
     let ticket = format!("{TICKET_PREFIX}{}", secret::random_base64url::<32>()?);
     let value = Ticket {
         user: user.to_owned(),
         target: target.to_owned(),
+        roles: roles.to_vec(),
     };
     store.put_ticket(key_of(&ticket), value, TICKET_TTL).await?;
     Ok(ticket)
@@ -246,6 +252,7 @@ mod tests {
         let s = MemoryStore::new();
         let session = WebSession {
             user: "a".into(),
+            roles: Vec::new(),
             only_target: None,
             mfa: false,
         };
@@ -274,7 +281,7 @@ mod tests {
         assert_eq!(cookie(&head), None);
         block_on(end_session(&s, &head)).unwrap();
         assert_eq!(block_on(current(&s, &head)).unwrap(), None);
-        let ticket = block_on(issue_ticket(&s, "a", "desk")).unwrap();
+        let ticket = block_on(issue_ticket(&s, "a", "desk", &[])).unwrap();
         assert!(is_ticket(&ticket));
         assert_eq!(block_on(redeem_ticket(&s, &ticket)).unwrap().unwrap().target, "desk");
         assert_eq!(block_on(redeem_ticket(&s, &ticket)).unwrap(), None);

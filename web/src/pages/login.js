@@ -142,6 +142,23 @@ export const loginPage = {
       tokenSubmit,
     );
 
+    // Single sign-on: one button per provider (a full-page redirect to it and back).
+    const sso = h("div", { id: "login-sso", class: "sso", hidden: true });
+    api.oidcProviders().then((providers) => {
+      if (!ctx.current(gen) || !providers.length) return;
+      sso.replaceChildren(
+        ...providers.map((p) =>
+          h(
+            "button",
+            { type: "button", class: "sso-button", id: `oidc-${p.id}`, onclick: () => (location.href = `/api/oidc/${encodeURIComponent(p.id)}/start`) },
+            `Sign in with ${p.name}`,
+          ),
+        ),
+        h("p", { class: "muted" }, "or with a local account:"),
+      );
+      sso.hidden = false;
+    });
+
     app.append(
       h(
         "section",
@@ -150,6 +167,7 @@ export const loginPage = {
         h("p", { class: "muted" }, "Sign in to reach your servers."),
         notice,
         error,
+        sso,
         form,
         codeForm,
         h("details", { id: "login-token-details" }, h("summary", {}, "Sign in with a token"), tokenForm),

@@ -191,6 +191,7 @@ async fn authorize(conn: &Conn, request: &CleanPathRequest) -> Result<Grant, Ref
         let credential = Credential::Ticket {
             user: &ticket.user,
             target: &ticket.target,
+            roles: &ticket.roles,
         };
         conn.policy().authorize(credential, destination, Via::WebRdp, now)
     } else {
