@@ -219,6 +219,8 @@ pub enum AdminAction {
     Terminate,
     RevokeUser,
     RevokeToken,
+    /// A user's enrolled second factors removed (a lost phone), so they can enrol again.
+    ResetFactors,
 }
 
 /// One admin API request that changed something or read sessions, granted or refused.

@@ -94,6 +94,18 @@ enum Command {
         #[command(flatten)]
         gw: GatewayOnly,
     },
+    /// Open an RDP target with the local RDP client: a local tunnel on a free loopback port and
+    /// the client pointed at it (FreeRDP when found); without one, prints the address to use.
+    Rdp {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// Local address of the tunnel.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        local: SocketAddr,
+        /// The client's command line, `{addr}` standing for the tunnel (e.g. "remmina -c rdp://{addr}").
+        #[arg(long)]
+        client: Option<String>,
+    },
     /// Operate a running gateway through its admin listener (`[admin] listen`).
     Admin {
         #[command(flatten)]
@@ -128,6 +140,9 @@ enum AdminCommand {
     Sessions,
     /// End a live session (its client gets Close 1008; audited `ended: terminated`).
     Terminate { id: String },
+    /// Remove a user's enrolled second factors (a lost phone): they sign in with the password,
+    /// then enrol again.
+    ResetFactors { name: String },
     /// Refuse a user's new sessions and end their live ones (`ended: revoked`).
     RevokeUser {
         name: String,
@@ -437,6 +452,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Rdp { gw, local, client } => {
+            let (url, tls) = gw.resolve()?;
+            let token = gw.token(&url)?;
+            let rt = client_runtime()?;
+            let words = client::rdp_client(client.as_deref());
+            let result = rt.block_on(client::rdp(url, gw.target, token, tls, local, words));
+            rt.shutdown_background();
+            Ok(result?)
+        }
         Command::Tunnel { gw, local } => {
             let (url, tls) = gw.resolve()?;
             let token = gw.token(&url)?;
@@ -480,6 +504,7 @@ fn admin(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
     let (method, path, body) = match command {
         AdminCommand::Sessions => ("GET", "/v1/sessions".to_owned(), None),
         AdminCommand::Terminate { id } => ("DELETE", format!("/v1/sessions/{id}"), None),
+        AdminCommand::ResetFactors { name } => ("DELETE", format!("/v1/users/{name}/factors"), None),
         AdminCommand::RevokeUser { name, until: t } => (
             "POST",
             "/v1/revocations".to_owned(),

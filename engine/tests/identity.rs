@@ -415,6 +415,16 @@ async fn a_required_totp_factor_is_enrolled_then_asked_for_and_survives_a_restar
         statuses.push(code_step(&gw, &third, "999999").await.0);
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+    // A lost phone: an administrator removes the factor (once; then there is none to remove).
+    let root = gw.admin_token("root");
+    assert_eq!(
+        gw.admin_request("DELETE", "/v1/users/alice/factors", Some(&root), "").0,
+        200
+    );
+    assert_eq!(
+        gw.admin_request("DELETE", "/v1/users/alice/factors", Some(&root), "").0,
+        404
+    );
     let records = audit(&gw);
     let methods: Vec<&str> = records
         .iter()
@@ -428,4 +438,37 @@ async fn a_required_totp_factor_is_enrolled_then_asked_for_and_survives_a_restar
     assert!(records
         .iter()
         .any(|r| r["action"] == "sign_in_failed" && r["reason"] == "wrong code"));
+}
+
+/// `portcullis rdp`: a local tunnel on a free port and the local client started at it (here a
+/// stand-in client: bash sending bytes to the echo target through the tunnel); the command ends
+/// with the client.
+#[test]
+fn portcullis_rdp_starts_the_client_on_a_local_tunnel_and_ends_with_it() {
+    let echo = portcullis_testkit::targets::EchoTarget::start();
+    let gw = Gateway::builder().target("desk1", echo.addr, "tcp").start();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("desk1.token");
+    std::fs::write(&token_file, gw.token("alice", "desk1")).unwrap();
+    let client = dir.path().join("client.sh");
+    let out = dir.path().join("echoed");
+    std::fs::write(
+        &client,
+        format!(
+            "exec 3<>/dev/tcp/${{1%:*}}/${{1##*:}}\nprintf 'rdp-bytes' >&3\nhead -c 9 <&3 > {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = Command::new(gateway_bin())
+        .args(["rdp", &gw.url(), "--insecure", "--target", "desk1", "--token-file"])
+        .arg(&token_file)
+        .args(["--client", &format!("bash {} {{addr}}", client.display())])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(started.elapsed() < 30 * SEC);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "rdp-bytes");
 }

@@ -67,6 +67,7 @@ enum Route<'a> {
     Sessions,
     Terminate(&'a str),
     Revoke,
+    ResetFactors(&'a str),
 }
 
 impl Route<'_> {
@@ -77,6 +78,7 @@ impl Route<'_> {
             Route::Terminate(_) => AdminAction::Terminate,
             // Refined once the body says which (user or token).
             Route::Revoke => AdminAction::RevokeUser,
+            Route::ResetFactors(_) => AdminAction::ResetFactors,
         }
     }
 }
@@ -98,6 +100,9 @@ pub fn handle(buf: &[u8], head_len: usize, peer: SocketAddr, shared: &Shared) ->
         ("GET", "/v1/sessions") => Route::Sessions,
         ("DELETE", p) if p.starts_with("/v1/sessions/") => Route::Terminate(&p["/v1/sessions/".len()..]),
         ("POST", "/v1/revocations") => Route::Revoke,
+        ("DELETE", p) if p.starts_with("/v1/users/") && p.ends_with("/factors") => {
+            Route::ResetFactors(&p["/v1/users/".len()..p.len() - "/factors".len()])
+        }
         (_, "/healthz" | "/readyz" | "/metrics" | "/v1/sessions" | "/v1/revocations") => {
             return Answer::error(405, "method not allowed")
         }
@@ -136,11 +141,42 @@ pub fn handle(buf: &[u8], head_len: usize, peer: SocketAddr, shared: &Shared) ->
             terminate(shared, id, &admin, &mut record)
         }
         Route::Revoke => revoke(shared, body, &admin, now, &mut record),
+        Route::ResetFactors(user) => {
+            record.subject = Some(user.to_owned());
+            reset_factors(shared, user)
+        }
     };
     record.status = answer.status;
     tracing::info!(admin = %admin, action = ?record.action, subject = ?record.subject, status = answer.status, "admin request");
     shared.audit.record(&AuditRecord::Admin(record));
     answer
+}
+
+/// Removes `user`'s enrolled second factors (from every node's point of view: they are the
+/// store's durable records). Their web sessions stay; their next password sign-in needs no code
+/// (or, under `require_mfa`, leads to enrolment).
+fn reset_factors(shared: &Shared, user: &str) -> Answer {
+    let store = shared.web.store.clone();
+    let user = user.to_owned();
+    let reset = futures_lite::future::block_on(async move {
+        for _ in 0..3 {
+            let current = store.factors(&user).await?;
+            if current.is_none() {
+                return Ok(false);
+            }
+            if store.swap_factors(&user, current, None).await? {
+                return Ok(true);
+            }
+        }
+        Err(crate::store::StoreError::Unavailable(
+            "the factors kept changing".into(),
+        ))
+    });
+    match reset {
+        Ok(true) => Answer::json(200, json!({ "reset": true })),
+        Ok(false) => Answer::error(404, "this user has no second factor"),
+        Err(e) => Answer::error(503, &e.to_string()),
+    }
 }
 
 /// The admin token: from `Authorization: Bearer` only (never the query string, which ends up in

@@ -394,8 +394,24 @@ pub async fn tunnel(
         "portcullis: forwarding {bound} -> {target} via {}:{}",
         url.host, url.port
     );
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    serve_tunnel(listener, url, target, token, tls, ctrl_c).await
+}
+
+/// Tunnels each connection `listener` accepts to `target`, until `stop` resolves.
+pub async fn serve_tunnel(
+    listener: tokio::net::TcpListener,
+    url: GatewayUrl,
+    target: String,
+    token: TokenSource,
+    tls: Arc<rustls::ClientConfig>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ClientError> {
     let url = Arc::new(url);
     let target: Arc<str> = target.into();
+    let mut stop = std::pin::pin!(stop);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -424,9 +440,59 @@ pub async fn tunnel(
                     }
                 });
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut stop => return Ok(()),
         }
     }
+}
+
+/// The RDP client to start for `portcullis rdp`: a command line template with `{addr}` (the local
+/// tunnel), given or found on the PATH (FreeRDP). `None`: none found.
+pub fn rdp_client(given: Option<&str>) -> Option<Vec<String>> {
+    let template = match given {
+        Some(t) => t.to_owned(),
+        None => {
+            let path = std::env::var_os("PATH")?;
+            let found = ["xfreerdp3", "xfreerdp", "wlfreerdp3", "wlfreerdp"]
+                .into_iter()
+                .find(|p| std::env::split_paths(&path).any(|d| d.join(p).is_file()))?;
+            format!("{found} /v:{{addr}}")
+        }
+    };
+    let words: Vec<String> = template.split_whitespace().map(str::to_owned).collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// `portcullis rdp`: a local tunnel on `local` (a free loopback port by default) and the local RDP
+/// client pointed at it; the tunnel ends with the client. Without a client, the address to use is
+/// printed and the tunnel runs until Ctrl-C.
+pub async fn rdp(
+    url: GatewayUrl,
+    target: String,
+    token: TokenSource,
+    tls: Arc<rustls::ClientConfig>,
+    local: std::net::SocketAddr,
+    client: Option<Vec<String>>,
+) -> Result<(), ClientError> {
+    let listener = tokio::net::TcpListener::bind(local).await?;
+    let addr = listener.local_addr()?;
+    let Some(words) = client else {
+        println!("RDP {target}: point your RDP client (mstsc, Remmina, FreeRDP) at {addr}; Ctrl-C ends the tunnel.");
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        return serve_tunnel(listener, url, target, token, tls, ctrl_c).await;
+    };
+    let args: Vec<String> = words.iter().map(|w| w.replace("{addr}", &addr.to_string())).collect();
+    eprintln!("portcullis: RDP {target} on {addr}: starting {}", args[0]);
+    let mut child = tokio::process::Command::new(&args[0])
+        .args(&args[1..])
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| ClientError::Api(format!("cannot start {}: {e}", args[0])))?;
+    let exited = async move {
+        let _ = child.wait().await;
+    };
+    serve_tunnel(listener, url, target, token, tls, exited).await
 }
 
 #[cfg(test)]
