@@ -33,7 +33,48 @@ use portcullis_protocols::token::{pem, Claims, TokenIssuer, TokenVerifier};
 pub type Check = fn(&[u8]);
 
 /// The targets whose checks live here (the others are in `checks.rs`).
-pub const TARGETS: &[(&str, Check)] = &[("gateway_request", gateway_request), ("relay", relay)];
+pub const TARGETS: &[(&str, Check)] = &[
+    ("gateway_request", gateway_request),
+    ("relay", relay),
+    ("webauthn", webauthn),
+];
+
+/// The WebAuthn parsers (`portcullis_core::webauthn`) on anything: the first byte picks CBOR,
+/// authenticator data, or a whole registration (client data and attestation object, split at
+/// the second byte). No panic; what parses obeys its bounds.
+pub fn webauthn(data: &[u8]) {
+    use portcullis_core::webauthn as w;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    match pick % 3 {
+        0 => {
+            if let Ok((_, left)) = w::cbor(rest) {
+                assert!(left.len() < rest.len(), "a CBOR item takes at least one byte");
+            }
+        }
+        1 => {
+            if let Ok(d) = w::auth_data(rest) {
+                assert!(rest.len() >= 37);
+                if let Some((id, _)) = d.credential {
+                    assert!(!id.is_empty() && id.len() < 1024);
+                }
+            }
+        }
+        _ => {
+            let Some((&cut, rest)) = rest.split_first() else { return };
+            let (client, attestation) = rest.split_at(usize::from(cut).min(rest.len()));
+            let origins = ["https://localhost".to_owned()];
+            let expect = w::Expected {
+                kind: "webauthn.create",
+                challenge: "c",
+                origins: &origins,
+                rp_id: "localhost",
+            };
+            let _ = w::register(client, attestation, &expect);
+        }
+    }
+}
 
 /// The relay's promises under every interleaving the input picks (`portcullis_core::relay::sim`).
 pub fn relay(data: &[u8]) {
@@ -135,6 +176,7 @@ pub fn fixture() -> &'static Fixture {
                     scope: None,
                     once: false,
                     roles: Vec::new(),
+                    lgn: None,
                 };
                 issuer.issue(&claims).expect("sign")
             })

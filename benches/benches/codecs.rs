@@ -194,6 +194,7 @@ fn claims() -> Claims {
         scope: None,
         once: false,
         roles: Vec::new(),
+        lgn: None,
     }
 }
 

@@ -99,10 +99,12 @@ impl Minter {
         ttl: Duration,
         now: u64,
     ) -> Result<(String, Claims), KeyError> {
-        self.mint_with_roles(user, &[], target, scope, ttl, now)
+        self.mint_with_roles(user, &[], target, scope, ttl, now, None)
     }
 
-    /// The same, for a user who holds `roles` (from single sign-on): they travel in the token.
+    /// The same, for a user who holds `roles` (from single sign-on: they travel in the token),
+    /// fetched with the login credential `login` (its `jti`), if any.
+    #[allow(clippy::too_many_arguments)]
     pub fn mint_with_roles(
         &self,
         user: &str,
@@ -111,6 +113,7 @@ impl Minter {
         scope: Option<&str>,
         ttl: Duration,
         now: u64,
+        login: Option<&str>,
     ) -> Result<(String, Claims), KeyError> {
         let claims = Claims {
             sub: user.to_owned(),
@@ -124,6 +127,7 @@ impl Minter {
             scope: scope.map(str::to_owned),
             once: false,
             roles: roles.to_vec(),
+            lgn: login.map(str::to_owned),
         };
         Ok((self.issuer.issue(&claims)?, claims))
     }
@@ -191,6 +195,7 @@ fn issue_with(
         scope: scope.map(str::to_owned),
         once,
         roles: Vec::new(),
+        lgn: None,
     };
     Ok(issuer.issue(&claims)?)
 }
@@ -249,6 +254,7 @@ mod tests {
             scope: None,
             once: false,
             roles: Vec::new(),
+            lgn: None,
         };
         let sign = |private: &str, kid: Option<&str>, iss: Option<&str>| {
             let issuer = TokenIssuer::from_private_pem(private.as_bytes()).unwrap();
@@ -296,6 +302,28 @@ mod tests {
         // With exactly one key, a token without kid is accepted (the one-key shorthand).
         let one = TokenVerifier::from_public_pem(old_public.as_bytes(), 0).unwrap();
         assert!(one.verify(&sign(&old_private, None, None), now).is_ok());
+        // An external key without kid beside the gateway's own (named) key: kid-less tokens are
+        // the external issuer's; only the gateway's key may sign login credentials.
+        let (own_private, own_public) = generate().unwrap();
+        let mixed = TokenVerifier::new(0)
+            .with_key(None, old_public.as_bytes(), Expectations::default())
+            .unwrap()
+            .with_key(Some("own"), own_public.as_bytes(), Expectations::default())
+            .unwrap()
+            .granting_roles(Some("own"));
+        assert!(mixed.verify(&sign(&old_private, None, None), now).is_ok());
+        let login = Minter::new(own_private.as_bytes(), Some("own"), None, None)
+            .unwrap()
+            .mint("alice", "", Some("login"), Duration::from_secs(60), now)
+            .unwrap()
+            .0;
+        assert!(mixed.verify(&login, now).is_ok());
+        let forged = Minter::new(old_private.as_bytes(), None, None, None)
+            .unwrap()
+            .mint("alice", "", Some("login"), Duration::from_secs(60), now)
+            .unwrap()
+            .0;
+        assert_eq!(mixed.verify(&forged, now), Err(TokenError::RolesNotAllowed));
         // Two keys under one name are a configuration error.
         assert!(TokenVerifier::new(0)
             .with_key(Some("k"), old_public.as_bytes(), Expectations::default())

@@ -27,3 +27,4 @@ pub mod route;
 pub mod secret;
 pub mod sshkey;
 pub mod totp;
+pub mod webauthn;

@@ -171,6 +171,10 @@ pub fn identity(
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty() && n.len() <= 128 && !n.chars().any(char::is_control))
         .ok_or_else(|| IdTokenError::MissingClaim(provider.user_claim.clone()))?;
+    // An email names a user only once the provider has verified it.
+    if provider.user_claim == "email" && claims.get("email_verified") != Some(&Value::Bool(true)) {
+        return Err(IdTokenError::MissingClaim("email_verified".into()));
+    }
     let user = if provider.namespace {
         format!("{}:{name}", provider.id)
     } else {

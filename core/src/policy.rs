@@ -62,6 +62,8 @@ pub struct Grant {
     pub via: Via,
     /// Roles from single sign-on the grant rests on (checked again after a reload).
     pub roles: Vec<String>,
+    /// The login credential the token was fetched with: its revocation ends the session too.
+    pub login_id: Option<String>,
 }
 
 /// Why a request was refused. `status()` is the HTTP answer; `Display` is safe to log and to send
@@ -147,6 +149,7 @@ struct Identity<'a> {
     token_expires: Option<u64>,
     single_use: bool,
     roles: Vec<String>,
+    login_id: Option<String>,
 }
 
 pub struct Policy {
@@ -181,7 +184,12 @@ impl Policy {
         now: u64,
     ) -> Result<Grant, Denial> {
         let who = self.identify(credential, now)?;
-        if self.revocations.is_revoked(&who.user, who.token_id.as_deref(), now) {
+        if self.revocations.is_revoked(&who.user, who.token_id.as_deref(), now)
+            || who
+                .login_id
+                .as_deref()
+                .is_some_and(|l| self.revocations.is_revoked(&who.user, Some(l), now))
+        {
             return Err(Denial::Revoked);
         }
         let target = self.resolve(destination, who.bound.as_deref())?;
@@ -208,6 +216,7 @@ impl Policy {
             single_use: who.single_use,
             via,
             roles: who.roles,
+            login_id: who.login_id,
         })
     }
 
@@ -245,7 +254,12 @@ impl Policy {
     /// one: the user and the token unrevoked, the user still in the policy and still listing the
     /// target, and the target still the same destination (address and protocol).
     pub fn still_allows(&self, grant: &Grant, now: u64) -> Result<(), Denial> {
-        if self.revocations.is_revoked(&grant.user, grant.token_id.as_deref(), now) {
+        if self.revocations.is_revoked(&grant.user, grant.token_id.as_deref(), now)
+            || grant
+                .login_id
+                .as_deref()
+                .is_some_and(|l| self.revocations.is_revoked(&grant.user, Some(l), now))
+        {
             return Err(Denial::Revoked);
         }
         let user = self.user_of(&grant.user, &grant.roles).ok_or(Denial::UnknownUser)?;
@@ -290,7 +304,8 @@ impl Policy {
     pub fn login_credential(&self, credential: Option<&str>, now: u64) -> Result<Claims, Denial> {
         let credential = credential.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
         let claims = self.verify(credential, now).map_err(Denial::BadToken)?;
-        if !claims.has_scope(portcullis_protocols::token::LOGIN_SCOPE) {
+        // A credential names no target and is not single use (those are access tokens' traits).
+        if !claims.has_scope(portcullis_protocols::token::LOGIN_SCOPE) || !claims.tgt.is_empty() || claims.once {
             return Err(Denial::NotLoginCredential);
         }
         if self.revocations.is_revoked(&claims.sub, Some(&claims.jti), now) {
@@ -356,6 +371,7 @@ impl Policy {
                     token_expires: Some(claims.exp),
                     single_use: claims.once,
                     roles: claims.roles,
+                    login_id: claims.lgn,
                 }
             }
             Credential::WebSession {
@@ -369,6 +385,7 @@ impl Policy {
                 token_expires: None,
                 single_use: false,
                 roles: roles.to_vec(),
+                login_id: None,
             },
             Credential::Ticket { user, target, roles } => Identity {
                 user: Borrowed(user),
@@ -377,6 +394,7 @@ impl Policy {
                 token_expires: None,
                 single_use: false,
                 roles: roles.to_vec(),
+                login_id: None,
             },
         })
     }
@@ -429,7 +447,10 @@ pub(crate) fn test_policy(targets_and_users: &str) -> (Policy, String) {
         std::path::Path::new("."),
     )
     .expect("test policy");
-    let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0).expect("test key");
+    // The test key plays the gateway's own (it signs login credentials in the tests).
+    let verifier = TokenVerifier::from_public_pem(public.as_bytes(), 0)
+        .expect("test key")
+        .granting_roles(None);
     (Policy::new(config, verifier, Default::default()), private)
 }
 

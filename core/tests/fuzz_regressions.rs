@@ -55,6 +55,8 @@ fn empty_and_short_inputs_pass() {
         checks::gateway_request(&vec![b'$'; len]);
         checks::relay(&vec![0u8; len]);
         checks::relay(&vec![0xffu8; len]);
+        checks::webauthn(&vec![0u8; len]);
+        checks::webauthn(&vec![0xffu8; len]);
     }
 }
 

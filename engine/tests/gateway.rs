@@ -211,6 +211,7 @@ async fn denials_reach_no_target() {
             scope: None,
             once: false,
             roles: Vec::new(),
+            lgn: None,
         })
     };
     let echo_path = "/v1/tunnel/echo";

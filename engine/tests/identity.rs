@@ -163,11 +163,17 @@ async fn a_device_login_reaches_ssh_with_no_token_on_any_command_line() {
         (400, json!({ "error": "authorization_pending" }))
     );
 
+    // A tunnel opened with a token the login fetched is live while the user logs out.
+    let access = answer["token"].as_str().unwrap().to_owned();
+    let mut live = WsClient::open(&gw, "vm1", &access).await;
     // Logout revokes the credential: ssh no longer gets through.
     let out = portcullis(home.path())
         .args(["logout", &url, "--insecure"])
         .output()
         .unwrap();
+    // ... and the tokens it fetched: the live tunnel ends, the token opens nothing more.
+    assert_eq!(live.recv_close(10 * SEC).await.0, Some(1008));
+    assert_eq!(WsClient::refused_tunnel(&gw, "vm1", &access).await, 403);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fetch("vm1", &credential).await.0, 403);
     let out = Command::new("ssh")
@@ -256,6 +262,7 @@ async fn keys_rotate_by_kid_and_rotated_out_or_unknown_keys_are_refused() {
             scope: None,
             once: false,
             roles: Vec::new(),
+            lgn: None,
         };
         let issuer = TokenIssuer::from_private_pem(private.as_bytes()).unwrap();
         match kid {
@@ -409,12 +416,14 @@ async fn a_required_totp_factor_is_enrolled_then_asked_for_and_survives_a_restar
     assert_eq!(code_step(&gw, &again, &recovery[3]).await.0, 200);
     let third = password_step(&gw).await.expect("a second step");
     assert_eq!(code_step(&gw, &third, &recovery[3]).await.0, 401);
-    // Wrong codes count like wrong passwords: the throttle stops them (5 per user and address).
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        statuses.push(code_step(&gw, &third, "999999").await.0);
+    // Five wrong codes drop the pending sign-in: even a right code no longer completes it.
+    for _ in 0..5 {
+        assert_eq!(code_step(&gw, &third, "999999").await.0, 401);
     }
-    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(code_step(&gw, &third, &recovery[5]).await.0, 401);
+    // And they were counted like wrong passwords: the password itself is now throttled here.
+    let body = json!({ "user": "alice", "password": PASSWORD }).to_string();
+    assert_eq!(https(&gw, "POST", "/api/login", &[], &body).await.0, 429);
     // A lost phone: an administrator removes the factor (once; then there is none to remove).
     let root = gw.admin_token("root");
     assert_eq!(

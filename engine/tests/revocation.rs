@@ -27,6 +27,7 @@ fn claims(user: &str, target: &str, ttl: u64) -> Claims {
         scope: None,
         once: false,
         roles: Vec::new(),
+        lgn: None,
     }
 }
 

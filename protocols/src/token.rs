@@ -45,6 +45,10 @@ pub struct Claims {
     /// gateway signs itself: only its own key may carry them (`TokenError::RolesNotAllowed`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The `jti` of the login credential this token was fetched with (`portcullis login`):
+    /// revoking that login (logout) refuses and ends this token's sessions too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lgn: Option<String>,
 }
 
 /// The scope that opens the admin API.
@@ -124,8 +128,9 @@ pub enum TokenError {
     /// (a token is checked with the key it names, never with each in turn).
     #[error("token names no key this gateway knows")]
     UnknownKey,
-    /// Roles in a token signed by a key that may not grant them (only the gateway's own may).
-    #[error("token carries roles its key may not grant")]
+    /// Roles, or the `login` scope, in a token signed by a key that may not grant them (only the
+    /// gateway's own may).
+    #[error("token carries rights only the gateway's own key may grant")]
     RolesNotAllowed,
 }
 
@@ -217,12 +222,19 @@ impl TokenVerifier {
         self
     }
 
-    /// The key a token's header names: by `kid`, or the only key when it names none.
+    /// The key a token's header names: by `kid`; when it names none, the only key, or the only
+    /// key besides the gateway's own (whose tokens always name it) when that one has no `kid`.
     fn key_for(&self, kid: Option<&str>) -> Result<&VerifyingKey, TokenError> {
         match kid {
             Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
             None if self.keys.len() == 1 => self.keys.first(),
-            None => None,
+            None => {
+                let mut others = self.keys.iter().filter(|k| !(k.grants_roles && k.kid.is_some()));
+                match (others.next(), others.next()) {
+                    (Some(only), None) if only.kid.is_none() => Some(only),
+                    _ => None,
+                }
+            }
         }
         .ok_or(TokenError::UnknownKey)
     }
@@ -242,7 +254,8 @@ impl TokenVerifier {
         }
         let key = self.key_for(header.kid.as_deref())?;
         let claims = jsonwebtoken::decode::<Claims>(token, &key.key, &self.validation)?.claims;
-        if !claims.roles.is_empty() && !key.grants_roles {
+        // Roles (single sign-on) and login credentials come from the gateway's own key only.
+        if (!claims.roles.is_empty() || claims.has_scope(LOGIN_SCOPE)) && !key.grants_roles {
             return Err(TokenError::RolesNotAllowed);
         }
         Self::check_claims(&key.expect, self.leeway, &claims, now)?;
@@ -369,6 +382,7 @@ mod tests {
             scope: None,
             once: false,
             roles: Vec::new(),
+            lgn: None,
         }
     }
 

@@ -281,6 +281,9 @@ pub struct WebSettings {
     /// Origins allowed besides the gateway's own (`https://<Host>`).
     pub origins: Vec<String>,
     pub throttle: ThrottleSettings,
+    /// WebAuthn relying party id (the gateway's domain, as users reach it): with it, users may
+    /// enrol passkeys and security keys as a second factor.
+    pub rp_id: Option<String>,
 }
 
 /// The brake on password guessing (`[web.throttle]`). Attempts are counted before the password
@@ -600,13 +603,28 @@ fn parse_auth(cx: &Ctx<'_>, raw: &raw::RawAuth) -> Result<AuthSettings> {
         );
     }
     let max_token_ttl = cx.duration(&raw.max_token_ttl, &settings::MAX_TOKEN_TTL)?;
+    // Unset, it follows a shorter max_token_ttl; set longer, it is an error.
+    let login_ttl = cx.duration(&raw.login_ttl, &settings::LOGIN_TTL)?;
+    let login_ttl = if raw.login_ttl.is_none() {
+        login_ttl.min(max_token_ttl)
+    } else {
+        login_ttl
+    };
+    if login_ttl > max_token_ttl {
+        // A login credential is a token: a longer one would be refused by this very gateway.
+        return cx.err(
+            raw.login_ttl.as_ref().map(Spanned::span),
+            "auth.login_ttl",
+            "must not exceed max_token_ttl",
+        );
+    }
     Ok(AuthSettings {
         keys,
         token_private_key,
         issued_token_ttl: cx
             .duration(&raw.issued_token_ttl, &settings::ISSUED_TOKEN_TTL)?
             .min(max_token_ttl),
-        login_ttl: cx.duration(&raw.login_ttl, &settings::LOGIN_TTL)?,
+        login_ttl,
         leeway: cx.duration(&raw.leeway, &settings::LEEWAY)?,
         max_token_ttl,
         issuer: raw.issuer.clone(),
@@ -675,6 +693,16 @@ impl Config {
             roles,
             oidc,
             web: WebSettings {
+                rp_id: match &raw.web.rp_id {
+                    Some(r) if r.get_ref().is_empty() || r.get_ref().contains([':', '/', ' ']) => {
+                        return cx.err(
+                            Some(r.span()),
+                            "web.rp_id",
+                            "expected a domain name, e.g. \"bastion.example.com\"",
+                        );
+                    }
+                    r => r.as_ref().map(|r| r.get_ref().to_ascii_lowercase()),
+                },
                 session_ttl: cx.duration(&raw.web.session_ttl, &settings::SESSION_TTL)?,
                 origins: raw
                     .web
@@ -1001,6 +1029,14 @@ fn parse_roles(cx: &Ctx<'_>, raw: &[raw::RawRole]) -> Result<HashMap<String, Rol
                 "use letters, digits, '-', '_' and '.' (1-64 chars)",
             );
         }
+        if r.labels.as_ref().is_some_and(|l| l.is_empty()) {
+            // `all()` of nothing is true: an empty selector would grant every target.
+            return cx.err(
+                Some(r.name.span()),
+                "role.labels",
+                "empty labels would select every target",
+            );
+        }
         let role = Role {
             name: name.clone(),
             targets: r.targets.iter().map(|t| t.get_ref().clone()).collect(),
@@ -1041,6 +1077,16 @@ fn parse_oidc(cx: &Ctx<'_>, raw: &[raw::RawOidc]) -> Result<Vec<OidcProvider>> {
                 "expected https://<this gateway>/api/oidc/callback",
             );
         }
+        // Mapping provider users onto this policy's users must rest on a claim the provider cannot
+        // let a user choose: `sub`, or a verified `email`.
+        let claim = p.user_claim.as_deref().unwrap_or("sub");
+        if !p.namespace && !matches!(claim, "sub" | "email") {
+            return cx.err(
+                Some(p.id.span()),
+                "oidc.namespace",
+                "namespace = false needs user_claim = \"sub\" or \"email\" (a claim users cannot choose)",
+            );
+        }
         providers.push(OidcProvider {
             id: id.clone(),
             name: p.name.clone().unwrap_or_else(|| id.clone()),
@@ -1052,7 +1098,8 @@ fn parse_oidc(cx: &Ctx<'_>, raw: &[raw::RawOidc]) -> Result<Vec<OidcProvider>> {
                 .scopes
                 .clone()
                 .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]),
-            user_claim: p.user_claim.clone().unwrap_or_else(|| "preferred_username".into()),
+            // `sub` by default: the one claim a provider promises is unique and never reassigned.
+            user_claim: p.user_claim.clone().unwrap_or_else(|| "sub".into()),
             groups_claim: p.groups_claim.clone().unwrap_or_else(|| "groups".into()),
             namespace: p.namespace,
             ca: p.ca.as_deref().map(|c| cx.path(c)),

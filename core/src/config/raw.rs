@@ -87,6 +87,7 @@ pub(super) struct RawWeb {
     pub session_ttl: Option<Spanned<String>>,
     #[serde(default)]
     pub origins: Vec<String>,
+    pub rp_id: Option<Spanned<String>>,
     #[serde(default)]
     pub throttle: RawThrottle,
 }

@@ -84,9 +84,17 @@ fn a_valid_id_token_is_accepted_and_names_the_user() {
     );
     let mapped = crate::config::OidcProvider {
         namespace: false,
+        user_claim: "email".into(),
         ..provider.clone()
     };
-    assert_eq!(identity(&got, &mapped).unwrap().0, "alice");
+    let mut with_email = got.clone();
+    with_email.insert("email".into(), json!("alice@example.com"));
+    assert!(
+        identity(&with_email, &mapped).is_err(),
+        "an unverified email names nobody"
+    );
+    with_email.insert("email_verified".into(), json!(true));
+    assert_eq!(identity(&with_email, &mapped).unwrap().0, "alice@example.com");
     let mut nameless = got.clone();
     nameless.remove("preferred_username");
     assert!(identity(&nameless, &provider).is_err());

@@ -216,6 +216,10 @@ pub async fn login(url: &GatewayUrl, tls: Arc<rustls::ClientConfig>, open_browse
     ) else {
         return Err(ClientError::Api("the gateway's answer is incomplete".into()));
     };
+    // Only a page of this gateway is opened or shown.
+    if !uri.starts_with(&format!("https://{}/", url.authority())) {
+        return Err(ClientError::Api(format!("the gateway sent an unexpected link: {uri}")));
+    }
     let interval = Duration::from_secs(code["interval"].as_u64().unwrap_or(2).clamp(1, 30));
     let expires_in = Duration::from_secs(code["expires_in"].as_u64().unwrap_or(600).min(3600));
     eprintln!("To log in, open {uri}\nand check that it shows the code {user_code}, then approve.");
@@ -323,9 +327,12 @@ pub async fn targets(
 /// An OpenSSH configuration block for the SSH targets: `ssh NAME` and `scp` then go through the
 /// gateway with the stored login. `connect` is the command that opens a tunnel to `%n`.
 pub fn ssh_config(targets: &[(String, String)], connect: &str) -> String {
+    // Names as the configuration allows them: nothing that could break out of the `Host` line.
+    let valid =
+        |n: &str| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     let names: Vec<&str> = targets
         .iter()
-        .filter(|(_, p)| p == "ssh")
+        .filter(|(n, p)| p == "ssh" && valid(n))
         .map(|(n, _)| n.as_str())
         .collect();
     if names.is_empty() {

@@ -413,9 +413,13 @@ fn fleet_revocations(shared: &Shared) -> Arc<dyn Fn(crate::store::RevocationNoti
         };
         let ended = match notice.kind {
             RevokedKind::User => registry.stop_where(|s| s.user == notice.subject, &stop),
-            RevokedKind::Token => {
-                registry.stop_where(|s| s.token_id.as_deref() == Some(notice.subject.as_str()), &stop)
-            }
+            RevokedKind::Token => registry.stop_where(
+                |s| {
+                    let id = Some(notice.subject.as_str());
+                    s.token_id.as_deref() == id || s.login_id.as_deref() == id
+                },
+                &stop,
+            ),
         };
         if ended > 0 {
             tracing::info!(ended, by = %notice.by, "live sessions ended by a fleet revocation");

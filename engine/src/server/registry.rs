@@ -32,6 +32,8 @@ pub struct LiveSession {
     pub via: Via,
     pub client: SocketAddr,
     pub token_id: Option<String>,
+    /// The login credential its token was fetched with, if any (its revocation ends this too).
+    pub login_id: Option<String>,
     /// RFC 3339, UTC.
     pub start: String,
     pub started: Instant,
@@ -61,6 +63,7 @@ impl LiveSession {
             via,
             client,
             token_id,
+            login_id: None,
             start,
             started: Instant::now(),
             up: AtomicU64::new(0),

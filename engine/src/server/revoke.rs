@@ -39,9 +39,10 @@ pub async fn revoke(shared: &Shared, revocation: Revocation, by: &str, now: u64)
             *until,
         ),
         Revocation::Token { id, until } => (
-            shared
-                .registry
-                .stop_where(|s| s.token_id.as_deref() == Some(id.as_str()), &stop),
+            shared.registry.stop_where(
+                |s| s.token_id.as_deref() == Some(id.as_str()) || s.login_id.as_deref() == Some(id.as_str()),
+                &stop,
+            ),
             RevokedKind::Token,
             id.clone(),
             *until,

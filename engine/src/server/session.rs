@@ -85,7 +85,7 @@ impl SessionAudit {
         let id = slot.id().to_owned();
         tracing::info!(session = %id, user = %grant.user, %client, target = %grant.target.name, via = grant.via.as_str(), "session started");
         let start = now_rfc3339();
-        let live = slot.live(LiveSession::new(
+        let mut session = LiveSession::new(
             id.clone(),
             grant.user.clone(),
             grant.target.name.clone(),
@@ -94,7 +94,9 @@ impl SessionAudit {
             client,
             grant.token_id.clone(),
             start.clone(),
-        ));
+        );
+        session.login_id = grant.login_id.clone();
+        let live = slot.live(session);
         crate::metrics::with(|m| m.session_started(grant.via, grant.target.protocol));
         Ok(SessionAudit {
             id,

@@ -7,6 +7,9 @@ use portcullis_core::keys::{kid_of, public_of, Minter};
 use portcullis_protocols::token::TokenVerifier;
 use std::sync::Arc;
 
+/// A configured key: (kid, PEM, issuer, audience).
+type Known = (Option<String>, String, Option<String>, Option<String>);
+
 /// Where the token keys come from: the files named in the config, or (demo) memory.
 pub enum KeySource {
     File,
@@ -24,7 +27,7 @@ pub enum KeySource {
 pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Option<Arc<Minter>>)> {
     let auth = &config.auth;
     let mut verifier = TokenVerifier::new(auth.leeway.as_secs());
-    let mut public_keys: Vec<(Option<String>, String)> = Vec::new();
+    let mut public_keys: Vec<Known> = Vec::new();
     let private = match source {
         KeySource::File => {
             for key in &auth.keys {
@@ -32,7 +35,7 @@ pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Optio
                 verifier = verifier
                     .with_key(key.kid.as_deref(), pem.as_bytes(), auth.expectations(key))
                     .map_err(Error::TokenKey)?;
-                public_keys.push((key.kid.clone(), pem));
+                public_keys.push((key.kid.clone(), pem, key.issuer.clone(), key.audience.clone()));
             }
             match &auth.token_private_key {
                 Some(path) => {
@@ -50,7 +53,12 @@ pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Optio
                     issuer: auth.issuer.clone(),
                     audience: auth.audience.clone(),
                 }));
-            public_keys.push((None, String::from_utf8_lossy(public).into_owned()));
+            public_keys.push((
+                None,
+                String::from_utf8_lossy(public).into_owned(),
+                auth.issuer.clone(),
+                auth.audience.clone(),
+            ));
             private.clone()
         }
     };
@@ -58,9 +66,21 @@ pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Optio
         return Ok((verifier, None));
     };
     let public = public_of(&private).map_err(|e| Error::Startup(format!("auth.token_private_key: {e}")))?;
-    let known = public_keys.iter().find(|(_, pem)| pem.trim() == public.trim());
+    // The same key whatever its line breaks or wrapping: compared by its base64 body.
+    let body = |pem: &str| -> String {
+        pem.lines()
+            .filter(|l| !l.starts_with("-----"))
+            .flat_map(|l| l.trim().chars())
+            .collect()
+    };
+    let known = public_keys.iter().find(|(_, pem, _, _)| body(pem) == body(&public));
+    // The gateway's tokens meet the expectations of the key they are verified with.
+    let (issuer, audience) = match known {
+        Some((_, _, iss, aud)) => (iss.clone(), aud.clone()),
+        None => (auth.issuer.clone(), auth.audience.clone()),
+    };
     let kid = match known {
-        Some((kid, _)) => kid.clone(),
+        Some((kid, _, _, _)) => kid.clone(),
         None => {
             let kid = kid_of(&public);
             let own = TokenKey {
@@ -77,7 +97,7 @@ pub fn load(config: &Config, source: &KeySource) -> Result<(TokenVerifier, Optio
     };
     // Only the gateway's own key may put roles (of single sign-on users) in a token.
     let verifier = verifier.granting_roles(kid.as_deref());
-    let minter = Minter::new(&private, kid.as_deref(), auth.issuer.clone(), auth.audience.clone())
+    let minter = Minter::new(&private, kid.as_deref(), issuer, audience)
         .map_err(|e| Error::Startup(format!("auth.token_private_key: {e}")))?;
     Ok((verifier, Some(Arc::new(minter))))
 }

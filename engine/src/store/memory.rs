@@ -40,6 +40,7 @@ fn kind(key: &ThrottleKey) -> usize {
         ThrottleKey::UserAddress(..) => 0,
         ThrottleKey::Address(_) => 1,
         ThrottleKey::User(_) => 2,
+        ThrottleKey::Starts(_) => 3,
     }
 }
 
@@ -51,7 +52,7 @@ struct State {
     spent: HashMap<SecretKey, ((), Instant)>,
     /// Device logins, per kind.
     records: HashMap<RecordKind, HashMap<SecretKey, (String, Instant)>>,
-    attempts: [HashMap<ThrottleKey, Counter>; 3],
+    attempts: [HashMap<ThrottleKey, Counter>; 4],
 }
 
 impl State {
@@ -241,6 +242,7 @@ impl Store for MemoryStore {
         let Some(durable) = &self.durable else {
             return ready(Ok(true));
         };
+        let written_value = new.clone();
         let (done, written) = tokio::sync::oneshot::channel();
         let queued = durable
             .queue
@@ -250,12 +252,15 @@ impl Store for MemoryStore {
             if queued && written.await.unwrap_or(false) {
                 return Ok(true);
             }
-            // Not on disk: undone here too, so memory never claims what a restart would lose.
+            // Not on disk: undone here too (unless a later write changed it since), so memory
+            // never claims what a restart would lose.
             let mut map = self.factors_map();
-            match expected {
-                Some(v) => map.insert(user.to_owned(), v),
-                None => map.remove(user),
-            };
+            if map.get(user) == written_value.as_ref() {
+                match expected {
+                    Some(v) => map.insert(user.to_owned(), v),
+                    None => map.remove(user),
+                };
+            }
             Err(StoreError::Unavailable(
                 "the state database could not be written".into(),
             ))

@@ -66,6 +66,9 @@ pub enum ThrottleKey {
     Address(IpAddr),
     /// One user from anywhere.
     User(String),
+    /// Unauthenticated starts from one client (device login codes, single sign-on redirects):
+    /// counted apart from sign-in attempts, so a page that fires them cannot lock users out.
+    Starts(IpAddr),
 }
 
 /// At most `limit` attempts under a key within `window` (fixed windows: the count starts again
@@ -99,6 +102,8 @@ pub enum RecordKind {
     TotpEnrolment,
     /// A single sign-on in progress (nonce, PKCE verifier), by its `state`.
     OidcState,
+    /// A WebAuthn challenge waiting for its answer (registration by user, sign-in by pending).
+    WebauthnChallenge,
 }
 
 impl RecordKind {
@@ -109,6 +114,7 @@ impl RecordKind {
             RecordKind::MfaPending => "mfa-pending",
             RecordKind::TotpEnrolment => "totp-enrolment",
             RecordKind::OidcState => "oidc-state",
+            RecordKind::WebauthnChallenge => "webauthn-challenge",
         }
     }
 }

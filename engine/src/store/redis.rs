@@ -748,6 +748,7 @@ fn throttle_key(key: &ThrottleKey) -> String {
         ThrottleKey::UserAddress(user, ip) => format!("ua\0{user}\0{ip}"),
         ThrottleKey::Address(ip) => format!("a\0{ip}"),
         ThrottleKey::User(user) => format!("u\0{user}"),
+        ThrottleKey::Starts(ip) => format!("s\0{ip}"),
     };
     format!("{PREFIX}throttle:{}", hex(&Sha256::digest(text.as_bytes())))
 }

@@ -293,7 +293,7 @@ async fn login_token(req: &WebRequest<'_>) -> Response {
     }
     tracing::info!(client = %req.client, user = %claims.sub, "signed in with a token");
     // A token is its issuer's proof of who the user is: it stands for the second factor too.
-    start_session(req, claims.sub, Some(claims.tgt), true, ttl).await
+    start_session_with_roles(req, claims.sub, claims.roles, Some(claims.tgt), true, ttl).await
 }
 
 /// Starts a web session (`mfa`: signed in with a second factor, or a token).

@@ -102,25 +102,12 @@ pub async fn code(req: &WebRequest<'_>) -> Response {
     if let Err(r) = minter(req) {
         return r;
     }
-    // Unauthenticated: each code is counted against the address like a sign-in attempt, so a
-    // client cannot fill the store.
-    let rules = req.policy.config.web.throttle;
-    let address = portcullis_core::net::client_key(req.client.ip());
-    let keys = [(
-        ThrottleKey::Address(address),
-        ThrottleRule {
-            limit: rules.per_address,
-            window: rules.window,
-        },
-    )];
-    match store(req, req.web.store.reserve_attempt(&keys)).await {
-        Ok(crate::store::Attempt::Reserved { .. }) => {}
-        Ok(crate::store::Attempt::Refused { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            return Response::error(429, &format!("too many login requests; try again in {secs} s"))
-                .with_header("Retry-After", secs.to_string());
-        }
-        Err(r) => return r,
+    // A JSON request: a page of another site cannot send one without a preflight.
+    if !is_json(req) {
+        return Response::error(415, "expected Content-Type: application/json");
+    }
+    if let Err(r) = count_start(req).await {
+        return r;
     }
     let (Ok(device_code), Ok(user_code)) = (portcullis_core::secret::random_base64url::<32>(), user_code()) else {
         return Response::error(503, "no randomness");
@@ -154,6 +141,39 @@ pub async fn code(req: &WebRequest<'_>) -> Response {
     )
 }
 
+fn is_json(req: &WebRequest<'_>) -> bool {
+    req.head.header("content-type").is_some_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    })
+}
+
+/// Counts an unauthenticated start (a device code, a single sign-on redirect) against the
+/// client, apart from its sign-in attempts: each one stores a record, so a client cannot fill
+/// the store. `Err` is the answer (429) when it is at the limit.
+pub(super) async fn count_start(req: &WebRequest<'_>) -> Result<(), Response> {
+    let rules = req.policy.config.web.throttle;
+    let address = portcullis_core::net::client_key(req.client.ip());
+    let keys = [(
+        ThrottleKey::Starts(address),
+        ThrottleRule {
+            limit: rules.per_address,
+            window: rules.window,
+        },
+    )];
+    match store(req, req.web.store.reserve_attempt(&keys)).await? {
+        crate::store::Attempt::Reserved { .. } => Ok(()),
+        crate::store::Attempt::Refused { retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            Err(
+                Response::error(429, &format!("too many sign-in starts; try again in {secs} s"))
+                    .with_header("Retry-After", secs.to_string()),
+            )
+        }
+    }
+}
+
 /// `GET /api/device/{code}`: what the approving user is shown.
 pub async fn request(req: &WebRequest<'_>, code: &str) -> Response {
     let session = match signed_in(req).await {
@@ -168,10 +188,15 @@ pub async fn request(req: &WebRequest<'_>, code: &str) -> Response {
     };
     match store(req, req.web.store.record(RecordKind::DeviceRequest, key_of(&code))).await {
         Ok(Some(text)) => match serde_json::from_str::<PendingLogin>(&text) {
-            Ok(p) => Response::json(
-                200,
-                serde_json::json!({ "code": code, "client": p.client, "requested": p.requested }),
-            ),
+            Ok(p) => {
+                // A request from elsewhere than the approving browser is worth a second look
+                // (someone may have sent this user their code).
+                let same = p.client == req.client.ip().to_string();
+                Response::json(
+                    200,
+                    serde_json::json!({ "code": code, "client": p.client, "requested": p.requested, "same_address": same }),
+                )
+            }
             Err(_) => Response::error(404, "unknown or expired code"),
         },
         Ok(None) => Response::error(404, "unknown or expired code"),
@@ -257,6 +282,9 @@ pub async fn poll(req: &WebRequest<'_>) -> Response {
         Ok(m) => m,
         Err(r) => return r,
     };
+    if !is_json(req) {
+        return Response::error(415, "expected Content-Type: application/json");
+    }
     let Ok(PollBody { device_code }) = serde_json::from_slice::<PollBody>(req.body) else {
         return Response::error(400, "expected {\"device_code\":…}");
     };
@@ -281,7 +309,8 @@ pub async fn poll(req: &WebRequest<'_>) -> Response {
     }
     let ttl = req.policy.config.auth.login_ttl;
     let scope = Some(portcullis_protocols::token::LOGIN_SCOPE);
-    let Ok((credential, claims)) = minter.mint_with_roles(&answer.user, &answer.roles, "", scope, ttl, now) else {
+    let Ok((credential, claims)) = minter.mint_with_roles(&answer.user, &answer.roles, "", scope, ttl, now, None)
+    else {
         return Response::error(503, "cannot sign the login credential");
     };
     let mut r = audit(req, IdentityAction::LoginIssued, Some(&answer.user));
@@ -330,8 +359,15 @@ pub async fn token(req: &WebRequest<'_>) -> Response {
         Err(d) => return Response::error(d.status(), &d.to_string()),
     };
     let ttl = req.policy.config.auth.issued_token_ttl;
-    let Ok((token, claims)) = minter.mint_with_roles(&grant.user, &grant.roles, &grant.target.name, None, ttl, now)
-    else {
+    let Ok((token, claims)) = minter.mint_with_roles(
+        &grant.user,
+        &grant.roles,
+        &grant.target.name,
+        None,
+        ttl,
+        now,
+        Some(&login.jti),
+    ) else {
         return Response::error(503, "cannot sign the token");
     };
     let mut r = audit(req, IdentityAction::TokenIssued, Some(&grant.user));

@@ -208,7 +208,7 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, FetchError> {
         if size == 0 {
             return Ok(out);
         }
-        if body.len() < size + 2 {
+        if size > MAX_ANSWER || body.len() < size.saturating_add(2) {
             return Err(FetchError::Malformed);
         }
         out.extend_from_slice(&body[..size]);

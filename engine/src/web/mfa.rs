@@ -51,8 +51,16 @@ struct Totp {
 }
 
 impl Factors {
-    fn parse(text: Option<&str>) -> Factors {
-        text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default()
+    /// The record as stored; one this release cannot read (damaged, or of a newer schema) is an
+    /// error, never "no factor": the second factor must not fail open.
+    fn parse(text: Option<&str>) -> Result<Factors, Response> {
+        match text {
+            None => Ok(Factors::default()),
+            Some(t) => serde_json::from_str(t).map_err(|_| {
+                tracing::error!("a second-factor record cannot be read: sign-in refused for its user");
+                Response::error(503, "the second factor cannot be checked; ask an administrator")
+            }),
+        }
     }
 
     pub fn has_totp(&self) -> bool {
@@ -64,7 +72,14 @@ impl Factors {
 struct Pending {
     v: u32,
     user: String,
+    /// Wrong codes so far: at `MAX_CODE_FAILURES` the pending sign-in is dropped (the password
+    /// must be given again), whatever the address throttle allows.
+    #[serde(default)]
+    failures: u32,
 }
+
+/// Wrong codes one password sign-in may be followed by.
+const MAX_CODE_FAILURES: u32 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct Enrolment {
@@ -97,8 +112,11 @@ fn audit(req: &WebRequest<'_>, action: IdentityAction, user: &str, method: &'sta
 
 /// After a right password: a session, or (the user has a factor) the second step.
 pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
-    let factors = match store(req, req.web.store.factors(&user)).await {
-        Ok(text) => Factors::parse(text.as_deref()),
+    let factors = match store(req, req.web.store.factors(&user))
+        .await
+        .and_then(|t| Factors::parse(t.as_deref()))
+    {
+        Ok(f) => f,
         Err(r) => return r,
     };
     if !factors.has_totp() {
@@ -111,6 +129,7 @@ pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
     let value = serde_json::to_string(&Pending {
         v: 1,
         user: user.clone(),
+        failures: 0,
     })
     .unwrap_or_default();
     let put = req
@@ -139,14 +158,15 @@ pub async fn second_step(req: &WebRequest<'_>) -> Response {
         Err(r) => return r,
     };
     let state = req.web.store.as_ref();
-    let user = match store(req, state.record(RecordKind::MfaPending, key_of(&pending))).await {
+    let mut record = match store(req, state.record(RecordKind::MfaPending, key_of(&pending))).await {
         Ok(Some(text)) => match serde_json::from_str::<Pending>(&text) {
-            Ok(p) => p.user,
+            Ok(p) => p,
             Err(_) => return Response::error(401, "the sign-in expired; sign in again"),
         },
         Ok(None) => return Response::error(401, "the sign-in expired; sign in again"),
         Err(r) => return r,
     };
+    let user = record.user.clone();
     let client = req.client;
     let rules = req.policy.config.web.throttle;
     // Codes are guesses like passwords: the same counters, before the check.
@@ -172,7 +192,21 @@ pub async fn second_step(req: &WebRequest<'_>) -> Response {
         Ok(None) => {
             tracing::info!(%client, user = ?user, "second factor refused");
             audit(req, IdentityAction::SignInFailed, &user, "totp", Some("wrong code"));
+            record.failures += 1;
+            let key = key_of(&pending);
+            let kept = if record.failures >= MAX_CODE_FAILURES {
+                state.take_record(RecordKind::MfaPending, key).await.map(|_| ())
+            } else {
+                let value = serde_json::to_string(&record).unwrap_or_default();
+                state.put_record(RecordKind::MfaPending, key, value, PENDING_TTL).await
+            };
+            if let Err(e) = kept {
+                tracing::warn!("cannot count a wrong code: {e}");
+            }
             glommio::timer::sleep(FAILURE_DELAY).await;
+            if record.failures >= MAX_CODE_FAILURES {
+                return Response::error(401, "too many wrong codes; sign in again");
+            }
             return Response::error(401, "invalid code");
         }
         Err(r) => return r,
@@ -197,7 +231,7 @@ async fn check_code(req: &WebRequest<'_>, user: &str, code: &str) -> Result<Opti
     // A lost race (another request used a code meanwhile) is checked again, a few times.
     for _ in 0..3 {
         let text = store(req, state.factors(user)).await?;
-        let mut factors = Factors::parse(text.as_deref());
+        let mut factors = Factors::parse(text.as_deref())?;
         let now = portcullis_core::keys::unix_now();
         let method = if let Some(t) = factors.totp.as_mut() {
             let secret = totp::base32_decode(&t.secret).unwrap_or_default();
@@ -249,8 +283,11 @@ pub async fn enrol_begin(req: &WebRequest<'_>) -> Response {
     if session.only_target.is_some() {
         return Response::error(403, "sign in with your password to enrol a second factor");
     }
-    let current = match store(req, req.web.store.factors(&session.user)).await {
-        Ok(text) => Factors::parse(text.as_deref()),
+    let current = match store(req, req.web.store.factors(&session.user))
+        .await
+        .and_then(|t| Factors::parse(t.as_deref()))
+    {
+        Ok(f) => f,
         Err(r) => return r,
     };
     // Replacing a factor takes a session signed in with it.
@@ -268,7 +305,7 @@ pub async fn enrol_begin(req: &WebRequest<'_>) -> Response {
     let put = req
         .web
         .store
-        .put_record(RecordKind::TotpEnrolment, key_of(&session.user), value, ENROLMENT_TTL);
+        .put_record(RecordKind::TotpEnrolment, enrolment_key(req), value, ENROLMENT_TTL);
     if let Err(r) = store(req, put).await {
         return r;
     }
@@ -312,7 +349,7 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         return Response::error(403, "sign in with your password to enrol a second factor");
     }
     let state = req.web.store.as_ref();
-    let enrolment = match store(req, state.record(RecordKind::TotpEnrolment, key_of(&session.user))).await {
+    let enrolment = match store(req, state.record(RecordKind::TotpEnrolment, enrolment_key(req))).await {
         Ok(Some(text)) => serde_json::from_str::<Enrolment>(&text).ok(),
         Ok(None) => None,
         Err(r) => return r,
@@ -325,7 +362,7 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         glommio::timer::sleep(FAILURE_DELAY).await;
         return Response::error(401, "invalid code; check the app's clock and try again");
     };
-    if let Err(r) = store(req, state.take_record(RecordKind::TotpEnrolment, key_of(&session.user))).await {
+    if let Err(r) = store(req, state.take_record(RecordKind::TotpEnrolment, enrolment_key(req))).await {
         return r;
     }
     let Ok(codes) = totp::recovery_codes() else {
@@ -335,6 +372,15 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         Ok(text) => text,
         Err(r) => return r,
     };
+    // Checked again against what the swap below expects: a password-only session may enrol a
+    // first factor, never replace one (even one enrolled since it began).
+    match Factors::parse(current.as_deref()) {
+        Ok(f) if f.has_totp() && !session.mfa => {
+            return Response::error(403, "sign in with your second factor to replace it")
+        }
+        Ok(_) => {}
+        Err(r) => return r,
+    }
     let factors = Factors {
         v: 1,
         totp: Some(Totp {
@@ -369,10 +415,19 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
     }
 }
 
+/// An enrolment belongs to the session that began it (by the SHA-256 of its cookie), not to the
+/// user: another session of the same user cannot finish it.
+fn enrolment_key(req: &WebRequest<'_>) -> crate::store::SecretKey {
+    key_of(&format!(
+        "totp-enrolment\0{}",
+        signin::cookie(req.head).unwrap_or_default()
+    ))
+}
+
 /// What `GET /api/session` says about the user's second factor.
 pub async fn status(req: &WebRequest<'_>, session: &WebSession) -> Result<serde_json::Value, Response> {
     let text = store(req, req.web.store.factors(&session.user)).await?;
-    let factors = Factors::parse(text.as_deref());
+    let factors = Factors::parse(text.as_deref())?;
     Ok(serde_json::json!({
         "enrolled": factors.has_totp(),
         "verified": session.mfa,

@@ -54,7 +54,7 @@ impl WebState {
                     None,
                 ),
                 None => {
-                    tracing::info!("no [state] dir: enrolled second factors are kept in memory and lost at restart");
+                    tracing::warn!("no [state] dir: enrolled second factors are kept in memory and lost at restart");
                     (Arc::new(MemoryStore::new()) as Arc<dyn Store>, None, None)
                 }
             },

@@ -45,9 +45,14 @@ struct Discovered {
 }
 
 /// The providers' documents, per provider id and issuer (a reload may change either).
+/// A provider's id and CA file.
+type TlsKey = (String, Option<std::path::PathBuf>);
+
 #[derive(Default)]
 pub struct OidcCache {
     discovered: Mutex<HashMap<(String, String), Arc<Discovered>>>,
+    /// TLS client settings per provider id and CA file (built once, not per sign-in).
+    tls: Mutex<HashMap<TlsKey, Arc<rustls::ClientConfig>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -60,12 +65,19 @@ struct SignInState {
     binding: String,
 }
 
-fn tls_for(provider: &OidcProvider) -> Result<Arc<rustls::ClientConfig>, String> {
+fn tls_for(req: &WebRequest<'_>, provider: &OidcProvider) -> Result<Arc<rustls::ClientConfig>, String> {
+    let key = (provider.id.clone(), provider.ca.clone());
+    let mut cache = req.web.oidc.tls.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tls) = cache.get(&key) {
+        return Ok(tls.clone());
+    }
     let trust = match &provider.ca {
         Some(ca) => crate::tls::ServerTrust::CaFile(ca),
         None => crate::tls::ServerTrust::WebPki,
     };
-    crate::tls::client_config(trust).map_err(|e| e.to_string())
+    let tls = crate::tls::client_config(trust).map_err(|e| e.to_string())?;
+    cache.insert(key, tls.clone());
+    Ok(tls)
 }
 
 /// The provider's documents: cached if fetched less than `max_age` ago, else fetched (on the
@@ -83,7 +95,7 @@ async fn discover(req: &WebRequest<'_>, provider: &OidcProvider, max_age: Durati
     if let Some(d) = cached.filter(|d| d.fetched.elapsed() < max_age) {
         return Ok(d);
     }
-    let tls = tls_for(provider)?;
+    let tls = tls_for(req, provider)?;
     let issuer = provider.issuer.clone();
     let task = req.web.ssh_runtime.spawn(async move {
         let url = format!("{issuer}/.well-known/openid-configuration");
@@ -180,6 +192,10 @@ pub async fn start(req: &WebRequest<'_>, id: &str) -> Response {
     let Some(provider) = req.policy.config.oidc.iter().find(|p| p.id == id) else {
         return page(404, "No such sign-in provider.");
     };
+    // Unauthenticated, and each start stores a record and asks the provider: counted per client.
+    if let Err(r) = super::device::count_start(req).await {
+        return r;
+    }
     // Fetched afresh: a provider that is down is said to be so here, not after a redirect to
     // a page the browser cannot load.
     let discovered = match discover(req, provider, Duration::ZERO).await {
@@ -285,9 +301,13 @@ pub async fn callback(req: &WebRequest<'_>) -> Response {
     let claims = match exchange(req, provider, &code, &record).await {
         Ok(c) => c,
         Err(e) => {
+            // The detail (paths, endpoints) is for the operator's log and the audit, not the page.
             tracing::warn!(provider = %provider.id, "single sign-on refused: {e}");
             record_failure(req, provider, &e);
-            return page(502, &format!("Sign-in with {} failed: {e}.", provider.name));
+            return page(
+                502,
+                &format!("Sign-in with {} failed; the gateway's log says why.", provider.name),
+            );
         }
     };
     let (user, groups) = match portcullis_core::oidc::identity(&claims, provider) {
@@ -368,7 +388,7 @@ async fn exchange(
     record: &SignInState,
 ) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let discovered = discover(req, provider, CACHE_TTL).await?;
-    let tls = tls_for(provider)?;
+    let tls = tls_for(req, provider)?;
     let (secret_file, client_id, redirect_uri) = (
         provider.client_secret_file.clone(),
         provider.client_id.clone(),

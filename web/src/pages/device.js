@@ -55,6 +55,9 @@ export const devicePage = {
         };
         form.replaceChildren(
           h("p", {}, "A terminal asked to log in as ", h("strong", {}, s.user), ` from ${pending.client} at ${when}.`),
+          pending.same_address === false
+            ? h("p", { class: "error", id: "device-elsewhere" }, `This request came from ${pending.client}, not from the address you are browsing from. Approve only if you started it yourself (for example on another machine).`)
+            : "",
           h("p", {}, "Approve only if your terminal shows this code:"),
           h("p", { class: "device-code", id: "device-shown-code" }, String(pending.code)),
           h("button", { type: "button", id: "device-approve", onclick: () => answer(true) }, "Approve"),
