@@ -62,6 +62,14 @@ pub enum WebRoute<S> {
     OidcStart { id: S },
     /// `GET /api/oidc/callback`: where the provider sends the browser back.
     OidcCallback,
+    /// `POST /api/mfa/webauthn`: start enrolling a passkey.
+    PasskeyBegin,
+    /// `POST /api/mfa/webauthn/confirm`: record it.
+    PasskeyConfirm,
+    /// `POST /api/login/webauthn/begin`: a passkey challenge for a pending sign-in.
+    LoginPasskeyBegin,
+    /// `POST /api/login/webauthn`: the passkey's answer.
+    LoginPasskey,
 }
 
 impl<S> WebRoute<S> {
@@ -90,6 +98,10 @@ impl<S> WebRoute<S> {
             WebRoute::OidcProviders => WebRoute::OidcProviders,
             WebRoute::OidcStart { id } => WebRoute::OidcStart { id: f(id) },
             WebRoute::OidcCallback => WebRoute::OidcCallback,
+            WebRoute::PasskeyBegin => WebRoute::PasskeyBegin,
+            WebRoute::PasskeyConfirm => WebRoute::PasskeyConfirm,
+            WebRoute::LoginPasskeyBegin => WebRoute::LoginPasskeyBegin,
+            WebRoute::LoginPasskey => WebRoute::LoginPasskey,
         }
     }
 }
@@ -170,6 +182,10 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("POST", "/api/mfa/totp") => WebRoute::TotpBegin,
         ("POST", "/api/mfa/totp/confirm") => WebRoute::TotpConfirm,
         ("GET", "/api/oidc") => WebRoute::OidcProviders,
+        ("POST", "/api/mfa/webauthn") => WebRoute::PasskeyBegin,
+        ("POST", "/api/mfa/webauthn/confirm") => WebRoute::PasskeyConfirm,
+        ("POST", "/api/login/webauthn/begin") => WebRoute::LoginPasskeyBegin,
+        ("POST", "/api/login/webauthn") => WebRoute::LoginPasskey,
         ("GET", "/api/oidc/callback") => WebRoute::OidcCallback,
         ("GET", p) if p.starts_with("/api/oidc/") && p.ends_with("/start") => WebRoute::OidcStart {
             id: &p["/api/oidc/".len()..p.len() - "/start".len()],

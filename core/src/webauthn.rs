@@ -329,3 +329,20 @@ pub fn authenticate(
 
 #[cfg(test)]
 mod tests;
+
+/// Unpadded base64url, as WebAuthn's JSON forms carry binary fields.
+pub fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The inverse of [`b64url`] (padding tolerated); `None` for anything else or past `MAX_INPUT`.
+pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    if text.len() > MAX_INPUT * 2 {
+        return None;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .ok()
+}

@@ -70,6 +70,22 @@ export async function oidcProviders() {
   }
 }
 
+export async function passkeyBegin() {
+  return expectOk(await request("POST", "/api/mfa/webauthn", {}));
+}
+
+export async function passkeyConfirm(answer) {
+  return expectOk(await request("POST", "/api/mfa/webauthn/confirm", answer));
+}
+
+export async function loginPasskeyBegin(pending) {
+  return expectOk(await request("POST", "/api/login/webauthn/begin", { pending }));
+}
+
+export async function loginPasskey(pending, answer) {
+  return expectOk(await request("POST", "/api/login/webauthn", { pending, ...answer }));
+}
+
 export async function loginWithToken(token) {
   return expectOk(await request("POST", "/api/login/token", { token }));
 }

@@ -4,7 +4,7 @@
 
 use super::response::{Body, Response};
 use super::signin;
-use super::{assets, device, mfa, oidc, recordings, WebState};
+use super::{assets, device, mfa, oidc, passkeys, recordings, WebState};
 use crate::blocking::Pools;
 use crate::store::WebSession;
 use portcullis_core::audit::Via;
@@ -79,6 +79,10 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::OidcProviders => respond(oidc::providers(req)),
         WebRoute::OidcStart { id } => respond(oidc::start(req, &id).await),
         WebRoute::OidcCallback => respond(oidc::callback(req).await),
+        WebRoute::PasskeyBegin => respond(passkeys::register_begin(req).await),
+        WebRoute::PasskeyConfirm => respond(passkeys::register_finish(req).await),
+        WebRoute::LoginPasskeyBegin => respond(passkeys::sign_in_begin(req).await),
+        WebRoute::LoginPasskey => respond(passkeys::sign_in_finish(req).await),
     }
 }
 

@@ -32,12 +32,29 @@ const FAILURE_DELAY: Duration = Duration::from_millis(750);
 /// A user's enrolled factors, as stored (JSON, with a schema version).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Factors {
-    v: u32,
+    pub(super) v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     totp: Option<Totp>,
+    /// WebAuthn credentials (passkeys, security keys).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) passkeys: Vec<Passkey>,
     /// SHA-256 (hex) of each unused recovery code.
     #[serde(default)]
-    recovery: Vec<String>,
+    pub(super) recovery: Vec<String>,
+}
+
+/// A WebAuthn credential.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Passkey {
+    /// The credential id, base64url.
+    pub id: String,
+    /// COSE algorithm (-7 ES256, -8 EdDSA).
+    pub alg: i32,
+    /// The public key, base64url.
+    pub key: String,
+    /// The authenticator's signature counter last seen.
+    pub count: u32,
+    pub created: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -53,7 +70,7 @@ struct Totp {
 impl Factors {
     /// The record as stored; one this release cannot read (damaged, or of a newer schema) is an
     /// error, never "no factor": the second factor must not fail open.
-    fn parse(text: Option<&str>) -> Result<Factors, Response> {
+    pub(super) fn parse(text: Option<&str>) -> Result<Factors, Response> {
         match text {
             None => Ok(Factors::default()),
             Some(t) => serde_json::from_str(t).map_err(|_| {
@@ -65,6 +82,23 @@ impl Factors {
 
     pub fn has_totp(&self) -> bool {
         self.totp.is_some()
+    }
+
+    /// Any second factor enrolled.
+    pub fn has_any(&self) -> bool {
+        self.totp.is_some() || !self.passkeys.is_empty()
+    }
+
+    /// The second steps a sign-in of this user offers.
+    pub fn methods(&self) -> Vec<&'static str> {
+        let mut m = Vec::new();
+        if self.totp.is_some() {
+            m.push("totp");
+        }
+        if !self.passkeys.is_empty() {
+            m.push("webauthn");
+        }
+        m
     }
 }
 
@@ -92,11 +126,17 @@ pub fn satisfied(policy: &Policy, session: &WebSession) -> bool {
     session.mfa || !policy.config.users.get(&session.user).is_some_and(|u| u.require_mfa)
 }
 
-fn hash(code: &str) -> String {
+pub(super) fn hash(code: &str) -> String {
     portcullis_core::secret::hex(&key_of(&totp::normalise_recovery(code)))
 }
 
-fn audit(req: &WebRequest<'_>, action: IdentityAction, user: &str, method: &'static str, reason: Option<&str>) {
+pub(super) fn audit(
+    req: &WebRequest<'_>,
+    action: IdentityAction,
+    user: &str,
+    method: &'static str,
+    reason: Option<&str>,
+) {
     req.shared.audit.record(&AuditRecord::Identity(IdentityRecord {
         time: portcullis_core::audit::now_rfc3339(),
         action,
@@ -119,7 +159,7 @@ pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    if !factors.has_totp() {
+    if !factors.has_any() {
         audit(req, IdentityAction::SignedIn, &user, "password", None);
         return super::api::start_session(req, user, None, false, req.policy.config.web.session_ttl).await;
     }
@@ -139,9 +179,10 @@ pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
     if let Err(r) = store(req, put).await {
         return r;
     }
+    let methods = factors.methods();
     Response::json(
         200,
-        serde_json::json!({ "mfa": "totp", "pending": token, "user": user }),
+        serde_json::json!({ "mfa": methods[0], "methods": methods, "pending": token, "user": user }),
     )
 }
 
@@ -290,8 +331,8 @@ pub async fn enrol_begin(req: &WebRequest<'_>) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    // Replacing a factor takes a session signed in with it.
-    if current.has_totp() && !session.mfa {
+    // Replacing or adding a factor takes a session signed in with one.
+    if current.has_any() && !session.mfa {
         return Response::error(403, "sign in with your second factor to replace it");
     }
     let Ok(secret) = portcullis_core::secret::random::<{ totp::SECRET_LEN }>() else {
@@ -375,21 +416,24 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
     // Checked again against what the swap below expects: a password-only session may enrol a
     // first factor, never replace one (even one enrolled since it began).
     match Factors::parse(current.as_deref()) {
-        Ok(f) if f.has_totp() && !session.mfa => {
+        Ok(f) if f.has_any() && !session.mfa => {
             return Response::error(403, "sign in with your second factor to replace it")
         }
         Ok(_) => {}
         Err(r) => return r,
     }
-    let factors = Factors {
-        v: 1,
-        totp: Some(Totp {
-            secret: totp::base32(&secret),
-            last_step: step,
-            enrolled: now,
-        }),
-        recovery: codes.iter().map(|c| hash(c)).collect(),
+    // Passkeys enrolled already are kept; the TOTP app and the recovery codes are new.
+    let mut factors = match Factors::parse(current.as_deref()) {
+        Ok(f) => f,
+        Err(r) => return r,
     };
+    factors.v = 1;
+    factors.totp = Some(Totp {
+        secret: totp::base32(&secret),
+        last_step: step,
+        enrolled: now,
+    });
+    factors.recovery = codes.iter().map(|c| hash(c)).collect();
     let new = serde_json::to_string(&factors).unwrap_or_default();
     match store(req, state.swap_factors(&session.user, current, Some(new))).await {
         Ok(true) => {}
@@ -429,7 +473,10 @@ pub async fn status(req: &WebRequest<'_>, session: &WebSession) -> Result<serde_
     let text = store(req, req.web.store.factors(&session.user)).await?;
     let factors = Factors::parse(text.as_deref())?;
     Ok(serde_json::json!({
-        "enrolled": factors.has_totp(),
+        "enrolled": factors.has_any(),
+        "methods": factors.methods(),
+        "passkeys": factors.passkeys.len(),
+        "passkeys_available": req.policy.config.web.rp_id.is_some(),
         "verified": session.mfa,
         "required": req.policy.config.users.get(&session.user).is_some_and(|u| u.require_mfa),
         "recovery_codes_left": factors.recovery.len(),

@@ -9,6 +9,7 @@ pub mod device;
 pub mod fetch;
 pub mod mfa;
 pub mod oidc;
+pub mod passkeys;
 pub mod recordings;
 pub mod response;
 pub mod signin;

@@ -1,5 +1,6 @@
 // #/ : sign in with user + password, or with a control-plane token (JWT).
 import * as api from "../api.js";
+import * as webauthn from "../webauthn.js";
 import { h } from "../dom.js";
 
 export const loginPage = {
@@ -82,8 +83,8 @@ export const loginPage = {
           ev.preventDefault();
           attempt(async () => {
             const r = await api.login(user.value.trim(), password.value);
-            if (r && r.mfa === "totp" && typeof r.pending === "string") {
-              showCodeStep(r.pending);
+            if (r && typeof r.pending === "string") {
+              showCodeStep(r.pending, Array.isArray(r.methods) ? r.methods : [r.mfa]);
               return false;
             }
             return true;
@@ -119,13 +120,31 @@ export const loginPage = {
       code,
       codeSubmit,
     );
-    function showCodeStep(pending) {
+    // A passkey or security key, when one is enrolled.
+    const passkey = h("button", { id: "login-passkey", type: "button", class: "primary", hidden: true }, "Use your passkey or security key");
+    passkey.addEventListener("click", () => {
+      passkey.disabled = true;
+      attempt(async () => {
+        const options = await api.loginPasskeyBegin(pendingToken);
+        const answer = await webauthn.get(options).catch((e) => {
+          throw new Error(`the authenticator did not answer (${e.name || e.message})`);
+        });
+        await api.loginPasskey(pendingToken, answer);
+        return true;
+      }, code).finally(() => {
+        passkey.disabled = false;
+      });
+    });
+    function showCodeStep(pending, methods) {
       pendingToken = pending;
       busy(false);
       form.hidden = true;
       codeForm.hidden = false;
+      passkey.hidden = !methods.includes("webauthn");
+      // Without a TOTP app, the code field still takes a recovery code.
       code.value = "";
-      code.focus();
+      if (methods.includes("webauthn")) passkey.focus();
+      else code.focus();
     }
 
     const tokenForm = h(
@@ -169,6 +188,7 @@ export const loginPage = {
         error,
         sso,
         form,
+        passkey,
         codeForm,
         h("details", { id: "login-token-details" }, h("summary", {}, "Sign in with a token"), tokenForm),
       ),

@@ -1,6 +1,7 @@
 // #/security : the user's second factor: enrol an authenticator app (QR code or secret), confirm
 // it with a first code, and keep the recovery codes shown once.
 import * as api from "../api.js";
+import * as webauthn from "../webauthn.js";
 import { h } from "../dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -99,8 +100,36 @@ export const securityPage = {
           : m.required
             ? "Your access requires a second factor: set up an authenticator app to continue."
             : "Protect your account with an authenticator app (TOTP).";
-        const label = m.enrolled ? "Replace the authenticator app" : "Set up an authenticator app";
-        body.replaceChildren(h("button", { type: "button", id: "mfa-begin", class: "primary", onclick: begin }, label));
+        const label = (m.methods || []).includes("totp") ? "Replace the authenticator app" : "Set up an authenticator app";
+        const addPasskey = async () => {
+          status.className = "muted";
+          status.textContent = "Follow your browser's prompt to create a passkey or touch your security key.";
+          try {
+            const options = await api.passkeyBegin();
+            const answer = await webauthn.create(options);
+            const r = await api.passkeyConfirm(answer);
+            if (!ctx.current(gen)) return;
+            status.className = "";
+            const codes = r.recovery_codes || [];
+            status.textContent = codes.length
+              ? "Passkey added. Keep these recovery codes somewhere safe: each works once, and they are not shown again."
+              : "Passkey added.";
+            body.replaceChildren(
+              h("ul", { id: "mfa-recovery", class: "recovery" }, codes.map((c) => h("li", {}, h("code", {}, String(c))))),
+              h("p", { id: "passkey-added" }, "Passkey added."),
+              h("button", { type: "button", onclick: () => ctx.navigate("#/targets") }, "Done"),
+            );
+          } catch (err) {
+            if (!ctx.current(gen)) return;
+            status.className = "error";
+            status.textContent = `Cannot add the passkey: ${err.message || err.name}`;
+          }
+        };
+        body.replaceChildren(
+          h("button", { type: "button", id: "mfa-begin", class: "primary", onclick: begin }, label),
+          m.passkeys_available ? " " : "",
+          m.passkeys_available ? h("button", { type: "button", id: "passkey-begin", onclick: addPasskey }, "Add a passkey or security key") : "",
+        );
       })
       .catch((e) => {
         if (!ctx.current(gen)) return;
