@@ -358,7 +358,13 @@ pub async fn token(req: &WebRequest<'_>) -> Response {
         Ok(g) => g,
         Err(d) => return Response::error(d.status(), &d.to_string()),
     };
-    let ttl = req.policy.config.auth.issued_token_ttl;
+    // Never past the login itself: its revocation (until its end) then covers the token's life.
+    let ttl = req
+        .policy
+        .config
+        .auth
+        .issued_token_ttl
+        .min(Duration::from_secs(login.exp.saturating_sub(now).max(1)));
     let Ok((token, claims)) = minter.mint_with_roles(
         &grant.user,
         &grant.roles,

@@ -15,7 +15,7 @@
 use super::api::{json_post, signed_in_any, store, WebRequest};
 use super::response::Response;
 use super::signin;
-use crate::store::{key_of, RecordKind, WebSession};
+use crate::store::{key_of, RecordKind, ThrottleKey, ThrottleRule, WebSession};
 use portcullis_core::audit::{AuditRecord, IdentityAction, IdentityRecord};
 use portcullis_core::policy::Policy;
 use portcullis_core::totp;
@@ -31,6 +31,7 @@ const FAILURE_DELAY: Duration = Duration::from_millis(750);
 
 /// A user's enrolled factors, as stored (JSON, with a schema version).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Factors {
     pub(super) v: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +43,10 @@ pub struct Factors {
     #[serde(default)]
     pub(super) recovery: Vec<String>,
 }
+
+/// The schema of factor records this release writes and reads: 2 since passkeys (a release that
+/// knows only 1 must not read a record with passkeys as "no factor").
+pub(super) const FACTORS_SCHEMA: u32 = 2;
 
 /// A WebAuthn credential.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -73,10 +78,13 @@ impl Factors {
     pub(super) fn parse(text: Option<&str>) -> Result<Factors, Response> {
         match text {
             None => Ok(Factors::default()),
-            Some(t) => serde_json::from_str(t).map_err(|_| {
-                tracing::error!("a second-factor record cannot be read: sign-in refused for its user");
-                Response::error(503, "the second factor cannot be checked; ask an administrator")
-            }),
+            Some(t) => serde_json::from_str::<Factors>(t)
+                .ok()
+                .filter(|f| f.v <= FACTORS_SCHEMA)
+                .ok_or_else(|| {
+                    tracing::error!("a second-factor record cannot be read: sign-in refused for its user");
+                    Response::error(503, "the second factor cannot be checked; ask an administrator")
+                }),
         }
     }
 
@@ -106,10 +114,6 @@ impl Factors {
 struct Pending {
     v: u32,
     user: String,
-    /// Wrong codes so far: at `MAX_CODE_FAILURES` the pending sign-in is dropped (the password
-    /// must be given again), whatever the address throttle allows.
-    #[serde(default)]
-    failures: u32,
 }
 
 /// Wrong codes one password sign-in may be followed by.
@@ -169,7 +173,6 @@ pub async fn after_password(req: &WebRequest<'_>, user: String) -> Response {
     let value = serde_json::to_string(&Pending {
         v: 1,
         user: user.clone(),
-        failures: 0,
     })
     .unwrap_or_default();
     let put = req
@@ -199,7 +202,7 @@ pub async fn second_step(req: &WebRequest<'_>) -> Response {
         Err(r) => return r,
     };
     let state = req.web.store.as_ref();
-    let mut record = match store(req, state.record(RecordKind::MfaPending, key_of(&pending))).await {
+    let record = match store(req, state.record(RecordKind::MfaPending, key_of(&pending))).await {
         Ok(Some(text)) => match serde_json::from_str::<Pending>(&text) {
             Ok(p) => p,
             Err(_) => return Response::error(401, "the sign-in expired; sign in again"),
@@ -233,19 +236,27 @@ pub async fn second_step(req: &WebRequest<'_>) -> Response {
         Ok(None) => {
             tracing::info!(%client, user = ?user, "second factor refused");
             audit(req, IdentityAction::SignInFailed, &user, "totp", Some("wrong code"));
-            record.failures += 1;
-            let key = key_of(&pending);
-            let kept = if record.failures >= MAX_CODE_FAILURES {
-                state.take_record(RecordKind::MfaPending, key).await.map(|_| ())
-            } else {
-                let value = serde_json::to_string(&record).unwrap_or_default();
-                state.put_record(RecordKind::MfaPending, key, value, PENDING_TTL).await
+            // Counted atomically per pending sign-in (concurrent guesses each get their own
+            // count); at the cap it is dropped: the password must be given again.
+            let counter = ThrottleKey::User(format!(
+                "\0mfa-pending\0{}",
+                portcullis_core::secret::hex(&key_of(&pending))
+            ));
+            let rule = ThrottleRule {
+                limit: MAX_CODE_FAILURES,
+                window: PENDING_TTL,
             };
-            if let Err(e) = kept {
-                tracing::warn!("cannot count a wrong code: {e}");
+            let spent = match state.reserve_attempt(&[(counter, rule)]).await {
+                Ok(crate::store::Attempt::Reserved { before }) => {
+                    before.first().is_some_and(|n| n + 1 >= MAX_CODE_FAILURES)
+                }
+                Ok(crate::store::Attempt::Refused { .. }) | Err(_) => true,
+            };
+            if spent {
+                let _ = state.take_record(RecordKind::MfaPending, key_of(&pending)).await;
             }
             glommio::timer::sleep(FAILURE_DELAY).await;
-            if record.failures >= MAX_CODE_FAILURES {
+            if spent {
                 return Response::error(401, "too many wrong codes; sign in again");
             }
             return Response::error(401, "invalid code");
@@ -427,7 +438,7 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         Ok(f) => f,
         Err(r) => return r,
     };
-    factors.v = 1;
+    factors.v = FACTORS_SCHEMA;
     factors.totp = Some(Totp {
         secret: totp::base32(&secret),
         last_step: step,

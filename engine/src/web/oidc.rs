@@ -45,8 +45,9 @@ struct Discovered {
 }
 
 /// The providers' documents, per provider id and issuer (a reload may change either).
-/// A provider's id and CA file.
-type TlsKey = (String, Option<std::path::PathBuf>);
+/// A provider's id, its CA file and that file's modification time (a replaced CA file is read
+/// again).
+type TlsKey = (String, Option<std::path::PathBuf>, Option<std::time::SystemTime>);
 
 #[derive(Default)]
 pub struct OidcCache {
@@ -66,7 +67,11 @@ struct SignInState {
 }
 
 fn tls_for(req: &WebRequest<'_>, provider: &OidcProvider) -> Result<Arc<rustls::ClientConfig>, String> {
-    let key = (provider.id.clone(), provider.ca.clone());
+    let modified = provider
+        .ca
+        .as_ref()
+        .and_then(|ca| std::fs::metadata(ca).and_then(|m| m.modified()).ok());
+    let key = (provider.id.clone(), provider.ca.clone(), modified);
     let mut cache = req.web.oidc.tls.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(tls) = cache.get(&key) {
         return Ok(tls.clone());

@@ -41,8 +41,9 @@ fn rp_id<'a>(req: &'a WebRequest<'_>) -> Result<&'a str, Response> {
         .ok_or_else(|| Response::error(404, "passkeys are not configured on this gateway ([web] rp_id)"))
 }
 
-/// The origins a ceremony may come from: this gateway as the browser reached it (when that name
-/// is the relying party or one of its subdomains), and the configured ones.
+/// The origins a ceremony may come from: this gateway as the browser reached it when that name is
+/// the relying party itself (never a subdomain: a page on another subdomain could relay a
+/// ceremony), and the configured ones.
 fn origins(req: &WebRequest<'_>, rp_id: &str) -> Vec<String> {
     let mut all = req.policy.config.web.origins.clone();
     if let Some(host) = req.head.header("host") {
@@ -50,7 +51,7 @@ fn origins(req: &WebRequest<'_>, rp_id: &str) -> Vec<String> {
             host,
             |(n, p)| if p.bytes().all(|b| b.is_ascii_digit()) { n } else { host },
         );
-        if name.eq_ignore_ascii_case(rp_id) || name.to_ascii_lowercase().ends_with(&format!(".{rp_id}")) {
+        if name.eq_ignore_ascii_case(rp_id) {
             all.push(format!("https://{host}"));
         }
     }
@@ -214,7 +215,7 @@ pub async fn register_finish(req: &WebRequest<'_>) -> Response {
         return Response::error(409, "this authenticator is enrolled already");
     }
     let (alg, raw) = key.to_parts();
-    factors.v = 1;
+    factors.v = super::mfa::FACTORS_SCHEMA;
     factors.passkeys.push(Passkey {
         id,
         alg,
@@ -351,7 +352,11 @@ pub async fn sign_in_finish(req: &WebRequest<'_>) -> Response {
     )
     .await
     {
-        Ok(signin::Admission::Check { .. }) => {}
+        Ok(signin::Admission::Check { delay }) => {
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+        }
         Ok(signin::Admission::Refused { retry_after }) => {
             let secs = retry_after.as_secs().max(1);
             return Response::error(429, &format!("too many failed sign-ins; try again in {secs} s"))
