@@ -78,6 +78,34 @@ fn provider_certificate(dir: &Path) {
     ]);
 }
 
+/// Enrols a TOTP app for `user` through the API (as the Security page would); returns its secret
+/// (base32).
+fn enrol_totp(gw: &Gateway, user: &str) -> String {
+    use portcullis_testkit::client::{https, session_cookie};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let body = json!({ "user": user, "password": PASSWORD }).to_string();
+        let (status, head, _) = https(gw, "POST", "/api/login", &[], &body).await;
+        assert_eq!(status, 200);
+        let cookie = session_cookie(&head).unwrap();
+        let headers = [("Cookie", cookie.as_str())];
+        let (_, _, begun) = https(gw, "POST", "/api/mfa/totp", &headers, "{}").await;
+        let secret = serde_json::from_str::<serde_json::Value>(&begun).unwrap()["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let raw = portcullis_core::totp::base32_decode(&secret).unwrap();
+        let step = portcullis_core::keys::unix_now() / portcullis_core::totp::STEP;
+        let code = json!({ "code": portcullis_core::totp::code_at(&raw, step) }).to_string();
+        let (status, _, _) = https(gw, "POST", "/api/mfa/totp/confirm", &headers, &code).await;
+        assert_eq!(status, 200);
+        secret
+    })
+}
+
 #[test]
 fn single_sign_on_through_a_real_openid_provider() {
     portcullis_testkit::browser::check_prerequisites(&[]);
@@ -92,7 +120,7 @@ fn single_sign_on_through_a_real_openid_provider() {
         .password(PASSWORD)
         .target("vm1", "127.0.0.1:9", "tcp")
         .target("db1", "127.0.0.1:9", "tcp")
-        .user("root", &["vm1", "db1"], "")
+        .user("root", &["vm1", "db1"], "require_mfa = true")
         .toml(&format!(
             "[[role]]\nname = \"ops\"\ntargets = [\"vm*\"]\ngroups = [\"corp:ops\"]\n\
              [[oidc]]\nid = \"corp\"\nname = \"Corp SSO\"\nissuer = \"{provider_url}\"\nclient_id = \"portcullis\"\n\
@@ -125,8 +153,10 @@ fn single_sign_on_through_a_real_openid_provider() {
     // What it says later (warnings) is drained, so that it never writes to a closed pipe.
     std::thread::spawn(move || lines.for_each(|l| eprintln!("[oidc-provider] {}", l.unwrap_or_default())));
 
+    let admin_totp_secret = enrol_totp(&gw, "root");
     let settings = json!({
         "url": gw.origin(), "provider": provider_url, "admin": "root", "admin_password": PASSWORD,
+        "admin_totp_secret": admin_totp_secret,
         "artifacts": artifacts("sso"),
     });
     let run = run_script("sso.mjs", settings, Duration::from_secs(90), |step| match step {

@@ -6,34 +6,7 @@
 // client commands of a target (never a token), signs out, and signs in again with a code.
 //
 // E2E_CONFIG: {url, uri (the link the CLI printed), code, user, password, artifacts}
-import crypto from "node:crypto";
-import { assert, main, newContext, waitFor, watchPage } from "./lib.mjs";
-
-function base32Decode(text) {
-  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-  let bits = 0;
-  let value = 0;
-  const out = [];
-  for (const c of text.replace(/=+$/, "").toUpperCase()) {
-    value = (value << 5) | alphabet.indexOf(c);
-    bits += 5;
-    if (bits >= 8) {
-      out.push((value >>> (bits - 8)) & 255);
-      bits -= 8;
-    }
-  }
-  return Buffer.from(out);
-}
-
-/** RFC 6238 TOTP (SHA1, 6 digits, 30 s) at step `step`. */
-function totp(secret, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = crypto.createHmac("sha1", secret).update(counter).digest();
-  const offset = mac[mac.length - 1] & 15;
-  const binary = mac.readUInt32BE(offset) & 0x7fffffff;
-  return String(binary % 1_000_000).padStart(6, "0");
-}
+import { assert, base32Decode, main, newContext, totp, waitFor, watchPage } from "./lib.mjs";
 
 await main(async ({ config: c, browser, check }) => {
   const ctx = await newContext(browser);

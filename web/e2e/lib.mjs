@@ -6,6 +6,7 @@
 // so; the last line is `{"result":{"ok":true|false,…}}`. Logs go to stderr. The exit code is 0
 // only when every check passed.
 import { chromium } from "playwright-core";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import readline from "node:readline";
@@ -271,4 +272,31 @@ async function failureScreenshots(browser, dir) {
       }
     }
   }
+}
+
+/** An authenticator app's arithmetic, for the tests that enrol one. */
+export function base32Decode(text) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = 0;
+  let value = 0;
+  const out = [];
+  for (const c of text.replace(/=+$/, "").toUpperCase()) {
+    value = (value << 5) | alphabet.indexOf(c);
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 255);
+      bits -= 8;
+    }
+  }
+  return Buffer.from(out);
+}
+
+/** RFC 6238 TOTP (SHA1, 6 digits, 30 s) at step `step`. */
+export function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = crypto.createHmac("sha1", secret).update(counter).digest();
+  const offset = mac[mac.length - 1] & 15;
+  const binary = mac.readUInt32BE(offset) & 0x7fffffff;
+  return String(binary % 1_000_000).padStart(6, "0");
 }

@@ -2,10 +2,10 @@
 // the sign-in page's provider button, the provider's own login page, back to the gateway signed
 // in as corp:alice with the targets her group's role grants; the same callback replayed is
 // refused; a user whose groups map to no role is refused; with the provider stopped, its button
-// gives a page that says so, and a local administrator still signs in with a password.
+// gives a page that says so, and a local administrator still signs in (password and TOTP code).
 //
-// E2E_CONFIG: {url, provider, admin, admin_password, artifacts}
-import { askRust, assert, main, newContext, signIn, waitFor, watchPage, listedTargets } from "./lib.mjs";
+// E2E_CONFIG: {url, provider, admin, admin_password, admin_totp_secret, artifacts}
+import { askRust, assert, base32Decode, main, newContext, totp, waitFor, watchPage, listedTargets } from "./lib.mjs";
 
 /** Through the provider's login page as `login`; returns the callback URL the browser followed. */
 async function viaProvider(page, c, login) {
@@ -59,10 +59,18 @@ await main(async ({ config: c, browser, check }) => {
   check(`provider down: ${unavailable}`);
   await down.screenshot({ path: `${c.artifacts}/provider-down.png` });
 
-  // Break-glass: the local administrator signs in with a password meanwhile.
+  // Break-glass: the local administrator signs in meanwhile, with a password and a code.
   const local = await newContext(browser);
   const admin = watchPage(await local.newPage(), "admin");
-  await signIn(admin, c.url, c.admin, c.admin_password);
+  await admin.goto(`${c.url}/`);
+  await admin.locator("#login-user").fill(c.admin);
+  await admin.locator("#login-password").fill(c.admin_password);
+  await admin.locator("#login-submit").click();
+  await admin.locator("#login-code").waitFor();
+  const step = Math.floor(Date.now() / 1000 / 30) + 1;
+  await admin.locator("#login-code").fill(totp(base32Decode(c.admin_totp_secret), step));
+  await admin.locator("#login-code-submit").click();
+  await admin.locator('#targets button[data-target="db1"]').waitFor();
   const adminTargets = await listedTargets(admin);
   assert(adminTargets.includes("db1"), `the local admin's targets: ${adminTargets}`);
   check(`local admin signed in while the provider is down: ${adminTargets}`);

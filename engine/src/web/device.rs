@@ -307,7 +307,13 @@ pub async fn poll(req: &WebRequest<'_>) -> Response {
     if req.policy.user_of(&answer.user, &answer.roles).is_none() {
         return poll_error("access_denied", 403);
     }
-    let ttl = req.policy.config.auth.login_ttl;
+    // A single sign-on user's roles are frozen in the credential: it lasts no longer than a web
+    // sign-in would (then they log in again, and their groups are read again).
+    let ttl = if answer.roles.is_empty() {
+        req.policy.config.auth.login_ttl
+    } else {
+        req.policy.config.auth.login_ttl.min(req.policy.config.web.session_ttl)
+    };
     let scope = Some(portcullis_protocols::token::LOGIN_SCOPE);
     let Ok((credential, claims)) = minter.mint_with_roles(&answer.user, &answer.roles, "", scope, ttl, now, None)
     else {
