@@ -193,24 +193,8 @@ async fn login(req: &WebRequest<'_>) -> Response {
     };
     let state = req.web.store.as_ref();
     let client = req.client;
-    let rules = req.policy.config.web.throttle;
-    match store(req, signin::begin_attempt(state, &user, client.ip(), &rules)).await {
-        Ok(signin::Admission::Check { delay }) => {
-            if !delay.is_zero() {
-                glommio::timer::sleep(delay).await;
-            }
-        }
-        Ok(signin::Admission::Refused { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            tracing::info!(%client, user = ?user, "sign-in refused: too many attempts");
-            crate::metrics::with(|m| m.refused(crate::metrics::RefusalKind::Throttle));
-            return Response::json(
-                429,
-                serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
-            )
-            .with_header("Retry-After", secs.to_string());
-        }
-        Err(r) => return r,
+    if let Err(r) = admit_attempt(req, &user, "password").await {
+        return r;
     }
     let hash = req.policy.config.users.get(&user).and_then(|u| u.password_hash.clone());
     // Verify against a fixed dummy hash for unknown users, so timing does not reveal who exists.
@@ -241,6 +225,45 @@ async fn login(req: &WebRequest<'_>) -> Response {
     }
     tracing::info!(%client, user = ?user, "password accepted");
     mfa::after_password(req, user).await
+}
+
+/// Counts a sign-in guess of `user` (a password, a code, a passkey answer) before it is checked,
+/// and waits the delay the throttle asks for; `Err` is the answer (429, audited as `method`) when
+/// the client is at its limit. One throttle for every step of a sign-in.
+pub(super) async fn admit_attempt(req: &WebRequest<'_>, user: &str, method: &'static str) -> Result<(), Response> {
+    let rules = req.policy.config.web.throttle;
+    match store(
+        req,
+        signin::begin_attempt(req.web.store.as_ref(), user, req.client.ip(), &rules),
+    )
+    .await?
+    {
+        signin::Admission::Check { delay } => {
+            if !delay.is_zero() {
+                glommio::timer::sleep(delay).await;
+            }
+            Ok(())
+        }
+        signin::Admission::Refused { retry_after } => {
+            let secs = retry_after.as_secs().max(1);
+            tracing::info!(client = %req.client, user = ?user, method, "sign-in refused: too many attempts");
+            crate::metrics::with(|m| m.refused(crate::metrics::RefusalKind::Throttle));
+            if method != "password" {
+                super::mfa::audit(
+                    req,
+                    portcullis_core::audit::IdentityAction::SignInFailed,
+                    user,
+                    method,
+                    Some("throttled"),
+                );
+            }
+            Err(Response::json(
+                429,
+                serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
+            )
+            .with_header("Retry-After", secs.to_string()))
+        }
+    }
 }
 
 /// A failed password, audited (the name as given: it may be no user at all; bounded by the

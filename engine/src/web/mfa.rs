@@ -212,24 +212,9 @@ pub async fn second_step(req: &WebRequest<'_>) -> Response {
     };
     let user = record.user.clone();
     let client = req.client;
-    let rules = req.policy.config.web.throttle;
     // Codes are guesses like passwords: the same counters, before the check.
-    match store(req, signin::begin_attempt(state, &user, client.ip(), &rules)).await {
-        Ok(signin::Admission::Check { delay }) => {
-            if !delay.is_zero() {
-                glommio::timer::sleep(delay).await;
-            }
-        }
-        Ok(signin::Admission::Refused { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            audit(req, IdentityAction::SignInFailed, &user, "totp", Some("throttled"));
-            return Response::json(
-                429,
-                serde_json::json!({ "error": format!("too many failed sign-ins; try again in {secs} s"), "retry_after": secs }),
-            )
-            .with_header("Retry-After", secs.to_string());
-        }
-        Err(r) => return r,
+    if let Err(r) = super::api::admit_attempt(req, &user, "totp").await {
+        return r;
     }
     let method = match check_code(req, &user, &code).await {
         Ok(Some(method)) => method,
@@ -325,27 +310,10 @@ async fn check_code(req: &WebRequest<'_>, user: &str, code: &str) -> Result<Opti
 
 /// `POST /api/mfa/totp`: a new secret to enrol (shown once, kept for `ENROLMENT_TTL`).
 pub async fn enrol_begin(req: &WebRequest<'_>) -> Response {
-    if let Err(r) = json_post::<serde_json::Value>(req, "{}") {
-        return r;
-    }
-    let session = match signed_in_any(req).await {
-        Ok(s) => s,
+    let (session, _) = match enrolling(req).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    if session.only_target.is_some() {
-        return Response::error(403, "sign in with your password to enrol a second factor");
-    }
-    let current = match store(req, req.web.store.factors(&session.user))
-        .await
-        .and_then(|t| Factors::parse(t.as_deref()))
-    {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    // Replacing or adding a factor takes a session signed in with one.
-    if current.has_any() && !session.mfa {
-        return Response::error(403, "sign in with your second factor to replace it");
-    }
     let Ok(secret) = portcullis_core::secret::random::<{ totp::SECRET_LEN }>() else {
         return Response::error(503, "no randomness");
     };
@@ -468,6 +436,28 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
             .with_header("Set-Cookie", signin::set_cookie(&cookie, ttl)),
         Err(r) => r,
     }
+}
+
+/// The session that may begin enrolling a factor (a JSON POST from a password sign-in; when the
+/// user has a factor already, a session signed in with it) and the user's current factors.
+pub(super) async fn enrolling(req: &WebRequest<'_>) -> Result<(WebSession, Factors), Response> {
+    json_post::<serde_json::Value>(req, "{}")?;
+    let session = signed_in_any(req).await?;
+    if session.only_target.is_some() {
+        return Err(Response::error(
+            403,
+            "sign in with your password to enrol a second factor",
+        ));
+    }
+    let factors = Factors::parse(store(req, req.web.store.factors(&session.user)).await?.as_deref())?;
+    // Replacing or adding a factor takes a session signed in with one.
+    if factors.has_any() && !session.mfa {
+        return Err(Response::error(
+            403,
+            "sign in with your second factor to change your factors",
+        ));
+    }
+    Ok((session, factors))
 }
 
 /// An enrolment belongs to the session that began it (by the SHA-256 of its cookie), not to the

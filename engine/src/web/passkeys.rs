@@ -101,30 +101,14 @@ fn sign_in_key(pending: &str) -> SecretKey {
 
 /// `POST /api/mfa/webauthn`.
 pub async fn register_begin(req: &WebRequest<'_>) -> Response {
-    if let Err(r) = json_post::<serde_json::Value>(req, "{}") {
-        return r;
-    }
     let rp = match rp_id(req) {
         Ok(rp) => rp,
         Err(r) => return r,
     };
-    let session = match signed_in_any(req).await {
-        Ok(s) => s,
+    let (session, factors) = match super::mfa::enrolling(req).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
-    if session.only_target.is_some() {
-        return Response::error(403, "sign in with your password to enrol a second factor");
-    }
-    let factors = match store(req, req.web.store.factors(&session.user))
-        .await
-        .and_then(|t| Factors::parse(t.as_deref()))
-    {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if factors.has_any() && !session.mfa {
-        return Response::error(403, "sign in with your second factor to add another");
-    }
     if factors.passkeys.len() >= MAX_PASSKEYS {
         return Response::error(409, "too many passkeys; remove one first");
     }
@@ -346,23 +330,8 @@ pub async fn sign_in_finish(req: &WebRequest<'_>) -> Response {
     let state = req.web.store.as_ref();
     let client = req.client;
     // Counted like a password: the same counters, before the check.
-    match store(
-        req,
-        signin::begin_attempt(state, &user, client.ip(), &req.policy.config.web.throttle),
-    )
-    .await
-    {
-        Ok(signin::Admission::Check { delay }) => {
-            if !delay.is_zero() {
-                glommio::timer::sleep(delay).await;
-            }
-        }
-        Ok(signin::Admission::Refused { retry_after }) => {
-            let secs = retry_after.as_secs().max(1);
-            return Response::error(429, &format!("too many failed sign-ins; try again in {secs} s"))
-                .with_header("Retry-After", secs.to_string());
-        }
-        Err(r) => return r,
+    if let Err(r) = super::api::admit_attempt(req, &user, "webauthn").await {
+        return r;
     }
     let challenge = match take_challenge(req, sign_in_key(&body.pending)).await {
         Ok(c) if c.user == user => c,
