@@ -16,6 +16,7 @@ use portcullis_protocols::terminal::{
     self, ClientMessage, ServerMessage, TerminalError, MAX_COLS, MAX_CONTROL_LEN, MAX_ROWS,
 };
 use portcullis_protocols::token::{self, TokenError, TokenVerifier};
+use portcullis_protocols::tsgu;
 use portcullis_protocols::ws::{
     self, CloseCode, Decoded, Decoder, Event, Limits, Message, MessageAssembler, OpCode, ProtocolError, Role,
     MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN,
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("rdp_cleanpath", rdp_cleanpath),
     ("terminal", terminal),
     ("proxy_header", proxy_header),
+    ("tsgu", tsgu),
 ];
 
 /// The check for a target name, if there is such a target.
@@ -1021,5 +1023,121 @@ pub fn proxy_header(data: &[u8]) {
             }
         }
         Err(_) => {}
+    }
+}
+
+/// `tsgu`: input `[lo, hi]`, then a stream of MS-TSGU packets, decoded in both directions
+/// (`tsgu::decode_client`, `tsgu::decode_gateway`), whole and fed in two pieces cut at
+/// `point(lo, hi)`. Never panics; each packet takes at least a header and at most the rest of
+/// the input and `MAX_PACKET_LEN`; no more packets than headers fit; `Ok(None)` only for a packet
+/// not all there, an error only once a header is; proper prefixes of a decoded packet ask for
+/// more; every decoded packet re-encodes and decodes back equal; the pieces give the same packets
+/// and the same ending.
+pub fn tsgu(data: &[u8]) {
+    let ([lo, hi], wire) = params::<2>(data);
+    let cut = point(lo, hi, wire.len());
+    for step in [tsgu_client as TsguStep, tsgu_gateway] {
+        let whole = tsgu_whole(wire, step);
+        assert_eq!(tsgu_pieces(wire, cut, step), whole, "cut at {cut}");
+    }
+}
+
+/// One decoding step in one direction: the packet, re-encoded once its round trip is checked,
+/// and how many bytes it took.
+type TsguStep = fn(&[u8]) -> Result<Option<(Vec<u8>, usize)>, tsgu::TsguError>;
+
+fn tsgu_client(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, tsgu::TsguError> {
+    let Some((packet, used)) = tsgu::decode_client(buf)? else {
+        return Ok(None);
+    };
+    let bytes = packet
+        .to_vec()
+        .unwrap_or_else(|e| panic!("{packet:?} does not re-encode: {e}"));
+    let back = tsgu::decode_client(&bytes);
+    assert_eq!(back, Ok(Some((packet.clone(), bytes.len()))), "client round trip");
+    Ok(Some((bytes, used)))
+}
+
+fn tsgu_gateway(buf: &[u8]) -> Result<Option<(Vec<u8>, usize)>, tsgu::TsguError> {
+    let Some((packet, used)) = tsgu::decode_gateway(buf)? else {
+        return Ok(None);
+    };
+    let bytes = packet
+        .to_vec()
+        .unwrap_or_else(|e| panic!("{packet:?} does not re-encode: {e}"));
+    let back = tsgu::decode_gateway(&bytes);
+    assert_eq!(back, Ok(Some((packet.clone(), bytes.len()))), "gateway round trip");
+    Ok(Some((bytes, used)))
+}
+
+/// The packets of a run (re-encoded) and how it ended: bytes left over, or an error.
+#[derive(Debug, PartialEq)]
+struct TsguRun {
+    packets: Vec<Vec<u8>>,
+    end: Result<usize, tsgu::TsguError>,
+}
+
+fn tsgu_whole(wire: &[u8], step: TsguStep) -> TsguRun {
+    use tsgu::{HEADER_LEN, MAX_PACKET_LEN};
+    let mut packets = Vec::new();
+    let mut rest = wire;
+    let end = loop {
+        match step(rest) {
+            Ok(Some((bytes, used))) => {
+                assert!(
+                    (HEADER_LEN..=rest.len().min(MAX_PACKET_LEN)).contains(&used),
+                    "packet of {used} bytes in {}",
+                    rest.len()
+                );
+                for prefix in [0, 1, HEADER_LEN - 1, HEADER_LEN, used / 2, used - 1] {
+                    if prefix < used {
+                        assert_eq!(
+                            step(&rest[..prefix]),
+                            Ok(None),
+                            "prefix of {prefix} bytes of {used} decided"
+                        );
+                    }
+                }
+                packets.push(bytes);
+                rest = &rest[used..];
+            }
+            Ok(None) => {
+                match tsgu::peek_header(rest) {
+                    Ok(Some(header)) => assert!(header.length > rest.len(), "{header:?} in {} bytes", rest.len()),
+                    Ok(None) => assert!(rest.len() < HEADER_LEN),
+                    Err(e) => panic!("waiting for a packet whose header fails: {e}"),
+                }
+                break Ok(rest.len());
+            }
+            Err(e) => {
+                assert!(rest.len() >= HEADER_LEN, "{e} before a whole header");
+                break Err(e);
+            }
+        }
+    };
+    assert!(packets.len() <= wire.len() / HEADER_LEN, "{} packets", packets.len());
+    TsguRun { packets, end }
+}
+
+/// The stream fed as a reader would: a buffer grows by each piece and gives up whole packets.
+fn tsgu_pieces(wire: &[u8], cut: usize, step: TsguStep) -> TsguRun {
+    let mut buffer = Vec::new();
+    let mut packets = Vec::new();
+    for piece in [&wire[..cut], &wire[cut..]] {
+        buffer.extend_from_slice(piece);
+        loop {
+            match step(&buffer) {
+                Ok(Some((bytes, used))) => {
+                    packets.push(bytes);
+                    buffer.drain(..used);
+                }
+                Ok(None) => break,
+                Err(e) => return TsguRun { packets, end: Err(e) },
+            }
+        }
+    }
+    TsguRun {
+        packets,
+        end: Ok(buffer.len()),
     }
 }

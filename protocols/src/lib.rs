@@ -9,4 +9,5 @@ pub mod proxy;
 pub mod rdp;
 pub mod terminal;
 pub mod token;
+pub mod tsgu;
 pub mod ws;
