@@ -80,7 +80,7 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
              TLS certificate (self-signed) SHA-256 {fp}\n\n\
              Web terminal: open https://{listen}/ and sign in as demo / {password}\n\
              (demo-shell is a built-in SSH server giving your own shell; sessions are recorded in {rec})\n\n\
-             Targets: echo (built-in echo server at {echo}), local-ssh (127.0.0.1:22), demo-shell (built-in)\n\
+             Targets: echo (built-in echo server at {echo_addr}), local-ssh (127.0.0.1:22), demo-shell (built-in)\n\
              Tokens for user \"demo\" (valid 8h), in files readable by you only:\n  echo:      {echo}\n  local-ssh: {ssh}\n\n\
              Try it:\n  curl -k https://{listen}/healthz\n  \
              echo hello | {exe} connect {url} --insecure --target echo --token-file {echo}\n  \
@@ -95,6 +95,7 @@ pub fn run(listen: Option<SocketAddr>, ready_fd: Option<OwnedFd>) -> Result<()> 
             fp = id.fingerprint,
             rec = dir.join("recordings").display(),
             echo = echo_token.display(),
+            echo_addr = echo,
             ssh = ssh_token.display(),
         );
         let _ = std::io::stdout().flush();
