@@ -41,6 +41,7 @@
 pub mod clock;
 pub mod framing;
 pub mod pool;
+pub mod rdgateway;
 pub mod sim;
 
 #[cfg(test)]

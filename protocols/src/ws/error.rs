@@ -30,6 +30,9 @@ pub enum ProtocolError {
     InvalidClosePayload,
     #[error("payload length not minimally encoded")]
     NonMinimalLength,
+    /// A protocol carried inside the messages (the RD Gateway's packets) is broken.
+    #[error("{0}")]
+    Tunnel(&'static str),
 }
 
 impl ProtocolError {
@@ -47,7 +50,8 @@ impl ProtocolError {
             | Self::UnexpectedContinuation
             | Self::ExpectedContinuation
             | Self::InvalidClosePayload
-            | Self::NonMinimalLength => CloseCode::PROTOCOL_ERROR,
+            | Self::NonMinimalLength
+            | Self::Tunnel(_) => CloseCode::PROTOCOL_ERROR,
         }
     }
 }
