@@ -420,18 +420,24 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         Err(r) => return r,
     }
     audit(req, IdentityAction::FactorEnrolled, &session.user, "totp", None);
-    // A new session, signed in with the factor; the old one ends.
+    enrolled(req, session, &codes).await
+}
+
+/// A factor was enrolled: the session is replaced by one signed in with it (the old one ends),
+/// and the answer carries the recovery codes to show once (none when the user had them already).
+pub(super) async fn enrolled(req: &WebRequest<'_>, session: WebSession, codes: &[String]) -> Response {
+    let state = req.web.store.as_ref();
     if let Err(r) = store(req, signin::end_session(state, req.head)).await {
         return r;
     }
     let ttl = req.policy.config.web.session_ttl;
-    let session = WebSession {
-        user: session.user.clone(),
-        roles: session.roles.clone(),
+    let renewed = WebSession {
+        user: session.user,
+        roles: session.roles,
         only_target: None,
         mfa: true,
     };
-    match store(req, signin::start_session(state, session, ttl)).await {
+    match store(req, signin::start_session(state, renewed, ttl)).await {
         Ok(cookie) => Response::json(200, serde_json::json!({ "recovery_codes": codes }))
             .with_header("Set-Cookie", signin::set_cookie(&cookie, ttl)),
         Err(r) => r,

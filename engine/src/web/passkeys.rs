@@ -14,7 +14,7 @@ use super::api::{json_post, signed_in_any, store, WebRequest};
 use super::mfa::{audit, hash, Factors, Passkey};
 use super::response::Response;
 use super::signin;
-use crate::store::{key_of, RecordKind, SecretKey, WebSession};
+use crate::store::{key_of, RecordKind, SecretKey};
 use portcullis_core::audit::IdentityAction;
 use portcullis_core::webauthn::{self as wa, b64url, b64url_decode};
 use serde::{Deserialize, Serialize};
@@ -226,21 +226,7 @@ pub async fn register_finish(req: &WebRequest<'_>) -> Response {
         Err(r) => return r,
     }
     audit(req, IdentityAction::FactorEnrolled, &session.user, "webauthn", None);
-    if let Err(r) = store(req, signin::end_session(state, req.head)).await {
-        return r;
-    }
-    let ttl = req.policy.config.web.session_ttl;
-    let renewed = WebSession {
-        user: session.user,
-        roles: session.roles,
-        only_target: None,
-        mfa: true,
-    };
-    match store(req, signin::start_session(state, renewed, ttl)).await {
-        Ok(cookie) => Response::json(200, serde_json::json!({ "recovery_codes": codes }))
-            .with_header("Set-Cookie", signin::set_cookie(&cookie, ttl)),
-        Err(r) => r,
-    }
+    super::mfa::enrolled(req, session, &codes).await
 }
 
 #[derive(Deserialize)]
