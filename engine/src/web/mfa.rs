@@ -413,20 +413,28 @@ pub async fn enrol_confirm(req: &WebRequest<'_>) -> Response {
         enrolled: now,
     });
     factors.recovery = codes.iter().map(|c| hash(c)).collect();
-    let new = serde_json::to_string(&factors).unwrap_or_default();
+    enrolled(req, session, current, &factors, &codes, "totp").await
+}
+
+/// Records a user's factors with one more enrolled (if they are still `current`), audits it, and
+/// replaces the session by one signed in with it (the old one ends); the answer carries the
+/// recovery codes to show once (none when the user had them already).
+pub(super) async fn enrolled(
+    req: &WebRequest<'_>,
+    session: WebSession,
+    current: Option<String>,
+    factors: &Factors,
+    codes: &[String],
+    method: &'static str,
+) -> Response {
+    let state = req.web.store.as_ref();
+    let new = serde_json::to_string(factors).unwrap_or_default();
     match store(req, state.swap_factors(&session.user, current, Some(new))).await {
         Ok(true) => {}
         Ok(false) => return Response::error(409, "the factors changed meanwhile; start again"),
         Err(r) => return r,
     }
-    audit(req, IdentityAction::FactorEnrolled, &session.user, "totp", None);
-    enrolled(req, session, &codes).await
-}
-
-/// A factor was enrolled: the session is replaced by one signed in with it (the old one ends),
-/// and the answer carries the recovery codes to show once (none when the user had them already).
-pub(super) async fn enrolled(req: &WebRequest<'_>, session: WebSession, codes: &[String]) -> Response {
-    let state = req.web.store.as_ref();
+    audit(req, IdentityAction::FactorEnrolled, &session.user, method, None);
     if let Err(r) = store(req, signin::end_session(state, req.head)).await {
         return r;
     }

@@ -219,14 +219,7 @@ pub async fn register_finish(req: &WebRequest<'_>) -> Response {
     if !codes.is_empty() {
         factors.recovery = codes.iter().map(|c| hash(c)).collect();
     }
-    let new = serde_json::to_string(&factors).unwrap_or_default();
-    match store(req, state.swap_factors(&session.user, current, Some(new))).await {
-        Ok(true) => {}
-        Ok(false) => return Response::error(409, "the factors changed meanwhile; start again"),
-        Err(r) => return r,
-    }
-    audit(req, IdentityAction::FactorEnrolled, &session.user, "webauthn", None);
-    super::mfa::enrolled(req, session, &codes).await
+    super::mfa::enrolled(req, session, current, &factors, &codes, "webauthn").await
 }
 
 #[derive(Deserialize)]
