@@ -8,6 +8,7 @@
 
 use std::sync::OnceLock;
 
+use portcullis_protocols::chunked::{self, ChunkLimits, ChunkedDecoder, ChunkedError};
 use portcullis_protocols::http::{self, HeadLimits, HttpError};
 use portcullis_protocols::rdp::{
     self, CleanPathAnswer, CleanPathRequest, ConnectionRequestInfo, RdpError, MAX_CLEANPATH_REQUEST, MAX_X224_LEN,
@@ -39,6 +40,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("terminal", terminal),
     ("proxy_header", proxy_header),
     ("tsgu", tsgu),
+    ("chunked", chunked),
 ];
 
 /// The check for a target name, if there is such a target.
@@ -1140,4 +1142,175 @@ fn tsgu_pieces(wire: &[u8], cut: usize, step: TsguStep) -> TsguRun {
         packets,
         end: Ok(buffer.len()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// chunked
+
+/// `chunked`: input `[flags, lo, hi, wire...]`. The wire bytes are a chunked body for
+/// `chunked::ChunkedDecoder`, with the chunk limit picked by `flags` bits 0-2 (0 to unlimited,
+/// small ones so `ChunkTooLarge` is reached). They are decoded whole, in two pieces cut at
+/// `point(lo, hi)`, byte by byte, and in pieces whose lengths the wire bytes pick; each call must
+/// keep the contract (consumed within the input, progress on non-empty input, one non-empty data
+/// range ending at `consumed`, nothing consumed after the end, the offset counting consumed
+/// bytes, errors sticky) and every run must give the same body bytes, the same end and the same
+/// error at the same stream offset. Then the wire bytes as a body: cut into chunks whose sizes
+/// the bytes pick, encoded with `encode_chunk` (FreeRDP's format, checked against `{:X}`) and
+/// `LAST_CHUNK`, they must decode back to themselves whole and split, ending exactly at the end;
+/// with a limit one under the largest chunk, they must fail with `ChunkTooLarge` at that chunk.
+pub fn chunked(data: &[u8]) {
+    const MAX_CHUNK: [usize; 8] = [0, 1, 5, 16, 300, 4096, 1 << 16, usize::MAX];
+    let ([flags, lo, hi], wire) = params::<3>(data);
+    let limits = ChunkLimits {
+        max_chunk: MAX_CHUNK[usize::from(flags & 7)],
+    };
+    let cut = point(lo, hi, wire.len());
+    let whole = chunked_run(limits, &[wire]);
+    assert_eq!(
+        chunked_run(limits, &[&wire[..cut], &wire[cut..]]),
+        whole,
+        "cut at {cut}"
+    );
+    let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+    assert_eq!(chunked_run(limits, &bytes), whole, "byte by byte");
+    assert_eq!(
+        chunked_run(limits, &chunked_pieces(wire)),
+        whole,
+        "pieces picked by the bytes"
+    );
+
+    // Round trip: the wire bytes as the body.
+    let mut encoded = Vec::new();
+    let mut sizes = Vec::new();
+    let mut rest = wire;
+    while let Some(&first) = rest.first() {
+        let size = (usize::from(first ^ lo) % (usize::from(hi) + 1) + 1).min(rest.len());
+        let (chunk, tail) = rest.split_at(size);
+        let start = encoded.len();
+        chunked::encode_chunk(chunk, &mut encoded);
+        let mut want = format!("{:X}\r\n", chunk.len()).into_bytes();
+        want.extend_from_slice(chunk);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(&encoded[start..], &want[..], "encode_chunk of {size} bytes");
+        sizes.push((start, size));
+        rest = tail;
+    }
+    encoded.extend_from_slice(chunked::LAST_CHUNK);
+    let largest = sizes.iter().map(|&(_, size)| size).max().unwrap_or(0);
+    let fits = ChunkLimits { max_chunk: largest };
+    let want = ChunkedRun {
+        body: wire.to_vec(),
+        end: Some(encoded.len() as u64),
+        error: None,
+    };
+    let cut = point(hi, lo, encoded.len());
+    assert_eq!(chunked_run(fits, &[&encoded]), want, "round trip");
+    assert_eq!(
+        chunked_run(fits, &[&encoded[..cut], &encoded[cut..]]),
+        want,
+        "round trip cut at {cut}"
+    );
+    if let Some(&(start, size)) = sizes.iter().find(|&&(_, size)| size == largest) {
+        let under = ChunkLimits { max_chunk: largest - 1 };
+        let run = chunked_run(under, &[&encoded]);
+        let digits = format!("{size:X}").len();
+        let at = (start + digits) as u64;
+        let error = ChunkedError::ChunkTooLarge {
+            len: size,
+            max: size - 1,
+        };
+        assert_eq!(run.error, Some((error, at)), "limit one under the largest chunk");
+        assert!(wire.starts_with(&run.body), "body before the refused chunk");
+    }
+}
+
+/// How a run over a chunked body went: the body bytes, the stream offset where it ended (if it
+/// did) and the first error with its offset.
+#[derive(Debug, PartialEq, Eq)]
+struct ChunkedRun {
+    body: Vec<u8>,
+    end: Option<u64>,
+    error: Option<(ChunkedError, u64)>,
+}
+
+/// Pieces whose lengths are picked by the bytes themselves: each piece is `1..=32` bytes long,
+/// from its first byte.
+fn chunked_pieces(wire: &[u8]) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = wire;
+    while let Some(&first) = rest.first() {
+        let (piece, tail) = rest.split_at((usize::from(first) % 32 + 1).min(rest.len()));
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+/// Feeds the pieces one after the other, each in a loop as a reader would (at least one call per
+/// piece, even empty), checking each call's contract.
+fn chunked_run(limits: ChunkLimits, pieces: &[&[u8]]) -> ChunkedRun {
+    let mut dec = ChunkedDecoder::new(limits);
+    assert_eq!(dec.limits(), limits);
+    let mut body = Vec::new();
+    let mut end = None;
+    let mut offset = 0u64;
+    for piece in pieces {
+        let mut rest: &[u8] = piece;
+        loop {
+            let len = rest.len();
+            let decoded = match dec.decode(rest) {
+                Ok(d) => d,
+                Err(e) => {
+                    let at = dec.offset();
+                    assert!(
+                        (offset..offset + len as u64).contains(&at),
+                        "{e:?} at {at}, outside the {len} bytes given at {offset}"
+                    );
+                    if e == ChunkedError::AfterEnd {
+                        assert_eq!((end, at), (Some(offset), offset), "AfterEnd before the end");
+                    } else {
+                        assert!(end.is_none(), "{e:?} after the end");
+                    }
+                    if let ChunkedError::ChunkTooLarge { len, max } = e {
+                        assert!(len > max && max == limits.max_chunk, "{e:?} under {limits:?}");
+                    }
+                    for again in [&b""[..], b"0\r\n\r\n", b"1\r\nx\r\n"] {
+                        assert_eq!(dec.decode(again).as_ref().err(), Some(&e), "error not repeated");
+                    }
+                    assert_eq!(dec.offset(), at, "offset moved after the error");
+                    return ChunkedRun {
+                        body,
+                        end,
+                        error: Some((e, at)),
+                    };
+                }
+            };
+            assert_progress(len, decoded.consumed, false);
+            offset += decoded.consumed as u64;
+            assert_eq!(dec.offset(), offset, "offset is not the bytes consumed");
+            if let Some(range) = &decoded.data {
+                assert_range_within(range, decoded.consumed, len);
+                assert!(range.start < range.end, "empty data range {range:?}");
+                assert_eq!(range.end, decoded.consumed, "bytes consumed after the data");
+                assert!(
+                    range.len() <= limits.max_chunk,
+                    "{} bytes of a chunk over {limits:?}",
+                    range.len()
+                );
+                assert!(end.is_none() && !decoded.end, "data after the end");
+                body.extend_from_slice(&rest[range.clone()]);
+                assert!(body.len() as u64 + 3 <= offset, "{} body bytes in {offset}", body.len());
+            }
+            assert_eq!(dec.is_done(), decoded.end, "end flag and decoder disagree");
+            if decoded.end {
+                assert!(end.is_none() || decoded.consumed == 0, "ended twice");
+                end.get_or_insert(offset);
+            }
+            rest = &rest[decoded.consumed..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+    }
+    ChunkedRun { body, end, error: None }
 }

@@ -257,6 +257,7 @@ pub fn describe(data: &[u8]) -> String {
         Decision::Tunnel { .. } => "tunnel".into(),
         Decision::Web { .. } => "web".into(),
         Decision::RdCleanPath { .. } => "rdp".into(),
+        Decision::RdGateway { .. } => "rd-gateway".into(),
     }
 }
 
@@ -358,6 +359,35 @@ pub fn check_decision(buf: &[u8], now: u64, decision: &Decision) {
             );
             let upgrade = http::websocket_upgrade(&head).expect("rdp without a valid upgrade");
             assert_eq!(*accept, http::switching_protocols(upgrade.key, None));
+        }
+        Decision::RdGateway { channel, head_len } => {
+            let head = head
+                .expect("rd gateway on a bad head")
+                .expect("rd gateway on a partial head");
+            assert_eq!(*head_len, head.len);
+            assert!(
+                head.path.eq_ignore_ascii_case("/remoteDesktopGateway/"),
+                "rd gateway for {}",
+                head.path
+            );
+            // Only the PAA scheme (a token inside the tunnel) is ever taken.
+            assert!(head
+                .header("rdg-auth-scheme")
+                .is_some_and(|s| s.trim().eq_ignore_ascii_case("paa")));
+            match channel {
+                portcullis_core::rdgateway::Channel::WebSocket { accept } => {
+                    assert_eq!(head.method, "RDG_OUT_DATA");
+                    let upgrade = http::upgrade_headers(&head).expect("rd gateway without a valid upgrade");
+                    assert_eq!(*accept, http::switching_protocols(upgrade.key, None));
+                }
+                portcullis_core::rdgateway::Channel::Out { connection_id }
+                | portcullis_core::rdgateway::Channel::In { connection_id, .. } => {
+                    assert!(connection_id.len() <= portcullis_core::rdgateway::MAX_CONNECTION_ID);
+                    assert!(connection_id
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() || b"{}-".contains(&b)));
+                }
+            }
         }
     }
 }

@@ -130,6 +130,9 @@ pub enum Via {
     WebTerminal,
     /// `/v1/rdp`: RDCleanPath for the browser's RDP client.
     WebRdp,
+    /// `/remoteDesktopGateway/`: a native RDP client (mstsc, FreeRDP) through the RD Gateway
+    /// protocol.
+    RdGateway,
 }
 
 impl Via {
@@ -138,6 +141,7 @@ impl Via {
             Via::Tunnel => "tunnel",
             Via::WebTerminal => "web_terminal",
             Via::WebRdp => "web_rdp",
+            Via::RdGateway => "rd_gateway",
         }
     }
 

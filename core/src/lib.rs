@@ -20,6 +20,7 @@ pub mod net;
 pub mod oidc;
 pub mod passwd;
 pub mod policy;
+pub mod rdgateway;
 pub mod relay;
 pub mod request;
 pub mod revocation;

@@ -203,7 +203,7 @@ impl Policy {
         let needed = match via {
             Via::Tunnel => None,
             Via::WebTerminal => Some(Protocol::Ssh),
-            Via::WebRdp => Some(Protocol::Rdp),
+            Via::WebRdp | Via::RdGateway => Some(Protocol::Rdp),
         };
         if let Some(protocol) = needed.filter(|p| *p != target.protocol) {
             return Err(Denial::WrongProtocol(protocol));

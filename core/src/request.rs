@@ -30,6 +30,12 @@ pub enum Decision {
     /// RDCleanPath (web RDP): upgrade first; the credential and destination come inside the first
     /// WebSocket message, so authorization happens in its handler.
     RdCleanPath { accept: Vec<u8>, head_len: usize },
+    /// The RD Gateway (`/remoteDesktopGateway/`): the credential and the resource come inside the
+    /// tunnel's packets, so authorization happens in its handler (`crate::rdgateway`).
+    RdGateway {
+        channel: crate::rdgateway::Channel,
+        head_len: usize,
+    },
     /// The web app: `body_len` bytes of body follow the head.
     Web {
         route: WebRoute<String>,
@@ -116,6 +122,16 @@ pub fn decide(buf: &[u8], policy: &Policy, now: u64) -> Decision {
                 head_len: head.len,
             },
             Err(e) => refused_upgrade(&head, e),
+        },
+        Ok(Route::RdGateway) => match crate::rdgateway::channel_of(&head) {
+            Ok(channel) => Decision::RdGateway {
+                channel,
+                head_len: head.len,
+            },
+            Err(refusal) => {
+                let reason = refusal.to_string();
+                Decision::Respond(Reply::text(refusal.status(), &reason).audited(head.path, reason))
+            }
         },
         Ok(Route::Web(route)) => web(&head, route),
         Err(unrouted) => Decision::Respond(unrouted_reply(unrouted)),

@@ -11,6 +11,9 @@ pub enum Route<'a> {
     Tunnel { target: &'a str },
     /// `GET /v1/rdp` or `/jet/rdp` (what IronRDP web clients use): RDCleanPath over WebSocket.
     RdCleanPath,
+    /// `/remoteDesktopGateway/` (the path mstsc and FreeRDP use): the RD Gateway protocol. The
+    /// methods (`RDG_OUT_DATA`, `RDG_IN_DATA`) are checked with the rest of the request.
+    RdGateway,
     /// The web app: pages, its API and the browser terminal. Requests may carry a small body.
     Web(WebRoute<&'a str>),
 }
@@ -130,6 +133,9 @@ impl Unrouted {
     }
 }
 
+/// Where RD Gateway clients send their requests (Windows matches it without regard to case).
+pub const RD_GATEWAY_PATH: &str = "/remoteDesktopGateway/";
+
 /// Routes `method` and `path` (without the query string).
 pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Unrouted> {
     if path == "/healthz" {
@@ -141,6 +147,9 @@ pub fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, Unrouted> {
     if path == "/v1/rdp" || path == "/jet/rdp" {
         // The method is checked with the rest of the upgrade (405).
         return Ok(Route::RdCleanPath);
+    }
+    if path.eq_ignore_ascii_case(RD_GATEWAY_PATH) {
+        return Ok(Route::RdGateway);
     }
     if let Some(target) = path.strip_prefix("/v1/tunnel/") {
         return match target {
@@ -210,6 +219,8 @@ mod tests {
         assert_eq!(ok("GET", "/v1/tunnel/vm1"), Route::Tunnel { target: "vm1" });
         assert_eq!(ok("POST", "/v1/rdp"), Route::RdCleanPath);
         assert_eq!(ok("GET", "/jet/rdp"), Route::RdCleanPath);
+        assert_eq!(ok("RDG_OUT_DATA", "/remoteDesktopGateway/"), Route::RdGateway);
+        assert_eq!(ok("RDG_IN_DATA", "/remotedesktopgateway/"), Route::RdGateway);
         assert_eq!(ok("GET", "/"), Route::Web(WebRoute::Asset { path: "/" }));
         assert_eq!(
             ok("GET", "/assets/app.js"),

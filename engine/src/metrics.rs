@@ -73,7 +73,10 @@ const DURATION_BOUNDS: [f64; 10] = [
 const CONNECT_BOUNDS: [f64; 11] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 const PROTOCOLS: [Protocol; 3] = [Protocol::Ssh, Protocol::Rdp, Protocol::Tcp];
-const VIAS: [Via; 3] = [Via::Tunnel, Via::WebTerminal, Via::WebRdp];
+const VIAS: [Via; 4] = [Via::Tunnel, Via::WebTerminal, Via::WebRdp, Via::RdGateway];
+/// How many protocols and routes the per-session counters are kept for.
+pub const PROTOCOL_COUNT: usize = PROTOCOLS.len();
+pub const VIA_COUNT: usize = VIAS.len();
 
 pub fn protocol_index(p: Protocol) -> usize {
     PROTOCOLS.iter().position(|q| *q == p).unwrap_or(0)
@@ -88,15 +91,17 @@ pub fn via_index(v: Via) -> usize {
 pub enum RouteKind {
     Tunnel,
     WebRdp,
+    RdGateway,
     Web,
     /// Answered and closed by the request path itself (refusals, health).
     Answered,
 }
 
 impl RouteKind {
-    const ALL: [RouteKind; 4] = [
+    const ALL: [RouteKind; 5] = [
         RouteKind::Tunnel,
         RouteKind::WebRdp,
+        RouteKind::RdGateway,
         RouteKind::Web,
         RouteKind::Answered,
     ];
@@ -105,6 +110,7 @@ impl RouteKind {
         match self {
             RouteKind::Tunnel => "tunnel",
             RouteKind::WebRdp => "web_rdp",
+            RouteKind::RdGateway => "rd_gateway",
             RouteKind::Web => "web",
             RouteKind::Answered => "answered",
         }
@@ -181,7 +187,7 @@ pub struct CoreMetrics {
     requests: [Counter; RouteKind::ALL.len()],
     refused: [Counter; RefusalKind::ALL.len()],
     /// By via, then protocol.
-    sessions_started: [[Counter; 3]; 3],
+    sessions_started: [[Counter; PROTOCOLS.len()]; VIAS.len()],
     sessions_ended: [Counter; EndReason::ALL.len()],
     /// By protocol: client to target, target to client.
     bytes_up: [Counter; 3],
@@ -291,7 +297,7 @@ pub struct Sources<'a> {
     pub pools: &'a crate::blocking::Pools,
     pub panics: u64,
     /// Live sessions by via and protocol.
-    pub live: [[u64; 3]; 3],
+    pub live: [[u64; PROTOCOLS.len()]; VIAS.len()],
     pub draining: bool,
     pub config_sha256: String,
     pub recordings_dropped: u64,

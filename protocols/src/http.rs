@@ -189,6 +189,19 @@ pub fn websocket_upgrade<'a>(req: &RequestHead<'a>) -> Result<Upgrade<'a>, HttpE
     if req.method != "GET" {
         return Err(HttpError::Method);
     }
+    upgrade_with_key(req, ws::is_valid_client_key)
+}
+
+/// The upgrade headers of an RD Gateway request: its method is `RDG_OUT_DATA`, not `GET`, and
+/// FreeRDP 2.11 sends a `Sec-WebSocket-Key` that is not base64 of 16 bytes (15 characters from
+/// `@` to `_`), so any short printable key is taken; the accept value is computed from it as sent.
+pub fn upgrade_headers<'a>(req: &RequestHead<'a>) -> Result<Upgrade<'a>, HttpError> {
+    upgrade_with_key(req, |key| {
+        (1..=64).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
+fn upgrade_with_key<'a>(req: &RequestHead<'a>, valid_key: fn(&str) -> bool) -> Result<Upgrade<'a>, HttpError> {
     if !req.has_token("upgrade", "websocket") {
         return Err(HttpError::NotUpgrade("missing Upgrade: websocket"));
     }
@@ -201,7 +214,7 @@ pub fn websocket_upgrade<'a>(req: &RequestHead<'a>) -> Result<Upgrade<'a>, HttpE
     let key = req
         .header("sec-websocket-key")
         .ok_or(HttpError::NotUpgrade("missing Sec-WebSocket-Key"))?;
-    if !ws::is_valid_client_key(key) {
+    if !valid_key(key) {
         return Err(HttpError::NotUpgrade("invalid Sec-WebSocket-Key"));
     }
     let protocols = req

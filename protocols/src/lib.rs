@@ -4,6 +4,7 @@
 //! no clocks (time is passed in). That keeps every parser that faces the network fuzzable and
 //! benchmarkable in isolation; `portcullis` (the engine) binds them to glommio and rustls.
 
+pub mod chunked;
 pub mod http;
 pub mod proxy;
 pub mod rdp;

@@ -132,6 +132,9 @@ pub mod hresult {
     pub const E_PROXY_UNSUPPORTED_AUTHENTICATION_METHOD: u32 = 0x8007_59F9;
     /// Not a failure to FreeRDP (see the module's doc).
     pub const E_PROXY_MAXCONNECTIONSREACHED: u32 = 0x0000_59E6;
+    /// The same condition as a failure HRESULT (`HRESULT_FROM_WIN32`), which clients act on: the
+    /// user holds as many sessions as the gateway allows.
+    pub const HR_MAXCONNECTIONSREACHED: u32 = 0x8007_59E6;
     /// Not a failure to FreeRDP (see the module's doc).
     pub const E_PROXY_NOTSUPPORTED: u32 = 0x0000_59E8;
     /// For CLOSE_CHANNEL when the session's time is up.

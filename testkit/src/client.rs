@@ -243,7 +243,7 @@ impl WsClient {
         token: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<WsClient, Vec<u8>> {
-        let mut tls = tls_connect(ep).await;
+        let tls = tls_connect(ep).await;
         let request = UpgradeRequest {
             path,
             host: &ep.host(),
@@ -252,9 +252,17 @@ impl WsClient {
             user_agent: "portcullis-testkit",
             headers,
         };
-        tls.write_all(&request.encode().expect("a valid upgrade request"))
-            .await
-            .unwrap();
+        Self::upgrade_over(tls, &request.encode().expect("a valid upgrade request")).await
+    }
+
+    /// Sends `request` (an upgrade request of any method, with [`KEY`] as its key) and reads the
+    /// answer as [`WsClient::connect`] does.
+    pub async fn upgrade_raw(ep: &impl Endpoint, request: &[u8]) -> Result<WsClient, Vec<u8>> {
+        Self::upgrade_over(tls_connect(ep).await, request).await
+    }
+
+    async fn upgrade_over(mut tls: ClientTls, request: &[u8]) -> Result<WsClient, Vec<u8>> {
+        tls.write_all(request).await.unwrap();
         tls.flush().await.unwrap();
         let mut answer = Vec::new();
         let mut chunk = [0u8; 4096];

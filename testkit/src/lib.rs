@@ -26,6 +26,7 @@ pub mod gateway;
 pub mod haproxy;
 pub mod ports;
 pub mod process;
+pub mod rdgateway;
 pub mod rdp;
 pub mod redis;
 pub mod sshd;

@@ -478,6 +478,19 @@ pub const CLIENT_ACTIVE: &str = "--> CONNECTION_STATE_ACTIVE";
 pub struct FreeRdp {
     pub display: String,
     pub home: tempfile::TempDir,
+    /// Arguments that make it go through an RD Gateway (see [`FreeRdp::via_gateway`]).
+    gateway: Vec<String>,
+    /// The server (`/v:`) when going through a gateway: a name or address it resolves.
+    server: Option<String>,
+}
+
+/// How xfreerdp carries its RD Gateway tunnel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GatewayTransport {
+    /// `/gt:http`: one WebSocket (FreeRDP's default for the HTTP transport).
+    WebSocket,
+    /// `/gt:http,no-websockets`: the RDG_OUT_DATA / RDG_IN_DATA pair.
+    HttpPair,
 }
 
 impl FreeRdp {
@@ -485,14 +498,39 @@ impl FreeRdp {
         FreeRdp {
             display: xvfb.name(),
             home: tempdir("portcullis-xfreerdp-"),
+            gateway: Vec::new(),
+            server: None,
         }
+    }
+
+    /// Connects to `server` (`/v:`, a target's name or address) through the RD Gateway at
+    /// 127.0.0.1:`gateway_port`, with `token` as the gateway access token (`None`: none given).
+    pub fn via_gateway(
+        mut self,
+        gateway_port: u16,
+        token: Option<&str>,
+        transport: GatewayTransport,
+        server: &str,
+    ) -> Self {
+        self.gateway = vec![format!("/g:127.0.0.1:{gateway_port}")];
+        self.gateway.push(match transport {
+            GatewayTransport::WebSocket => "/gt:http".into(),
+            GatewayTransport::HttpPair => "/gt:http,no-websockets".into(),
+        });
+        if let Some(token) = token {
+            self.gateway.push(format!("/gat:{token}"));
+        }
+        self.server = Some(server.to_owned());
+        self
     }
 
     fn command(&self, port: u16, user: &str, password: &str) -> Command {
         // xfreerdp logs with stdio: line-buffer it, else a running client's log sits in a buffer.
+        let server = self.server.clone().unwrap_or_else(|| format!("127.0.0.1:{port}"));
         let mut cmd = Command::new(STDBUF);
         cmd.args(["-oL", "-eL", XFREERDP])
-            .arg(format!("/v:127.0.0.1:{port}"))
+            .arg(format!("/v:{server}"))
+            .args(&self.gateway)
             .arg(format!("/u:{user}"))
             .arg(format!("/p:{password}"))
             .args(["/cert-ignore", "/timeout:20000", "-grab-keyboard", "/size:1024x768"])

@@ -13,6 +13,11 @@
 //!
 //! Outbound, a DATA header is sealed in front of the payload, and the WebSocket header in front of
 //! that: one packet per WebSocket message, as FreeRDP sends and expects them.
+//!
+//! The HTTP transport ([`RdGateway::plain`]) carries the same packets with no WebSocket around
+//! them (its HTTP framing is undone before the relay sees the bytes): packets are decoded straight
+//! from the input, and the gateway's keepalives are TSGU KEEPALIVE packets, which the client
+//! echoes (taken as the pong, not answered again).
 
 use super::framing::{Control, Framing, Inbound, WebSocket};
 use portcullis_protocols::tsgu::{self, pkt};
@@ -30,7 +35,8 @@ enum State {
 }
 
 pub struct RdGateway {
-    ws: WebSocket,
+    /// `None` for the HTTP transport: packets straight on the stream.
+    ws: Option<WebSocket>,
     state: State,
     header: [u8; tsgu::DATA_HEADER_LEN + 2],
     /// Bytes at the start of the next input that the WebSocket layer already decoded (unmasked
@@ -42,6 +48,8 @@ pub struct RdGateway {
     keepalive_due: bool,
     /// The client closed the channel: our Close answers with CLOSE_CHANNEL_RESPONSE.
     peer_closed: bool,
+    /// (HTTP transport) we sent a KEEPALIVE as our ping: the client's echo is its pong.
+    keepalive_sent: bool,
 }
 
 fn malformed(_: tsgu::TsguError) -> ProtocolError {
@@ -52,13 +60,22 @@ impl RdGateway {
     /// The gateway's side of an open channel (`limits`: the WebSocket layer's).
     pub fn new(limits: Limits) -> Self {
         RdGateway {
-            ws: WebSocket::new(Role::Server, limits, 0),
+            ws: Some(WebSocket::new(Role::Server, limits, 0)),
+            ..Self::plain()
+        }
+    }
+
+    /// The gateway's side of an open channel of the HTTP transport (packets with no WebSocket).
+    pub fn plain() -> Self {
+        RdGateway {
+            ws: None,
             state: State::Header { have: 0 },
             header: [0; tsgu::DATA_HEADER_LEN + 2],
             carry: 0,
             tail: 0,
             keepalive_due: false,
             peer_closed: false,
+            keepalive_sent: false,
         }
     }
 
@@ -138,6 +155,9 @@ impl RdGateway {
             }
             pkt::KEEPALIVE if len == tsgu::HEADER_LEN => {
                 self.state = State::Header { have: 0 };
+                if std::mem::take(&mut self.keepalive_sent) {
+                    return Ok(Some(Inbound::Pong));
+                }
                 self.keepalive_due = true;
                 Ok(Some(Inbound::Ping(ControlPayload::empty())))
             }
@@ -149,11 +169,13 @@ impl RdGateway {
         }
     }
 
-    /// One TSGU packet as a WebSocket binary message.
-    fn packet_frame(out: &mut Vec<u8>, packet: &tsgu::GatewayPacket<'_>) {
+    /// One TSGU packet, as a WebSocket binary message unless the transport is plain.
+    fn packet_frame(&self, out: &mut Vec<u8>, packet: &tsgu::GatewayPacket<'_>) {
         let mut body = Vec::with_capacity(16);
         // Our own packets always encode (fixed, small fields).
-        if packet.encode(&mut body).is_ok() {
+        if self.ws.is_none() {
+            let _ = packet.encode(out);
+        } else if packet.encode(&mut body).is_ok() {
             let mut header = [0u8; ws::MAX_HEADER_LEN];
             let n = ws::encode_header(&mut header, true, OpCode::Binary, body.len() as u64, None);
             out.extend_from_slice(&header[..n]);
@@ -177,7 +199,10 @@ impl Framing for RdGateway {
             };
             return Ok((used + tail, event));
         }
-        let (consumed, event) = self.ws.decode(input)?;
+        let Some(ws) = self.ws.as_mut() else {
+            return self.packets(input);
+        };
+        let (consumed, event) = ws.decode(input)?;
         match event {
             Some(Inbound::Data(range)) => {
                 let (used, event) = self.packets(&input[range.clone()])?;
@@ -204,14 +229,21 @@ impl Framing for RdGateway {
         if let Ok(header) = tsgu::data_header(len) {
             buf[start..at].copy_from_slice(&header);
         }
-        self.ws.seal(buf, start, len + tsgu::DATA_HEADER_LEN)
+        match self.ws.as_mut() {
+            Some(ws) => ws.seal(buf, start, len + tsgu::DATA_HEADER_LEN),
+            None => start,
+        }
     }
 
     fn control(&mut self, out: &mut Vec<u8>, control: Control<'_>) {
         match control {
             Control::Pong(_) if self.keepalive_due => {
                 self.keepalive_due = false;
-                Self::packet_frame(out, &tsgu::GatewayPacket::Keepalive);
+                self.packet_frame(out, &tsgu::GatewayPacket::Keepalive);
+            }
+            Control::Ping(_) if self.ws.is_none() => {
+                self.keepalive_sent = true;
+                self.packet_frame(out, &tsgu::GatewayPacket::Keepalive);
             }
             Control::Close(code, reason) => {
                 let status = if code == CloseCode::NORMAL {
@@ -224,18 +256,25 @@ impl Framing for RdGateway {
                 } else {
                     tsgu::GatewayPacket::CloseChannel { status }
                 };
-                Self::packet_frame(out, &packet);
-                self.ws.control(out, Control::Close(code, reason));
+                self.packet_frame(out, &packet);
+                if let Some(ws) = self.ws.as_mut() {
+                    ws.control(out, Control::Close(code, reason));
+                }
             }
-            other => self.ws.control(out, other),
+            other => {
+                if let Some(ws) = self.ws.as_mut() {
+                    ws.control(out, other);
+                }
+            }
         }
     }
 
     fn payload_cap(&self, area: usize) -> usize {
-        self.ws
-            .payload_cap(area)
-            .saturating_sub(tsgu::DATA_HEADER_LEN)
-            .clamp(1, tsgu::MAX_DATA_LEN)
+        let area = match &self.ws {
+            Some(ws) => ws.payload_cap(area),
+            None => area,
+        };
+        area.saturating_sub(tsgu::DATA_HEADER_LEN).clamp(1, tsgu::MAX_DATA_LEN)
     }
 }
 

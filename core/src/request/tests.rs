@@ -17,7 +17,9 @@ fn request(path: &str, token: &str) -> Vec<u8> {
 fn status(d: &Decision) -> u16 {
     match d {
         Decision::Respond(reply) => reply.status,
-        Decision::Tunnel { .. } | Decision::RdCleanPath { .. } | Decision::Web { .. } => 101,
+        Decision::Tunnel { .. } | Decision::RdCleanPath { .. } | Decision::RdGateway { .. } | Decision::Web { .. } => {
+            101
+        }
         Decision::NeedMore => 0,
     }
 }

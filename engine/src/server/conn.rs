@@ -234,6 +234,10 @@ impl Conn {
                     let leftover = head.buf[head_len..head.filled].to_vec();
                     return Box::pin(handlers::rdcleanpath::handle(self, accept, leftover)).await;
                 }
+                Decision::RdGateway { channel, head_len } => {
+                    let leftover = head.buf[head_len..head.filled].to_vec();
+                    return Box::pin(handlers::rdgateway::handle(self, channel, leftover)).await;
+                }
                 Decision::Tunnel {
                     grant,
                     accept,
@@ -351,6 +355,7 @@ fn route_kind(decision: &Decision) -> RouteKind {
     match decision {
         Decision::Tunnel { .. } => RouteKind::Tunnel,
         Decision::RdCleanPath { .. } => RouteKind::WebRdp,
+        Decision::RdGateway { .. } => RouteKind::RdGateway,
         Decision::Web { .. } => RouteKind::Web,
         Decision::NeedMore | Decision::Respond(_) => RouteKind::Answered,
     }

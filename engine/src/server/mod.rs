@@ -15,6 +15,7 @@ mod conn;
 mod dial;
 mod handlers;
 mod privileges;
+mod rdg_pairs;
 pub mod registry;
 pub mod revoke;
 mod session;
@@ -66,6 +67,8 @@ pub struct Shared {
     pub panics: std::sync::atomic::AtomicU64,
     /// Live sessions: what the admin API lists and stops, and the per-user cap.
     pub registry: Arc<registry::Registry>,
+    /// RD Gateway HTTP-transport halves waiting for their other half.
+    pub rdg_pairs: rdg_pairs::Pairs,
     /// This node's durable records (`[state] dir`), if configured.
     pub local_state: Option<Arc<crate::store::LocalState>>,
     /// Set once a stop signal came: no new connections, `/readyz` answers 503.
@@ -281,6 +284,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         admission,
         panics: Default::default(),
         registry: Default::default(),
+        rdg_pairs: Default::default(),
         draining: Default::default(),
         local_state,
     });

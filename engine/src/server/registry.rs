@@ -231,8 +231,8 @@ impl Registry {
         &self,
         via_index: impl Fn(Via) -> usize,
         protocol_index: impl Fn(Protocol) -> usize,
-    ) -> [[u64; 3]; 3] {
-        let mut counts = [[0u64; 3]; 3];
+    ) -> [[u64; crate::metrics::PROTOCOL_COUNT]; crate::metrics::VIA_COUNT] {
+        let mut counts = [[0u64; crate::metrics::PROTOCOL_COUNT]; crate::metrics::VIA_COUNT];
         for s in self.inner().sessions.values() {
             counts[via_index(s.via)][protocol_index(s.protocol)] += 1;
         }

@@ -1,7 +1,6 @@
 //! A granted session: its audit record, opened when the policy says yes and written once when it
 //! ends, and the loop that runs a relay under the session's clock.
 
-use super::conn::Tls;
 use super::registry::{LiveSession, Slot, Stop};
 use super::shutdown::Tracker;
 use super::Shared;
@@ -291,9 +290,9 @@ impl<'a> Watch<'a> {
 
 /// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
 /// client, a bound on closing), the gateway's shutdown, and reloads of the policy.
-pub async fn drive<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
+pub async fn drive<F: Framing, P: crate::relay::Transport, R: AsyncRead + AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
-    tls: &mut Tls,
+    tls: &mut P,
     backend: &mut R,
     settings: ClockSettings,
     watch: &Watch<'_>,

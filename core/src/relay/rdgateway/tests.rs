@@ -21,7 +21,10 @@ fn packets(list: &[ClientPacket<'_>]) -> Vec<u8> {
 /// Feeds `stream` as the relay does (reads of `step` bytes, `decode` until the bytes are used),
 /// returns the data delivered and the other events.
 fn run(stream: &[u8], step: usize) -> Result<(Vec<u8>, Vec<String>), ProtocolError> {
-    let mut framing = RdGateway::new(Limits::default());
+    run_with(RdGateway::new(Limits::default()), stream, step)
+}
+
+fn run_with(mut framing: RdGateway, stream: &[u8], step: usize) -> Result<(Vec<u8>, Vec<String>), ProtocolError> {
     let mut buf = stream.to_vec();
     let (mut data, mut events) = (Vec::new(), Vec::new());
     let (mut pos, mut end) = (0, 0);
@@ -178,4 +181,47 @@ fn the_relay_carries_rdp_bytes_both_ways() {
         .unwrap()
         .unwrap();
     assert_eq!(packet, GatewayPacket::Data(&answer));
+}
+
+/// The HTTP transport: the same packets with no WebSocket, at every read size; our keepalive's
+/// echo is a pong (not answered again); a client's own keepalive is answered; payload is sealed
+/// with its DATA header only.
+#[test]
+fn plain_transport_carries_packets_without_websocket() {
+    let a: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let stream = packets(&[
+        ClientPacket::Data(&a[..100]),
+        ClientPacket::Keepalive,
+        ClientPacket::Data(&a[100..]),
+        ClientPacket::CloseChannel { status: 0 },
+    ]);
+    for step in [1, 2, 3, 7, 10, 11, 64, 1000, stream.len()] {
+        let (data, events) = run_with(RdGateway::plain(), &stream, step).unwrap();
+        assert_eq!(data, a, "step {step}");
+        assert_eq!(events, ["keepalive", "close"], "step {step}");
+    }
+    let mut framing = RdGateway::plain();
+    let mut ping = Vec::new();
+    framing.control(&mut ping, Control::Ping(b""));
+    assert_eq!(ping, packets_gateway(&GatewayPacket::Keepalive));
+    let mut echo = packets(&[ClientPacket::Keepalive]);
+    assert_eq!(framing.decode(&mut echo).unwrap(), (8, Some(Inbound::Pong)));
+    let mut again = packets(&[ClientPacket::Keepalive]);
+    assert_eq!(
+        framing.decode(&mut again).unwrap(),
+        (8, Some(Inbound::Ping(ControlPayload::empty())))
+    );
+    let mut pong = Vec::new();
+    framing.control(&mut pong, Control::Pong(b""));
+    assert_eq!(pong, packets_gateway(&GatewayPacket::Keepalive));
+    let payload = b"rdp bytes";
+    let mut buf = vec![0u8; RdGateway::MAX_HEADER + payload.len()];
+    buf[RdGateway::MAX_HEADER..].copy_from_slice(payload);
+    let start = framing.seal(&mut buf, RdGateway::MAX_HEADER, payload.len());
+    assert_eq!(&buf[start..], &packets_gateway(&GatewayPacket::Data(payload))[..]);
+    let mut close = Vec::new();
+    framing.control(&mut close, Control::Close(CloseCode::NORMAL, "bye"));
+    assert_eq!(close, packets_gateway(&GatewayPacket::CloseChannel { status: 0 }));
+    assert_eq!(framing.payload_cap(100), 90);
+    assert_eq!(framing.payload_cap(1 << 20), tsgu::MAX_DATA_LEN);
 }

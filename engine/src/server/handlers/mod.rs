@@ -3,6 +3,7 @@
 //! a branch of `Decision` or `WebRoute`, and a file here.
 
 pub mod rdcleanpath;
+pub mod rdgateway;
 pub mod terminal;
 pub mod tunnel;
 pub mod web;

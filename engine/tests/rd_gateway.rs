@@ -1,0 +1,354 @@
+//! The RD Gateway (`/remoteDesktopGateway/`, MS-TSGU) at the protocol level, with the testkit's
+//! RD Gateway client (built on the product's own packet codec) against a real gateway process
+//! and TCP targets: both transports carry bytes, the HTTP transport's two connections are joined
+//! on whichever cores they land, every refusal answers with the protocol's code and is audited,
+//! malformed packets and stalled clients end only their own tunnel. Real RDP clients and servers
+//! through the gateway are in `rd_gateway_rdp.rs`.
+
+use portcullis_protocols::tsgu::{hresult, ClientPacket, GatewayPacket};
+use portcullis_testkit::client::status_for;
+use portcullis_testkit::rdgateway::{self, connection_id, RdgClient};
+use portcullis_testkit::targets::TcpTarget;
+use portcullis_testkit::*;
+use std::time::Duration;
+
+const SEC: Duration = Duration::from_secs(1);
+
+/// A gateway where `desk` (alice's) and `desk2` (also alice's) are RDP targets on an echo
+/// server, `elsewhere` is an RDP target that is not alice's, `dead` has nothing listening.
+fn gateway(echo: &TcpTarget, session: &str) -> Gateway {
+    Gateway::builder()
+        .target("desk", echo.addr, "rdp")
+        .target("desk2", echo.addr, "rdp")
+        .target("elsewhere", echo.addr, "rdp")
+        .target("dead", dead_address(), "rdp")
+        .user("alice", &["desk", "desk2", "dead"], "")
+        .session(session)
+        .start()
+}
+
+fn denials(gw: &Gateway, want: usize) -> Vec<serde_json::Value> {
+    gw.records_where(want, |l| {
+        l["event"] == "denied" && l["path"] == "/remoteDesktopGateway/"
+    })
+}
+
+#[tokio::test]
+async fn websocket_tunnel_carries_rdp_bytes_and_is_audited() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let mut rdg = RdgClient::websocket(&gw).await.expect("upgrade");
+    rdg.open_channel(Some(&gw.token("alice", "desk")), "desk", 3389)
+        .await
+        .expect("channel");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    // DATA packets carry at most 64 KiB each.
+    for part in payload.chunks(60_000) {
+        rdg.echoes(part).await;
+    }
+    // The client closes the channel: the gateway acknowledges and ends the session.
+    rdg.send(&ClientPacket::CloseChannel { status: 0 }).await;
+    let answer = rdg.recv(10 * SEC).await.expect("an answer to CLOSE_CHANNEL");
+    assert_eq!(answer.packet(), GatewayPacket::CloseChannelResponse { status: 0 });
+    assert!(rdg.ends_within(10 * SEC).await);
+    let records = gw.records_where(1, |l| l["event"] == "session");
+    let rec = &records[0];
+    assert_eq!(rec["via"], "rd_gateway", "{rec}");
+    assert_eq!(
+        (rec["user"].as_str(), rec["target"].as_str()),
+        (Some("alice"), Some("desk"))
+    );
+    assert_eq!(rec["protocol"], "rdp");
+    assert_eq!(rec["bytes_client_to_target"], payload.len() as u64, "{rec}");
+    assert_eq!(rec["bytes_target_to_client"], payload.len() as u64, "{rec}");
+    assert_eq!(rec["ended"], "client_closed", "{rec}");
+}
+
+/// By its configured address too (what a client sends when the user typed the address), but only
+/// the address of the target the token is for.
+#[tokio::test]
+async fn a_channel_names_its_target_by_name_or_configured_address() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let token = gw.token("alice", "desk");
+    let mut rdg = RdgClient::websocket(&gw).await.unwrap();
+    let host = echo.addr.ip().to_string();
+    rdg.open_channel(Some(&token), &host, echo.addr.port())
+        .await
+        .expect("by address");
+    rdg.echoes(b"by address").await;
+    drop(rdg);
+    let records = gw.records_where(1, |l| l["event"] == "session");
+    // Both desk and desk2 have this address: the token's target is the one granted.
+    assert_eq!(records[0]["target"], "desk");
+}
+
+/// The HTTP transport: many pairs at once on a two-core gateway, so halves land on the same core
+/// and on different cores (the kernel spreads connections by their ports); each carries its
+/// own bytes.
+#[tokio::test]
+async fn http_transport_pairs_are_joined_on_any_core() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let token = gw.token("alice", "desk");
+    let mut tasks = Vec::new();
+    for i in 0..12u32 {
+        let (addr, token) = (gw.addr(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rdg = RdgClient::pair(&addr, &connection_id()).await.expect("pair");
+            rdg.open_channel(Some(&token), "desk", 3389).await.expect("channel");
+            let payload: Vec<u8> = (0..70_000u32).map(|b| (b * (i + 3) % 251) as u8).collect();
+            for part in payload.chunks(30_000) {
+                rdg.echoes(part).await;
+            }
+            rdg
+        }));
+    }
+    let mut open = Vec::new();
+    for t in tasks {
+        open.push(t.await.unwrap());
+    }
+    drop(open);
+    let records = gw.records_where(12, |l| l["event"] == "session");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["via"] == "rd_gateway" && r["bytes_client_to_target"] == 70_000),
+        "{records:?}"
+    );
+}
+
+/// Halves that do not meet: an `RDG_IN_DATA` with no `RDG_OUT_DATA` waiting (another node's,
+/// behind a balancer without affinity), a second `RDG_OUT_DATA` with the same id.
+#[tokio::test]
+async fn unmatched_http_halves_are_refused_clearly() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let id = connection_id();
+    let inn = [
+        rdgateway::request("RDG_IN_DATA", &id, false, "RDG-Auth-Scheme: PAA\r\n"),
+        b"Content-Length: 0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(status_for(&gw, &inn).await, 404);
+    let denied = denials(&gw, 1);
+    assert!(
+        denied[0]["reason"].as_str().unwrap().contains("same node"),
+        "{denied:?}"
+    );
+    // The first pair is open; a second RDG_OUT_DATA with its id is refused, the first works on.
+    let mut first = RdgClient::pair(&gw, &id).await.unwrap();
+    let out = [
+        rdgateway::request("RDG_OUT_DATA", &id, false, "RDG-Auth-Scheme: PAA\r\n"),
+        b"Content-Length: 0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    first
+        .open_channel(Some(&gw.token("alice", "desk")), "desk", 1)
+        .await
+        .unwrap();
+    // The id was taken when the halves met: a new OUT with it waits alone, and its IN half would
+    // have to come from this client. An IN half for it from another address is refused.
+    let other = portcullis_testkit::client::From {
+        addr: gw.addr(),
+        source: "127.0.0.2".parse().unwrap(),
+    };
+    let waiting = tokio::spawn({
+        let out = out.clone();
+        let addr = gw.addr();
+        async move { status_for(&addr, &out).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(status_for(&other, &inn).await, 404);
+    first.echoes(b"still working").await;
+    drop(waiting);
+}
+
+#[tokio::test]
+async fn refusals_answer_with_the_protocol_code_and_are_audited() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let desk = gw.token("alice", "desk");
+    let other_key = portcullis_core::keys::generate().unwrap().0;
+    let forged = portcullis_core::keys::issue(other_key.as_bytes(), "alice", "desk", 60 * SEC).unwrap();
+    let cases: Vec<(Option<String>, &str, u16, u32, &str)> = vec![
+        (
+            None,
+            "desk",
+            3389,
+            hresult::E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED,
+            "missing token",
+        ),
+        (
+            Some("garbage".into()),
+            "desk",
+            3389,
+            hresult::E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED,
+            "token",
+        ),
+        (
+            Some(forged),
+            "desk",
+            3389,
+            hresult::E_PROXY_COOKIE_AUTHENTICATION_ACCESS_DENIED,
+            "signature",
+        ),
+        // A token for another target, a target that is not alice's, hosts not configured.
+        (
+            Some(desk.clone()),
+            "desk2",
+            3389,
+            hresult::E_PROXY_RAP_ACCESSDENIED,
+            "another target",
+        ),
+        (
+            Some(gw.token("alice", "elsewhere")),
+            "elsewhere",
+            3389,
+            hresult::E_PROXY_RAP_ACCESSDENIED,
+            "not allowed",
+        ),
+        (
+            Some(desk.clone()),
+            "10.9.9.9",
+            3389,
+            hresult::E_PROXY_RAP_ACCESSDENIED,
+            "unknown target",
+        ),
+        (
+            Some(desk.clone()),
+            "127.0.0.1",
+            22,
+            hresult::E_PROXY_RAP_ACCESSDENIED,
+            "unknown target",
+        ),
+        (
+            Some(gw.token("alice", "dead")),
+            "dead",
+            3389,
+            hresult::E_PROXY_TS_CONNECTFAILED,
+            "unreachable",
+        ),
+    ];
+    for (i, (token, resource, port, code, reason)) in cases.iter().enumerate() {
+        let mut rdg = RdgClient::websocket(&gw).await.unwrap();
+        let got = rdg.open_channel(token.as_deref(), resource, *port).await;
+        assert_eq!(got, Err(*code), "case {i}: {resource}");
+        assert!(rdg.ends_within(10 * SEC).await, "case {i}: the connection stays open");
+        let denied = denials(&gw, i + 1);
+        let last = &denied[i];
+        assert!(last["reason"].as_str().unwrap().contains(reason), "case {i}: {last}");
+        // Never the token in the audit log.
+        if let Some(t) = token {
+            assert!(!last.to_string().contains(t.as_str()), "token in the audit record");
+        }
+    }
+    // Only the unreachable target was dialled; the refused ones never reached the echo server.
+    assert_eq!(echo.accepted(), 0);
+    // The same refusals on the HTTP transport.
+    let mut rdg = RdgClient::pair(&gw, &connection_id()).await.unwrap();
+    let got = rdg.open_channel(Some(&desk), "desk2", 3389).await;
+    assert_eq!(got, Err(hresult::E_PROXY_RAP_ACCESSDENIED));
+    assert!(rdg.ends_within(10 * SEC).await);
+}
+
+/// A client asking for NTLM (no `RDG-Auth-Scheme: PAA`), or another method, is refused before any
+/// packet.
+#[tokio::test]
+async fn requests_without_a_gateway_access_token_are_refused() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let ntlm = [
+        rdgateway::request(
+            "RDG_OUT_DATA",
+            &connection_id(),
+            true,
+            "Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAKAGFKAAAADw==\r\n",
+        ),
+        b"\r\n".to_vec(),
+    ]
+    .concat();
+    assert_eq!(status_for(&gw, &ntlm).await, 401);
+    let get = b"GET /remoteDesktopGateway/ HTTP/1.1\r\nHost: x\r\nRDG-Auth-Scheme: PAA\r\n\r\n";
+    assert_eq!(status_for(&gw, get).await, 405);
+    let denied = denials(&gw, 2);
+    assert!(denied[0]["reason"].as_str().unwrap().contains("PAA"), "{denied:?}");
+}
+
+/// Malformed or out-of-order packets at each step end that tunnel (audited), and never another.
+#[tokio::test]
+async fn malformed_packets_at_each_step_end_only_their_tunnel() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "");
+    let token = gw.token("alice", "desk");
+    let mut good = RdgClient::websocket(&gw).await.unwrap();
+    good.open_channel(Some(&token), "desk", 3389).await.unwrap();
+    let cookie = portcullis_protocols::tsgu::utf16z(&token);
+    let steps: Vec<ClientPacket<'_>> = vec![
+        rdgateway::handshake(),
+        rdgateway::tunnel_create(Some(&cookie)),
+        rdgateway::tunnel_auth(),
+        rdgateway::channel_create("desk", 3389),
+    ];
+    let garbage: [&[u8]; 4] = [
+        // A length shorter than the header; a type the gateway never takes; a truncated packet;
+        // data before the channel is open.
+        &[1, 0, 0, 0, 4, 0, 0, 0],
+        &[0x55, 0, 0, 0, 8, 0, 0, 0],
+        &[4, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0],
+        &[0xA, 0, 0, 0, 11, 0, 0, 0, 1, 0, 0x41],
+    ];
+    for step in 0..steps.len() {
+        for (g, bad) in garbage.iter().enumerate() {
+            let mut rdg = RdgClient::websocket(&gw).await.unwrap();
+            for p in &steps[..step] {
+                rdg.send(p).await;
+                let answer = rdg.recv(10 * SEC).await.expect("an answer");
+                assert!(!matches!(answer.packet(), GatewayPacket::Data(_)));
+            }
+            rdg.send_bytes(bad).await;
+            assert!(rdg.ends_within(10 * SEC).await, "step {step}, garbage {g}: still open");
+        }
+    }
+    // Each was audited; the session that was open all along still works.
+    let denied = denials(&gw, 16);
+    assert!(denied.iter().all(|d| d["status"] == 400), "{denied:?}");
+    good.echoes(b"unaffected").await;
+    assert_eq!(echo.accepted(), 1);
+}
+
+/// A client that stops mid-handshake is dropped at the request timeout (audited), on both
+/// transports; other tunnels carry on meanwhile.
+#[tokio::test]
+async fn a_client_stalling_mid_handshake_times_out() {
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "request_timeout = \"2s\"");
+    let token = gw.token("alice", "desk");
+    let mut stalled_ws = RdgClient::websocket(&gw).await.unwrap();
+    stalled_ws.send(&rdgateway::handshake()).await;
+    stalled_ws.recv(10 * SEC).await.expect("handshake response");
+    let mut stalled_pair = RdgClient::pair(&gw, &connection_id()).await.unwrap();
+    // An RDG_OUT_DATA whose RDG_IN_DATA never comes.
+    let lonely = [
+        rdgateway::request("RDG_OUT_DATA", &connection_id(), false, "RDG-Auth-Scheme: PAA\r\n"),
+        b"Content-Length: 0\r\n\r\n".to_vec(),
+    ]
+    .concat();
+    let mut alone = portcullis_testkit::client::tls_connect(&gw).await;
+    futures_lite::AsyncWriteExt::write_all(&mut alone, &lonely)
+        .await
+        .unwrap();
+    let mut good = RdgClient::websocket(&gw).await.unwrap();
+    good.open_channel(Some(&token), "desk", 3389).await.unwrap();
+    good.echoes(b"while others stall").await;
+    assert!(
+        stalled_ws.ends_within(10 * SEC).await,
+        "stalled WebSocket client still connected"
+    );
+    assert!(stalled_pair.ends_within(10 * SEC).await, "stalled pair still connected");
+    let rest = portcullis_testkit::client::read_to_close(&mut alone, 10 * SEC).await;
+    assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+    let denied = denials(&gw, 3);
+    assert_eq!(denied.iter().filter(|d| d["status"] == 408).count(), 3, "{denied:?}");
+    good.echoes(b"after the timeouts").await;
+}
