@@ -115,7 +115,37 @@ impl Minter {
         now: u64,
         login: Option<&str>,
     ) -> Result<(String, Claims), KeyError> {
-        let claims = Claims {
+        let claims = self.claims(user, roles, target, scope, ttl, now, login)?;
+        Ok((self.issuer.issue(&claims)?, claims))
+    }
+
+    /// A single-use access token (`once`): the gateway spends it in its store when a session
+    /// starts with it, so it opens one session at most (the `.rdp` files of the web app).
+    pub fn mint_single_use(
+        &self,
+        user: &str,
+        roles: &[String],
+        target: &str,
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(String, Claims), KeyError> {
+        let mut claims = self.claims(user, roles, target, None, ttl, now, None)?;
+        claims.once = true;
+        Ok((self.issuer.issue(&claims)?, claims))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn claims(
+        &self,
+        user: &str,
+        roles: &[String],
+        target: &str,
+        scope: Option<&str>,
+        ttl: Duration,
+        now: u64,
+        login: Option<&str>,
+    ) -> Result<Claims, KeyError> {
+        Ok(Claims {
             sub: user.to_owned(),
             tgt: target.to_owned(),
             exp: now + ttl.as_secs(),
@@ -128,8 +158,7 @@ impl Minter {
             once: false,
             roles: roles.to_vec(),
             lgn: login.map(str::to_owned),
-        };
-        Ok((self.issuer.issue(&claims)?, claims))
+        })
     }
 }
 

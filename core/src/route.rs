@@ -35,6 +35,8 @@ pub enum WebRoute<S> {
     Session,
     /// `POST /api/rdp/ticket`: a one-time ticket for web RDP.
     RdpTicket,
+    /// `POST /api/rdp/file`: a `.rdp` file that takes a native client through the RD Gateway.
+    RdpFile,
     /// `GET /api/recordings`.
     Recordings,
     /// `GET /api/recordings/{id}`.
@@ -86,6 +88,7 @@ impl<S> WebRoute<S> {
             WebRoute::Logout => WebRoute::Logout,
             WebRoute::Session => WebRoute::Session,
             WebRoute::RdpTicket => WebRoute::RdpTicket,
+            WebRoute::RdpFile => WebRoute::RdpFile,
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
             WebRoute::DeviceCode => WebRoute::DeviceCode,
@@ -174,6 +177,7 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("POST", "/api/logout") => WebRoute::Logout,
         ("GET", "/api/session") => WebRoute::Session,
         ("POST", "/api/rdp/ticket") => WebRoute::RdpTicket,
+        ("POST", "/api/rdp/file") => WebRoute::RdpFile,
         ("GET", "/api/recordings") => WebRoute::Recordings,
         ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
             id: &p["/api/recordings/".len()..],

@@ -133,6 +133,66 @@ fn freerdp_refused_by_the_rd_gateway_never_reaches_the_server() {
     assert!(!server.log_text().contains("Negotiated NLA"), "{}", server.log_text());
 }
 
+/// The web app's `.rdp` file: `xfreerdp FILE` reaches the target through the RD Gateway with the
+/// token inside; the same file a second time is refused (its token is single use).
+#[test]
+fn the_web_apps_rdp_file_reaches_its_target_once() {
+    use portcullis_testkit::client::{https, sign_in};
+    let server = shadow();
+    let gw = Gateway::builder()
+        .target(TARGET, server.address(), "rdp")
+        .user("alice", &[TARGET], "")
+        .password("correct horse battery")
+        .auth("token_private_key = \"token.key\"\n")
+        .start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (head, file) = rt.block_on(async {
+        let (status, cookie) = sign_in(&gw, "alice", "correct horse battery").await;
+        assert_eq!(status, 200);
+        let cookie = cookie.expect("a session cookie");
+        let body = serde_json::json!({ "target": TARGET }).to_string();
+        let (status, head, file) = https(&gw, "POST", "/api/rdp/file", &[("Cookie", &cookie)], &body).await;
+        assert_eq!(status, 200, "{head}\n{file}");
+        // Without a session, no file.
+        let (status, _, _) = https(&gw, "POST", "/api/rdp/file", &[], &body).await;
+        assert_eq!(status, 401);
+        (head, file)
+    });
+    assert!(head.contains("Content-Type: application/x-rdp"), "{head}");
+    assert!(
+        head.contains(&format!("attachment; filename=\"{TARGET}.rdp\"")),
+        "{head}"
+    );
+    assert!(head.contains("Cache-Control: no-store"), "{head}");
+    assert!(file.contains(&format!("gatewayhostname:s:{}", gw.addr())), "{file}");
+    let issued = gw.records_where(1, |l| l["event"] == "identity" && l["method"] == "rdp_file");
+    assert!(issued[0]["ttl_s"].as_u64().unwrap() <= 300, "{issued:?}");
+    let path = gw.dir.path().join("desk1.rdp");
+    std::fs::write(&path, &file).unwrap();
+    let run = || {
+        let out =
+            FreeRdp::new(&server.xvfb)
+                .with_file(&path)
+                .auth_only(0, &server.user, &server.password, AUTH_ONLY_LIMIT);
+        (out.status.success(), text(&out.stdout) + &text(&out.stderr))
+    };
+    let (ok, log) = run();
+    assert!(
+        ok,
+        "xfreerdp with the .rdp file failed:\n{log}\n--- gateway\n{}",
+        gw.log()
+    );
+    assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
+    assert_one_session(&gw);
+    let (ok, log) = run();
+    assert!(!ok, "the .rdp file worked twice:\n{log}");
+    let denied = gw.records_where(1, |l| l["event"] == "denied");
+    assert!(
+        denied[0]["reason"].as_str().unwrap().contains("single-use"),
+        "{denied:?}"
+    );
+}
+
 fn xrdp_through_gateway(transport: GatewayTransport) {
     let server = Xrdp::start();
     let display = Xvfb::start();

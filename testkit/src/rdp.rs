@@ -482,6 +482,8 @@ pub struct FreeRdp {
     gateway: Vec<String>,
     /// The server (`/v:`) when going through a gateway: a name or address it resolves.
     server: Option<String>,
+    /// A `.rdp` file naming the server and the gateway instead (see [`FreeRdp::with_file`]).
+    file: Option<PathBuf>,
 }
 
 /// How xfreerdp carries its RD Gateway tunnel.
@@ -500,7 +502,14 @@ impl FreeRdp {
             home: tempdir("portcullis-xfreerdp-"),
             gateway: Vec::new(),
             server: None,
+            file: None,
         }
+    }
+
+    /// Connects as the `.rdp` file at `path` says (its server, its gateway and token).
+    pub fn with_file(mut self, path: &Path) -> Self {
+        self.file = Some(path.to_owned());
+        self
     }
 
     /// Connects to `server` (`/v:`, a target's name or address) through the RD Gateway at
@@ -528,9 +537,12 @@ impl FreeRdp {
         // xfreerdp logs with stdio: line-buffer it, else a running client's log sits in a buffer.
         let server = self.server.clone().unwrap_or_else(|| format!("127.0.0.1:{port}"));
         let mut cmd = Command::new(STDBUF);
-        cmd.args(["-oL", "-eL", XFREERDP])
-            .arg(format!("/v:{server}"))
-            .args(&self.gateway)
+        cmd.args(["-oL", "-eL", XFREERDP]);
+        match &self.file {
+            Some(file) => cmd.arg(file),
+            None => cmd.arg(format!("/v:{server}")),
+        };
+        cmd.args(&self.gateway)
             .arg(format!("/u:{user}"))
             .arg(format!("/p:{password}"))
             .args(["/cert-ignore", "/timeout:20000", "-grab-keyboard", "/size:1024x768"])

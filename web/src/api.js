@@ -156,3 +156,11 @@ export async function deviceRequest(code) {
 export async function answerDevice(code, approve) {
   return expectOk(await request("POST", "/api/device", { code, approve }));
 }
+
+/** A `.rdp` file for RDP target `target` (through the gateway's RD Gateway): `{name, blob}`. Its
+ * token is single use and valid for at most five minutes. */
+export async function rdpFile(target) {
+  const res = await request("POST", "/api/rdp/file", { target });
+  if (!res.ok) await expectOk(res);
+  return { name: `${target}.rdp`, blob: await res.blob() };
+}

@@ -58,6 +58,7 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::Logout => respond(logout(req).await),
         WebRoute::Session => respond(session_info(req).await),
         WebRoute::RdpTicket => respond(rdp_ticket(req).await),
+        WebRoute::RdpFile => respond(super::rdpfile::download(req).await),
         WebRoute::Recordings => respond(match replay_dir(req).await {
             Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
             Err(r) => r,

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod mfa;
 pub mod oidc;
 pub mod passkeys;
+pub mod rdpfile;
 pub mod recordings;
 pub mod response;
 pub mod signin;

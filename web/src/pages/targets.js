@@ -1,6 +1,7 @@
 // #/targets : the targets this user may reach (GET /api/session). SSH targets open a terminal,
 // RDP targets a remote desktop (`button[data-rdp-target]`), others need the native client.
 import { h } from "../dom.js";
+import { rdpFile } from "../api.js";
 
 const nativeHint = () => ["Use the native client: see below."];
 
@@ -13,17 +14,52 @@ export function nativeCommands(t, origin = window.location.origin) {
   if (protocol === "ssh") return [login, `portcullis ssh-config ${origin} >> ~/.ssh/config`, `ssh ${name}`];
   const port = protocol === "rdp" ? 13389 : 10022;
   const tunnel = `portcullis tunnel ${origin} --target ${name} --local 127.0.0.1:${port}`;
-  if (protocol === "rdp") return [login, tunnel, `xfreerdp /v:127.0.0.1:${port}   (or mstsc, Remmina: 127.0.0.1:${port})`];
+  if (protocol === "rdp")
+    return [
+      "mstsc, Remmina, xfreerdp: open a downloaded .rdp file (through the RD Gateway), or:",
+      login,
+      tunnel,
+      `xfreerdp /v:127.0.0.1:${port}   (or mstsc, Remmina: 127.0.0.1:${port})`,
+    ];
   return [login, tunnel, `then connect to 127.0.0.1:${port}`];
 }
 
 function nativeBlock(t) {
+  const rdp = String(t.protocol || "").toLowerCase() === "rdp";
   return h(
     "details",
     { class: "native-commands", dataset: { nativeTarget: String(t.name) } },
     h("summary", {}, "Connect with a native client"),
+    rdp ? rdpDownload(String(t.name)) : null,
     h("pre", {}, nativeCommands(t).join("\n")),
   );
+}
+
+/** "Download .rdp file": mstsc and other RDP clients open it and go through the RD Gateway. The
+ * file holds a single-use token valid for five minutes: download it when you connect. */
+function rdpDownload(name) {
+  const note = h("span", { class: "muted", role: "status" }, " Single use, valid for 5 minutes.");
+  const button = h("button", { type: "button", class: "secondary", dataset: { rdpFile: name } }, "Download .rdp file");
+  button.onclick = async () => {
+    button.disabled = true;
+    try {
+      const { name: file, blob } = await rdpFile(name);
+      const url = URL.createObjectURL(blob);
+      const a = h("a", { href: url, download: file });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 10_000);
+      note.className = "muted";
+      note.textContent = " Downloaded: open it now (single use, valid for 5 minutes).";
+    } catch (e) {
+      note.className = "error";
+      note.textContent = ` Cannot get the file: ${e.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  };
+  return h("p", {}, button, note);
 }
 
 export const targetsPage = {
