@@ -119,48 +119,90 @@ async fn http_transport_pairs_are_joined_on_any_core() {
 }
 
 /// Halves that do not meet: an `RDG_IN_DATA` with no `RDG_OUT_DATA` waiting (another node's,
-/// behind a balancer without affinity), a second `RDG_OUT_DATA` with the same id.
+/// behind a balancer without affinity), one from another client address than its
+/// `RDG_OUT_DATA` (someone else's pair), a second `RDG_OUT_DATA` with the same id.
 #[tokio::test]
 async fn unmatched_http_halves_are_refused_clearly() {
+    use futures_lite::AsyncWriteExt;
     let echo = EchoTarget::start();
-    let gw = gateway(&echo, "");
+    let gw = gateway(&echo, "request_timeout = \"3s\"");
     let id = connection_id();
-    let inn = [
-        rdgateway::request("RDG_IN_DATA", &id, false, "RDG-Auth-Scheme: PAA\r\n"),
-        b"Content-Length: 0\r\n\r\n".to_vec(),
-    ]
-    .concat();
-    assert_eq!(status_for(&gw, &inn).await, 404);
+    let half = |method: &str| {
+        [
+            rdgateway::request(method, &id, false, "RDG-Auth-Scheme: PAA\r\n"),
+            b"Content-Length: 0\r\n\r\n".to_vec(),
+        ]
+        .concat()
+    };
+    assert_eq!(status_for(&gw, &half("RDG_IN_DATA")).await, 404);
     let denied = denials(&gw, 1);
     assert!(
         denied[0]["reason"].as_str().unwrap().contains("same node"),
         "{denied:?}"
     );
-    // The first pair is open; a second RDG_OUT_DATA with its id is refused, the first works on.
-    let mut first = RdgClient::pair(&gw, &id).await.unwrap();
-    let out = [
-        rdgateway::request("RDG_OUT_DATA", &id, false, "RDG-Auth-Scheme: PAA\r\n"),
-        b"Content-Length: 0\r\n\r\n".to_vec(),
-    ]
-    .concat();
-    first
-        .open_channel(Some(&gw.token("alice", "desk")), "desk", 1)
+    // An RDG_OUT_DATA waits for its other half.
+    let mut out = portcullis_testkit::client::tls_connect(&gw).await;
+    out.write_all(&half("RDG_OUT_DATA")).await.unwrap();
+    out.flush().await.unwrap();
+    let mut answer = vec![0u8; 12];
+    futures_lite::AsyncReadExt::read_exact(&mut out, &mut answer)
         .await
         .unwrap();
-    // The id was taken when the halves met: a new OUT with it waits alone, and its IN half would
-    // have to come from this client. An IN half for it from another address is refused.
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    // Another client cannot join it, and a second RDG_OUT_DATA cannot take its id.
     let other = portcullis_testkit::client::From {
         addr: gw.addr(),
         source: "127.0.0.2".parse().unwrap(),
     };
-    let waiting = tokio::spawn({
-        let out = out.clone();
-        let addr = gw.addr();
-        async move { status_for(&addr, &out).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(status_for(&other, &inn).await, 404);
-    first.echoes(b"still working").await;
+    assert_eq!(status_for(&other, &half("RDG_IN_DATA")).await, 403);
+    assert_eq!(status_for(&gw, &half("RDG_OUT_DATA")).await, 409);
+    let denied = denials(&gw, 3);
+    assert!(
+        denied[1]["reason"].as_str().unwrap().contains("another client"),
+        "{denied:?}"
+    );
+    assert!(
+        denied[2]["reason"].as_str().unwrap().contains("open already"),
+        "{denied:?}"
+    );
+    // The rightful client still can.
+    assert_eq!(status_for(&gw, &half("RDG_IN_DATA")).await, 200);
+}
+
+/// A half that waits for its other half costs no CPU while it waits (a waiting RDG_OUT_DATA is
+/// an unauthenticated client's to open): the gateway process is idle meanwhile.
+#[tokio::test]
+async fn waiting_halves_hold_no_cpu() {
+    use futures_lite::AsyncWriteExt;
+    let echo = EchoTarget::start();
+    let gw = gateway(&echo, "request_timeout = \"30s\"");
+    let mut waiting = Vec::new();
+    for _ in 0..4 {
+        let out = [
+            rdgateway::request("RDG_OUT_DATA", &connection_id(), false, "RDG-Auth-Scheme: PAA\r\n"),
+            b"Content-Length: 0\r\n\r\n".to_vec(),
+        ]
+        .concat();
+        let mut tls = portcullis_testkit::client::tls_connect(&gw).await;
+        tls.write_all(&out).await.unwrap();
+        tls.flush().await.unwrap();
+        waiting.push(tls);
+    }
+    tokio::time::sleep(SEC / 2).await;
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", gw.pid())).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        // utime and stime, in clock ticks (fields 14 and 15 of the line).
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    tokio::time::sleep(2 * SEC).await;
+    let spent = cpu() - before;
+    // A core spinning for its waiting half spends 80 to 160 ticks in 2 s (100 ticks a second).
+    assert!(
+        spent < 30,
+        "the gateway spent {spent} ticks of CPU in 2 s with 4 halves waiting"
+    );
     drop(waiting);
 }
 

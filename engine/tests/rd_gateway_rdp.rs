@@ -22,8 +22,9 @@ fn gateway_to(address: String) -> Gateway {
         .start()
 }
 
-/// The one `rd_gateway` session record: alice to desk1, bytes both ways.
-fn assert_one_session(gw: &Gateway) -> serde_json::Value {
+/// The one `rd_gateway` session record: alice to desk1, bytes both ways, the RDP user from the
+/// client's X.224 cookie.
+fn assert_one_session(gw: &Gateway, rdp_user: &str) -> serde_json::Value {
     let records = gw.records_where(1, |l| l["event"] == "session");
     assert_eq!(records.len(), 1, "{records:?}");
     let s = records[0].clone();
@@ -35,6 +36,12 @@ fn assert_one_session(gw: &Gateway) -> serde_json::Value {
     );
     assert!(s["bytes_client_to_target"].as_u64().unwrap_or(0) > 0, "{s}");
     assert!(s["bytes_target_to_client"].as_u64().unwrap_or(0) > 0, "{s}");
+    // FreeRDP sends `DOMAIN\\user` through a gateway (an empty domain here).
+    assert_eq!(
+        s["rdp_cookie"].as_str().map(|c| c.trim_start_matches('\\')),
+        Some(rdp_user),
+        "{s}"
+    );
     s
 }
 
@@ -73,7 +80,7 @@ fn nla_through_gateway(transport: GatewayTransport) {
     );
     assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
     assert!(log.contains("Authentication only, exit status 0"), "xfreerdp:\n{log}");
-    assert_one_session(&gw);
+    assert_one_session(&gw, SHADOW_USER);
     // A wrong password: the server refuses it, through the same gateway.
     let wrong = format!("{}-wrong", server.password);
     let (ok, log) = shadow_auth_only(&gw, &server, Some(&token), transport, &wrong);
@@ -183,7 +190,7 @@ fn the_web_apps_rdp_file_reaches_its_target_once() {
         gw.log()
     );
     assert!(log.contains("Negotiated NLA security"), "xfreerdp:\n{log}");
-    assert_one_session(&gw);
+    assert_one_session(&gw, SHADOW_USER);
     let (ok, log) = run();
     assert!(!ok, "the .rdp file worked twice:\n{log}");
     let denied = gw.records_where(1, |l| l["event"] == "denied");
@@ -226,7 +233,7 @@ fn xrdp_through_gateway(transport: GatewayTransport) {
     assert!(log.contains("Negotiated TLS security"), "xfreerdp:\n{log}");
     let xlog = server.xrdp_log();
     assert_eq!(xlog.matches("connection received from").count(), 1, "xrdp log:\n{xlog}");
-    let s = assert_one_session(&gw);
+    let s = assert_one_session(&gw, &server.user);
     assert!(
         s["ended"] == "client_disconnected" || s["ended"] == "client_closed",
         "{s}"

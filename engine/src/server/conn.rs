@@ -212,8 +212,9 @@ impl Conn {
                 self.policy(),
                 portcullis_core::keys::unix_now(),
             );
-            if !matches!(decision, Decision::NeedMore) {
+            if !matches!(decision, Decision::NeedMore | Decision::RdGateway { .. }) {
                 // TLS is done and the request decided: no longer an unauthenticated connection.
+                // (An RD Gateway client is, until its token is checked inside the tunnel.)
                 self.ticket.settled();
             }
             if !matches!(decision, Decision::NeedMore) {

@@ -5,28 +5,29 @@
 //! Each core accepts its own connections, so the two halves may land on different cores. A TLS
 //! session cannot move between cores here (a glommio socket belongs to its core's ring), so the
 //! tunnel runs on the core of the `RDG_OUT_DATA` connection, and the `RDG_IN_DATA` connection,
-//! wherever it is, hands over what it receives: it decodes its chunked body and sends the bytes
-//! through a bounded channel between cores ([`Feed`]), which the tunnel reads as its client's
-//! input. Same core or not, the path is the same. The channel's depth bounds what a pair holds
-//! (`FEED_DEPTH` reads), and a full channel stops the `RDG_IN_DATA` reads: backpressure reaches
-//! the client.
+//! wherever it is, hands over what it receives: it decodes its chunked body and passes the bytes
+//! through a bounded pipe between cores ([`Feed`]), which the tunnel reads as its client's input.
+//! Same core or not, the path is the same. The pipe holds at most `FEED_DEPTH` reads, and a full
+//! pipe stops the `RDG_IN_DATA` reads: backpressure reaches the client. The pipe is a mutex-guarded
+//! queue with wakers (`event_listener`), which wake tasks on any core; nothing is registered with
+//! a core's event loop, so a half that never comes costs nothing once its wait times out.
 //!
 //! Behind a balancer the halves may reach different gateways: the `RDG_IN_DATA` half then finds no
 //! `RDG_OUT_DATA` waiting and is refused with a clear error (a balancer must keep a client on one
-//! node: source-address affinity, or use the WebSocket transport, which is one connection).
+//! node: source-address affinity, or use the WebSocket transport, which is one connection). The
+//! halves must come from the same client address (exactly: an IPv6 client that changes its
+//! temporary address between the two connections cannot pair).
 
 use super::conn::{Conn, ReadEnd};
 use super::handlers::rdgateway::out_channel_answer;
 use event_listener::Event;
-use futures_lite::Stream;
-use glommio::channels::shared_channel::{self, ConnectedReceiver, SharedReceiver, SharedSender};
 use portcullis_core::request::Reply;
 use portcullis_protocols::chunked::{ChunkLimits, ChunkedDecoder};
 use portcullis_protocols::http;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -51,32 +52,74 @@ pub struct Pairs {
 
 struct Waiting {
     client: IpAddr,
-    sender: SharedSender<Item>,
-    ended: Arc<Ended>,
+    pipe: Arc<Pipe>,
 }
 
-/// Set when the tunnel is over: the `RDG_IN_DATA` half stops reading.
+/// The bounded queue between the halves.
 #[derive(Default)]
-struct Ended {
-    flag: AtomicBool,
-    event: Event,
+struct Pipe {
+    state: Mutex<PipeState>,
+    /// Notified when an item arrives or the `RDG_IN_DATA` half is gone.
+    readable: Event,
+    /// Notified when an item is taken or the tunnel is gone.
+    writable: Event,
 }
 
-impl Ended {
-    fn set(&self) {
-        self.flag.store(true, Ordering::Release);
-        self.event.notify(usize::MAX);
+#[derive(Default)]
+struct PipeState {
+    items: VecDeque<Item>,
+    in_gone: bool,
+    tunnel_gone: bool,
+}
+
+impl Pipe {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn wait(&self) {
+    /// Queues `bytes` once there is room; false when the tunnel is gone.
+    async fn send(&self, bytes: Vec<u8>) -> bool {
+        let mut item = Some(Ok(bytes));
         loop {
-            if self.flag.load(Ordering::Acquire) {
-                return;
-            }
-            let listener = self.event.listen();
-            if self.flag.load(Ordering::Acquire) {
-                return;
-            }
+            let listener = {
+                let mut state = self.lock();
+                if state.tunnel_gone {
+                    return false;
+                }
+                if state.items.len() < FEED_DEPTH {
+                    state.items.extend(item.take());
+                    drop(state);
+                    self.readable.notify(usize::MAX);
+                    return true;
+                }
+                self.writable.listen()
+            };
+            // Registered before the state was released: a take in between is not missed.
+            listener.await;
+        }
+    }
+
+    /// Why the `RDG_IN_DATA` half stopped: always queued (one item past the bound), so the tunnel
+    /// audits it.
+    fn report(&self, reason: String) {
+        self.lock().items.push_back(Err(reason));
+        self.readable.notify(usize::MAX);
+    }
+
+    fn in_gone(&self) {
+        self.lock().in_gone = true;
+        self.readable.notify(usize::MAX);
+    }
+
+    /// Resolves once the tunnel is gone.
+    async fn tunnel_gone(&self) {
+        loop {
+            let listener = {
+                if self.lock().tunnel_gone {
+                    return;
+                }
+                self.writable.listen()
+            };
             listener.await;
         }
     }
@@ -84,54 +127,59 @@ impl Ended {
 
 /// What the tunnel reads from the `RDG_IN_DATA` half.
 pub struct Feed {
-    /// Connected on first use: connecting waits for the other half to connect its sender.
-    unconnected: Option<SharedReceiver<Item>>,
-    receiver: Option<ConnectedReceiver<Item>>,
-    ended: Arc<Ended>,
+    pipe: Arc<Pipe>,
+    listener: Option<event_listener::EventListener>,
     pairs: Arc<super::Shared>,
     id: String,
 }
 
 /// Why the feed ended.
 pub enum FeedEnd {
-    /// The `RDG_IN_DATA` connection closed (or never came).
+    /// The `RDG_IN_DATA` connection closed.
     Closed,
     /// It sent something that is not a chunked body.
     Refused(String),
 }
 
 impl Feed {
-    /// The next bytes of the client's packet stream.
+    /// The next bytes of the client's packet stream (waits for the `RDG_IN_DATA` half to come).
     pub async fn next(&mut self) -> Result<Vec<u8>, FeedEnd> {
-        if let Some(unconnected) = self.unconnected.take() {
-            self.receiver = Some(unconnected.connect().await);
-        }
         futures_lite::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// The next bytes, once [`Feed::next`] has connected the feed.
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, FeedEnd>> {
-        let Some(receiver) = self.receiver.as_mut() else {
-            return Poll::Ready(Err(FeedEnd::Closed));
-        };
-        match Pin::new(receiver).poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(bytes))) => Poll::Ready(Ok(bytes)),
-            Poll::Ready(Some(Err(reason))) => Poll::Ready(Err(FeedEnd::Refused(reason))),
-            Poll::Ready(None) => Poll::Ready(Err(FeedEnd::Closed)),
+        loop {
+            {
+                let mut state = self.pipe.lock();
+                if let Some(item) = state.items.pop_front() {
+                    drop(state);
+                    self.listener = None;
+                    self.pipe.writable.notify(usize::MAX);
+                    return Poll::Ready(item.map_err(FeedEnd::Refused));
+                }
+                if state.in_gone {
+                    return Poll::Ready(Err(FeedEnd::Closed));
+                }
+            }
+            match self.listener.as_mut() {
+                // Listen, then look again: an item queued in between is not missed.
+                None => self.listener = Some(self.pipe.readable.listen()),
+                Some(listener) => match Pin::new(listener).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => self.listener = None,
+                },
+            }
         }
     }
 }
 
 impl Drop for Feed {
     fn drop(&mut self) {
-        self.ended.set();
+        self.pipe.lock().tunnel_gone = true;
+        self.pipe.writable.notify(usize::MAX);
         // Still waiting (the other half never came): no longer.
         if let Ok(mut waiting) = self.pairs.rdg_pairs.waiting.lock() {
-            if waiting
-                .get(&self.id)
-                .is_some_and(|w| Arc::ptr_eq(&w.ended, &self.ended))
-            {
+            if waiting.get(&self.id).is_some_and(|w| Arc::ptr_eq(&w.pipe, &self.pipe)) {
                 waiting.remove(&self.id);
             }
         }
@@ -141,8 +189,7 @@ impl Drop for Feed {
 /// The `RDG_OUT_DATA` half: registers, answers `200` and the seed, and returns the feed the
 /// `RDG_IN_DATA` half will fill. `None`: refused or gone (answered and audited).
 pub async fn out_channel(conn: &mut Conn, id: &str) -> Option<Feed> {
-    let (sender, receiver) = shared_channel::new_bounded(FEED_DEPTH);
-    let ended = Arc::new(Ended::default());
+    let pipe = Arc::new(Pipe::default());
     let registered = conn.shared.rdg_pairs.waiting.lock().ok().is_some_and(|mut waiting| {
         if waiting.contains_key(id) {
             return false;
@@ -152,8 +199,7 @@ pub async fn out_channel(conn: &mut Conn, id: &str) -> Option<Feed> {
             id.to_owned(),
             Waiting {
                 client,
-                sender,
-                ended: ended.clone(),
+                pipe: pipe.clone(),
             },
         );
         true
@@ -165,9 +211,8 @@ pub async fn out_channel(conn: &mut Conn, id: &str) -> Option<Feed> {
         return None;
     }
     let feed = Feed {
-        unconnected: Some(receiver),
-        receiver: None,
-        ended,
+        pipe,
+        listener: None,
         pairs: conn.shared.clone(),
         id: id.to_owned(),
     };
@@ -181,39 +226,46 @@ pub async fn in_channel(conn: &mut Conn, id: &str, chunked: bool, leftover: Vec<
     let found = conn.shared.rdg_pairs.waiting.lock().ok().and_then(|mut waiting| {
         // Only the same client may join a waiting half.
         match waiting.get(id) {
-            Some(w) if w.client == client => waiting.remove(id),
-            _ => None,
+            Some(w) if w.client == client => waiting.remove(id).map(Ok),
+            Some(_) => Some(Err(())),
+            None => None,
         }
     });
-    let Some(Waiting { sender, ended, .. }) = found else {
-        let reason = "no RDG_OUT_DATA connection with this RDG-Connection-Id on this gateway node \
-                      (a balancer must send both connections of a client to the same node)";
-        conn.deny(PATH, 404, reason, None);
-        return conn.reply(&Reply::text(404, reason), None).await;
+    let pipe = match found {
+        Some(Ok(Waiting { pipe, .. })) => pipe,
+        Some(Err(())) => {
+            let reason = "the RDG_OUT_DATA connection with this RDG-Connection-Id is another client's";
+            conn.deny(PATH, 403, reason, None);
+            return conn.reply(&Reply::text(403, reason), None).await;
+        }
+        None => {
+            let reason = "no RDG_OUT_DATA connection with this RDG-Connection-Id on this gateway node \
+                          (a balancer must send both connections of a client to the same node)";
+            conn.deny(PATH, 404, reason, None);
+            return conn.reply(&Reply::text(404, reason), None).await;
+        }
     };
-    let sender = sender.connect().await;
-    let fed = futures_lite::future::or(feed(conn, id, chunked, leftover, &sender), async {
-        ended.wait().await;
+    // Joined to a waiting tunnel, whose own handshake timeout bounds this half from now on.
+    conn.ticket.settled();
+    let fed = futures_lite::future::or(feed(conn, id, chunked, leftover, &pipe), async {
+        pipe.tunnel_gone().await;
         Ok(())
     })
     .await;
-    if let Err(reason) = fed {
-        // The tunnel audits it (it knows the user); this half only reports it.
-        let _ = sender.try_send(Err(reason));
+    if let Err(reason) = &fed {
+        // The tunnel audits it (it knows the user); this half reports it and answers 400.
+        pipe.report(reason.clone());
     }
-    drop(sender);
-    conn.send_and_close(&[], &[]).await;
+    pipe.in_gone();
+    match fed {
+        Err(reason) => conn.reply(&Reply::text(400, &reason), None).await,
+        Ok(()) => conn.send_and_close(&[], &[]).await,
+    }
 }
 
 /// Reads the `RDG_IN_DATA` body and sends its bytes (chunked coding undone) to the tunnel.
 /// `Err`: why the body is not acceptable.
-async fn feed(
-    conn: &mut Conn,
-    id: &str,
-    mut chunked: bool,
-    leftover: Vec<u8>,
-    sender: &shared_channel::ConnectedSender<Item>,
-) -> Result<(), String> {
+async fn feed(conn: &mut Conn, id: &str, mut chunked: bool, leftover: Vec<u8>, pipe: &Pipe) -> Result<(), String> {
     let mut buf = leftover;
     let mut filled = buf.len();
     buf.resize(READ_SIZE.max(filled), 0);
@@ -270,14 +322,14 @@ async fn feed(
             }
             at += decoded.consumed;
             if decoded.end {
-                send(sender, out).await;
+                send(pipe, out).await;
                 return Ok(());
             }
             if decoded.consumed == 0 {
                 break;
             }
         }
-        if !out.is_empty() && !send(sender, out).await {
+        if !send(pipe, out).await {
             return Ok(());
         }
         // No timeout here: the tunnel's session clock decides how long it may sit idle, and
@@ -290,6 +342,6 @@ async fn feed(
 }
 
 /// Hands bytes to the tunnel; false when it is gone.
-async fn send(sender: &shared_channel::ConnectedSender<Item>, bytes: Vec<u8>) -> bool {
-    bytes.is_empty() || sender.send(Ok(bytes)).await.is_ok()
+async fn send(pipe: &Pipe, bytes: Vec<u8>) -> bool {
+    bytes.is_empty() || pipe.send(bytes).await
 }

@@ -17,6 +17,7 @@
 use crate::relay::Transport;
 use crate::server::conn::{Conn, ReadEnd, Tls};
 use crate::server::dial::dial;
+use crate::server::handlers::tunnel::rdp_cookie;
 use crate::server::rdg_pairs::{Feed, FeedEnd};
 use crate::server::session::{self, Extras, StartError};
 use crate::server::timeout;
@@ -27,6 +28,7 @@ use portcullis_core::policy::Grant;
 use portcullis_core::rdgateway::{Channel, Handshake, Next};
 use portcullis_core::relay::rdgateway::RdGateway;
 use portcullis_core::relay::Relay;
+use portcullis_protocols::rdp;
 use portcullis_protocols::tsgu::{self, hresult, GatewayPacket};
 use portcullis_protocols::ws::{self, CloseCode, Message, MessageAssembler, OpCode, Role};
 use std::io;
@@ -194,7 +196,17 @@ impl Inbound {
 /// Runs the control phase, then the session.
 async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
     let settings = conn.settings().clone();
-    let idle_minutes = u32::try_from(settings.idle_timeout.as_secs().div_ceil(60)).unwrap_or(u32::MAX);
+    // Announced before the target is known: the shortest any RDP target has.
+    let idle = conn
+        .policy()
+        .config
+        .targets
+        .values()
+        .filter(|t| t.protocol == portcullis_core::config::Protocol::Rdp)
+        .map(|t| t.idle_timeout(&settings))
+        .min()
+        .unwrap_or(settings.idle_timeout);
+    let idle_minutes = u32::try_from(idle.as_secs().div_ceil(60)).unwrap_or(u32::MAX);
     let mut handshake = Handshake::new(rand_tunnel_id(), idle_minutes);
     let deadline = Instant::now() + settings.request_timeout;
     let mut pending = Vec::new();
@@ -203,17 +215,23 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
             Ok(Some((packet, len))) => Some((handshake.on_packet(packet, conn.policy(), unix_now()), len)),
             Ok(None) => None,
             Err(e) => {
-                let failed = Failed::new(400, format!("malformed RD Gateway packet: {e}"));
+                let mut failed = Failed::new(400, format!("malformed RD Gateway packet: {e}"));
+                failed.user = handshake.user().map(str::to_owned);
                 return fail(conn, inbound, failed, None).await;
             }
         };
         let Some((next, len)) = decoded else {
-            if let Err(failed) = inbound.more(conn, &mut pending, deadline).await {
+            if let Err(mut failed) = inbound.more(conn, &mut pending, deadline).await {
+                failed.user = handshake.user().map(str::to_owned);
                 return fail(conn, inbound, failed, None).await;
             }
             continue;
         };
         pending.drain(..len);
+        if handshake.user().is_some() {
+            // The token is checked: no longer an unauthenticated connection.
+            conn.ticket.settled();
+        }
         match next {
             Next::Reply(packet) => {
                 if inbound.send(conn, &packet).await.is_err() {
@@ -252,16 +270,19 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
     let target = audit.grant().target.clone();
     let clock = session::clock_settings(&target, &settings, true);
     let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
-    let (end, counters) = match inbound {
+    let (end, counters, rdp_cookie) = match inbound {
         Inbound::WebSocket(ws) => {
             let limits = conn.policy().config.limits.websocket();
             let mut relay = Relay::new(RdGateway::new(limits), settings.buffer_size);
+            // The client's X.224 Connection Request names the RDP user (audited).
+            relay.capture_first(rdp::MAX_X224_LEN);
             relay.received_early(&ws.buf[ws.start..ws.end]);
             let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &watch, audit.id()).await;
-            (end, relay.counters())
+            (end, relay.counters(), rdp_cookie(relay.captured()))
         }
         Inbound::Http(feed) => {
             let mut relay = Relay::new(RdGateway::plain(), settings.buffer_size);
+            relay.capture_first(rdp::MAX_X224_LEN);
             let mut pair = Pair {
                 feed,
                 chunk: Vec::new(),
@@ -269,10 +290,14 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
                 out: &mut conn.tls,
             };
             let end = session::drive(&mut relay, &mut pair, &mut backend, clock, &watch, audit.id()).await;
-            (end, relay.counters())
+            (end, relay.counters(), rdp_cookie(relay.captured()))
         }
     };
-    audit.finish(end.ending(), counters, Extras::default());
+    let extras = Extras {
+        rdp_cookie,
+        recording: None,
+    };
+    audit.finish(end.ending(), counters, extras);
 }
 
 /// Takes the user's session place and connects to the target; the session's audit starts.

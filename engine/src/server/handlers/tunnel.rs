@@ -88,7 +88,7 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
 }
 
 /// The `mstshash` cookie of the X.224 Connection Request at the start of `first`, if whole.
-fn rdp_cookie(first: &[u8]) -> Option<String> {
+pub(super) fn rdp_cookie(first: &[u8]) -> Option<String> {
     let len = rdp::tpkt_len(first, rdp::MAX_X224_LEN).ok()??;
     rdp::parse_connection_request(first.get(..len)?).ok()?.cookie
 }
