@@ -110,6 +110,10 @@ pub enum Denial {
     /// An access token offered where a login credential is needed.
     #[error("not a login credential")]
     NotLoginCredential,
+    /// The target's policy is enforced by the gateway in the browser only (`native = false`):
+    /// the tunnel and the RD Gateway do not reach it.
+    #[error("this target is reachable from the browser only")]
+    BrowserOnly,
 }
 
 fn article(p: &Protocol) -> &'static str {
@@ -133,7 +137,8 @@ impl Denial {
             | Denial::OutOfScope
             | Denial::TargetChanged
             | Denial::NotAdmin
-            | Denial::LoginCredential => 403,
+            | Denial::LoginCredential
+            | Denial::BrowserOnly => 403,
             Denial::NotLoginCredential => 401,
             Denial::WrongProtocol(_) => 400,
         }
@@ -208,6 +213,9 @@ impl Policy {
         if let Some(protocol) = needed.filter(|p| *p != target.protocol) {
             return Err(Denial::WrongProtocol(protocol));
         }
+        if !target.native && matches!(via, Via::Tunnel | Via::RdGateway) {
+            return Err(Denial::BrowserOnly);
+        }
         Ok(Grant {
             user: who.user.into_owned(),
             target: target.clone(),
@@ -273,6 +281,9 @@ impl Policy {
             .ok_or(Denial::UnknownTarget)?;
         if target.address != grant.target.address || target.protocol != grant.target.protocol {
             return Err(Denial::TargetChanged);
+        }
+        if !target.native && matches!(grant.via, Via::Tunnel | Via::RdGateway) {
+            return Err(Denial::BrowserOnly);
         }
         Ok(())
     }

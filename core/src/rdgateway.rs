@@ -22,8 +22,8 @@ use crate::audit::Via;
 use crate::policy::{Credential, Denial, Destination, Grant, Policy};
 use portcullis_protocols::http::{self, RequestHead};
 use portcullis_protocols::tsgu::{
-    caps, ext_auth, hresult, ChannelResponse, ClientPacket, GatewayPacket, HandshakeResponse, RedirectFlags,
-    TunnelAuthResponse, TunnelResponse,
+    caps, ext_auth, hresult, ChannelResponse, ClientPacket, DeviceRedirection, GatewayPacket, HandshakeResponse,
+    RedirectFlags, TunnelAuthResponse, TunnelResponse,
 };
 
 /// Longest `RDG-Connection-Id` accepted (clients send a braced GUID, 38 characters).
@@ -175,6 +175,8 @@ pub struct Handshake {
     idle_minutes: u32,
     /// The PAA cookie, once checked; used again to authorize the channel.
     token: Option<String>,
+    /// The target the token is for: its policy sets the redirection flags.
+    target: Option<std::sync::Arc<crate::config::Target>>,
     user: Option<String>,
     client_name: Option<String>,
 }
@@ -201,6 +203,7 @@ impl Handshake {
             tunnel_id,
             idle_minutes,
             token: None,
+            target: None,
             user: None,
             client_name: None,
         }
@@ -264,6 +267,7 @@ impl Handshake {
                 };
                 match policy.sign_in_token(&token, now) {
                     Ok(claims) => {
+                        self.target = policy.config.targets.get(&claims.tgt).cloned();
                         self.user = Some(claims.sub);
                         self.token = Some(token);
                     }
@@ -281,10 +285,15 @@ impl Handshake {
             (Phase::TunnelCreated, ClientPacket::TunnelAuth(auth)) => {
                 self.client_name = Some(auth.client_name);
                 self.phase = Phase::Authorized;
-                // Device redirection is the RDP server's to allow: the session is encrypted end
-                // to end, so flags here would be advice the gateway cannot enforce.
+                // The target's policy as advice: the session is encrypted end to end, so the
+                // gateway cannot enforce it (mstsc and FreeRDP 3 follow it; `native = false`
+                // keeps a target off this path when it must be enforced).
+                let flags = self
+                    .target
+                    .as_ref()
+                    .map_or(RedirectFlags::ENABLE_ALL, |t| redirect_flags(t));
                 Next::Reply(GatewayPacket::TunnelAuthResponse(TunnelAuthResponse::accept(
-                    RedirectFlags::ENABLE_ALL,
+                    flags,
                     self.idle_minutes,
                 )))
             }
@@ -335,6 +344,17 @@ impl Handshake {
         self.phase = Phase::Over;
         GatewayPacket::ChannelResponse(ChannelResponse::refuse(code))
     }
+}
+
+/// The device redirections a target's policy allows, as TUNNEL_AUTH_RESPONSE flags.
+pub fn redirect_flags(target: &crate::config::Target) -> RedirectFlags {
+    RedirectFlags::from_allowed(DeviceRedirection {
+        drives: target.drives,
+        printers: true,
+        ports: true,
+        clipboard: target.clipboard,
+        pnp: true,
+    })
 }
 
 /// What the policy is asked for: the resource itself when a target has that name, else

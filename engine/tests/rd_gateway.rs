@@ -394,3 +394,46 @@ async fn a_client_stalling_mid_handshake_times_out() {
     assert_eq!(denied.iter().filter(|d| d["status"] == 408).count(), 3, "{denied:?}");
     good.echoes(b"after the timeouts").await;
 }
+
+/// A target's `clipboard` and `drives` reach RD Gateway clients as redirection flags (advice);
+/// `native = false` keeps a target off the RD Gateway and the tunnel (403, audited).
+#[tokio::test]
+async fn target_policy_reaches_clients_and_browser_only_targets_are_refused() {
+    use portcullis_protocols::tsgu::RedirectFlags;
+    let echo = EchoTarget::start();
+    let gw = Gateway::builder()
+        .target_with("locked", echo.addr, "rdp", "clipboard = false\ndrives = false")
+        .target_with("webonly", echo.addr, "rdp", "native = false")
+        .user("alice", &["locked", "webonly"], "")
+        .start();
+    let mut rdg = RdgClient::websocket(&gw).await.unwrap();
+    let cookie = portcullis_protocols::tsgu::utf16z(&gw.token("alice", "locked"));
+    rdg.send(&rdgateway::handshake()).await;
+    rdg.recv(10 * SEC).await.unwrap();
+    rdg.send(&rdgateway::tunnel_create(Some(&cookie))).await;
+    rdg.recv(10 * SEC).await.unwrap();
+    rdg.send(&rdgateway::tunnel_auth()).await;
+    let answer = rdg.recv(10 * SEC).await.unwrap();
+    let GatewayPacket::TunnelAuthResponse(r) = answer.packet() else {
+        panic!("expected a tunnel auth response")
+    };
+    assert_eq!(
+        r.redirect_flags,
+        Some(RedirectFlags::DISABLE_DRIVE | RedirectFlags::DISABLE_CLIPBOARD)
+    );
+    let webonly = gw.token("alice", "webonly");
+    let mut rdg = RdgClient::websocket(&gw).await.unwrap();
+    assert_eq!(
+        rdg.open_channel(Some(&webonly), "webonly", 3389).await,
+        Err(hresult::E_PROXY_RAP_ACCESSDENIED)
+    );
+    assert_eq!(WsClient::refused_tunnel(&gw, "webonly", &webonly).await, 403);
+    let denied = gw.records_where(2, |l| l["event"] == "denied");
+    assert!(
+        denied
+            .iter()
+            .all(|d| d["reason"].as_str().unwrap().contains("browser only")),
+        "{denied:?}"
+    );
+    assert_eq!(echo.accepted(), 0);
+}

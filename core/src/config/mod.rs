@@ -60,6 +60,11 @@ pub struct Target {
     pub cert_ca: Option<PathBuf>,
     /// Web clients offer copy and paste (terminal, web RDP).
     pub clipboard: bool,
+    /// RDP only: clients may redirect local drives (advice to RD Gateway clients).
+    pub drives: bool,
+    /// Native clients may reach it (the tunnel and the RD Gateway); `false`: the browser only,
+    /// where the gateway enforces the target's policy itself.
+    pub native: bool,
     /// Overrides of `[session]` for every session to this target, whatever the route.
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
@@ -952,6 +957,10 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
         }
         ca => ca.as_ref().map(|ca| cx.path(ca.get_ref())),
     };
+    let drives = match &t.drives {
+        Some(d) if protocol != Protocol::Rdp => return cx.err(Some(d.span()), "target.drives", "only for rdp targets"),
+        d => d.as_ref().is_none_or(|d| *d.get_ref()),
+    };
     Ok(Target {
         name: name.clone(),
         address: t.address.get_ref().clone(),
@@ -959,6 +968,8 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
         cert_sha256,
         cert_ca,
         clipboard: t.clipboard,
+        drives,
+        native: t.native,
         idle_timeout: cx.optional_duration(&t.idle_timeout, &settings::TARGET_IDLE_TIMEOUT)?,
         max_lifetime: cx.optional_duration(&t.max_lifetime, &settings::TARGET_MAX_LIFETIME)?,
         ssh: parse_ssh(cx, t, protocol)?,

@@ -235,6 +235,9 @@ pub(super) struct RawTarget {
     pub host_key: Option<Spanned<OneOrMany>>,
     #[serde(default = "yes")]
     pub clipboard: bool,
+    pub drives: Option<Spanned<bool>>,
+    #[serde(default = "yes")]
+    pub native: bool,
     #[serde(default)]
     pub record_input: bool,
     pub idle_timeout: Option<Spanned<String>>,

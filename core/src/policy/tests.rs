@@ -436,3 +436,47 @@ fn roles_grant_targets_and_admin_rights() {
     let (plain, _) = test_policy(TARGETS);
     assert!(plain.is_admin("alice"));
 }
+
+/// `native = false`: the browser routes reach the target, the tunnel and the RD Gateway do not,
+/// and a reload that sets it ends live native sessions.
+#[test]
+fn browser_only_targets_refuse_native_routes() {
+    let toml = "[[target]]\nname = \"desk\"\naddress = \"10.0.0.6:3389\"\nprotocol = \"rdp\"\nnative = false\n\
+                [[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\nnative = false\n\
+                [[user]]\nname = \"alice\"\ntargets = [\"desk\", \"vm1\"]\n";
+    let (policy, key) = test_policy(toml);
+    let web = Credential::WebSession {
+        user: "alice",
+        only_target: None,
+        roles: &[],
+    };
+    assert!(policy
+        .authorize(web, Destination::Name("desk"), Via::WebRdp, now())
+        .is_ok());
+    assert!(policy
+        .authorize(web, Destination::Name("vm1"), Via::WebTerminal, now())
+        .is_ok());
+    for (target, via) in [("desk", Via::RdGateway), ("desk", Via::Tunnel), ("vm1", Via::Tunnel)] {
+        let t = token(&key, "alice", target);
+        assert_eq!(
+            policy
+                .authorize(Credential::Token(Some(&t)), Destination::Name(target), via, now())
+                .unwrap_err(),
+            Denial::BrowserOnly,
+            "{target} {via:?}"
+        );
+    }
+    // A tunnel granted before a reload that keeps the target to the browser ends.
+    let (open, key) = test_policy(&toml.replace("native = false\n", ""));
+    let t = token(&key, "alice", "vm1");
+    let grant = open
+        .authorize(
+            Credential::Token(Some(&t)),
+            Destination::Name("vm1"),
+            Via::Tunnel,
+            now(),
+        )
+        .unwrap();
+    assert_eq!(policy.still_allows(&grant, now()), Err(Denial::BrowserOnly));
+    assert_eq!(open.still_allows(&grant, now()), Ok(()));
+}

@@ -4,9 +4,12 @@ use portcullis_protocols::tsgu::{self, ChannelCreate, HandshakeRequest, TunnelAu
 use std::time::Duration;
 
 const POLICY: &str = "[[target]]\nname = \"desk\"\naddress = \"10.0.0.6:3389\"\nprotocol = \"rdp\"\n\
+[[target]]\nname = \"locked\"\naddress = \"10.0.0.8:3389\"\nprotocol = \"rdp\"\nclipboard = false\ndrives = false\n\
+[[target]]\nname = \"noclip\"\naddress = \"10.0.0.9:3389\"\nprotocol = \"rdp\"\nclipboard = false\n\
+[[target]]\nname = \"webonly\"\naddress = \"10.0.0.10:3389\"\nprotocol = \"rdp\"\nnative = false\n\
 [[target]]\nname = \"desk2\"\naddress = \"10.0.0.7:3389\"\nprotocol = \"rdp\"\n\
 [[target]]\nname = \"vm1\"\naddress = \"10.0.0.4:22\"\nprotocol = \"ssh\"\n\
-[[user]]\nname = \"alice\"\ntargets = [\"desk\", \"vm1\"]\n";
+[[user]]\nname = \"alice\"\ntargets = [\"desk\", \"vm1\", \"locked\", \"noclip\", \"webonly\"]\n";
 
 fn now() -> u64 {
     crate::keys::unix_now()
@@ -336,4 +339,36 @@ fn requests_choose_their_channel() {
         refusal(&WS.replace("Sec-Websocket-Version: 13", "Sec-Websocket-Version: 8")),
         RequestRefusal::Upgrade(_)
     ));
+}
+
+/// TUNNEL_AUTH_RESPONSE tells the client what the token's target allows (advice); a target kept
+/// to the browser (`native = false`) is refused at channel create.
+#[test]
+fn redirection_flags_follow_the_tokens_target_and_browser_only_targets_are_refused() {
+    let (policy, key) = test_policy(POLICY);
+    for (target, flags) in [
+        (
+            "locked",
+            RedirectFlags::DISABLE_DRIVE | RedirectFlags::DISABLE_CLIPBOARD,
+        ),
+        ("noclip", RedirectFlags::DISABLE_CLIPBOARD),
+        ("desk", RedirectFlags::ENABLE_ALL),
+    ] {
+        let cookie = tsgu::utf16z(&token(&key, "alice", target));
+        let mut hs = Handshake::new(1, 0);
+        reply(hs.on_packet(handshake(ext_auth::PAA), &policy, now()));
+        reply(hs.on_packet(create(Some(&cookie)), &policy, now()));
+        let GatewayPacket::TunnelAuthResponse(r) = reply(hs.on_packet(auth(), &policy, now())) else {
+            panic!()
+        };
+        assert_eq!(r.redirect_flags, Some(flags), "{target}");
+    }
+    let cookie = tsgu::utf16z(&token(&key, "alice", "webonly"));
+    let mut hs = Handshake::new(1, 0);
+    reply(hs.on_packet(handshake(ext_auth::PAA), &policy, now()));
+    reply(hs.on_packet(create(Some(&cookie)), &policy, now()));
+    reply(hs.on_packet(auth(), &policy, now()));
+    let (_, refusal) = refused(hs.on_packet(channel("webonly", 3389), &policy, now()));
+    assert_eq!(refusal.status, 403);
+    assert!(refusal.reason.contains("browser only"), "{refusal:?}");
 }

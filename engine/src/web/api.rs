@@ -388,7 +388,7 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
             let credentials = if t.ssh.gateway_credentials() { "gateway" } else { "user" };
             serde_json::json!({
                 "name": t.name, "protocol": t.protocol.as_str(), "credentials": credentials,
-                "clipboard": t.clipboard,
+                "clipboard": t.clipboard, "native": t.native,
             })
         })
         .collect();

@@ -405,6 +405,8 @@ pub async fn targets(req: &WebRequest<'_>) -> Response {
         .policy
         .targets_of(&login.sub, None, &login.roles)
         .into_iter()
+        // A logged-in CLI reaches targets natively: not those kept to the browser.
+        .filter(|t| t.native)
         .map(|t| serde_json::json!({ "name": t.name, "protocol": t.protocol.as_str() }))
         .collect();
     Response::json(200, serde_json::json!({ "user": login.sub, "targets": targets }))

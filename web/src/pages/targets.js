@@ -25,6 +25,8 @@ export function nativeCommands(t, origin = window.location.origin) {
 }
 
 function nativeBlock(t) {
+  // Kept to the browser (`native = false`): the gateway enforces the target's policy here only.
+  if (t.native === false) return null;
   const rdp = String(t.protocol || "").toLowerCase() === "rdp";
   return h(
     "details",
