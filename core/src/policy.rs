@@ -300,6 +300,13 @@ impl Policy {
         Ok(claims)
     }
 
+    /// Whether a signed-in user (with the `roles` of their sign-in) administers the gateway from
+    /// the web app: named in `[admin] users` or holding a role with `admin = true`. Unlike admin
+    /// tokens, nobody does when neither is configured.
+    pub fn is_web_admin(&self, user: &str, roles: &[String]) -> bool {
+        self.config.admin.users.iter().any(|u| u == user) || self.user_of(user, roles).is_some_and(|u| u.admin)
+    }
+
     /// Whether `user` holds admin rights: listed in `[admin] users` or holding a role with
     /// `admin = true`. With neither configured, any admin token's user does (the list is then
     /// the token issuer's to keep).

@@ -37,6 +37,10 @@ pub enum WebRoute<S> {
     RdpTicket,
     /// `POST /api/rdp/file`: a `.rdp` file that takes a native client through the RD Gateway.
     RdpFile,
+    /// `GET /api/admin/sessions`: the fleet's live sessions (web administrators).
+    LiveSessions,
+    /// `POST /api/admin/sessions/terminate`: end one, with a reason.
+    TerminateSession,
     /// `GET /api/recordings`.
     Recordings,
     /// `GET /api/recordings/{id}`.
@@ -89,6 +93,8 @@ impl<S> WebRoute<S> {
             WebRoute::Session => WebRoute::Session,
             WebRoute::RdpTicket => WebRoute::RdpTicket,
             WebRoute::RdpFile => WebRoute::RdpFile,
+            WebRoute::LiveSessions => WebRoute::LiveSessions,
+            WebRoute::TerminateSession => WebRoute::TerminateSession,
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
             WebRoute::DeviceCode => WebRoute::DeviceCode,
@@ -178,6 +184,8 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("GET", "/api/session") => WebRoute::Session,
         ("POST", "/api/rdp/ticket") => WebRoute::RdpTicket,
         ("POST", "/api/rdp/file") => WebRoute::RdpFile,
+        ("GET", "/api/admin/sessions") => WebRoute::LiveSessions,
+        ("POST", "/api/admin/sessions/terminate") => WebRoute::TerminateSession,
         ("GET", "/api/recordings") => WebRoute::Recordings,
         ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
             id: &p["/api/recordings/".len()..],

@@ -205,3 +205,51 @@ fn browser_sshd_killed_mid_session() {
     assert!(ok.iter().all(|r| exited_with(r, "0")), "{ok:?}");
     assert!(gw.exited().is_none(), "the gateway is still running");
 }
+
+/// The Sessions page: carol's live tunnel (opened here) is listed for alice, an administrator, its
+/// byte count follows the traffic, and alice ends it with a reason; the tunnel closes, the session
+/// record says who ended it, the admin record keeps the reason. bob, not an administrator, is
+/// refused.
+#[test]
+fn sessions_page_lists_and_terminates_live_sessions() {
+    use portcullis_testkit::{EchoTarget, WsClient};
+    let echo = EchoTarget::start();
+    let gw = web_gateway()
+        .target("echo", echo.addr, "tcp")
+        .user("alice", &["echo"], "")
+        .user("bob", &["echo"], "")
+        .user("carol", &["echo"], "")
+        .toml("[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]")
+        .start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut ws = rt.block_on(WsClient::open(&gw, "echo", &gw.token("carol", "echo")));
+    rt.block_on(ws.echoes(b"before the page"));
+    let config = settings(
+        &gw,
+        "sessions_page",
+        json!({ "other": "bob", "target": "echo", "session_user": "carol" }),
+    );
+    let run = run_script("sessions.mjs", config, SCRIPT_LIMIT, |step| {
+        assert_eq!(step, "send");
+        rt.block_on(ws.echoes(&[7u8; 5000]));
+        "sent".into()
+    });
+    run.assert_ok();
+    // The tunnel was closed by the gateway.
+    let (code, _) = rt.block_on(ws.recv_close(Duration::from_secs(10)));
+    assert_eq!(code, Some(1008), "a terminated session closes with policy violation");
+    let rec = gw.sessions_of("echo", 1);
+    assert_eq!(rec[0]["user"], "carol");
+    assert_eq!(rec[0]["ended"], "terminated", "{}", rec[0]);
+    assert_eq!(rec[0]["terminated_by"], "alice", "{}", rec[0]);
+    let admin = gw.records_where(2, |l| l["event"] == "admin");
+    let ended = admin
+        .iter()
+        .find(|a| a["action"] == "terminate" && a["status"] == 202)
+        .expect("a terminate record");
+    assert_eq!(ended["admin"], "alice");
+    assert_eq!(ended["detail"], "e2e: suspicious activity");
+    assert_eq!(ended["subject"], rec[0]["session"]);
+    let refused = admin.iter().find(|a| a["status"] == 403).expect("bob's refusal");
+    assert!(refused["detail"].as_str().unwrap().contains("bob"), "{refused}");
+}

@@ -102,6 +102,7 @@ export async function session() {
     user: String(s?.user ?? ""),
     targets: Array.isArray(s?.targets) ? s.targets : [],
     can_replay: s?.can_replay === true,
+    admin: s?.admin === true,
     mfa: s?.mfa && typeof s.mfa === "object" ? s.mfa : { enrolled: false, verified: false, required: false },
   };
 }
@@ -163,4 +164,14 @@ export async function rdpFile(target) {
   const res = await request("POST", "/api/rdp/file", { target });
   if (!res.ok) await expectOk(res);
   return { name: `${target}.rdp`, blob: await res.blob() };
+}
+
+/** Every live session of the fleet (administrators): `{sessions: [...], partial?}`. */
+export async function liveSessions() {
+  return expectOk(await request("GET", "/api/admin/sessions"));
+}
+
+/** Ends live session `id`; `reason` goes to the audit log. */
+export async function terminateSession(id, reason) {
+  return expectOk(await request("POST", "/api/admin/sessions/terminate", { id, reason }));
 }

@@ -1,5 +1,6 @@
 // Entry point: hash router and the shared top bar. Routes (API.md): #/ sign-in, #/targets,
-// #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>, #/device/<code>.
+// #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>, #/device/<code>,
+// #/security, #/sessions (administrators).
 import "./style.css";
 import * as api from "./api.js";
 import { loginPage } from "./pages/login.js";
@@ -10,6 +11,7 @@ import { recordingsPage } from "./pages/recordings.js";
 import { replayPage } from "./pages/replay.js";
 import { devicePage } from "./pages/device.js";
 import { securityPage } from "./pages/security.js";
+import { sessionsPage } from "./pages/sessions.js";
 
 // `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
 if (location.pathname === "/device") {
@@ -65,6 +67,7 @@ function showTopbar(s) {
   topbar.hidden = false;
   document.getElementById("whoami").textContent = s.user ? `Signed in as ${s.user}` : "";
   document.getElementById("nav-recordings").hidden = !s.can_replay;
+  document.getElementById("nav-sessions").hidden = !s.admin;
 }
 
 document.getElementById("signout").addEventListener("click", async () => {
@@ -105,6 +108,7 @@ function parse(hash) {
   if (parts[0] === "replay" && parts.length === 2) return { page: replayPage, params: { session: arg(1) } };
   if (parts[0] === "device" && parts.length <= 2) return { page: devicePage, params: { code: arg(1) } };
   if (parts[0] === "security" && parts.length === 1) return { page: securityPage, params: {} };
+  if (parts[0] === "sessions" && parts.length === 1) return { page: sessionsPage, params: {} };
   return null;
 }
 

@@ -12,9 +12,8 @@
 //! Every admin API request (not health, readiness or successful scrapes) is audited, refused
 //! or not.
 
-use crate::server::registry::{LiveSession, Stop};
 use crate::server::Shared;
-use portcullis_core::audit::{now_rfc3339, rfc3339, AdminAction, AdminRecord, AuditRecord, EndReason};
+use portcullis_core::audit::{now_rfc3339, rfc3339, AdminAction, AdminRecord, AuditRecord};
 use portcullis_core::revocation::Revocation;
 use portcullis_protocols::http::{self, HeadLimits, RequestHead};
 use serde::Deserialize;
@@ -221,90 +220,22 @@ fn metrics(shared: &Shared) -> Answer {
     }
 }
 
-fn session_json(s: &LiveSession, node: &str) -> serde_json::Value {
-    let (up, down) = s.bytes();
-    json!({
-        "id": s.id,
-        "node": node,
-        "user": s.user,
-        "target": s.target,
-        "protocol": s.protocol.as_str(),
-        "via": s.via.as_str(),
-        "client": s.client.to_string(),
-        "start": s.start,
-        "seconds": s.started.elapsed().as_secs(),
-        "token_id": s.token_id,
-        "bytes_client_to_target": up,
-        "bytes_target_to_client": down,
-        "ending": s.stopped_by().map(|stop| stop.reason.as_str()),
-    })
-}
-
 fn sessions(shared: &Shared) -> Answer {
-    let node = shared.state.load().policy.config.cluster.node.clone();
-    let local = shared.registry.list();
-    let mut list: Vec<_> = local.iter().map(|s| session_json(s, &node)).collect();
-    // In a fleet, every node's sessions (this node's from its own registry: fresher bytes).
-    let Some(fleet) = &shared.web.fleet else {
-        return Answer::json(200, json!({ "sessions": list }));
-    };
-    match futures_lite::future::block_on(fleet.list_live()) {
-        Ok(records) => {
-            for r in records.iter().filter(|r| !local.iter().any(|s| s.id == r.id)) {
-                list.push(json!({
-                    "id": r.id,
-                    "node": r.node,
-                    "user": r.user,
-                    "target": r.target,
-                    "protocol": r.protocol,
-                    "via": r.via,
-                    "client": r.client,
-                    "start": r.start,
-                    "token_id": r.token_id,
-                    "bytes_client_to_target": r.bytes_client_to_target,
-                    "bytes_target_to_client": r.bytes_target_to_client,
-                }));
-            }
-            list.sort_by(|a, b| a["start"].as_str().cmp(&b["start"].as_str()));
-            Answer::json(200, json!({ "sessions": list }))
-        }
+    match futures_lite::future::block_on(super::service::live_sessions(shared)) {
+        (list, None) => Answer::json(200, json!({ "sessions": list })),
         // This node's only, and said so.
-        Err(e) => Answer::json(
-            200,
-            json!({ "sessions": list, "partial": format!("this node only: {e}") }),
-        ),
+        (list, Some(partial)) => Answer::json(200, json!({ "sessions": list, "partial": partial })),
     }
 }
 
 fn terminate(shared: &Shared, id: &str, admin: &str, record: &mut AdminRecord) -> Answer {
-    let Some(session) = shared.registry.get(id) else {
-        // Another node's, perhaps: its owner ends it when told.
-        if let Some(fleet) = &shared.web.fleet {
-            let notice = crate::store::TerminateNotice {
-                v: 0,
-                id: id.to_owned(),
-                by: admin.to_owned(),
-            };
-            return match futures_lite::future::block_on(fleet.publish_terminate(notice)) {
-                Ok(true) => {
-                    record.sessions_ended = Some(1);
-                    Answer::json(202, json!({ "terminated": id }))
-                }
-                Ok(false) => Answer::error(404, "no live session with this id"),
-                Err(e) => Answer::error(503, &format!("the state store does not answer: {e}")),
-            };
+    match futures_lite::future::block_on(super::service::terminate(shared, id, admin)) {
+        Ok(()) => {
+            record.sessions_ended = Some(1);
+            Answer::json(202, json!({ "terminated": id }))
         }
-        return Answer::error(404, "no live session with this id");
-    };
-    let stop = Stop {
-        reason: EndReason::Terminated,
-        by: admin.to_owned(),
-    };
-    if !session.stop(stop) {
-        return Answer::error(409, "the session is already being ended");
+        Err(e) => Answer::error(e.status, &e.message),
     }
-    record.sessions_ended = Some(1);
-    Answer::json(202, json!({ "terminated": id }))
 }
 
 #[derive(Deserialize)]

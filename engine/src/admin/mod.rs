@@ -9,6 +9,7 @@
 //! (`Policy::authorize_admin`), sent as `Authorization: Bearer`.
 
 mod api;
+pub mod service;
 
 use crate::error::{Error, Result};
 use crate::server::Shared;

@@ -202,6 +202,8 @@ pub struct Watch<'a> {
     pub token_ends: Option<Instant>,
     /// Counters as last reported.
     reported: std::cell::Cell<(u64, u64)>,
+    /// When they were last reported while data flowed (see `progress_while_relaying`).
+    reported_at: std::cell::Cell<Option<Instant>>,
 }
 
 /// What woke a session from outside its relay.
@@ -230,6 +232,7 @@ impl<'a> Watch<'a> {
             live: audit.live(),
             token_ends,
             reported: Default::default(),
+            reported_at: Default::default(),
         }
     }
 
@@ -249,6 +252,22 @@ impl<'a> Watch<'a> {
                 down.saturating_sub(was_down),
             )
         });
+    }
+
+    /// Reports the counters at most once a second while the relay moves data, so the live
+    /// sessions list (admin API, web app) follows a busy session closely; the session's wakes
+    /// report the rest (its clock ticks at least every `ping_interval`).
+    pub fn progress_while_relaying(&self, counters: Counters) {
+        let now = Instant::now();
+        if self
+            .reported_at
+            .get()
+            .is_some_and(|at| now.duration_since(at) < PROGRESS_EVERY)
+        {
+            return;
+        }
+        self.reported_at.set(Some(now));
+        self.progress(counters);
     }
 
     /// Resolves on the next thing from outside that concerns the session: the gateway's
@@ -288,6 +307,9 @@ impl<'a> Watch<'a> {
     }
 }
 
+/// How often a busy session reports its byte counts, at most.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
 /// client, a bound on closing), the gateway's shutdown, and reloads of the policy.
 pub async fn drive<F: Framing, P: crate::relay::Transport, R: AsyncRead + AsyncWrite + Unpin>(
@@ -322,7 +344,11 @@ pub async fn drive<F: Framing, P: crate::relay::Transport, R: AsyncRead + AsyncW
         // Once closing, shutdown asks nothing more of this session: stop listening for it.
         let watch_shutdown = !relay.is_closing();
         let wake = futures_lite::future::or(
-            futures_lite::future::poll_fn(|cx| crate::relay::poll(relay, cx, tls, backend).map(Wake::Relay)),
+            futures_lite::future::poll_fn(|cx| {
+                let step = crate::relay::poll(relay, cx, tls, backend);
+                watch.progress_while_relaying(relay.counters());
+                step.map(Wake::Relay)
+            }),
             futures_lite::future::or(
                 async {
                     glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;

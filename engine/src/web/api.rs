@@ -59,6 +59,8 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::Session => respond(session_info(req).await),
         WebRoute::RdpTicket => respond(rdp_ticket(req).await),
         WebRoute::RdpFile => respond(super::rdpfile::download(req).await),
+        WebRoute::LiveSessions => respond(super::sessions::list(req).await),
+        WebRoute::TerminateSession => respond(super::sessions::terminate(req).await),
         WebRoute::Recordings => respond(match replay_dir(req).await {
             Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
             Err(r) => r,
@@ -404,7 +406,10 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
         && usable;
     Response::json(
         200,
-        serde_json::json!({ "user": s.user, "targets": targets, "can_replay": can_replay, "mfa": factor }),
+        serde_json::json!({
+            "user": s.user, "targets": targets, "can_replay": can_replay, "mfa": factor,
+            "admin": usable && req.policy.is_web_admin(&s.user, &s.roles),
+        }),
     )
 }
 

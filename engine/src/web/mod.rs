@@ -13,6 +13,7 @@ pub mod passkeys;
 pub mod rdpfile;
 pub mod recordings;
 pub mod response;
+pub mod sessions;
 pub mod signin;
 
 use crate::error::{Error, Result};
