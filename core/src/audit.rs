@@ -225,6 +225,8 @@ pub enum AdminAction {
     RevokeToken,
     /// A user's enrolled second factors removed (a lost phone), so they can enrol again.
     ResetFactors,
+    /// The audit log searched from the web app (`detail`: the query).
+    SearchAudit,
 }
 
 /// One admin API request that changed something or read sessions, granted or refused.

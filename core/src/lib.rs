@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod audit_search;
 pub mod config;
 pub mod keys;
 pub mod net;

@@ -41,6 +41,8 @@ pub enum WebRoute<S> {
     LiveSessions,
     /// `POST /api/admin/sessions/terminate`: end one, with a reason.
     TerminateSession,
+    /// `GET /api/admin/audit?…`: search this node's audit log.
+    AuditSearch,
     /// `GET /api/recordings`.
     Recordings,
     /// `GET /api/recordings/{id}`.
@@ -95,6 +97,7 @@ impl<S> WebRoute<S> {
             WebRoute::RdpFile => WebRoute::RdpFile,
             WebRoute::LiveSessions => WebRoute::LiveSessions,
             WebRoute::TerminateSession => WebRoute::TerminateSession,
+            WebRoute::AuditSearch => WebRoute::AuditSearch,
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
             WebRoute::DeviceCode => WebRoute::DeviceCode,
@@ -186,6 +189,7 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("POST", "/api/rdp/file") => WebRoute::RdpFile,
         ("GET", "/api/admin/sessions") => WebRoute::LiveSessions,
         ("POST", "/api/admin/sessions/terminate") => WebRoute::TerminateSession,
+        ("GET", "/api/admin/audit") => WebRoute::AuditSearch,
         ("GET", "/api/recordings") => WebRoute::Recordings,
         ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
             id: &p["/api/recordings/".len()..],

@@ -41,5 +41,26 @@ await main(async ({ config: c, browser, check }) => {
   const status = await bob.evaluate(async () => (await fetch("/api/admin/sessions")).status);
   assert(status === 403, `the API refuses a non-administrator: ${status}`);
   check("a non-administrator has no link and gets 403");
+
+  // The Audit page finds the terminated session and bob's refusal.
+  await page.locator("#nav-audit").click();
+  await page.locator("#audit-status").filter({ hasText: /record/ }).waitFor();
+  await page.locator("#audit-user").fill(c.session_user);
+  await page.locator("#audit-event").selectOption("session");
+  await page.locator("#audit-search").click();
+  const sessionRow = page.locator("#audit-records tr[data-event=session]");
+  await waitFor(async () => (await sessionRow.count()) === 1, "carol's session in the audit search");
+  const text = await sessionRow.textContent();
+  assert(/terminated/.test(text), `the record says it was terminated: ${text}`);
+  check(`audit search user=${c.session_user} kind=session: ${text}`);
+  await page.locator("#audit-user").fill(c.other);
+  await page.locator("#audit-event").selectOption("");
+  await page.locator("#audit-outcome").selectOption("refused");
+  await page.locator("#audit-search").click();
+  await waitFor(async () => (await page.locator("#audit-records tr[data-event=admin]").count()) >= 1, "bob's refused admin request");
+  const rows = await page.locator("#audit-records tr").count();
+  const oks = await page.locator("#audit-records td:text-is('ok')").count();
+  assert(oks === 0, `only refusals listed (${rows} rows)`);
+  check(`audit search user=${c.other} outcome=refused: ${rows} rows, all refusals`);
   return { session: id };
 });

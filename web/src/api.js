@@ -175,3 +175,11 @@ export async function liveSessions() {
 export async function terminateSession(id, reason) {
   return expectOk(await request("POST", "/api/admin/sessions/terminate", { id, reason }));
 }
+
+/** Searches this node's audit log (administrators): `filters` of event, user, target, outcome,
+ * from, to (RFC 3339) -> `{records: [...], complete, scanned_bytes}`, newest first. */
+export async function auditSearch(filters) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
+  return expectOk(await request("GET", `/api/admin/audit?${q}`));
+}

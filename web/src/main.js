@@ -1,6 +1,6 @@
 // Entry point: hash router and the shared top bar. Routes (API.md): #/ sign-in, #/targets,
 // #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>, #/device/<code>,
-// #/security, #/sessions (administrators).
+// #/security, #/sessions and #/audit (administrators).
 import "./style.css";
 import * as api from "./api.js";
 import { loginPage } from "./pages/login.js";
@@ -12,6 +12,7 @@ import { replayPage } from "./pages/replay.js";
 import { devicePage } from "./pages/device.js";
 import { securityPage } from "./pages/security.js";
 import { sessionsPage } from "./pages/sessions.js";
+import { auditPage } from "./pages/audit.js";
 
 // `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
 if (location.pathname === "/device") {
@@ -68,6 +69,7 @@ function showTopbar(s) {
   document.getElementById("whoami").textContent = s.user ? `Signed in as ${s.user}` : "";
   document.getElementById("nav-recordings").hidden = !s.can_replay;
   document.getElementById("nav-sessions").hidden = !s.admin;
+  document.getElementById("nav-audit").hidden = !s.admin;
 }
 
 document.getElementById("signout").addEventListener("click", async () => {
@@ -109,6 +111,7 @@ function parse(hash) {
   if (parts[0] === "device" && parts.length <= 2) return { page: devicePage, params: { code: arg(1) } };
   if (parts[0] === "security" && parts.length === 1) return { page: securityPage, params: {} };
   if (parts[0] === "sessions" && parts.length === 1) return { page: sessionsPage, params: {} };
+  if (parts[0] === "audit" && parts.length === 1) return { page: auditPage, params: {} };
   return null;
 }
 

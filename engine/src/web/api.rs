@@ -61,6 +61,7 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::RdpFile => respond(super::rdpfile::download(req).await),
         WebRoute::LiveSessions => respond(super::sessions::list(req).await),
         WebRoute::TerminateSession => respond(super::sessions::terminate(req).await),
+        WebRoute::AuditSearch => respond(super::auditlog::search(req).await),
         WebRoute::Recordings => respond(match replay_dir(req).await {
             Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
             Err(r) => r,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod auditlog;
 pub mod device;
 pub mod fetch;
 pub mod mfa;

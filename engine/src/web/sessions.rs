@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// Longest termination reason kept (it goes to the audit log).
 const MAX_REASON: usize = 200;
 
-fn record(req: &WebRequest<'_>, action: AdminAction, admin: Option<&str>) -> AdminRecord {
+pub(super) fn record(req: &WebRequest<'_>, action: AdminAction, admin: Option<&str>) -> AdminRecord {
     AdminRecord {
         time: now_rfc3339(),
         admin: admin.map(str::to_owned),
@@ -29,10 +29,11 @@ fn record(req: &WebRequest<'_>, action: AdminAction, admin: Option<&str>) -> Adm
 }
 
 /// The signed-in administrator; `Err`: the answer (401, 403 audited).
-async fn administrator(req: &WebRequest<'_>, action: AdminAction) -> Result<WebSession, Response> {
+pub(super) async fn administrator(req: &WebRequest<'_>, action: AdminAction) -> Result<WebSession, Response> {
     let s = signed_in(req).await?;
     if !req.policy.is_web_admin(&s.user, &s.roles) {
-        let mut r = record(req, action, None);
+        // Who asked is known (signed in): the record names them, with the refusal's status.
+        let mut r = record(req, action, Some(&s.user));
         r.status = 403;
         r.detail = Some(format!("{} is not an administrator", s.user));
         req.shared.audit.record(&AuditRecord::Admin(r));
