@@ -185,6 +185,9 @@ pub enum IdentityAction {
     SignInFailed,
     /// A user enrolled a second factor.
     FactorEnrolled,
+    /// A shared link was opened (`user`: `link:<id>`, `target`); refused ones are
+    /// `sign_in_failed` with `method: link`.
+    LinkUsed,
 }
 
 /// One identity event.
@@ -227,6 +230,10 @@ pub enum AdminAction {
     ResetFactors,
     /// The audit log searched from the web app (`detail`: the query).
     SearchAudit,
+    /// A shared link made (`subject`: its id; `detail`: target, validity, single use).
+    CreateLink,
+    /// A shared link revoked (its live sessions end).
+    RevokeLink,
 }
 
 /// One admin API request that changed something or read sessions, granted or refused.

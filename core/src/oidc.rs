@@ -180,6 +180,10 @@ pub fn identity(
     } else {
         name.to_owned()
     };
+    // `link:` names the guests of shared links: no signed-in user may take one.
+    if user.starts_with(crate::policy::LINK_USER_PREFIX) {
+        return Err(IdTokenError::MissingClaim(provider.user_claim.clone()));
+    }
     let groups = match claims.get(&provider.groups_claim) {
         Some(Value::Array(list)) => list
             .iter()

@@ -15,6 +15,12 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The user name of a shared link's guest is this and the link's id (`link:3f2a…`). No
+/// configured or signed-in user can have such a name (configured names have no `:`, single
+/// sign-on refuses it), and no token may claim one: only the gateway makes these sessions, when
+/// a link is redeemed.
+pub const LINK_USER_PREFIX: &str = "link:";
+
 /// Most verified tokens a policy snapshot remembers; when full it starts over.
 const TOKEN_CACHE_MAX: usize = 4096;
 
@@ -189,6 +195,10 @@ impl Policy {
         now: u64,
     ) -> Result<Grant, Denial> {
         let who = self.identify(credential, now)?;
+        let link = who.user.starts_with(LINK_USER_PREFIX);
+        if link && matches!(credential, Credential::Token(_)) {
+            return Err(Denial::UnknownUser);
+        }
         if self.revocations.is_revoked(&who.user, who.token_id.as_deref(), now)
             || who
                 .login_id
@@ -201,9 +211,17 @@ impl Policy {
         if who.bound.as_deref().is_some_and(|b| b != target.name) {
             return Err(Denial::TargetMismatch);
         }
-        let user = self.user_of(who.user.as_ref(), &who.roles).ok_or(Denial::UnknownUser)?;
-        if !user.targets.contains(&target.name) {
-            return Err(Denial::NotAllowed);
+        if link {
+            // A shared link: its one target (bound), in the browser only; the administrator who
+            // made the link is the policy.
+            if who.bound.is_none() || !matches!(via, Via::WebTerminal | Via::WebRdp) {
+                return Err(Denial::OutOfScope);
+            }
+        } else {
+            let user = self.user_of(who.user.as_ref(), &who.roles).ok_or(Denial::UnknownUser)?;
+            if !user.targets.contains(&target.name) {
+                return Err(Denial::NotAllowed);
+            }
         }
         let needed = match via {
             Via::Tunnel => None,
@@ -270,9 +288,11 @@ impl Policy {
         {
             return Err(Denial::Revoked);
         }
-        let user = self.user_of(&grant.user, &grant.roles).ok_or(Denial::UnknownUser)?;
-        if !user.targets.contains(&grant.target.name) {
-            return Err(Denial::NotAllowed);
+        if !grant.user.starts_with(LINK_USER_PREFIX) {
+            let user = self.user_of(&grant.user, &grant.roles).ok_or(Denial::UnknownUser)?;
+            if !user.targets.contains(&grant.target.name) {
+                return Err(Denial::NotAllowed);
+            }
         }
         let target = self
             .config
@@ -363,6 +383,10 @@ impl Policy {
     /// The targets `user` may open, sorted by name, limited to `only` (a token sign-in's target):
     /// what the web app lists. Listing is not a grant; opening one still goes through `authorize`.
     pub fn targets_of(&self, user: &str, only: Option<&str>, roles: &[String]) -> Vec<&Arc<Target>> {
+        if user.starts_with(LINK_USER_PREFIX) {
+            // A shared link's guest: its one target.
+            return only.and_then(|o| self.config.targets.get(o)).into_iter().collect();
+        }
         let Some(user) = self.user_of(user, roles) else {
             return Vec::new();
         };

@@ -22,9 +22,13 @@ pub enum Route<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WebRoute<S> {
     /// `GET /`, `/index.html`, `/assets/*`: an embedded asset, if one has this path.
-    Asset { path: S },
+    Asset {
+        path: S,
+    },
     /// `GET /v1/ssh/{target}` with a WebSocket upgrade: the browser terminal.
-    Terminal { target: S },
+    Terminal {
+        target: S,
+    },
     /// `POST /api/login`: password sign-in.
     Login,
     /// `POST /api/login/token`: token sign-in.
@@ -43,16 +47,27 @@ pub enum WebRoute<S> {
     TerminateSession,
     /// `GET /api/admin/audit?…`: search this node's audit log.
     AuditSearch,
+    /// `GET /api/admin/links`: the shared links; `POST`: make one.
+    Links,
+    LinkCreate,
+    /// `POST /api/admin/links/revoke`.
+    LinkRevoke,
+    /// `POST /api/link`: a shared link opened (its secret in the body).
+    LinkOpen,
     /// `GET /api/recordings`.
     Recordings,
     /// `GET /api/recordings/{id}`.
-    Recording { id: S },
+    Recording {
+        id: S,
+    },
     /// `POST /v1/device/code`: `portcullis login` asks for a user code.
     DeviceCode,
     /// `POST /v1/device/token`: the CLI polls for its login credential.
     DeviceToken,
     /// `GET /api/device/{code}`: a signed-in user looks at a pending login before approving it.
-    DeviceRequest { code: S },
+    DeviceRequest {
+        code: S,
+    },
     /// `POST /api/device`: a signed-in user approves or denies a pending login.
     DeviceAnswer,
     /// `POST /v1/token`: a logged-in CLI fetches an access token for a target.
@@ -70,7 +85,9 @@ pub enum WebRoute<S> {
     /// `GET /api/oidc`: the single sign-on providers.
     OidcProviders,
     /// `GET /api/oidc/{id}/start`: sign in with a provider (a redirect to it).
-    OidcStart { id: S },
+    OidcStart {
+        id: S,
+    },
     /// `GET /api/oidc/callback`: where the provider sends the browser back.
     OidcCallback,
     /// `POST /api/mfa/webauthn`: start enrolling a passkey.
@@ -98,6 +115,10 @@ impl<S> WebRoute<S> {
             WebRoute::LiveSessions => WebRoute::LiveSessions,
             WebRoute::TerminateSession => WebRoute::TerminateSession,
             WebRoute::AuditSearch => WebRoute::AuditSearch,
+            WebRoute::Links => WebRoute::Links,
+            WebRoute::LinkCreate => WebRoute::LinkCreate,
+            WebRoute::LinkRevoke => WebRoute::LinkRevoke,
+            WebRoute::LinkOpen => WebRoute::LinkOpen,
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
             WebRoute::DeviceCode => WebRoute::DeviceCode,
@@ -190,6 +211,10 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("GET", "/api/admin/sessions") => WebRoute::LiveSessions,
         ("POST", "/api/admin/sessions/terminate") => WebRoute::TerminateSession,
         ("GET", "/api/admin/audit") => WebRoute::AuditSearch,
+        ("GET", "/api/admin/links") => WebRoute::Links,
+        ("POST", "/api/admin/links") => WebRoute::LinkCreate,
+        ("POST", "/api/admin/links/revoke") => WebRoute::LinkRevoke,
+        ("POST", "/api/link") => WebRoute::LinkOpen,
         ("GET", "/api/recordings") => WebRoute::Recordings,
         ("GET", p) if p.starts_with("/api/recordings/") => WebRoute::Recording {
             id: &p["/api/recordings/".len()..],

@@ -253,3 +253,64 @@ fn sessions_page_lists_and_terminates_live_sessions() {
     let refused = admin.iter().find(|a| a["status"] == 403).expect("bob's refusal");
     assert!(refused["detail"].as_str().unwrap().contains("bob"), "{refused}");
 }
+
+/// Shared links (see web/e2e/links.mjs): a guest without an account opens vm1 through alice's
+/// link, once; a revoked link ends its session; an expired one is refused; the guest never
+/// reaches vm2. Then the audit: who made and revoked the links, each use and each refusal, the
+/// guest's sessions under `link:<id>`.
+#[test]
+fn shared_links_open_one_target_for_a_guest() {
+    let sshd = Sshd::start();
+    let pin = sshd.host_key();
+    let gw = ssh_target(web_gateway(), "vm1", &sshd, &pin);
+    let gw = ssh_target(gw, "vm2", &sshd, &pin)
+        .user("alice", &["vm1"], "")
+        .toml("[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]")
+        .start();
+    let config = settings(
+        &gw,
+        "shared_links",
+        json!({ "target": "vm1", "other_target": "vm2", "marker": marker() }),
+    );
+    let run = run_script("links.mjs", config, SCRIPT_LIMIT, no_steps);
+    let result = run.assert_ok();
+    let ids: Vec<String> = result["link_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
+    let admin = gw.records_where(4, |l| l["event"] == "admin" && l["action"] != "search_audit");
+    let made = admin
+        .iter()
+        .filter(|a| a["action"] == "create_link" && a["status"] == 201)
+        .count();
+    assert_eq!(made, 3, "{admin:?}");
+    let revoked: Vec<_> = admin.iter().filter(|a| a["action"] == "revoke_link").collect();
+    assert_eq!(revoked.len(), 1, "{admin:?}");
+    assert_eq!(revoked[0]["subject"], ids[1]);
+    assert_eq!(revoked[0]["sessions_ended"], 1, "{}", revoked[0]);
+    let identity = gw.records_where(5, |l| l["event"] == "identity" && l["method"] == "link");
+    let used: Vec<_> = identity.iter().filter(|l| l["action"] == "link_used").collect();
+    assert_eq!(used.len(), 2, "{identity:?}");
+    assert!(used.iter().all(|u| u["target"] == "vm1"));
+    let refused: Vec<&str> = identity
+        .iter()
+        .filter(|l| l["action"] == "sign_in_failed")
+        .map(|l| l["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(refused.len(), 3, "{identity:?}");
+    assert!(refused.contains(&"used already"), "{refused:?}");
+    // The revoked link's session ended as revoked; both sessions ran as the links' guests.
+    let sessions = gw.sessions_of("vm1", 2);
+    let guests: Vec<&str> = sessions.iter().map(|s| s["user"].as_str().unwrap()).collect();
+    assert!(guests.contains(&format!("link:{}", ids[0]).as_str()), "{guests:?}");
+    let revoked_session = sessions
+        .iter()
+        .find(|s| s["user"] == format!("link:{}", ids[1]))
+        .expect("the reusable link's session");
+    assert_eq!(revoked_session["ended"], "revoked", "{revoked_session}");
+    assert!(gw.sessions_of("vm2", 0).is_empty());
+    let denied = gw.records_where(1, |l| l["event"] == "denied" && l["path"] == "/v1/ssh/vm2");
+    assert_eq!(denied[0]["status"], 403, "{denied:?}");
+}

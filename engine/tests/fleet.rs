@@ -21,6 +21,7 @@ async fn the_fleet_on_one_redis() {
     a_single_use_token_is_good_once_across_the_fleet(&redis.db(8)).await;
     recordings_on_shared_storage_replay_from_any_node(&redis.db(9)).await;
     a_ticket_minted_on_one_node_is_redeemed_once_on_another(&redis.db(10)).await;
+    a_shared_link_made_on_one_node_opens_once_anywhere(&redis.db(12)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -145,6 +146,18 @@ async fn contract(store: Arc<dyn Store>) {
     assert_eq!(store.factors(&user).await.unwrap().as_deref(), Some("{\"v\":3}"));
     assert!(store.swap_factors(&user, Some("{\"v\":3}".into()), None).await.unwrap());
     assert_eq!(store.factors(&user).await.unwrap(), None);
+    // Shared links: kept until removed, listed, each once.
+    let until = portcullis_core::keys::unix_now() + 60;
+    store.put_link("aa01", "{\"id\":\"aa01\"}".into(), until).await.unwrap();
+    store.put_link("aa02", "{\"id\":\"aa02\"}".into(), until).await.unwrap();
+    assert_eq!(store.link("aa01").await.unwrap().as_deref(), Some("{\"id\":\"aa01\"}"));
+    assert_eq!(store.link("zz").await.unwrap(), None);
+    let mut all = store.links().await.unwrap();
+    all.sort();
+    assert_eq!(all, ["{\"id\":\"aa01\"}", "{\"id\":\"aa02\"}"]);
+    assert!(store.remove_link("aa01").await.unwrap());
+    assert!(!store.remove_link("aa01").await.unwrap());
+    assert_eq!(store.links().await.unwrap().len(), 1);
 }
 
 async fn the_store_contract_holds_locally_and_on_redis(redis: &RedisDb) {
@@ -841,4 +854,78 @@ async fn a_ticket_minted_on_one_node_is_redeemed_once_on_another(redis: &RedisDb
     assert_eq!(desk.accepted(), before + 1, "a refused ticket reaches no server");
     let tried = b.records_where(1, |r| r["event"] == "denied" && r["status"] == 502);
     assert_eq!(tried[0]["user"], "alice", "{tried:?}");
+}
+
+/// A shared link made on A is listed on B, opens once across the fleet (B first, then refused on
+/// A), and a reusable one revoked on B stops working on A.
+async fn a_shared_link_made_on_one_node_opens_once_anywhere(redis: &RedisDb) {
+    let sshd_like = targets::TcpTarget::answering(b"");
+    let link_node = |name: &str| {
+        Gateway::builder()
+            .target("vm1", sshd_like.addr, "ssh")
+            .password(PASSWORD)
+            .user("alice", &["vm1"], "")
+            .toml(&format!(
+                "{}[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]\n",
+                redis.cluster_toml(name)
+            ))
+            .start()
+    };
+    let (a, b) = (link_node("gw-a"), link_node("gw-b"));
+    let (status, cookie) = sign_in(&a, "alice", PASSWORD).await;
+    assert_eq!(status, 200);
+    let cookie = cookie.unwrap();
+    let make = |once: bool| {
+        let (addr, cookie) = (a.addr(), cookie.clone());
+        async move {
+            let body = format!(r#"{{"target":"vm1","ttl_seconds":600,"once":{once}}}"#);
+            let (status, _, body) =
+                https(&addr, "POST", "/api/admin/links", &[("Cookie", cookie.as_str())], &body).await;
+            assert_eq!(status, 201, "{body}");
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let url = v["url"].as_str().unwrap().to_owned();
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                url.split("#/link/").nth(1).unwrap().to_owned(),
+            )
+        }
+    };
+    let open = |gw: &Gateway, link: &str| {
+        let (addr, body) = (gw.addr(), serde_json::json!({ "link": link }).to_string());
+        async move { https(&addr, "POST", "/api/link", &[], &body).await.0 }
+    };
+    let (once_id, once_link) = make(true).await;
+    let (b_status, b_cookie) = sign_in(&b, "alice", PASSWORD).await;
+    assert_eq!(b_status, 200);
+    let b_cookie = b_cookie.unwrap();
+    let (status, _, listed) = https(&b, "GET", "/api/admin/links", &[("Cookie", b_cookie.as_str())], "").await;
+    assert_eq!(status, 200);
+    assert!(listed.contains(&once_id), "{listed}");
+    assert!(
+        !listed.contains(once_link.split('.').nth(1).unwrap()),
+        "the secret is not listed"
+    );
+    assert_eq!(open(&b, &once_link).await, 200);
+    assert_eq!(
+        open(&a, &once_link).await,
+        403,
+        "a single-use link opens once across the fleet"
+    );
+    let (id, link) = make(false).await;
+    assert_eq!(open(&a, &link).await, 200);
+    let body = serde_json::json!({ "id": id }).to_string();
+    let (status, _, _) = https(
+        &b,
+        "POST",
+        "/api/admin/links/revoke",
+        &[("Cookie", b_cookie.as_str())],
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(open(&a, &link).await, 403, "revoked on B, refused on A");
+    // A wrong secret for a live link is refused too.
+    let (_, live) = make(false).await;
+    let forged = format!("{}.{}", live.split('.').next().unwrap(), "A".repeat(43));
+    assert_eq!(open(&a, &forged).await, 403);
 }

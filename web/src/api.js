@@ -183,3 +183,22 @@ export async function auditSearch(filters) {
   for (const [k, v] of Object.entries(filters)) if (v) q.set(k, v);
   return expectOk(await request("GET", `/api/admin/audit?${q}`));
 }
+
+/** Shared links (administrators): `{links: [{id, target, created_by, created, expires, once}], targets}`. */
+export async function links() {
+  return expectOk(await request("GET", "/api/admin/links"));
+}
+
+/** Makes a shared link: `{id, url, target, expires, once}` (the URL with its secret, shown once). */
+export async function createLink(target, ttlSeconds, once) {
+  return expectOk(await request("POST", "/api/admin/links", { target, ttl_seconds: ttlSeconds, once }));
+}
+
+export async function revokeLink(id) {
+  return expectOk(await request("POST", "/api/admin/links/revoke", { id }));
+}
+
+/** Opens a shared link (its `<id>.<secret>` fragment): a guest session; `{target, protocol}`. */
+export async function openLink(link) {
+  return expectOk(await request("POST", "/api/link", { link }));
+}

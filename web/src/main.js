@@ -1,6 +1,7 @@
 // Entry point: hash router and the shared top bar. Routes (API.md): #/ sign-in, #/targets,
 // #/ssh/<target>, #/rdp/<target>, #/recordings, #/replay/<session-id>, #/device/<code>,
-// #/security, #/sessions and #/audit (administrators).
+// #/security, #/sessions, #/audit and #/links (administrators), #/link/<id>.<secret> (a
+// shared link: the secret stays in the fragment, never in a request line).
 import "./style.css";
 import * as api from "./api.js";
 import { loginPage } from "./pages/login.js";
@@ -13,6 +14,7 @@ import { devicePage } from "./pages/device.js";
 import { securityPage } from "./pages/security.js";
 import { sessionsPage } from "./pages/sessions.js";
 import { auditPage } from "./pages/audit.js";
+import { linksPage, linkOpenPage } from "./pages/links.js";
 
 // `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
 if (location.pathname === "/device") {
@@ -70,6 +72,7 @@ function showTopbar(s) {
   document.getElementById("nav-recordings").hidden = !s.can_replay;
   document.getElementById("nav-sessions").hidden = !s.admin;
   document.getElementById("nav-audit").hidden = !s.admin;
+  document.getElementById("nav-links").hidden = !s.admin;
 }
 
 document.getElementById("signout").addEventListener("click", async () => {
@@ -112,6 +115,8 @@ function parse(hash) {
   if (parts[0] === "security" && parts.length === 1) return { page: securityPage, params: {} };
   if (parts[0] === "sessions" && parts.length === 1) return { page: sessionsPage, params: {} };
   if (parts[0] === "audit" && parts.length === 1) return { page: auditPage, params: {} };
+  if (parts[0] === "links" && parts.length === 1) return { page: linksPage, params: {} };
+  if (parts[0] === "link" && parts.length === 2) return { page: linkOpenPage, params: { link: arg(1) } };
   return null;
 }
 

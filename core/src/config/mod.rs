@@ -1075,6 +1075,13 @@ fn parse_oidc(cx: &Ctx<'_>, raw: &[raw::RawOidc]) -> Result<Vec<OidcProvider>> {
         if providers.iter().any(|o| &o.id == id) {
             return cx.err(Some(p.id.span()), "oidc.id", format!("duplicate provider \"{id}\""));
         }
+        if id.eq_ignore_ascii_case("link") {
+            return cx.err(
+                Some(p.id.span()),
+                "oidc.id",
+                "\"link\" is reserved (the guests of shared links)",
+            );
+        }
         let issuer = p.issuer.get_ref().trim_end_matches('/').to_owned();
         if !issuer.starts_with("https://") {
             return cx.err(Some(p.issuer.span()), "oidc.issuer", "expected an https:// URL");

@@ -480,3 +480,53 @@ fn browser_only_targets_refuse_native_routes() {
     assert_eq!(policy.still_allows(&grant, now()), Err(Denial::BrowserOnly));
     assert_eq!(open.still_allows(&grant, now()), Ok(()));
 }
+
+/// A shared link's guest (`link:<id>`, made only by the gateway when a link is redeemed) reaches
+/// the link's one target in the browser, whatever the user policy says, and nothing else; no
+/// token may claim such a user.
+#[test]
+fn shared_link_guests_reach_their_one_target_in_the_browser() {
+    let (policy, key) = policy();
+    let guest = Credential::WebSession {
+        user: "link:3f2a",
+        only_target: Some("vm2"),
+        roles: &[],
+    };
+    // vm2 is no user's target: the link is the grant.
+    let g = policy
+        .authorize(guest, Destination::Name("vm2"), Via::WebTerminal, now())
+        .unwrap();
+    assert_eq!((g.user.as_str(), g.target.name.as_str()), ("link:3f2a", "vm2"));
+    assert_eq!(policy.still_allows(&g, now()), Ok(()));
+    let deny = |cred, dest, via| policy.authorize(cred, dest, via, now()).unwrap_err();
+    assert_eq!(
+        deny(guest, Destination::Name("vm1"), Via::WebTerminal),
+        Denial::TargetMismatch
+    );
+    assert_eq!(deny(guest, Destination::Name("vm2"), Via::Tunnel), Denial::OutOfScope);
+    let unbound = Credential::WebSession {
+        user: "link:3f2a",
+        only_target: None,
+        roles: &[],
+    };
+    assert_eq!(
+        deny(unbound, Destination::Name("vm2"), Via::WebTerminal),
+        Denial::OutOfScope
+    );
+    let ticket = Credential::Ticket {
+        user: "link:77",
+        target: "desk",
+        roles: &[],
+    };
+    assert!(policy
+        .authorize(ticket, Destination::Name("desk"), Via::WebRdp, now())
+        .is_ok());
+    let forged = token(&key, "link:3f2a", "vm2");
+    assert_eq!(
+        deny(Credential::Token(Some(&forged)), Destination::Name("vm2"), Via::Tunnel),
+        Denial::UnknownUser
+    );
+    assert_eq!(policy.targets_of("link:3f2a", Some("vm2"), &[]).len(), 1);
+    assert!(policy.targets_of("link:3f2a", None, &[]).is_empty());
+    assert!(!policy.is_web_admin("link:3f2a", &[]));
+}

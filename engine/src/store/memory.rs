@@ -53,6 +53,8 @@ struct State {
     /// Device logins, per kind.
     records: HashMap<RecordKind, HashMap<SecretKey, (String, Instant)>>,
     attempts: [HashMap<ThrottleKey, Counter>; 4],
+    /// Shared links by id: their JSON and when they expire (Unix seconds).
+    links: HashMap<String, (String, u64)>,
 }
 
 impl State {
@@ -337,6 +339,40 @@ impl Store for MemoryStore {
             }
             insert_bounded(&mut s.spent, key, (), ttl, "single-use tokens").map(|()| true)
         }))
+    }
+
+    fn put_link<'a>(&'a self, id: &'a str, value: String, expires_at: u64) -> BoxFuture<'a, StoreResult<()>> {
+        let now = portcullis_core::keys::unix_now();
+        ready(self.with(|st| {
+            st.links.retain(|_, (_, until)| *until > now);
+            if st.links.len() >= super::MAX_LINKS && !st.links.contains_key(id) {
+                return Err(StoreError::Full("shared links"));
+            }
+            st.links.insert(id.to_owned(), (value, expires_at));
+            Ok(())
+        }))
+    }
+
+    fn link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let now = portcullis_core::keys::unix_now();
+        ready(Ok(self.with(|st| {
+            st.links
+                .get(id)
+                .filter(|(_, until)| *until > now)
+                .map(|(v, _)| v.clone())
+        })))
+    }
+
+    fn links(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let now = portcullis_core::keys::unix_now();
+        ready(Ok(self.with(|st| {
+            st.links.retain(|_, (_, until)| *until > now);
+            st.links.values().map(|(v, _)| v.clone()).collect()
+        })))
+    }
+
+    fn remove_link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        ready(Ok(self.with(|st| st.links.remove(id).is_some())))
     }
 }
 

@@ -180,4 +180,17 @@ pub trait Store: Send + Sync {
     fn record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>>;
     /// The live record, removed: whoever takes it is the only one, across the fleet.
     fn take_record(&self, kind: RecordKind, key: SecretKey) -> BoxFuture<'_, StoreResult<Option<String>>>;
+
+    /// Stores shared link `id` (JSON, whose `expires` the caller checks) until `expires_at`
+    /// (Unix seconds). At most [`MAX_LINKS`] are kept: more are refused (`Full`).
+    fn put_link<'a>(&'a self, id: &'a str, value: String, expires_at: u64) -> BoxFuture<'a, StoreResult<()>>;
+    /// Shared link `id`, if it is still kept.
+    fn link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>>;
+    /// Every shared link still kept (unexpired), in no order.
+    fn links(&self) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+    /// Forgets shared link `id`: true when it was kept.
+    fn remove_link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
 }
+
+/// Most shared links a store keeps at once.
+pub const MAX_LINKS: usize = 1000;

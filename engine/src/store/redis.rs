@@ -933,4 +933,70 @@ impl Store for RedisStore {
         }
         self.run(move |mut c| async move { redis::cmd("DEL").arg(names).query_async::<()>(&mut c).await })
     }
+
+    // Shared links: one hash (`links`, id -> JSON with its `expires`), pruned as it is read.
+    // Redis 7.0 has no expiry per field: each value carries its own, checked by the caller too.
+    fn put_link<'a>(&'a self, id: &'a str, value: String, expires_at: u64) -> BoxFuture<'a, StoreResult<()>> {
+        let (key, id) = (format!("{PREFIX}links"), id.to_owned());
+        let put = self.run(move |mut c| async move {
+            let count: usize = redis::cmd("HLEN").arg(&key).query_async(&mut c).await?;
+            if count >= super::MAX_LINKS {
+                return Ok(false);
+            }
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg(id)
+                .arg(value)
+                .query_async::<()>(&mut c)
+                .await?;
+            // The hash lives as long as its longest link.
+            redis::cmd("EXPIREAT")
+                .arg(&key)
+                .arg(expires_at)
+                .arg("GT")
+                .query_async::<()>(&mut c)
+                .await?;
+            redis::cmd("EXPIREAT")
+                .arg(&key)
+                .arg(expires_at)
+                .arg("NX")
+                .query_async::<()>(&mut c)
+                .await?;
+            Ok(true)
+        });
+        Box::pin(async move {
+            match put.await? {
+                true => Ok(()),
+                false => Err(StoreError::Full("shared links")),
+            }
+        })
+    }
+
+    fn link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let (key, id) = (format!("{PREFIX}links"), id.to_owned());
+        self.run(move |mut c| async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg(id)
+                .query_async::<Option<String>>(&mut c)
+                .await
+        })
+    }
+
+    fn links(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let key = format!("{PREFIX}links");
+        self.run(move |mut c| async move { redis::cmd("HVALS").arg(key).query_async::<Vec<String>>(&mut c).await })
+    }
+
+    fn remove_link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
+        let (key, id) = (format!("{PREFIX}links"), id.to_owned());
+        self.run(move |mut c| async move {
+            redis::cmd("HDEL")
+                .arg(key)
+                .arg(id)
+                .query_async::<u32>(&mut c)
+                .await
+                .map(|n| n > 0)
+        })
+    }
 }

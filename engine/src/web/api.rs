@@ -62,6 +62,10 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::LiveSessions => respond(super::sessions::list(req).await),
         WebRoute::TerminateSession => respond(super::sessions::terminate(req).await),
         WebRoute::AuditSearch => respond(super::auditlog::search(req).await),
+        WebRoute::Links => respond(super::links::list(req).await),
+        WebRoute::LinkCreate => respond(super::links::create(req).await),
+        WebRoute::LinkRevoke => respond(super::links::revoke(req).await),
+        WebRoute::LinkOpen => respond(super::links::open(req).await),
         WebRoute::Recordings => respond(match replay_dir(req).await {
             Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
             Err(r) => r,

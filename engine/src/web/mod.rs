@@ -8,6 +8,7 @@ pub mod assets;
 pub mod auditlog;
 pub mod device;
 pub mod fetch;
+pub mod links;
 pub mod mfa;
 pub mod oidc;
 pub mod passkeys;

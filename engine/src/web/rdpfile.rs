@@ -110,7 +110,7 @@ pub fn rdp_file(target: &str, gateway: &str, token: &str) -> String {
 
 /// A `Host` header that is a host name or address with an optional port, and nothing that could
 /// break out of its line in the file.
-fn is_host(host: &str) -> bool {
+pub(super) fn is_host(host: &str) -> bool {
     (1..=255).contains(&host.len())
         && host
             .bytes()
