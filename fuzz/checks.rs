@@ -953,6 +953,7 @@ fn describe(msg: &ServerMessage) -> String {
             signal.as_ref().map(String::len)
         ),
         ServerMessage::Error { message } => format!("Error {{ message: {} bytes }}", message.len()),
+        ServerMessage::Watched { watchers } => format!("Watched {{ watchers: {watchers} }}"),
     }
 }
 

@@ -234,6 +234,8 @@ pub enum AdminAction {
     CreateLink,
     /// A shared link revoked (its live sessions end).
     RevokeLink,
+    /// An administrator started watching a live terminal session (`subject`: its id).
+    WatchSession,
 }
 
 /// One admin API request that changed something or read sessions, granted or refused.

@@ -54,6 +54,10 @@ pub enum WebRoute<S> {
     LinkRevoke,
     /// `POST /api/link`: a shared link opened (its secret in the body).
     LinkOpen,
+    /// `GET /v1/watch/{session}` with a WebSocket upgrade: watch a live terminal (administrators).
+    Watch {
+        session: S,
+    },
     /// `GET /api/recordings`.
     Recordings,
     /// `GET /api/recordings/{id}`.
@@ -119,6 +123,7 @@ impl<S> WebRoute<S> {
             WebRoute::LinkCreate => WebRoute::LinkCreate,
             WebRoute::LinkRevoke => WebRoute::LinkRevoke,
             WebRoute::LinkOpen => WebRoute::LinkOpen,
+            WebRoute::Watch { session } => WebRoute::Watch { session: f(session) },
             WebRoute::Recordings => WebRoute::Recordings,
             WebRoute::Recording { id } => WebRoute::Recording { id: f(id) },
             WebRoute::DeviceCode => WebRoute::DeviceCode,
@@ -239,6 +244,9 @@ fn web<'a>(method: &str, path: &'a str) -> Result<WebRoute<&'a str>, Unrouted> {
         ("GET", "/api/oidc/callback") => WebRoute::OidcCallback,
         ("GET", p) if p.starts_with("/api/oidc/") && p.ends_with("/start") => WebRoute::OidcStart {
             id: &p["/api/oidc/".len()..p.len() - "/start".len()],
+        },
+        ("GET", p) if p.starts_with("/v1/watch/") => WebRoute::Watch {
+            session: &p["/v1/watch/".len()..],
         },
         ("GET", p) if p.starts_with("/v1/ssh/") => WebRoute::Terminal {
             target: &p["/v1/ssh/".len()..],

@@ -314,3 +314,32 @@ fn shared_links_open_one_target_for_a_guest() {
     let denied = gw.records_where(1, |l| l["event"] == "denied" && l["path"] == "/v1/ssh/vm2");
     assert_eq!(denied[0]["status"], 403, "{denied:?}");
 }
+
+/// Watching a live terminal (see web/e2e/watch.mjs); then the audit: alice's watch recorded
+/// against carol's session, bob's refusal too.
+#[test]
+fn administrators_watch_a_live_terminal_read_only() {
+    let sshd = Sshd::start();
+    let gw = ssh_target(web_gateway(), "vm1", &sshd, &sshd.host_key())
+        .user("alice", &["vm1"], "")
+        .user("carol", &["vm1"], "")
+        .user("bob", &["vm1"], "")
+        .toml("[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]")
+        .start();
+    let config = settings(
+        &gw,
+        "watch",
+        json!({ "other": "carol", "third": "bob", "target": "vm1", "marker": marker() }),
+    );
+    let run = run_script("watch.mjs", config, SCRIPT_LIMIT, no_steps);
+    let result = run.assert_ok();
+    let session = result["session"].as_str().unwrap();
+    let admin = gw.records_where(2, |l| l["event"] == "admin" && l["action"] == "watch_session");
+    let granted = admin.iter().find(|a| a["status"] == 101).expect("alice's watch");
+    assert_eq!(granted["admin"], "alice");
+    assert_eq!(granted["subject"], session);
+    assert!(
+        admin.iter().any(|a| a["status"] == 403 && a["admin"] == "bob"),
+        "{admin:?}"
+    );
+}

@@ -56,6 +56,8 @@ pub enum ServerMessage {
     },
     /// The session cannot start or continue; shown to the user as is.
     Error { message: String },
+    /// How many administrators watch the session now (0: nobody any more): the user is told.
+    Watched { watchers: usize },
 }
 
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -187,9 +189,14 @@ mod tests {
             ServerMessage::Error {
                 message: "host key changed".into(),
             },
+            ServerMessage::Watched { watchers: 2 },
         ] {
             assert_eq!(parse_server(&encode_server(&msg)), Ok(msg));
         }
+        assert_eq!(
+            encode_server(&ServerMessage::Watched { watchers: 1 }),
+            r#"{"type":"watched","watchers":1}"#
+        );
         let long = ServerMessage::Error {
             message: "é".repeat(2000),
         };

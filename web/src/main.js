@@ -15,6 +15,7 @@ import { securityPage } from "./pages/security.js";
 import { sessionsPage } from "./pages/sessions.js";
 import { auditPage } from "./pages/audit.js";
 import { linksPage, linkOpenPage } from "./pages/links.js";
+import { watchPage } from "./pages/watch.js";
 
 // `portcullis login` sends the user to /device?code=…: the same app, on its approval page.
 if (location.pathname === "/device") {
@@ -116,6 +117,7 @@ function parse(hash) {
   if (parts[0] === "sessions" && parts.length === 1) return { page: sessionsPage, params: {} };
   if (parts[0] === "audit" && parts.length === 1) return { page: auditPage, params: {} };
   if (parts[0] === "links" && parts.length === 1) return { page: linksPage, params: {} };
+  if (parts[0] === "watch" && parts.length === 2) return { page: watchPage, params: { session: arg(1) } };
   if (parts[0] === "link" && parts.length === 2) return { page: linkOpenPage, params: { link: arg(1) } };
   return null;
 }

@@ -15,6 +15,7 @@ export function authMessage({ username, password, privateKey }) {
 /**
  * Parses a text frame from the gateway. Returns one of
  * `{type:"ready", clipboard}`, `{type:"exit", status?, signal?}`, `{type:"error", message}`,
+ * `{type:"watched", watchers}`,
  * or `{type:"unknown", raw}` for anything else (ignored by the app, never fatal).
  */
 export function parseControl(text) {
@@ -37,6 +38,9 @@ export function parseControl(text) {
     }
     case "error":
       return { type: "error", message: typeof m.message === "string" && m.message ? m.message : "the gateway reported an error" };
+    case "watched":
+      // How many administrators watch the session now (0: nobody any more).
+      return { type: "watched", watchers: Number.isInteger(m.watchers) && m.watchers > 0 ? m.watchers : 0 };
     default:
       return { type: "unknown", raw: text };
   }

@@ -22,6 +22,7 @@ mod session;
 mod shutdown;
 mod socket;
 pub mod tokens;
+pub mod watch;
 
 pub use tokens::KeySource;
 

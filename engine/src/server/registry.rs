@@ -41,6 +41,8 @@ pub struct LiveSession {
     down: AtomicU64,
     stop: Mutex<Option<Stop>>,
     stopped: event_listener::Event,
+    /// What a browser terminal shows, for administrators watching it (set by the terminal).
+    pub watch: std::sync::OnceLock<Arc<super::watch::WatchHub>>,
 }
 
 impl LiveSession {
@@ -70,6 +72,7 @@ impl LiveSession {
             down: AtomicU64::new(0),
             stop: Mutex::new(None),
             stopped: event_listener::Event::new(),
+            watch: std::sync::OnceLock::new(),
         }
     }
 

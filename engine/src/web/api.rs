@@ -46,6 +46,7 @@ pub struct TerminalStart {
 pub enum Action {
     Respond(Response),
     Terminal(Box<TerminalStart>),
+    Watch(Box<super::sessions::WatchStart>),
 }
 
 pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
@@ -66,6 +67,7 @@ pub async fn handle(req: &WebRequest<'_>, route: WebRoute<String>) -> Action {
         WebRoute::LinkCreate => respond(super::links::create(req).await),
         WebRoute::LinkRevoke => respond(super::links::revoke(req).await),
         WebRoute::LinkOpen => respond(super::links::open(req).await),
+        WebRoute::Watch { session } => super::sessions::watch(req, &session).await,
         WebRoute::Recordings => respond(match replay_dir(req).await {
             Ok(dir) => recordings::list(req.pools, dir, req.limit).await,
             Err(r) => r,
@@ -130,7 +132,7 @@ fn asset(head: &RequestHead<'_>, path: &str) -> Response {
 
 /// Browsers send `Origin` on POSTs and WebSocket upgrades: it must be this gateway (as the
 /// browser reached it) or one the configuration names.
-fn origin_ok(head: &RequestHead<'_>, policy: &Policy) -> bool {
+pub(super) fn origin_ok(head: &RequestHead<'_>, policy: &Policy) -> bool {
     let (Some(origin), Some(host)) = (head.header("origin"), head.header("host")) else {
         return false;
     };

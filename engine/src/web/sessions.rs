@@ -97,3 +97,58 @@ pub async fn terminate(req: &WebRequest<'_>) -> Response {
     req.shared.audit.record(&AuditRecord::Admin(r));
     answer
 }
+
+/// A watch the checks allowed: what the watch handler needs.
+pub struct WatchStart {
+    pub session: String,
+    pub admin: String,
+    pub watching: crate::server::watch::Watching,
+    pub user: String,
+    pub target: String,
+    pub accept: Vec<u8>,
+}
+
+/// `GET /v1/watch/{session}` (WebSocket): an administrator watches a live browser terminal of
+/// this node, read-only.
+pub async fn watch(req: &WebRequest<'_>, id: &str) -> super::api::Action {
+    use super::api::Action;
+    let refuse = |status: u16, msg: &str| Action::Respond(Response::error(status, msg));
+    let upgrade = match portcullis_protocols::http::websocket_upgrade(req.head) {
+        Ok(u) => u,
+        Err(e) => return refuse(e.status(), &e.to_string()),
+    };
+    // The cookie is ambient: without this check any site could watch as the administrator.
+    if !super::api::origin_ok(req.head, req.policy) {
+        return refuse(403, "cross-origin WebSocket refused");
+    }
+    let admin = match administrator(req, AdminAction::WatchSession).await {
+        Ok(s) => s.user,
+        Err(r) => return Action::Respond(r),
+    };
+    let mut r = record(req, AdminAction::WatchSession, Some(&admin));
+    r.subject = Some(id.to_owned());
+    let live = req.shared.registry.get(id);
+    let hub = live.as_ref().and_then(|s| s.watch.get().cloned());
+    let (status, message) = match (&live, hub) {
+        (Some(live), Some(hub)) => match hub.watch() {
+            Some(watching) => {
+                r.status = 101;
+                req.shared.audit.record(&AuditRecord::Admin(r));
+                return Action::Watch(Box::new(WatchStart {
+                    session: id.to_owned(),
+                    admin,
+                    watching,
+                    user: live.user.clone(),
+                    target: live.target.clone(),
+                    accept: portcullis_protocols::http::switching_protocols(upgrade.key, None),
+                }));
+            }
+            None => (409, "the session is ending, or has as many watchers as it may"),
+        },
+        (Some(_), None) => (400, "only browser terminal sessions can be watched"),
+        (None, _) => (404, "no live session with this id on this node"),
+    };
+    r.status = status;
+    req.shared.audit.record(&AuditRecord::Admin(r));
+    refuse(status, message)
+}

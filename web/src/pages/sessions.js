@@ -81,6 +81,8 @@ function row(s) {
     h("td", {}, formatBytes(Number(s.bytes_target_to_client))),
   );
   const cell = h("td", {});
+  // Browser terminals of this node can be watched, read-only.
+  if (s.via === "web_terminal") cell.append(h("a", { href: `#/watch/${encodeURIComponent(id)}`, class: "button secondary", dataset: { watch: id } }, "Watch"), " ");
   const end = h("button", { type: "button", class: "secondary", dataset: { terminate: id } }, "Terminate");
   end.onclick = () => {
     tr.dataset.ending = "1";

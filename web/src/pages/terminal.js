@@ -25,12 +25,15 @@ function mountTerminal(app, ctx, name, gen) {
   const status = h("span", { id: "status", role: "status", "aria-live": "polite", dataset: { state: "idle" } }, "Loading…");
   const reconnect = h("button", { id: "reconnect", type: "button", hidden: true, onclick: () => onReconnect() }, "Reconnect");
   const container = h("div", { id: "terminal", class: "terminal", "aria-label": `Terminal for ${name}` });
+  // Shown while administrators watch the session (the gateway says so).
+  const watched = h("span", { id: "watched", class: "badge warn", role: "status", hidden: true });
   const toolbar = h(
     "div",
     { class: "term-toolbar" },
     h("a", { href: "#/targets", class: "back" }, "← Targets"),
     h("strong", { class: "term-target" }, name),
     status,
+    watched,
     reconnect,
   );
 
@@ -241,6 +244,9 @@ function mountTerminal(app, ctx, name, gen) {
       } else if (m.type === "error") {
         ended = true;
         setStatus("error", `Error: ${m.message}`);
+      } else if (m.type === "watched") {
+        watched.hidden = m.watchers === 0;
+        watched.textContent = m.watchers === 1 ? "An administrator is watching this session" : `${m.watchers} administrators are watching this session`;
       }
     };
     sock.onclose = (ev) => {

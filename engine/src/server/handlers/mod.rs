@@ -6,4 +6,5 @@ pub mod rdcleanpath;
 pub mod rdgateway;
 pub mod terminal;
 pub mod tunnel;
+pub mod watch;
 pub mod web;

@@ -5,6 +5,7 @@
 use crate::server::conn::Conn;
 use crate::server::session::{self, Extras, SessionAudit, StartError};
 use crate::server::timeout;
+use crate::server::watch::WatchHub;
 use crate::ssh::recorder::{Header, Recording};
 use crate::ssh::{self, Credentials, FromSsh, SshRequest, ToSsh};
 use crate::web::api::TerminalStart;
@@ -80,6 +81,9 @@ struct Terminal {
     counters: Counters,
     /// How long a message the session can do without (resize, close) may wait for room.
     close_timeout: Duration,
+    /// What administrators watching the session see; how many the user was last told of.
+    hub: Arc<WatchHub>,
+    watchers_told: usize,
 }
 
 impl Terminal {
@@ -95,6 +99,8 @@ enum Wake {
     Ssh(Option<FromSsh>),
     Tick,
     Outside(session::Event),
+    /// Administrators started or stopped watching.
+    Watchers,
 }
 
 pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
@@ -169,16 +175,21 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
         .web
         .ssh_runtime
         .spawn(ssh::run(request, from_browser, to_browser, recording));
+    let hub = WatchHub::new(cols, rows);
+    let _ = audit.live().watch.set(hub.clone());
     let mut term = Terminal {
         to_ssh,
         from_ssh,
         target,
         counters: Counters::default(),
         close_timeout: conn.settings().close_timeout,
+        hub,
+        watchers_told: 0,
     };
     let (tracker, shared) = (conn.tracker.clone(), conn.shared.clone());
     let watch = session::Watch::new(&tracker, &shared, &audit, conn.settings());
     let ending = run(conn, &mut term, &mut inbox, &watch, audit.id()).await;
+    term.hub.end();
     let extras = Extras {
         rdp_cookie: None,
         recording: recording_path,
@@ -280,14 +291,33 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
         }
         let now = Instant::now();
         let wake_at = clock.deadline(now);
+        // Listening before reading the count: a change in between still wakes this loop.
+        let watchers_changed = term.hub.listen();
+        if term.hub.watchers() != term.watchers_told {
+            term.watchers_told = term.hub.watchers();
+            let told = ServerMessage::Watched {
+                watchers: term.watchers_told,
+            };
+            if send_control(conn, &told).await.is_err() {
+                term.tell(ToSsh::Close).await;
+                return EndReason::ClientDisconnected.into();
+            }
+            continue;
+        }
         let wake = {
             let tls = &mut conn.tls;
             let room = inbox.room();
             let from_ssh = &mut term.from_ssh;
             futures_lite::future::or(
-                futures_lite::future::or(async { Wake::Browser(tls.read(room).await) }, async {
-                    Wake::Ssh(from_ssh.recv().await)
-                }),
+                futures_lite::future::or(
+                    futures_lite::future::or(async { Wake::Browser(tls.read(room).await) }, async {
+                        Wake::Ssh(from_ssh.recv().await)
+                    }),
+                    async {
+                        watchers_changed.await;
+                        Wake::Watchers
+                    },
+                ),
                 futures_lite::future::or(
                     async {
                         glommio::timer::sleep(wake_at.saturating_duration_since(now)).await;
@@ -313,6 +343,7 @@ async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &se
                 clock.saw_data(Instant::now());
                 on_ssh(conn, term, msg).await
             }
+            Wake::Watchers => None,
             Wake::Tick => match clock.tick(Instant::now(), term.counters) {
                 Action::Close(code, reason) => Some(close_for(conn, term, code, reason).await),
                 Action::Ping => {
@@ -384,6 +415,7 @@ async fn on_browser_message(conn: &mut Conn, term: &mut Terminal, msg: Message) 
         }
         Message::Text(t) => match terminal::parse_client(&t) {
             Ok(ClientMessage::Resize { cols, rows }) => {
+                term.hub.resize(cols, rows);
                 term.tell(ToSsh::Resize { cols, rows }).await;
             }
             Ok(ClientMessage::Close {}) => {
@@ -419,6 +451,7 @@ async fn on_ssh(conn: &mut Conn, term: &mut Terminal, msg: Option<FromSsh>) -> O
         }
         Some(FromSsh::Output(bytes)) => {
             term.counters.raw_to_peer += bytes.len() as u64;
+            term.hub.output(&bytes);
             if conn.send_frame(OpCode::Binary, &bytes).await.is_err() {
                 term.tell(ToSsh::Close).await;
                 return Some(EndReason::ClientDisconnected.into());

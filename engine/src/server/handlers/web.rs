@@ -58,6 +58,11 @@ pub async fn handle(conn: &mut Conn, route: WebRoute<String>, mut head: Head, he
             drop(head);
             super::terminal::handle(conn, *start, leftover).await
         }
+        Action::Watch(start) => {
+            let leftover = head.buf[total..head.filled].to_vec();
+            drop(head);
+            super::watch::handle(conn, *start, leftover).await
+        }
     }
 }
 

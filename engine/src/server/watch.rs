@@ -1,0 +1,290 @@
+//! Watching a live browser-terminal session read-only (the web app's Sessions page).
+//!
+//! The session publishes what the terminal shows (the SSH output and its size) into its
+//! [`WatchHub`]; each watcher has a bounded queue of its own. Publishing never waits: a watcher
+//! whose queue is full (a slow network, a stalled tab) is dropped with "lagged", so no watcher
+//! ever slows the session or makes it hold more than `MAX_BACKLOG` per watcher. A watcher starts
+//! with the newest `HISTORY` bytes of output, so it sees the current screen. The hub counts its
+//! watchers and wakes the session when the count changes: the watched user is told.
+//!
+//! The hub is shared between cores (a watcher's connection may be on another core than the
+//! session): a mutex-guarded state and `event_listener` wakers, as in `rdg_pairs`.
+
+use event_listener::{Event, EventListener};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+/// Output kept for a new watcher (the recent screen).
+const HISTORY: usize = 64 * 1024;
+/// Most output queued for one watcher before it is dropped as lagging.
+const MAX_BACKLOG: usize = 256 * 1024;
+/// Most watchers of one session.
+pub const MAX_WATCHERS: usize = 8;
+
+/// What a watcher receives.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    Output(Vec<u8>),
+    /// The terminal's size changed (cols, rows).
+    Resize(u16, u16),
+}
+
+/// Why a watch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchEnd {
+    /// The session ended.
+    SessionEnded,
+    /// The watcher fell too far behind.
+    Lagged,
+}
+
+#[derive(Default)]
+pub struct WatchHub {
+    state: Mutex<HubState>,
+    /// Notified when the number of watchers changes.
+    changed: Event,
+}
+
+#[derive(Default)]
+struct HubState {
+    history: VecDeque<u8>,
+    size: (u16, u16),
+    watchers: Vec<Arc<Queue>>,
+    ended: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    state: Mutex<QueueState>,
+    ready: Event,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Seen>,
+    bytes: usize,
+    end: Option<WatchEnd>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Queue {
+    /// Queues `item` unless the watcher is too far behind: then it ends (false).
+    fn push(&self, item: Seen, len: usize) -> bool {
+        let mut q = lock(&self.state);
+        if q.end.is_some() {
+            return false;
+        }
+        if q.bytes + len > MAX_BACKLOG {
+            q.end = Some(WatchEnd::Lagged);
+            q.items.clear();
+            drop(q);
+            self.ready.notify(usize::MAX);
+            return false;
+        }
+        q.bytes += len;
+        q.items.push_back(item);
+        drop(q);
+        self.ready.notify(usize::MAX);
+        true
+    }
+
+    fn end(&self, why: WatchEnd) {
+        lock(&self.state).end.get_or_insert(why);
+        self.ready.notify(usize::MAX);
+    }
+}
+
+impl WatchHub {
+    pub fn new(cols: u16, rows: u16) -> Arc<WatchHub> {
+        let hub = WatchHub::default();
+        lock(&hub.state).size = (cols, rows);
+        Arc::new(hub)
+    }
+
+    /// The terminal showed `bytes` (called by the session; never waits).
+    pub fn output(&self, bytes: &[u8]) {
+        let mut st = lock(&self.state);
+        st.history.extend(bytes.iter().copied());
+        let over = st.history.len().saturating_sub(HISTORY);
+        st.history.drain(..over);
+        if st.watchers.is_empty() {
+            return;
+        }
+        let before = st.watchers.len();
+        st.watchers
+            .retain(|w| w.push(Seen::Output(bytes.to_vec()), bytes.len()));
+        let dropped = st.watchers.len() != before;
+        drop(st);
+        if dropped {
+            self.changed.notify(usize::MAX);
+        }
+    }
+
+    pub fn resize(&self, cols: u16, rows: u16) {
+        let mut st = lock(&self.state);
+        st.size = (cols, rows);
+        st.watchers.retain(|w| w.push(Seen::Resize(cols, rows), 4));
+    }
+
+    /// The session is over: every watcher is told.
+    pub fn end(&self) {
+        let mut st = lock(&self.state);
+        st.ended = true;
+        for w in st.watchers.drain(..) {
+            w.end(WatchEnd::SessionEnded);
+        }
+    }
+
+    pub fn watchers(&self) -> usize {
+        lock(&self.state).watchers.len()
+    }
+
+    /// Resolves when the number of watchers may have changed (listen, then read `watchers`).
+    pub fn listen(&self) -> EventListener {
+        self.changed.listen()
+    }
+
+    /// A new watcher: the terminal's size and recent output first. `None` when the session is
+    /// over or has `MAX_WATCHERS` already.
+    pub fn watch(self: &Arc<Self>) -> Option<Watching> {
+        let mut st = lock(&self.state);
+        if st.ended || st.watchers.len() >= MAX_WATCHERS {
+            return None;
+        }
+        let queue = Arc::new(Queue::default());
+        {
+            let mut q = lock(&queue.state);
+            let (cols, rows) = st.size;
+            q.items.push_back(Seen::Resize(cols, rows));
+            let (a, b) = st.history.as_slices();
+            q.items.push_back(Seen::Output([a, b].concat()));
+        }
+        st.watchers.push(queue.clone());
+        drop(st);
+        self.changed.notify(usize::MAX);
+        Some(Watching {
+            hub: Arc::downgrade(self),
+            queue,
+            listener: None,
+        })
+    }
+}
+
+/// One watcher's end of the hub; dropping it stops the watch.
+pub struct Watching {
+    hub: Weak<WatchHub>,
+    queue: Arc<Queue>,
+    listener: Option<EventListener>,
+}
+
+impl Watching {
+    /// The next thing the terminal showed, or why the watch is over.
+    pub async fn next(&mut self) -> Result<Seen, WatchEnd> {
+        loop {
+            {
+                let mut q = lock(&self.queue.state);
+                if let Some(item) = q.items.pop_front() {
+                    if let Seen::Output(b) = &item {
+                        q.bytes = q.bytes.saturating_sub(b.len());
+                    }
+                    return Ok(item);
+                }
+                if let Some(end) = q.end {
+                    return Err(end);
+                }
+            }
+            match self.listener.take() {
+                None => self.listener = Some(self.queue.ready.listen()),
+                Some(listener) => listener.await,
+            }
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            let mut st = lock(&hub.state);
+            let before = st.watchers.len();
+            st.watchers.retain(|w| !Arc::ptr_eq(w, &self.queue));
+            let changed = st.watchers.len() != before;
+            drop(st);
+            if changed {
+                hub.changed.notify(usize::MAX);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures_lite::future::block_on(f)
+    }
+
+    #[test]
+    fn watchers_see_the_recent_screen_then_what_follows() {
+        let hub = WatchHub::new(80, 24);
+        hub.output(b"before ");
+        let mut w = hub.watch().unwrap();
+        assert_eq!(hub.watchers(), 1);
+        hub.output(b"after");
+        hub.resize(100, 30);
+        assert_eq!(block(w.next()), Ok(Seen::Resize(80, 24)));
+        assert_eq!(block(w.next()), Ok(Seen::Output(b"before ".to_vec())));
+        assert_eq!(block(w.next()), Ok(Seen::Output(b"after".to_vec())));
+        assert_eq!(block(w.next()), Ok(Seen::Resize(100, 30)));
+        hub.end();
+        assert_eq!(block(w.next()), Err(WatchEnd::SessionEnded));
+        assert!(hub.watch().is_none(), "no watching an ended session");
+    }
+
+    #[test]
+    fn a_slow_watcher_is_dropped_and_never_holds_the_session() {
+        let hub = WatchHub::new(80, 24);
+        let mut slow = hub.watch().unwrap();
+        let mut fast = hub.watch().unwrap();
+        let chunk = vec![b'x'; 16 * 1024];
+        for _ in 0..32 {
+            hub.output(&chunk);
+            // The fast one keeps up.
+            while let Ok(Seen::Output(_) | Seen::Resize(..)) =
+                futures_lite::future::block_on(futures_lite::future::or(fast.next(), async { Err(WatchEnd::Lagged) }))
+            {
+            }
+        }
+        assert_eq!(hub.watchers(), 1, "the slow one is gone, the fast one stays");
+        // The slow one drains nothing but learns it lagged.
+        let mut got = Vec::new();
+        loop {
+            match block(slow.next()) {
+                Ok(s) => got.push(s),
+                Err(e) => {
+                    assert_eq!(e, WatchEnd::Lagged);
+                    break;
+                }
+            }
+        }
+        assert!(got.is_empty(), "a lagging watcher's queue is dropped");
+        drop(fast);
+        assert_eq!(hub.watchers(), 0);
+    }
+
+    #[test]
+    fn history_and_watchers_are_bounded() {
+        let hub = WatchHub::new(80, 24);
+        hub.output(&vec![b'a'; HISTORY * 3]);
+        let mut w = hub.watch().unwrap();
+        block(w.next()).unwrap();
+        assert_eq!(block(w.next()), Ok(Seen::Output(vec![b'a'; HISTORY])));
+        let more: Vec<_> = (1..MAX_WATCHERS).map(|_| hub.watch().unwrap()).collect();
+        assert!(hub.watch().is_none());
+        drop(more);
+        assert!(hub.watch().is_some());
+    }
+}
