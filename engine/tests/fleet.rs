@@ -22,6 +22,7 @@ async fn the_fleet_on_one_redis() {
     recordings_on_shared_storage_replay_from_any_node(&redis.db(9)).await;
     a_ticket_minted_on_one_node_is_redeemed_once_on_another(&redis.db(10)).await;
     a_shared_link_made_on_one_node_opens_once_anywhere(&redis.db(12)).await;
+    a_terminal_on_one_node_is_watched_from_another(&redis.db(13)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -928,4 +929,117 @@ async fn a_shared_link_made_on_one_node_opens_once_anywhere(redis: &RedisDb) {
     let (_, live) = make(false).await;
     let forged = format!("{}.{}", live.split('.').next().unwrap(), "A".repeat(43));
     assert_eq!(open(&a, &forged).await, 403);
+}
+
+/// A browser terminal on A, watched by an administrator signed in on B: the stream crosses the
+/// fleet store (publish and subscribe); the terminal's user is told; what the shell prints
+/// reaches the watcher; when the watcher leaves, the user is told that too.
+async fn a_terminal_on_one_node_is_watched_from_another(redis: &RedisDb) {
+    use portcullis_protocols::ws::Message;
+    use portcullis_testkit::sshd::Sshd;
+    let sshd = Sshd::start();
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let node = |name: &str| {
+        Gateway::builder()
+            .target_with("vm1", &addr, "ssh", &sshd.target_keys(&pin))
+            .password(PASSWORD)
+            .user("alice", &["vm1"], "")
+            .user("carol", &["vm1"], "")
+            .toml(&format!(
+                "{}[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]\n",
+                redis.cluster_toml(name)
+            ))
+            .start()
+    };
+    let (a, b) = (node("gw-a"), node("gw-b"));
+    let (_, carol) = sign_in(&a, "carol", PASSWORD).await;
+    let carol = carol.unwrap();
+    let headers = [("Cookie", carol.as_str()), ("Origin", &a.origin())];
+    let mut term = WsClient::open_with(&a, "/v1/ssh/vm1", &headers)
+        .await
+        .unwrap_or_else(|e| panic!("{}", text(&e)));
+    loop {
+        match term.recv_json(15 * SEC).await {
+            Some(m) if m["type"] == "ready" => break,
+            Some(_) => {}
+            None => panic!("no ready message"),
+        }
+    }
+    // The session is listed fleet-wide before anyone can find it from B.
+    let listed = || {
+        let (status, body) = b.admin_request("GET", "/v1/sessions", Some(&b.admin_token("alice")), "");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["sessions"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let id = eventually(10 * SEC, || async { !listed().is_empty() }).await;
+    assert!(id, "B never listed A's session");
+    let id = listed()[0]["id"].as_str().unwrap().to_owned();
+    let (_, alice) = sign_in(&b, "alice", PASSWORD).await;
+    let alice = alice.unwrap();
+    let headers = [("Cookie", alice.as_str()), ("Origin", &b.origin())];
+    let mut watcher = WsClient::open_with(&b, &format!("/v1/watch/{id}"), &headers)
+        .await
+        .unwrap_or_else(|e| panic!("watch refused: {}", text(&e)));
+    let hello = watcher.recv_json(10 * SEC).await.expect("the watch's first message");
+    assert_eq!(
+        (hello["type"].as_str(), hello["user"].as_str()),
+        (Some("watching"), Some("carol"))
+    );
+    // Carol is told.
+    loop {
+        match term.recv_json(15 * SEC).await {
+            Some(m) if m["type"] == "watched" => {
+                assert_eq!(m["watchers"], 1);
+                break;
+            }
+            Some(_) => {}
+            None => panic!("carol was not told she is watched"),
+        }
+    }
+    term.send_binary(b"echo WATCHED-$((6*7))\n").await;
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(20 * SEC, async {
+        loop {
+            match watcher.recv(20 * SEC).await {
+                Some(Message::Binary(b)) => {
+                    seen.extend_from_slice(&b);
+                    if String::from_utf8_lossy(&seen).contains("WATCHED-42") {
+                        return true;
+                    }
+                }
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "the watcher on B saw: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    drop(watcher);
+    // The watcher left: A's forwarder finds nobody listening at its next publish (output or
+    // keepalive), and carol is told.
+    term.send_binary(b"echo again\n").await;
+    let told = tokio::time::timeout(20 * SEC, async {
+        loop {
+            match term.recv_json(20 * SEC).await {
+                Some(m) if m["type"] == "watched" && m["watchers"] == 0 => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(told, Ok(true), "carol was not told the watch ended");
+    let admin = b.records_where(1, |l| l["event"] == "admin" && l["action"] == "watch_session");
+    assert_eq!(
+        (admin[0]["status"].as_u64(), admin[0]["subject"].as_str()),
+        (Some(101), Some(id.as_str()))
+    );
 }

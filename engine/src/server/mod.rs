@@ -294,6 +294,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         let handlers = crate::store::FleetHandlers {
             revoked: fleet_revocations(&shared),
             terminate: fleet_terminations(&shared),
+            watch: fleet_watches(&shared, fleet.clone()),
         };
         fleet
             .watch(url, handlers)
@@ -462,6 +463,29 @@ fn fleet_terminations(shared: &Shared) -> Arc<dyn Fn(crate::store::TerminateNoti
                 tracing::info!(session = %notice.id, by = %notice.by, "session terminated from another node");
             }
         }
+    })
+}
+
+/// An administrator on another node watches one of this node's terminals: a watcher of its hub
+/// whose stream goes out on the requester's channel (`watch::forward`), on the store's runtime.
+fn fleet_watches(
+    shared: &Shared,
+    fleet: Arc<crate::store::RedisStore>,
+) -> Arc<dyn Fn(crate::store::WatchRequest) + Send + Sync> {
+    let registry = shared.registry.clone();
+    Arc::new(move |request| {
+        let Some(hub) = registry.get(&request.session).and_then(|s| s.watch.get().cloned()) else {
+            return;
+        };
+        let Some(watching) = hub.watch() else {
+            return;
+        };
+        tracing::info!(session = %request.session, by = %request.by, "terminal watched from another node");
+        let (fleet, channel) = (fleet.clone(), request.channel);
+        tokio::spawn(watch::forward(watching, Duration::from_secs(5), move |bytes| {
+            let publish = fleet.publish_bytes(channel.clone(), bytes);
+            async move { publish.await.ok() }
+        }));
     })
 }
 

@@ -9,6 +9,13 @@
 //!
 //! The hub is shared between cores (a watcher's connection may be on another core than the
 //! session): a mutex-guarded state and `event_listener` wakers, as in `rdg_pairs`.
+//!
+//! A watcher on another node of a fleet gets the stream through the fleet store's publish and
+//! subscribe (Redis): its node subscribes to a channel of its own and publishes a watch request;
+//! the node holding the session adds a watcher to the hub and publishes what it sees on that
+//! channel ([`forward`], in the [`encode`] format), until nobody listens (a publish reaches no
+//! subscriber) or the session ends. The watcher's node feeds what arrives into a [`remote`]
+//! watcher, bounded the same way.
 
 use event_listener::{Event, EventListener};
 use std::collections::VecDeque;
@@ -36,6 +43,8 @@ pub enum WatchEnd {
     SessionEnded,
     /// The watcher fell too far behind.
     Lagged,
+    /// (Another node's session) its node did not answer, or stopped.
+    NodeLost,
 }
 
 #[derive(Default)]
@@ -204,6 +213,102 @@ impl Watching {
     }
 }
 
+/// The feeding end of a watcher whose session is on another node.
+pub struct RemoteFeed {
+    queue: Arc<Queue>,
+}
+
+/// A watcher fed from elsewhere (another node's session), and its feeding end.
+pub fn remote() -> (RemoteFeed, Watching) {
+    let queue = Arc::new(Queue::default());
+    let watching = Watching {
+        hub: Weak::new(),
+        queue: queue.clone(),
+        listener: None,
+    };
+    (RemoteFeed { queue }, watching)
+}
+
+impl RemoteFeed {
+    /// Queues what arrived; false when the watch is over (lagged, or the watcher left).
+    pub fn push(&self, seen: Seen) -> bool {
+        let len = match &seen {
+            Seen::Output(b) => b.len(),
+            Seen::Resize(..) => 4,
+        };
+        !self.gone() && self.queue.push(seen, len)
+    }
+
+    pub fn end(&self, why: WatchEnd) {
+        self.queue.end(why);
+    }
+
+    /// The watcher left (its `Watching` was dropped).
+    pub fn gone(&self) -> bool {
+        Arc::strong_count(&self.queue) == 1
+    }
+}
+
+/// The wire format between nodes: a tag byte, then `o` output bytes, `r` cols and rows (u16
+/// big-endian), `e` an end reason byte (`s` ended, `l` lagged), or `k` (nothing: a keepalive
+/// that tells the publisher whether anyone still listens).
+pub fn encode(item: &Result<Seen, WatchEnd>) -> Vec<u8> {
+    match item {
+        Ok(Seen::Output(b)) => [&b"o"[..], b].concat(),
+        Ok(Seen::Resize(c, r)) => [b"r".as_slice(), &c.to_be_bytes(), &r.to_be_bytes()].concat(),
+        Err(WatchEnd::SessionEnded) => b"es".to_vec(),
+        Err(WatchEnd::Lagged) => b"el".to_vec(),
+        Err(WatchEnd::NodeLost) => b"en".to_vec(),
+    }
+}
+
+pub const KEEPALIVE: &[u8] = b"k";
+
+/// What an [`encode`]d message says; `None` for a keepalive or anything unreadable.
+pub fn decode(bytes: &[u8]) -> Option<Result<Seen, WatchEnd>> {
+    let (tag, rest) = bytes.split_first()?;
+    match (tag, rest) {
+        (b'o', b) => Some(Ok(Seen::Output(b.to_vec()))),
+        (b'r', [c0, c1, r0, r1]) => Some(Ok(Seen::Resize(
+            u16::from_be_bytes([*c0, *c1]),
+            u16::from_be_bytes([*r0, *r1]),
+        ))),
+        (b'e', [b's']) => Some(Err(WatchEnd::SessionEnded)),
+        (b'e', [b'l']) => Some(Err(WatchEnd::Lagged)),
+        (b'e', _) => Some(Err(WatchEnd::NodeLost)),
+        _ => None,
+    }
+}
+
+/// Publishes what `watching` sees with `publish` (which answers how many received it) until
+/// nobody receives it, the watch ends, or publishing fails. Every `idle` without output a
+/// keepalive asks whether anyone still listens.
+pub async fn forward<F, Fut>(mut watching: Watching, idle: std::time::Duration, publish: F)
+where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = Option<u64>>,
+{
+    loop {
+        let next = futures_lite::future::or(async { Some(watching.next().await) }, async {
+            async_sleep(idle).await;
+            None
+        })
+        .await;
+        let (bytes, last) = match next {
+            Some(item) => (encode(&item), item.is_err()),
+            None => (KEEPALIVE.to_vec(), false),
+        };
+        if publish(bytes).await.unwrap_or(0) == 0 || last {
+            return;
+        }
+    }
+}
+
+/// A sleep that works on the runtime `forward` runs on (the fleet store's tokio runtime).
+async fn async_sleep(d: std::time::Duration) {
+    tokio::time::sleep(d).await
+}
+
 impl Drop for Watching {
     fn drop(&mut self) {
         if let Some(hub) = self.hub.upgrade() {
@@ -273,6 +378,37 @@ mod tests {
         assert!(got.is_empty(), "a lagging watcher's queue is dropped");
         drop(fast);
         assert_eq!(hub.watchers(), 0);
+    }
+
+    #[test]
+    fn the_wire_format_round_trips() {
+        for item in [
+            Ok(Seen::Output(b"ls -l\r\n".to_vec())),
+            Ok(Seen::Output(Vec::new())),
+            Ok(Seen::Resize(132, 43)),
+            Err(WatchEnd::SessionEnded),
+            Err(WatchEnd::Lagged),
+            Err(WatchEnd::NodeLost),
+        ] {
+            assert_eq!(decode(&encode(&item)), Some(item));
+        }
+        assert_eq!(decode(KEEPALIVE), None);
+        assert_eq!(decode(b""), None);
+        assert_eq!(decode(b"r12"), None);
+    }
+
+    #[test]
+    fn a_remote_watcher_is_fed_until_it_leaves() {
+        let (feed, mut w) = remote();
+        assert!(feed.push(Seen::Resize(80, 24)));
+        assert!(feed.push(Seen::Output(b"hi".to_vec())));
+        assert_eq!(block(w.next()), Ok(Seen::Resize(80, 24)));
+        assert_eq!(block(w.next()), Ok(Seen::Output(b"hi".to_vec())));
+        feed.end(WatchEnd::NodeLost);
+        assert_eq!(block(w.next()), Err(WatchEnd::NodeLost));
+        drop(w);
+        assert!(feed.gone());
+        assert!(!feed.push(Seen::Output(b"late".to_vec())));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub use durable::{LocalState, StateError};
 
 pub use self::redis::{
     FleetHandlers, Health as RedisHealth, LiveRecord, RedisStore, RevocationNotice, RevokedKind, TerminateNotice,
+    WatchRequest, WATCH_STREAM_PREFIX,
 };
 pub use memory::MemoryStore;
 

@@ -183,10 +183,27 @@ pub struct TerminateNotice {
     pub by: String,
 }
 
+/// An administrator on another node asks to watch live terminal session `session`: the node that
+/// holds it publishes what it shows on `channel` (one watcher's own), while anyone listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchRequest {
+    #[serde(default)]
+    pub v: u32,
+    pub session: String,
+    pub channel: String,
+    pub by: String,
+}
+
+/// Where watch requests are published; each watcher's stream has a channel of its own, named
+/// with a random suffix by the watcher's node (`WATCH_STREAM_PREFIX`).
+const WATCH_CHANNEL: &str = "portcullis:v1:watch-requests";
+pub const WATCH_STREAM_PREFIX: &str = "portcullis:v1:watch:";
+
 /// What a node does with the fleet's messages.
 #[derive(Clone)]
 pub struct FleetHandlers {
     pub revoked: Arc<dyn Fn(RevocationNotice) + Send + Sync>,
+    pub watch: Arc<dyn Fn(WatchRequest) + Send + Sync>,
     pub terminate: Arc<dyn Fn(TerminateNotice) + Send + Sync>,
 }
 
@@ -297,6 +314,8 @@ impl Health {
 
 pub struct RedisStore {
     runtime: tokio::runtime::Handle,
+    /// For subscriptions of their own (a watcher's stream).
+    client: redis::Client,
     conn: Arc<ArcSwapOption<ConnectionManager>>,
     health: Arc<Health>,
     /// Records to list and remove, for the writer task (bounded; a full queue releases at once).
@@ -342,6 +361,7 @@ impl RedisStore {
         let (writes, pending) = tokio::sync::mpsc::channel(WRITE_QUEUE);
         runtime.spawn(write_in_batches(pending, conn.clone()));
         Ok(RedisStore {
+            client: redis::Client::open(url)?,
             runtime,
             conn,
             health,
@@ -512,6 +532,7 @@ impl RedisStore {
         let FleetHandlers {
             revoked: apply,
             terminate,
+            watch,
         } = handlers;
         let client = redis::Client::open(url)?;
         self.runtime.spawn(async move {
@@ -522,6 +543,7 @@ impl RedisStore {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(REVOCATIONS_CHANNEL).await?;
                     pubsub.subscribe(TERMINATE_CHANNEL).await?;
+                    pubsub.subscribe(WATCH_CHANNEL).await?;
                     Ok::<_, redis::RedisError>(pubsub)
                 };
                 let mut pubsub = match tokio::time::timeout(COMMAND_TIMEOUT, subscribed).await {
@@ -567,6 +589,14 @@ impl RedisStore {
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
+                    if msg.get_channel_name() == WATCH_CHANNEL {
+                        match serde_json::from_str::<WatchRequest>(&payload) {
+                            Ok(request) if request.channel.starts_with(WATCH_STREAM_PREFIX) => watch(request),
+                            Ok(_) => tracing::warn!("watch request for a channel outside the watch streams"),
+                            Err(e) => tracing::warn!("unreadable watch request: {e}"),
+                        }
+                        continue;
+                    }
                     if msg.get_channel_name() == TERMINATE_CHANNEL {
                         match serde_json::from_str::<TerminateNotice>(&payload) {
                             Ok(notice) => terminate(notice),
@@ -583,6 +613,71 @@ impl RedisStore {
             }
         });
         Ok(())
+    }
+
+    /// Asks the fleet for a watch (the node holding the session answers on `request.channel`).
+    pub fn request_watch(&self, request: WatchRequest) -> BoxFuture<'static, StoreResult<u64>> {
+        let value = json(&WatchRequest { v: SCHEMA, ..request });
+        self.run(move |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(WATCH_CHANNEL)
+                .arg(value)
+                .query_async::<u64>(&mut c)
+                .await
+        })
+    }
+
+    /// Publishes `bytes` on `channel`; how many subscribers received them.
+    pub fn publish_bytes(&self, channel: String, bytes: Vec<u8>) -> BoxFuture<'static, StoreResult<u64>> {
+        self.run(move |mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(bytes)
+                .query_async::<u64>(&mut c)
+                .await
+        })
+    }
+
+    /// Subscribes to `channel` on a connection of its own (on the store's runtime), calls
+    /// `subscribed` once it is, then `deliver(Some(payload))` for each message and
+    /// `deliver(None)` every `tick` without one, until `deliver` returns false or the
+    /// subscription fails (then `deliver(None)` a last time is not promised: callers bound their
+    /// wait themselves).
+    pub fn relay_channel(
+        &self,
+        channel: String,
+        tick: Duration,
+        subscribed: impl FnOnce() + Send + 'static,
+        mut deliver: impl FnMut(Option<Vec<u8>>) -> bool + Send + 'static,
+    ) {
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            use futures_lite::StreamExt;
+            let subscribing = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            let Ok(Ok(mut pubsub)) = tokio::time::timeout(COMMAND_TIMEOUT, subscribing).await else {
+                deliver(None);
+                return;
+            };
+            subscribed();
+            let mut messages = pubsub.on_message();
+            loop {
+                let more = match tokio::time::timeout(tick, messages.next()).await {
+                    Ok(Some(msg)) => deliver(Some(msg.get_payload::<Vec<u8>>().unwrap_or_default())),
+                    Ok(None) => {
+                        deliver(None);
+                        return;
+                    }
+                    Err(_) => deliver(None),
+                };
+                if !more {
+                    return;
+                }
+            }
+        });
     }
 
     /// Whether the store answers, as its last command or probe found.

@@ -146,9 +146,100 @@ pub async fn watch(req: &WebRequest<'_>, id: &str) -> super::api::Action {
             None => (409, "the session is ending, or has as many watchers as it may"),
         },
         (Some(_), None) => (400, "only browser terminal sessions can be watched"),
-        (None, _) => (404, "no live session with this id on this node"),
+        (None, _) => match watch_elsewhere(req, id, &admin).await {
+            Ok((watching, user, target)) => {
+                r.status = 101;
+                r.detail = Some("on another node".into());
+                req.shared.audit.record(&AuditRecord::Admin(r));
+                return Action::Watch(Box::new(WatchStart {
+                    session: id.to_owned(),
+                    admin,
+                    watching,
+                    user,
+                    target,
+                    accept: portcullis_protocols::http::switching_protocols(upgrade.key, None),
+                }));
+            }
+            Err(refused) => refused,
+        },
     };
     r.status = status;
     req.shared.audit.record(&AuditRecord::Admin(r));
     refuse(status, message)
+}
+
+/// How long a remote watch waits for the session's node to answer, and how long it may then go
+/// without a message (the node sends a keepalive every 5 s while the terminal is quiet).
+const REMOTE_ANSWER: std::time::Duration = std::time::Duration::from_secs(5);
+const REMOTE_SILENCE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A watch of a terminal held by another node of the fleet (through the store's publish and
+/// subscribe: see `server::watch`). `Err`: the refusal (status, message).
+async fn watch_elsewhere(
+    req: &WebRequest<'_>,
+    id: &str,
+    admin: &str,
+) -> Result<(crate::server::watch::Watching, String, String), (u16, &'static str)> {
+    use crate::server::watch::{self, WatchEnd};
+    let not_here = (404, "no live session with this id");
+    let Some(fleet) = req.shared.web.fleet.clone() else {
+        return Err((404, "no live session with this id on this node"));
+    };
+    let live = match crate::server::timeout(req.limit, fleet.list_live()).await {
+        Some(Ok(all)) => all.into_iter().find(|r| r.id == id).ok_or(not_here)?,
+        _ => return Err((503, "the state store does not answer")),
+    };
+    if live.via != portcullis_core::audit::Via::WebTerminal.as_str() {
+        return Err((400, "only browser terminal sessions can be watched"));
+    }
+    let suffix = portcullis_core::secret::random_hex::<16>().map_err(|_| (503, "no randomness"))?;
+    let channel = format!("{}{suffix}", crate::store::WATCH_STREAM_PREFIX);
+    let (feed, watching) = watch::remote();
+    let request = crate::store::WatchRequest {
+        v: 0,
+        session: id.to_owned(),
+        channel: channel.clone(),
+        by: admin.to_owned(),
+    };
+    let asking = fleet.clone();
+    let started = std::time::Instant::now();
+    let mut last = None::<std::time::Instant>;
+    fleet.relay_channel(
+        channel,
+        std::time::Duration::from_secs(1),
+        move || {
+            // Subscribed: now the session's node may answer.
+            tokio::spawn(asking.request_watch(request));
+        },
+        move |message| {
+            if feed.gone() {
+                return false;
+            }
+            let now = std::time::Instant::now();
+            match message {
+                Some(bytes) => {
+                    last = Some(now);
+                    match watch::decode(&bytes) {
+                        Some(Ok(seen)) => feed.push(seen),
+                        Some(Err(end)) => {
+                            feed.end(end);
+                            false
+                        }
+                        None => true,
+                    }
+                }
+                None => {
+                    let silent = match last {
+                        None => now.duration_since(started) > REMOTE_ANSWER,
+                        Some(at) => now.duration_since(at) > REMOTE_SILENCE,
+                    };
+                    if silent {
+                        feed.end(WatchEnd::NodeLost);
+                    }
+                    !silent
+                }
+            }
+        },
+    );
+    Ok((watching, live.user, live.target))
 }

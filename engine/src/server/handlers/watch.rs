@@ -83,6 +83,11 @@ pub async fn handle(conn: &mut Conn, start: WatchStart, leftover: Vec<u8>) {
                     .close_ws(CloseCode::TRY_AGAIN_LATER, "the watcher fell behind")
                     .await
             }
+            Wake::Seen(Err(WatchEnd::NodeLost)) => {
+                return conn
+                    .close_ws(CloseCode::TRY_AGAIN_LATER, "the session's node does not answer")
+                    .await
+            }
         };
         if sent.is_err() {
             return;
