@@ -869,6 +869,8 @@ pub fn terminal(data: &[u8]) {
     let msg = match sel & 3 {
         0 => ServerMessage::Ready {
             clipboard: sel & 4 != 0,
+            file_transfer: sel & 8 != 0,
+            max_file_size: (sel & 16 != 0).then_some(u64::from(rep)),
         },
         1 => ServerMessage::Exit {
             status: (sel & 4 != 0).then_some(u32::MAX >> (rep % 32)),
@@ -919,7 +921,13 @@ fn terminal_client(text: &str) {
                 "auth needs exactly one of password and private key"
             );
         }
-        ClientMessage::Close {} => {}
+        ClientMessage::Close {} | ClientMessage::Done {} => {}
+        // Paths, sizes and chunk contents are the gateway's to check (`terminal.rs` handler):
+        // parsing only bounds them by the message length.
+        ClientMessage::Upload { path, .. } | ClientMessage::Download { path } => {
+            assert!(path.len() <= MAX_CONTROL_LEN)
+        }
+        ClientMessage::Chunk { data } => assert!(data.len() <= MAX_CONTROL_LEN),
     }
     let encoded = terminal::encode_client(&msg);
     assert_eq!(
@@ -947,13 +955,19 @@ fn terminal_server(text: &str) {
 /// A server message without its (possibly huge) texts, for panic messages.
 fn describe(msg: &ServerMessage) -> String {
     match msg {
-        ServerMessage::Ready { clipboard } => format!("Ready {{ clipboard: {clipboard} }}"),
+        ServerMessage::Ready { clipboard, .. } => format!("Ready {{ clipboard: {clipboard} }}"),
         ServerMessage::Exit { status, signal } => format!(
             "Exit {{ status: {status:?}, signal: {:?} bytes }}",
             signal.as_ref().map(String::len)
         ),
         ServerMessage::Error { message } => format!("Error {{ message: {} bytes }}", message.len()),
         ServerMessage::Watched { watchers } => format!("Watched {{ watchers: {watchers} }}"),
+        ServerMessage::FileData { data } => format!("FileData {{ {} bytes }}", data.len()),
+        ServerMessage::FileProgress { bytes } => format!("FileProgress {{ bytes: {bytes} }}"),
+        ServerMessage::FileDone { path, size, .. } => {
+            format!("FileDone {{ path: {} bytes, size: {size} }}", path.len())
+        }
+        ServerMessage::FileError { message } => format!("FileError {{ message: {} bytes }}", message.len()),
     }
 }
 

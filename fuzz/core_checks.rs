@@ -396,14 +396,24 @@ pub fn check_decision(buf: &[u8], now: u64, decision: &Decision) {
 /// route that carries the target's protocol.
 fn check_grant_follows_policy(grant: &Grant) {
     let fx = fixture();
-    let user = fx
-        .policy
-        .user_of(&grant.user, &grant.roles)
-        .expect("grant for a user without policy");
-    assert!(
-        user.targets.contains(&grant.target.name),
-        "target not in the user's policy"
-    );
+    if grant.user.starts_with(portcullis_core::policy::LINK_USER_PREFIX) {
+        // A shared link's guest: no user policy, the browser routes only (the caller checks
+        // the grant names the credential's one target).
+        assert!(
+            matches!(grant.via, Via::WebTerminal | Via::WebRdp),
+            "a link guest granted {:?}",
+            grant.via
+        );
+    } else {
+        let user = fx
+            .policy
+            .user_of(&grant.user, &grant.roles)
+            .expect("grant for a user without policy");
+        assert!(
+            user.targets.contains(&grant.target.name),
+            "target not in the user's policy"
+        );
+    }
     let target = fx
         .policy
         .config
@@ -469,6 +479,9 @@ fn check_grants(raw: &[u8], now: u64) {
                 };
                 if let Some(b) = bound_to {
                     assert_eq!(grant.target.name, b, "grant beyond the credential's target");
+                }
+                if grant.user.starts_with(portcullis_core::policy::LINK_USER_PREFIX) {
+                    assert!(bound_to.is_some(), "a link guest without its one target");
                 }
                 if grant.target.name != destination {
                     assert!(

@@ -160,6 +160,29 @@ pub enum AuditRecord {
     Denied(DenialRecord),
     Admin(AdminRecord),
     Identity(IdentityRecord),
+    File(FileRecord),
+}
+
+/// A file moved in the browser terminal (SFTP), or a transfer refused or failed.
+#[derive(Debug, Serialize)]
+pub struct FileRecord {
+    pub time: String,
+    pub session: String,
+    pub user: String,
+    pub target: String,
+    pub client: String,
+    /// `upload` (to the target) or `download`.
+    pub direction: &'static str,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Hex SHA-256 of the file's bytes, when it moved whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// `ok`, `refused` (the policy or the size limit) or `failed`.
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// What happened to a user's identity: device logins and the tokens the gateway signed.

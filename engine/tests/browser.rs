@@ -343,3 +343,56 @@ fn administrators_watch_a_live_terminal_read_only() {
         "{admin:?}"
     );
 }
+
+/// File transfer in the browser terminal (see web/e2e/files.mjs): the uploaded file is on the
+/// server byte for byte, the downloaded one is the server's, and each is audited with its size
+/// and SHA-256.
+#[test]
+fn files_move_through_the_browser_terminal() {
+    use sha2::{Digest, Sha256};
+    let sshd = Sshd::start();
+    let pin = sshd.host_key();
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = |n: usize| (0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>();
+    let down = pattern(30_000);
+    std::fs::write(dir.path().join("down.bin"), &down).unwrap();
+    let keys = format!("{}\nfile_transfer = true", sshd.target_keys(&pin));
+    let gw = web_gateway()
+        .target_with("vm1", sshd.address(), "ssh", &keys)
+        .target_with("vm2", sshd.address(), "ssh", &sshd.target_keys(&pin))
+        .user("alice", &["vm1", "vm2"], "")
+        .toml("[web]\nmax_file_size = 65536")
+        .start();
+    let config = settings(
+        &gw,
+        "files",
+        json!({ "target": "vm1", "other_target": "vm2", "dir": dir.path(), "upload_size": 20_000, "too_big": 70_000 }),
+    );
+    let run = run_script("files.mjs", config, SCRIPT_LIMIT, no_steps);
+    let result = run.assert_ok();
+    let up = pattern(20_000);
+    assert_eq!(
+        std::fs::read(dir.path().join("up.bin")).unwrap(),
+        up,
+        "the uploaded file on the server"
+    );
+    let hex = |b: &[u8]| Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(result["download_sha256"], hex(&down), "the downloaded file");
+    let files = gw.records_where(2, |l| l["event"] == "file");
+    let upload = files
+        .iter()
+        .find(|f| f["direction"] == "upload")
+        .expect("the upload's record");
+    assert_eq!(
+        (upload["outcome"].as_str(), upload["size"].as_u64()),
+        (Some("ok"), Some(20_000))
+    );
+    assert_eq!(upload["sha256"], hex(&up));
+    assert_eq!(upload["user"], "alice");
+    let download = files
+        .iter()
+        .find(|f| f["direction"] == "download")
+        .expect("the download's record");
+    assert_eq!(download["sha256"], hex(&down));
+    assert!(!dir.path().join("big.bin").exists());
+}

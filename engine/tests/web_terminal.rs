@@ -490,3 +490,92 @@ fn recordings_past_their_retention_are_deleted() {
     let (_, metrics) = gw.admin_request("GET", "/metrics", Some(&gw.admin_token("root")), "");
     assert!(metrics.contains("portcullis_recordings_expired_total 1\n"), "{metrics}");
 }
+
+/// The next control message of `type_` (terminal output and other messages skipped).
+async fn control_of(ws: &mut WsClient, type_: &str) -> serde_json::Value {
+    loop {
+        match ws.recv(15 * SEC).await {
+            Some(Message::Text(t)) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == type_ {
+                    return v;
+                }
+            }
+            Some(_) => {}
+            None => panic!("no {type_} message"),
+        }
+    }
+}
+
+/// The gateway enforces file transfer itself, whatever the page does: not on a target whose
+/// policy says no, not over `max_file_size`, not more bytes than announced (the partial file is
+/// removed); each refusal audited.
+#[tokio::test]
+async fn file_transfer_policy_is_enforced_by_the_gateway() {
+    let sshd = Sshd::start();
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::builder()
+        .target_with(
+            "vm1",
+            &addr,
+            "ssh",
+            &format!("{}\nfile_transfer = true", sshd.target_keys(&pin)),
+        )
+        .target_with("vm2", &addr, "ssh", &sshd.target_keys(&pin))
+        .password(PASSWORD)
+        .user("alice", &["vm1", "vm2"], "")
+        .toml("[web]\nmax_file_size = 4096")
+        .start();
+    let headers = alice_headers(&gw, PASSWORD).await;
+    let mut vm2 = terminal(&gw, "/v1/ssh/vm2", &headers).await;
+    let ready = control_of(&mut vm2, "ready").await;
+    assert!(ready.get("file_transfer").is_none(), "{ready}");
+    vm2.send_text(r#"{"type":"download","path":"/etc/hostname"}"#).await;
+    let refused = control_of(&mut vm2, "fileerror").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("not allowed"),
+        "{refused}"
+    );
+
+    let mut vm1 = terminal(&gw, "/v1/ssh/vm1", &headers).await;
+    let ready = control_of(&mut vm1, "ready").await;
+    assert_eq!(
+        (ready["file_transfer"].as_bool(), ready["max_file_size"].as_u64()),
+        (Some(true), Some(4096))
+    );
+    vm1.send_text(r#"{"type":"upload","path":"x","size":5000}"#).await;
+    let refused = control_of(&mut vm1, "fileerror").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("over the limit"),
+        "{refused}"
+    );
+    // Announced 4 bytes, sends 8: cut off, and nothing stays on the server.
+    let path = dir.path().join("liar.bin");
+    vm1.send_text(&format!(r#"{{"type":"upload","path":"{}","size":4}}"#, path.display()))
+        .await;
+    vm1.send_text(r#"{"type":"chunk","data":"QUFBQUJCQkI="}"#).await;
+    let refused = control_of(&mut vm1, "fileerror").await;
+    assert!(refused["message"].as_str().unwrap().contains("more bytes"), "{refused}");
+    assert!(
+        eventually(5 * SEC, || async { !path.exists() }).await,
+        "the partial upload stayed on the server"
+    );
+    // A download over the limit.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![0u8; 5000]).unwrap();
+    vm1.send_text(&format!(r#"{{"type":"download","path":"{}"}}"#, big.display()))
+        .await;
+    let refused = control_of(&mut vm1, "fileerror").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("over the limit"),
+        "{refused}"
+    );
+    let files = gw.records_where(4, |l| l["event"] == "file");
+    assert!(files.iter().all(|f| f["outcome"] != "ok"), "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f["outcome"] == "refused").count(),
+        3,
+        "{files:?}"
+    );
+}

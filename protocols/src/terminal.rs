@@ -29,7 +29,27 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         private_key: Option<String>,
     },
+    /// Starts an upload of `size` bytes to `path` on the target (SFTP); `chunk`s follow, then
+    /// `done`.
+    Upload {
+        path: String,
+        size: u64,
+    },
+    /// Up to [`MAX_CHUNK`] bytes of the file being uploaded, base64.
+    Chunk {
+        data: String,
+    },
+    /// The upload's last chunk was sent.
+    Done {},
+    /// Asks for the file at `path` on the target: `filedata` messages, then `filedone`.
+    Download {
+        path: String,
+    },
 }
+
+/// Most bytes of a file one `chunk` or `filedata` message carries (base64 then fits a control
+/// message).
+pub const MAX_CHUNK: usize = 8 * 1024;
 
 /// Never prints secrets, so a stray `{:?}` cannot leak a password into a log.
 impl std::fmt::Debug for ClientMessage {
@@ -38,6 +58,10 @@ impl std::fmt::Debug for ClientMessage {
             ClientMessage::Resize { cols, rows } => write!(f, "Resize {{ cols: {cols}, rows: {rows} }}"),
             ClientMessage::Close {} => f.write_str("Close"),
             ClientMessage::Auth { username, .. } => write!(f, "Auth {{ username: {username:?}, .. }}"),
+            ClientMessage::Upload { path, size } => write!(f, "Upload {{ path: {path:?}, size: {size} }}"),
+            ClientMessage::Chunk { data } => write!(f, "Chunk {{ {} bytes of base64 }}", data.len()),
+            ClientMessage::Done {} => f.write_str("Done"),
+            ClientMessage::Download { path } => write!(f, "Download {{ path: {path:?} }}"),
         }
     }
 }
@@ -45,8 +69,15 @@ impl std::fmt::Debug for ClientMessage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ServerMessage {
-    /// The shell started; `clipboard: false` means the policy disables copy and paste.
-    Ready { clipboard: bool },
+    /// The shell started; `clipboard: false` means the policy disables copy and paste;
+    /// `file_transfer`: files may be moved, up to `max_file_size` bytes.
+    Ready {
+        clipboard: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        file_transfer: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_file_size: Option<u64>,
+    },
     /// The remote command ended with this exit status (or signal name).
     Exit {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +89,19 @@ pub enum ServerMessage {
     Error { message: String },
     /// How many administrators watch the session now (0: nobody any more): the user is told.
     Watched { watchers: usize },
+    /// Up to [`MAX_CHUNK`] bytes of the file being downloaded, base64.
+    FileData { data: String },
+    /// Bytes of the current transfer done so far.
+    FileProgress { bytes: u64 },
+    /// A transfer is complete (`direction`: `upload` or `download`).
+    FileDone {
+        direction: String,
+        path: String,
+        size: u64,
+        sha256: String,
+    },
+    /// A transfer was refused or failed; shown to the user.
+    FileError { message: String },
 }
 
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -125,7 +169,7 @@ pub fn encode_server(msg: &ServerMessage) -> String {
         // Escaping can grow a character up to six bytes; halve until it fits.
         keep /= 2;
         match &mut msg {
-            ServerMessage::Error { message } => truncate_chars(message, keep),
+            ServerMessage::Error { message } | ServerMessage::FileError { message } => truncate_chars(message, keep),
             ServerMessage::Exit {
                 signal: Some(signal), ..
             } => truncate_chars(signal, keep),

@@ -28,8 +28,22 @@ export function parseControl(text) {
   if (!m || typeof m !== "object") return { type: "unknown", raw: text };
   switch (m.type) {
     case "ready":
-      // Copy and paste stay allowed unless the gateway says `clipboard:false`.
-      return { type: "ready", clipboard: m.clipboard !== false };
+      // Copy and paste stay allowed unless the gateway says `clipboard:false`; files move only
+      // when it says `file_transfer:true`.
+      return {
+        type: "ready",
+        clipboard: m.clipboard !== false,
+        file_transfer: m.file_transfer === true,
+        max_file_size: Number.isSafeInteger(m.max_file_size) ? m.max_file_size : 0,
+      };
+    case "fileprogress":
+      return { type: "fileprogress", bytes: Number(m.bytes) || 0 };
+    case "filedata":
+      return { type: "filedata", data: typeof m.data === "string" ? m.data : "" };
+    case "filedone":
+      return { type: "filedone", direction: String(m.direction), path: String(m.path), size: Number(m.size) || 0, sha256: String(m.sha256 ?? "") };
+    case "fileerror":
+      return { type: "fileerror", message: typeof m.message === "string" ? m.message : "the file transfer failed" };
     case "exit": {
       const out = { type: "exit" };
       if (Number.isInteger(m.status)) out.status = m.status;

@@ -16,9 +16,20 @@ test("browser -> gateway messages match API.md", () => {
 });
 
 test("gateway -> browser messages", () => {
-  assert.deepEqual(parseControl('{"type":"ready","clipboard":true}'), { type: "ready", clipboard: true });
-  assert.deepEqual(parseControl('{"type":"ready","clipboard":false}'), { type: "ready", clipboard: false });
-  assert.deepEqual(parseControl('{"type":"ready"}'), { type: "ready", clipboard: true });
+  const ready = (clipboard, file_transfer = false, max_file_size = 0) => ({ type: "ready", clipboard, file_transfer, max_file_size });
+  assert.deepEqual(parseControl('{"type":"ready","clipboard":true}'), ready(true));
+  assert.deepEqual(parseControl('{"type":"ready","clipboard":false}'), ready(false));
+  assert.deepEqual(parseControl('{"type":"ready"}'), ready(true));
+  assert.deepEqual(parseControl('{"type":"ready","clipboard":true,"file_transfer":true,"max_file_size":1024}'), ready(true, true, 1024));
+  assert.deepEqual(parseControl('{"type":"fileprogress","bytes":8192}'), { type: "fileprogress", bytes: 8192 });
+  assert.deepEqual(parseControl('{"type":"filedone","direction":"upload","path":"a.txt","size":3,"sha256":"ab"}'), {
+    type: "filedone",
+    direction: "upload",
+    path: "a.txt",
+    size: 3,
+    sha256: "ab",
+  });
+  assert.deepEqual(parseControl('{"type":"fileerror"}'), { type: "fileerror", message: "the file transfer failed" });
   assert.deepEqual(parseControl('{"type":"exit","status":0}'), { type: "exit", status: 0 });
   assert.deepEqual(parseControl('{"type":"exit","signal":"KILL"}'), { type: "exit", signal: "KILL" });
   assert.deepEqual(parseControl('{"type":"error","message":"host key for vm1 does not match the pinned key"}'), {

@@ -65,6 +65,8 @@ pub struct Target {
     /// Native clients may reach it (the tunnel and the RD Gateway); `false`: the browser only,
     /// where the gateway enforces the target's policy itself.
     pub native: bool,
+    /// SSH only: files may be uploaded and downloaded in the browser terminal (SFTP).
+    pub file_transfer: bool,
     /// Overrides of `[session]` for every session to this target, whatever the route.
     pub idle_timeout: Option<Duration>,
     pub max_lifetime: Option<Duration>,
@@ -283,6 +285,8 @@ pub struct AdminSettings {
 #[derive(Clone, Debug)]
 pub struct WebSettings {
     pub session_ttl: Duration,
+    /// Largest file moved in the browser terminal, in bytes.
+    pub max_file_size: u64,
     /// Origins allowed besides the gateway's own (`https://<Host>`).
     pub origins: Vec<String>,
     pub throttle: ThrottleSettings,
@@ -709,6 +713,7 @@ impl Config {
                     r => r.as_ref().map(|r| r.get_ref().to_ascii_lowercase()),
                 },
                 session_ttl: cx.duration(&raw.web.session_ttl, &settings::SESSION_TTL)?,
+                max_file_size: cx.int(&raw.web.max_file_size, &settings::MAX_FILE_SIZE)?,
                 origins: raw
                     .web
                     .origins
@@ -970,6 +975,11 @@ fn parse_target(cx: &Ctx<'_>, t: &RawTarget) -> Result<Target> {
         clipboard: t.clipboard,
         drives,
         native: t.native,
+        file_transfer: match protocol {
+            Protocol::Ssh => t.file_transfer,
+            _ if t.file_transfer => return cx.err(Some(t.name.span()), "target.file_transfer", "only for ssh targets"),
+            _ => false,
+        },
         idle_timeout: cx.optional_duration(&t.idle_timeout, &settings::TARGET_IDLE_TIMEOUT)?,
         max_lifetime: cx.optional_duration(&t.max_lifetime, &settings::TARGET_MAX_LIFETIME)?,
         ssh: parse_ssh(cx, t, protocol)?,

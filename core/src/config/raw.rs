@@ -85,6 +85,7 @@ pub(super) struct RawRole {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWeb {
     pub session_ttl: Option<Spanned<String>>,
+    pub max_file_size: Option<Spanned<u64>>,
     #[serde(default)]
     pub origins: Vec<String>,
     pub rp_id: Option<Spanned<String>>,
@@ -238,6 +239,8 @@ pub(super) struct RawTarget {
     pub drives: Option<Spanned<bool>>,
     #[serde(default = "yes")]
     pub native: bool,
+    #[serde(default)]
+    pub file_transfer: bool,
     #[serde(default)]
     pub record_input: bool,
     pub idle_timeout: Option<Spanned<String>>,

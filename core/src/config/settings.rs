@@ -142,6 +142,8 @@ pub const RECORDING_RETENTION: DurationSetting = DurationSetting {
 };
 /// A recording starts only with this much room on its disk: a full disk means no recording, so
 /// `required` refuses the session (and the audit log, often on the same disk, keeps room).
+/// Largest file moved in the browser terminal (upload or download), in bytes.
+pub const MAX_FILE_SIZE: IntSetting = int("web.max_file_size", 64 << 20, 1024, 4 << 30);
 pub const RECORDING_MIN_FREE_MB: IntSetting = int("recording.min_free_mb", 64, 0, 1 << 30);
 
 /// How often a node refreshes its live sessions in the fleet store; a node silent for three
@@ -192,6 +194,7 @@ pub const INTEGERS: &[IntSetting] = &[
     THROTTLE_PER_USER_ADDRESS,
     THROTTLE_PER_ADDRESS,
     RECORDING_MIN_FREE_MB,
+    MAX_FILE_SIZE,
 ];
 
 /// Integer settings whose default is derived at start (shown in the README without a value).

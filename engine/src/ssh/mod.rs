@@ -4,6 +4,7 @@
 //! channels, so backpressure flows end to end: a slow browser stops us reading the SSH channel
 //! (and SSH flow control stops the server); a slow server stops us reading the browser.
 
+pub mod files;
 pub mod recorder;
 
 use recorder::Recording;
@@ -18,8 +19,13 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum ToSsh {
     Data(Vec<u8>),
-    Resize { cols: u16, rows: u16 },
+    Resize {
+        cols: u16,
+        rows: u16,
+    },
     Close,
+    /// A file transfer step (the policy allowed it).
+    File(files::FileOp),
 }
 
 /// SSH -> browser.
@@ -32,6 +38,7 @@ pub enum FromSsh {
         signal: Option<String>,
     },
     Error(String),
+    File(files::FileEvent),
 }
 
 /// How the gateway logs in to the target.
@@ -173,6 +180,13 @@ async fn session(
         Err(e) => return Err(format!("authentication failed: {e}")),
     }
 
+    // Shared with the file transfers' task (which opens its own SFTP channel on it).
+    let handle = Arc::new(handle);
+    let mut files = Files {
+        handle: handle.clone(),
+        ops: None,
+        to_browser: to_browser.clone(),
+    };
     let mut channel = handle
         .channel_open_session()
         .await
@@ -218,7 +232,7 @@ async fn session(
                                 Err(_) => break 'session,
                             },
                             input = from_browser.recv() => {
-                                if let Flow::Stop = take_input(&mut channel, recording, input).await {
+                                if let Flow::Stop = take_input(&mut channel, recording, &mut files, input).await {
                                     break 'session;
                                 }
                             }
@@ -237,7 +251,7 @@ async fn session(
                 Some(_) => {}
             },
             input = from_browser.recv() => {
-                if let Flow::Stop = take_input(&mut channel, recording, input).await {
+                if let Flow::Stop = take_input(&mut channel, recording, &mut files, input).await {
                     break;
                 }
             }
@@ -277,12 +291,29 @@ enum Flow {
 }
 
 /// One message from the browser, given to the SSH channel.
-async fn take_input(
+/// The session's file transfers: their task, started on the first one.
+struct Files<H: client::Handler + 'static> {
+    handle: Arc<client::Handle<H>>,
+    ops: Option<mpsc::Sender<files::FileOp>>,
+    to_browser: mpsc::Sender<FromSsh>,
+}
+
+async fn take_input<H: client::Handler + 'static>(
     channel: &mut russh::Channel<client::Msg>,
     recording: &mut Option<Recording>,
+    files: &mut Files<H>,
     input: Option<ToSsh>,
 ) -> Flow {
     match input {
+        Some(ToSsh::File(op)) => {
+            let ops = files.ops.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(16);
+                tokio::spawn(files::run(files.handle.clone(), rx, files.to_browser.clone()));
+                tx
+            });
+            // Backpressure: an upload goes as fast as SFTP takes it.
+            let _ = ops.send(op).await;
+        }
         Some(ToSsh::Data(bytes)) => {
             if let Some(r) = recording.as_mut() {
                 r.input(&bytes);

@@ -27,6 +27,14 @@ function mountTerminal(app, ctx, name, gen) {
   const container = h("div", { id: "terminal", class: "terminal", "aria-label": `Terminal for ${name}` });
   // Shown while administrators watch the session (the gateway says so).
   const watched = h("span", { id: "watched", class: "badge warn", role: "status", hidden: true });
+  // File transfer (SFTP through the gateway), shown when the target allows it.
+  const filePath = h("input", { id: "file-path", type: "text", placeholder: "remote path (upload: default the file's name)", size: "32", spellcheck: "false" });
+  const fileInput = h("input", { id: "file-input", type: "file", hidden: true });
+  const uploadButton = h("button", { id: "file-upload", type: "button", onclick: () => fileInput.click() }, "Upload…");
+  const downloadButton = h("button", { id: "file-download", type: "button", onclick: () => startDownload() }, "Download");
+  const fileProgress = h("progress", { id: "file-progress", max: "1", value: "0", hidden: true });
+  const fileStatus = h("span", { id: "file-status", role: "status" });
+  const files = h("details", { id: "files", class: "files", hidden: true }, h("summary", {}, "Files"), filePath, uploadButton, fileInput, downloadButton, fileProgress, fileStatus);
   const toolbar = h(
     "div",
     { class: "term-toolbar" },
@@ -34,6 +42,7 @@ function mountTerminal(app, ctx, name, gen) {
     h("strong", { class: "term-target" }, name),
     status,
     watched,
+    files,
     reconnect,
   );
 
@@ -126,6 +135,90 @@ function mountTerminal(app, ctx, name, gen) {
   term.onTitleChange((title) => {
     document.title = title ? `${title} · ${name}` : `${name} · Portcullis`;
   });
+
+  // ---- file transfer ------------------------------------------------------------------------
+  const CHUNK = 8 * 1024;
+  let maxFileSize = 0;
+  let transfer = null; // {upload, path, size, chunks?: Uint8Array[], resolve}
+  function fileState(text, cls = "muted") {
+    fileStatus.className = cls;
+    fileStatus.textContent = text;
+  }
+  function showProgress(done, size) {
+    fileProgress.hidden = false;
+    fileProgress.max = Math.max(1, size);
+    fileProgress.value = done;
+  }
+  function toBase64(bytes) {
+    let bin = "";
+    for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
+    return btoa(bin);
+  }
+  function fromBase64(text) {
+    const bin = atob(text);
+    const out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+  fileInput.addEventListener("change", async () => {
+    const f = fileInput.files && fileInput.files[0];
+    fileInput.value = "";
+    if (!f || transfer || !ws) return;
+    if (f.size > maxFileSize) {
+      fileState(`${f.name} is over the limit of ${maxFileSize} bytes`, "error");
+      return;
+    }
+    const path = filePath.value.trim() || f.name;
+    const bytes = new Uint8Array(await f.arrayBuffer());
+    transfer = { upload: true, path, size: bytes.length };
+    fileState(`Uploading ${path}…`);
+    showProgress(0, bytes.length);
+    const sock = ws;
+    sock.send(JSON.stringify({ type: "upload", path, size: bytes.length }));
+    for (let at = 0; at < bytes.length && transfer && ws === sock; at += CHUNK) {
+      // The socket's own buffer is the backpressure: a megabyte in flight at most.
+      while (sock.bufferedAmount > 1 << 20) await new Promise((r) => setTimeout(r, 20));
+      sock.send(JSON.stringify({ type: "chunk", data: toBase64(bytes.subarray(at, at + CHUNK)) }));
+    }
+    if (transfer && ws === sock) sock.send(JSON.stringify({ type: "done" }));
+  });
+  function startDownload() {
+    const path = filePath.value.trim();
+    if (!path || transfer || !ws) {
+      if (!path) fileState("Type the remote path to download", "error");
+      return;
+    }
+    transfer = { upload: false, path, size: 0, chunks: [] };
+    fileState(`Downloading ${path}…`);
+    showProgress(0, 1);
+    sendText(JSON.stringify({ type: "download", path }));
+  }
+  function onFileMessage(m) {
+    if (m.type === "fileprogress" && transfer) {
+      showProgress(m.bytes, transfer.size);
+    } else if (m.type === "filedata" && transfer && !transfer.upload) {
+      const chunk = fromBase64(m.data);
+      transfer.chunks.push(chunk);
+      transfer.size += chunk.length;
+      fileState(`Downloading ${transfer.path}: ${transfer.size} bytes`);
+    } else if (m.type === "filedone") {
+      if (transfer && !transfer.upload) {
+        const blob = new Blob(transfer.chunks, { type: "application/octet-stream" });
+        const a = h("a", { href: URL.createObjectURL(blob), download: transfer.path.split("/").pop() || "download" });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+      }
+      showProgress(m.size, m.size);
+      fileState(`${m.direction === "upload" ? "Uploaded" : "Downloaded"} ${m.path} (${m.size} bytes, SHA-256 ${String(m.sha256).slice(0, 12)}…)`);
+      transfer = null;
+    } else if (m.type === "fileerror") {
+      fileState(m.message, "error");
+      fileProgress.hidden = true;
+      transfer = null;
+    }
+  }
 
   function sendBytes(bytes) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes);
@@ -235,6 +328,8 @@ function mountTerminal(app, ctx, name, gen) {
       const m = parseControl(ev.data);
       if (m.type === "ready") {
         setClipboard(m.clipboard);
+        files.hidden = !m.file_transfer;
+        maxFileSize = m.max_file_size || 0;
         setStatus("connected", `Connected to ${name}`);
         urlSize = `${term.cols}x${term.rows}`;
         term.focus();
@@ -244,6 +339,8 @@ function mountTerminal(app, ctx, name, gen) {
       } else if (m.type === "error") {
         ended = true;
         setStatus("error", `Error: ${m.message}`);
+      } else if (m.type.startsWith("file")) {
+        onFileMessage(m);
       } else if (m.type === "watched") {
         watched.hidden = m.watchers === 0;
         watched.textContent = m.watchers === 1 ? "An administrator is watching this session" : `${m.watchers} administrators are watching this session`;

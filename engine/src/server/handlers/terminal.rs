@@ -6,6 +6,7 @@ use crate::server::conn::Conn;
 use crate::server::session::{self, Extras, SessionAudit, StartError};
 use crate::server::timeout;
 use crate::server::watch::WatchHub;
+use crate::ssh::files::{FileEvent, FileOp};
 use crate::ssh::recorder::{Header, Recording};
 use crate::ssh::{self, Credentials, FromSsh, SshRequest, ToSsh};
 use crate::web::api::TerminalStart;
@@ -84,6 +85,20 @@ struct Terminal {
     /// What administrators watching the session see; how many the user was last told of.
     hub: Arc<WatchHub>,
     watchers_told: usize,
+    /// The file transfer under way, if any (one at a time).
+    transfer: Option<Transfer>,
+    /// Who and which session, for the file transfers' audit records.
+    session: String,
+    user: String,
+}
+
+/// A file transfer under way.
+struct Transfer {
+    upload: bool,
+    path: String,
+    /// Announced (upload) size, and bytes taken so far.
+    size: u64,
+    received: u64,
 }
 
 impl Terminal {
@@ -185,6 +200,9 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
         close_timeout: conn.settings().close_timeout,
         hub,
         watchers_told: 0,
+        transfer: None,
+        session: audit.id().to_owned(),
+        user: audit.grant().user.clone(),
     };
     let (tracker, shared) = (conn.tracker.clone(), conn.shared.clone());
     let watch = session::Watch::new(&tracker, &shared, &audit, conn.settings());
@@ -422,6 +440,12 @@ async fn on_browser_message(conn: &mut Conn, term: &mut Terminal, msg: Message) 
                 term.tell(ToSsh::Close).await;
             }
             Ok(ClientMessage::Auth { .. }) => {}
+            Ok(
+                file @ (ClientMessage::Upload { .. }
+                | ClientMessage::Chunk { .. }
+                | ClientMessage::Done {}
+                | ClientMessage::Download { .. }),
+            ) => return on_file_message(conn, term, file).await,
             Err(e) => tracing::debug!(client = %conn.client, "ignored control message: {e}"),
         },
         Message::Ping(p) => {
@@ -443,6 +467,11 @@ async fn on_ssh(conn: &mut Conn, term: &mut Terminal, msg: Option<FromSsh>) -> O
         Some(FromSsh::Ready) => {
             let ready = ServerMessage::Ready {
                 clipboard: term.target.clipboard,
+                file_transfer: term.target.file_transfer,
+                max_file_size: term
+                    .target
+                    .file_transfer
+                    .then_some(conn.policy().config.web.max_file_size),
             };
             if send_control(conn, &ready).await.is_err() {
                 return Some(EndReason::ClientDisconnected.into());
@@ -471,6 +500,7 @@ async fn on_ssh(conn: &mut Conn, term: &mut Terminal, msg: Option<FromSsh>) -> O
                 _ => EndReason::TargetClosed.into(),
             })
         }
+        Some(FromSsh::File(event)) => on_file_event(conn, term, event).await,
         Some(FromSsh::Error(message)) => {
             tracing::info!(client = %conn.client, target = %term.target.name, "web terminal failed: {message}");
             end_terminal(conn, &message, CloseCode::INTERNAL_ERROR).await;
@@ -546,4 +576,198 @@ async fn end_terminal(conn: &mut Conn, message: &str, code: CloseCode) {
     };
     let _ = send_control(conn, &msg).await;
     conn.close_ws(code, "").await;
+}
+
+/// Longest path a transfer may name.
+const MAX_PATH: usize = 1024;
+
+/// A file transfer message from the browser: checked against the policy (`file_transfer`), the
+/// size limit and the transfer under way, then passed to the SSH side.
+async fn on_file_message(conn: &mut Conn, term: &mut Terminal, msg: ClientMessage) -> Option<Ending> {
+    use base64::Engine;
+    let max = conn.policy().config.web.max_file_size;
+    let op = match msg {
+        ClientMessage::Upload { path, .. } if !term.target.file_transfer => {
+            return refuse_file(conn, term, true, path, "file transfer is not allowed on this target").await;
+        }
+        ClientMessage::Download { path } if !term.target.file_transfer => {
+            return refuse_file(conn, term, false, path, "file transfer is not allowed on this target").await;
+        }
+        ClientMessage::Upload { path, size } => {
+            if let Some(why) = bad_path(&path).or_else(|| term.transfer.as_ref().map(|_| "a transfer is under way")) {
+                return refuse_file(conn, term, true, path, why).await;
+            }
+            if size > max {
+                return refuse_file(
+                    conn,
+                    term,
+                    true,
+                    path,
+                    &format!("{size} bytes is over the limit of {max}"),
+                )
+                .await;
+            }
+            term.transfer = Some(Transfer {
+                upload: true,
+                path: path.clone(),
+                size,
+                received: 0,
+            });
+            FileOp::Upload { path, size }
+        }
+        ClientMessage::Download { path } => {
+            if let Some(why) = bad_path(&path).or_else(|| term.transfer.as_ref().map(|_| "a transfer is under way")) {
+                return refuse_file(conn, term, false, path, why).await;
+            }
+            term.transfer = Some(Transfer {
+                upload: false,
+                path: path.clone(),
+                size: 0,
+                received: 0,
+            });
+            FileOp::Download { path, max }
+        }
+        ClientMessage::Chunk { data } => {
+            let t = term.transfer.as_mut().filter(|t| t.upload)?;
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(data.as_bytes()) {
+                Ok(b) if b.len() <= terminal::MAX_CHUNK => b,
+                _ => {
+                    let path = t.path.clone();
+                    term.transfer = None;
+                    let _ = term.to_ssh.send(ToSsh::File(FileOp::Done)).await;
+                    return refuse_file(conn, term, true, path, "a chunk that is not base64 of at most 8 KiB").await;
+                }
+            };
+            t.received += bytes.len() as u64;
+            if t.received > t.size {
+                let path = t.path.clone();
+                term.transfer = None;
+                // The SSH side sees more than announced and removes the partial file.
+                let _ = term.to_ssh.send(ToSsh::File(FileOp::Chunk(bytes))).await;
+                return refuse_file(conn, term, true, path, "more bytes than announced").await;
+            }
+            FileOp::Chunk(bytes)
+        }
+        ClientMessage::Done {} => {
+            if !term.transfer.as_ref().is_some_and(|t| t.upload) {
+                return None;
+            }
+            FileOp::Done
+        }
+        _ => return None,
+    };
+    // Not dropped like a resize: a file's bytes wait for room (backpressure to the browser).
+    if term.to_ssh.send(ToSsh::File(op)).await.is_err() {
+        end_terminal(conn, "the SSH session stopped taking input", CloseCode::INTERNAL_ERROR).await;
+        return Some(Ending::with_detail(
+            EndReason::TargetError,
+            "the SSH session stopped taking input",
+        ));
+    }
+    None
+}
+
+/// Why a path cannot be used, if it cannot.
+fn bad_path(path: &str) -> Option<&'static str> {
+    if path.is_empty() || path.len() > MAX_PATH || path.chars().any(char::is_control) {
+        Some("a path of 1 to 1024 printable characters is needed")
+    } else {
+        None
+    }
+}
+
+/// Tells the browser a transfer is refused, and audits it.
+async fn refuse_file(conn: &mut Conn, term: &mut Terminal, upload: bool, path: String, why: &str) -> Option<Ending> {
+    audit_file(conn, term, upload, path, None, None, "refused", Some(why.to_owned()));
+    let msg = ServerMessage::FileError {
+        message: format!("file transfer refused: {why}"),
+    };
+    match send_control(conn, &msg).await {
+        Ok(()) => None,
+        Err(_) => Some(EndReason::ClientDisconnected.into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_file(
+    conn: &Conn,
+    term: &Terminal,
+    upload: bool,
+    path: String,
+    size: Option<u64>,
+    sha256: Option<String>,
+    outcome: &'static str,
+    reason: Option<String>,
+) {
+    conn.shared.audit.record(&portcullis_core::audit::AuditRecord::File(
+        portcullis_core::audit::FileRecord {
+            time: portcullis_core::audit::now_rfc3339(),
+            session: term.session.clone(),
+            user: term.user.clone(),
+            target: term.target.name.clone(),
+            client: conn.client.to_string(),
+            direction: if upload { "upload" } else { "download" },
+            path,
+            size,
+            sha256,
+            outcome,
+            reason,
+        },
+    ));
+}
+
+/// A file transfer event from the SSH side, on to the browser (and the audit log at its end).
+async fn on_file_event(conn: &mut Conn, term: &mut Terminal, event: FileEvent) -> Option<Ending> {
+    use base64::Engine;
+    let msg = match event {
+        FileEvent::Progress(bytes) => ServerMessage::FileProgress { bytes },
+        FileEvent::Data(bytes) => {
+            if let Some(t) = term.transfer.as_mut() {
+                t.received += bytes.len() as u64;
+            }
+            ServerMessage::FileData {
+                data: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            }
+        }
+        FileEvent::Done {
+            upload,
+            path,
+            size,
+            sha256,
+        } => {
+            term.transfer = None;
+            audit_file(
+                conn,
+                term,
+                upload,
+                path.clone(),
+                Some(size),
+                Some(sha256.clone()),
+                "ok",
+                None,
+            );
+            ServerMessage::FileDone {
+                direction: if upload { "upload" } else { "download" }.to_owned(),
+                path,
+                size,
+                sha256,
+            }
+        }
+        FileEvent::Failed { upload, path, message } => {
+            // A transfer this side refused already: the user was told once.
+            let told = term.transfer.take().is_none();
+            audit_file(conn, term, upload, path, None, None, "failed", Some(message.clone()));
+            if told {
+                return None;
+            }
+            ServerMessage::FileError { message }
+        }
+    };
+    match send_control(conn, &msg).await {
+        Ok(()) => None,
+        Err(_) => {
+            term.tell(ToSsh::Close).await;
+            Some(EndReason::ClientDisconnected.into())
+        }
+    }
 }
