@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use portcullis_protocols::chunked::{self, ChunkLimits, ChunkedDecoder, ChunkedError};
 use portcullis_protocols::http::{self, HeadLimits, HttpError};
+use portcullis_protocols::rdp::channels::{self, ChannelPolicy, FirstPduFilter, Inspected, MAX_CONNECT_INITIAL};
 use portcullis_protocols::rdp::{
     self, CleanPathAnswer, CleanPathRequest, ConnectionRequestInfo, RdpError, MAX_CLEANPATH_REQUEST, MAX_X224_LEN,
 };
@@ -37,6 +38,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("ws_mask", ws_mask),
     ("rdp_x224", rdp_x224),
     ("rdp_cleanpath", rdp_cleanpath),
+    ("rdp_channels", rdp_channels),
     ("terminal", terminal),
     ("proxy_header", proxy_header),
     ("tsgu", tsgu),
@@ -842,6 +844,164 @@ fn cleanpath_built(destination: &str, proxy_auth: &str, user: &str, blob: Option
             user.len()
         ),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// rdp_channels
+
+/// Input: `[sel, seed, stream...]`. `sel` bit 0 refuses the clipboard, bit 1 drives (the policy);
+/// bit 2 overwrites the TPKT length field of `stream` with its length (when it fits), so that
+/// mutations reach the Connect Initial parser; bit 3 has the server select TLS alone (else
+/// HYBRID_EX, where CredSSP messages come first). `seed` picks the sizes in which the stream
+/// arrives.
+///
+/// `filter_connect_initial` on the stream as one PDU: refused PDUs are left untouched (and their
+/// channels cannot be read either); accepted ones keep their length, their channels' count and
+/// options, and every byte outside the names of entries the policy refuses, which become the
+/// placeholders; no entry names a refused channel afterwards, the removed list is what the policy
+/// refused of the request, and a second pass changes nothing. `FirstPduFilter` over the stream,
+/// fed whole and in pieces the way the relay feeds it: never holds `MAX_CONNECT_INITIAL` bytes,
+/// releases only the stream's own bytes before the Connect Initial is whole, reaches the same
+/// verdict however the stream is cut, and once done gives the stream with its Connect Initial
+/// filtered as above.
+pub fn rdp_channels(data: &[u8]) {
+    let ([sel, seed], rest) = params::<2>(data);
+    let policy = ChannelPolicy {
+        clipboard: sel & 1 == 0,
+        drives: sel & 2 == 0,
+    };
+    let mut stream = rest.to_vec();
+    if sel & 4 != 0 && stream.len() >= 4 {
+        if let Ok(len) = u16::try_from(stream.len()) {
+            stream[2..4].copy_from_slice(&len.to_be_bytes());
+        }
+    }
+    check_channel_filter(&stream, policy);
+    check_channel_filter(&stream, ChannelPolicy::ALLOW_ALL);
+
+    let protocol = if sel & 8 != 0 { 1 } else { 8 };
+    let (whole_out, whole_end, at) = feed_first_pdu(&stream, policy, protocol, &[usize::MAX]);
+    // Arrival sizes of 1 to 64 bytes, from a small generator seeded by the input.
+    let mut x = u32::from(seed) | 0x100;
+    let cuts: Vec<usize> = (0..16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x % 64) as usize + 1
+        })
+        .collect();
+    let (cut_out, cut_end, _) = feed_first_pdu(&stream, policy, protocol, &cuts);
+    assert_eq!(whole_end, cut_end, "the verdict depends on how the stream is cut");
+    match whole_end {
+        Ok(true) => {
+            assert!(whole_out == cut_out, "the output depends on how the stream is cut");
+            assert_eq!(whole_out.len(), stream.len());
+            let at = at.expect("where the Connect Initial started");
+            assert!(protocol == 8 || at == 0, "CredSSP bytes passed without NLA");
+            let len = rdp::tpkt_len(&stream[at..], MAX_CONNECT_INITIAL)
+                .ok()
+                .flatten()
+                .expect("a whole TPKT where the filter was done");
+            let mut pdu = stream[at..at + len].to_vec();
+            channels::filter_connect_initial(&mut pdu, policy).expect("the filter passed a refused PDU");
+            assert_eq!(whole_out[..at], stream[..at], "CredSSP bytes changed");
+            assert!(
+                whole_out[at..at + len] == pdu[..],
+                "the Connect Initial is not filtered as one PDU"
+            );
+            assert_eq!(
+                whole_out[at + len..],
+                stream[at + len..],
+                "bytes after the Connect Initial changed"
+            );
+        }
+        Ok(false) | Err(_) => {
+            for out in [&whole_out, &cut_out] {
+                assert_eq!(out[..], stream[..out.len()], "released bytes differ from the stream's");
+            }
+            if whole_end.is_ok() {
+                assert!(whole_out == cut_out, "waiting with different bytes released");
+            }
+        }
+    }
+}
+
+/// Checks `filter_connect_initial` on `pdu` as one whole Connect Initial (see `rdp_channels`).
+fn check_channel_filter(pdu: &[u8], policy: ChannelPolicy) {
+    let mut filtered = pdu.to_vec();
+    let Ok(removed) = channels::filter_connect_initial(&mut filtered, policy) else {
+        assert_eq!(filtered, pdu, "a refused PDU was changed");
+        assert!(
+            channels::requested_channels(pdu).is_err(),
+            "refused, yet its channels read"
+        );
+        return;
+    };
+    let before = channels::requested_channels(pdu).expect("accepted, yet its channels do not read");
+    let after = channels::requested_channels(&filtered).expect("filtered PDU no longer reads");
+    assert_eq!((filtered.len(), after.len()), (pdu.len(), before.len()));
+    let mut expected = Vec::new();
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.options, b.options, "options changed");
+        match policy.refusal(&b.name) {
+            Some(channel) => {
+                assert_eq!(a.name, channel.placeholder, "{:?} not renamed", b.name());
+                if !expected.contains(&channel.name) {
+                    expected.push(channel.name);
+                }
+            }
+            None => assert_eq!(a.name, b.name, "{:?} renamed", b.name()),
+        }
+        assert!(policy.refusal(&a.name).is_none(), "{:?} still refused", a.name());
+    }
+    assert_eq!(removed, expected, "removed list");
+    // Only name bytes changed: at most 8 per removed entry.
+    let renamed = before.iter().filter(|b| policy.refusal(&b.name).is_some()).count();
+    let changed = pdu.iter().zip(&filtered).filter(|(a, b)| a != b).count();
+    assert!(changed <= 8 * renamed, "{changed} bytes changed for {renamed} names");
+    if !policy.refuses_any() {
+        assert_eq!(filtered, pdu, "changed although the policy allows everything");
+    }
+    let again = filtered.clone();
+    assert!(channels::filter_connect_initial(&mut filtered, policy).is_ok_and(|r| r.is_empty()));
+    assert_eq!(filtered, again, "a second pass changed the PDU");
+}
+
+/// Feeds `stream` to a `FirstPduFilter` (for a server that selected `protocol`) in arrivals of the sizes in `cuts` (cycled), handing it
+/// every unreleased byte each time, as the relay does. Returns what it released, how it ended
+/// (`Ok(true)` done, `Ok(false)` waiting) and where the Connect Initial started.
+fn feed_first_pdu(
+    stream: &[u8],
+    policy: ChannelPolicy,
+    protocol: u32,
+    cuts: &[usize],
+) -> (Vec<u8>, Result<bool, RdpError>, Option<usize>) {
+    let mut filter = FirstPduFilter::new(policy, protocol);
+    let (mut held, mut out, mut pos) = (Vec::new(), Vec::new(), 0);
+    for &cut in cuts.iter().cycle() {
+        if pos >= stream.len() {
+            break;
+        }
+        let n = cut.clamp(1, stream.len() - pos);
+        held.extend_from_slice(&stream[pos..pos + n]);
+        pos += n;
+        match filter.inspect(&mut held) {
+            Ok(Inspected::Done) => {
+                out.append(&mut held);
+                out.extend_from_slice(&stream[pos..]);
+                return (out, Ok(true), filter.connect_initial_at());
+            }
+            Ok(Inspected::Release(k)) => {
+                assert!(k <= held.len(), "released {k} of {} bytes", held.len());
+                out.extend(held.drain(..k));
+                assert!(held.len() < MAX_CONNECT_INITIAL, "holds {} bytes", held.len());
+                assert!(!filter.is_done());
+            }
+            Err(e) => return (out, Err(e), None),
+        }
+    }
+    (out, Ok(false), None)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -307,6 +307,10 @@ pub struct SessionRecord {
     /// RDP: the `Cookie: mstshash=` (user name) the client's X.224 request presented.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rdp_cookie: Option<String>,
+    /// RDP: static virtual channels the client asked for that the target's policy refused, and
+    /// the gateway removed (web RDP: `cliprdr` for `clipboard = false`, `rdpdr` for `drives = false`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub channels_removed: Vec<String>,
     /// The session's recording file, when it was recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording: Option<String>,
@@ -409,6 +413,7 @@ mod tests {
             ended: EndReason::TargetError,
             detail: Some("connection reset".into()),
             rdp_cookie: None,
+            channels_removed: Vec::new(),
             recording: None,
             via: Via::Tunnel,
             terminated_by: None,
@@ -419,6 +424,7 @@ mod tests {
         assert_eq!(v["detail"], "connection reset");
         assert_eq!(v["protocol"], "ssh");
         assert!(v.get("via").is_none(), "tunnels carry no via");
+        assert!(v.get("channels_removed").is_none(), "only when channels were removed");
         let denied = AuditRecord::Denied(DenialRecord {
             time: "t".into(),
             client: "c".into(),

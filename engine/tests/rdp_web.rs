@@ -3,11 +3,19 @@
 //! WebSocket, reaches xrdp's MCS layer through the gateway's TLS session with it. Tokens and
 //! one-time web tickets are both accepted; a certificate pin is enforced. (The IronRDP web client
 //! in a browser is the other half; see browser_rdp.rs.)
+//!
+//! A target's channel policy is enforced on the client's MCS Connect Initial: with
+//! `clipboard = false` and `drives = false`, xrdp (logging at DEBUG, where it names every static
+//! channel a client asks for) is asked for `PCNONE2`, `rdpsnd`, `PCNONE1`, `drdynvc` where the
+//! client asked for `rdpdr`, `rdpsnd`, `cliprdr`, `drdynvc` (as it is for an unrestricted target),
+//! the session's record lists the channels removed, and a first PDU that is no well-formed
+//! Connect Initial never reaches xrdp.
 
-use portcullis_protocols::rdp::{self, CleanPathAnswer, Negotiated};
-use portcullis_protocols::ws::{Message, OpCode};
+use portcullis_protocols::rdp::{self, channels, CleanPathAnswer, Negotiated};
+use portcullis_protocols::ws::{CloseCode, Message, OpCode};
 use portcullis_testkit::client::sign_in;
-use portcullis_testkit::rdp::Xrdp;
+use portcullis_testkit::process::wait_until;
+use portcullis_testkit::rdp::{channels_asked, Xrdp};
 use portcullis_testkit::{https, Gateway, WsClient};
 use rustls::pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
@@ -81,9 +89,35 @@ async fn send_bad_mcs(ws: &mut WsClient) {
     }
 }
 
+/// What xrdp logged since `from` (a length of its log).
+fn log_since(xrdp: &Xrdp, from: usize) -> String {
+    xrdp.xrdp_log().get(from..).unwrap_or_default().to_owned()
+}
+
+/// Sends a Connect Initial asking for FreeRDP's usual channels on an answered connection, and
+/// returns the channels xrdp says it was asked for (once it has answered with its Connect
+/// Response, an MCS PDU in a TPKT).
+async fn ask_for_channels(xrdp: &Xrdp, ws: &mut WsClient) -> Vec<String> {
+    let from = xrdp.xrdp_log_len();
+    ws.send_binary(&channels::connect_initial(&[
+        b"rdpdr", b"rdpsnd", b"cliprdr", b"drdynvc",
+    ]))
+    .await;
+    match ws.recv(30 * SEC).await {
+        Some(Message::Binary(b)) => assert_eq!(b.first(), Some(&3), "xrdp answers with a TPKT: {b:?}"),
+        other => panic!(
+            "expected xrdp's MCS Connect Response, got {other:?}\n{}",
+            log_since(xrdp, from)
+        ),
+    }
+    let logged = || channels_asked(&log_since(xrdp, from)).len() >= 4;
+    assert!(wait_until(10 * SEC, logged), "{}", log_since(xrdp, from));
+    channels_asked(&log_since(xrdp, from))
+}
+
 #[tokio::test]
 async fn rdcleanpath_to_xrdp() {
-    let xrdp = Xrdp::start();
+    let xrdp = Xrdp::start_debug();
     let cert_pem = std::fs::read(xrdp.dir.path().join("cert.pem")).unwrap();
     let cert_der = rustls::pki_types::CertificateDer::from_pem_slice(&cert_pem)
         .unwrap()
@@ -100,6 +134,7 @@ async fn rdcleanpath_to_xrdp() {
         .target_with("ca-checked", &addr, "rdp", &format!("cert_ca = \"{ca}\""))
         // The server's own certificate is no CA: its chain leads nowhere from there.
         .target_with("ca-other", &addr, "rdp", &format!("cert_ca = \"{leaf}\""))
+        .target_with("locked", &addr, "rdp", "clipboard = false\ndrives = false")
         .password(PASSWORD)
         .start();
 
@@ -128,6 +163,55 @@ async fn rdcleanpath_to_xrdp() {
     assert!(
         log.contains("Connect-Initial callingDomainSelector failed"),
         "xrdp's MCS layer got our bytes: {log}"
+    );
+
+    // A client's channels reach xrdp as asked for; on a target with `clipboard = false` and
+    // `drives = false`, the clipboard and device redirection entries are renamed (each entry keeps
+    // its place, so every channel still gets its id) and the rest is untouched.
+    let (mut ws, _) = ask(&gw, &gw.token("alice", "desk1"), "desk1").await;
+    assert_eq!(
+        ask_for_channels(&xrdp, &mut ws).await,
+        ["rdpdr", "rdpsnd", "cliprdr", "drdynvc"]
+    );
+    drop(ws);
+    let (mut ws, _) = ask(&gw, &gw.token("alice", "locked"), "locked").await;
+    assert_eq!(
+        ask_for_channels(&xrdp, &mut ws).await,
+        ["PCNONE2", "rdpsnd", "PCNONE1", "drdynvc"]
+    );
+    drop(ws);
+    // A first PDU that is no Connect Initial (or a malformed one) is refused before xrdp sees it.
+    let from = xrdp.xrdp_log_len();
+    let (mut ws, _) = ask(&gw, &gw.token("alice", "locked"), "locked").await;
+    ws.send_binary(&[3, 0, 0, 12, 2, 0xf0, 0x80, 0x7f, 0x65, 0x00, 0x00, 0x00])
+        .await;
+    let closed = loop {
+        match ws.recv(30 * SEC).await {
+            Some(Message::Close { code, reason }) => break (code, reason),
+            Some(_) => continue,
+            None => panic!("no Close from the gateway"),
+        }
+    };
+    assert_eq!(closed, (Some(CloseCode::POLICY), "refused by the gateway".to_owned()));
+    drop(ws);
+    let cut = gw.records_where(1, |l| l["event"] == "session" && l["ended"] == "protocol_error");
+    assert_eq!(cut.len(), 1, "{cut:?}");
+    assert_eq!(cut[0]["target"], "locked");
+    assert!(
+        cut[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("RDP channel filter refused") && d.contains("Connect-Initial")),
+        "{}",
+        cut[0]
+    );
+    // xrdp waited for a Connect Initial until the gateway hung up (it parses what it gets, and
+    // says so: "Connect-Initial callingDomainSelector failed" for this one, above).
+    let ended = || log_since(&xrdp, from).contains("Processing [ITU-T T.125] Connect-Initial failed");
+    assert!(wait_until(10 * SEC, ended), "{}", log_since(&xrdp, from));
+    assert!(
+        !log_since(&xrdp, from).contains("callingDomainSelector"),
+        "xrdp got the refused PDU: {}",
+        log_since(&xrdp, from)
     );
 
     // The destination may also be given as the configured address.
@@ -168,9 +252,20 @@ async fn rdcleanpath_to_xrdp() {
     let (status, _, _) = https(&gw, "POST", "/api/rdp/ticket", &[], r#"{"target":"desk1"}"#).await;
     assert_eq!(status, 401);
 
-    // Audit: the sessions carry the X.224 cookie and how they came in.
+    // Audit: the sessions carry the X.224 cookie and how they came in; the filtered one, what
+    // was removed (by channel, in the client's order).
     let records = gw.records_where(1, |l| l["event"] == "session" && l["via"] == "web_rdp");
     let rec = records.first().expect("web RDP session record");
     assert_eq!(rec["rdp_cookie"], "rdpuser");
     assert_eq!(rec["protocol"], "rdp");
+    let removed: Vec<_> = records
+        .iter()
+        .filter(|r| r.get("channels_removed").is_some())
+        .map(|r| (r["target"].clone(), r["channels_removed"].clone()))
+        .collect();
+    assert_eq!(
+        removed,
+        [("locked".into(), serde_json::json!(["rdpdr", "cliprdr"]))],
+        "{records:?}"
+    );
 }

@@ -1,7 +1,10 @@
 //! RDP framing the gateway reads before any TLS with the RDP server: the TPKT-framed X.224
 //! Connection Request/Confirm (via ironrdp-pdu) and the RDCleanPath PDU web clients send first
 //! (via ironrdp-rdcleanpath). Everything is bounded before it is parsed: these bytes come from
-//! unauthenticated clients.
+//! unauthenticated clients. [`channels`]: the static virtual channels of the client's MCS Connect
+//! Initial, which the gateway filters by the target's policy in web RDP.
+
+pub mod channels;
 
 use ironrdp_pdu::nego::{ConnectionConfirm, ConnectionRequest, NegoRequestData};
 use ironrdp_pdu::x224::X224;

@@ -249,6 +249,16 @@ impl Drop for Xrdp {
 
 impl Xrdp {
     pub fn start() -> Xrdp {
+        Xrdp::start_logging("INFO")
+    }
+
+    /// xrdp with its log at DEBUG: then it logs every static channel a client asks for
+    /// (`Adding channel: name cliprdr, channel id 1004, flags 0x00800000`; see [`channels_asked`]).
+    pub fn start_debug() -> Xrdp {
+        Xrdp::start_logging("DEBUG")
+    }
+
+    fn start_logging(level: &str) -> Xrdp {
         assert!(
             rustix::process::geteuid().is_root(),
             "xrdp tests need root: xrdp-sesman checks passwords with PAM and starts sessions as {XRDP_USER}"
@@ -292,7 +302,7 @@ impl Xrdp {
                 ("Globals", "key_file", key.display().to_string()),
                 ("Globals", "autorun", "Xorg".to_owned()),
                 ("Logging", "LogFile", log("xrdp.log")),
-                ("Logging", "LogLevel", "INFO".to_owned()),
+                ("Logging", "LogLevel", level.to_owned()),
                 ("Logging", "EnableSyslog", "false".to_owned()),
             ],
         );
@@ -356,6 +366,11 @@ impl Xrdp {
         read_log(&self.dir.path().join("xrdp.log"))
     }
 
+    /// Bytes of xrdp's log so far: where the lines of the next connection start.
+    pub fn xrdp_log_len(&self) -> usize {
+        self.xrdp_log().len()
+    }
+
     pub fn sesman_log(&self) -> String {
         read_log(&self.dir.path().join("xrdp-sesman.log"))
     }
@@ -371,6 +386,20 @@ impl Xrdp {
             read_log(&d.join("sesman.out"))
         )
     }
+}
+
+/// The static channels clients asked for, in order, as xrdp logs them at DEBUG
+/// ([`Xrdp::start_debug`]).
+pub fn channels_asked(xrdp_log: &str) -> Vec<String> {
+    xrdp_log
+        .lines()
+        .filter_map(|l| {
+            l.split_once("Adding channel: name ")?
+                .1
+                .split_once(',')
+                .map(|(n, _)| n.to_owned())
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,12 @@
 // Web RDP end to end (issue 6), run by engine/tests/browser_rdp.rs with its settings as JSON in
-// E2E_CONFIG: {url, user, password, target, rdp_user, rdp_password, artifacts, timeout_ms}.
+// E2E_CONFIG: {url, user, password, target, rdp_user, rdp_password, artifacts, timeout_ms,
+// restricted_target}.
+//
+// With `restricted_target` (a target whose policy refuses the clipboard), that target's desktop
+// is opened first, as a modified client would: the page is told the clipboard is allowed, so the
+// IronRDP client asks for the clipboard channel. Once its first picture shows, the script asks the
+// Rust side to check the server's view (`{"step":"restricted"}`, answered "ok" or why not), leaves,
+// and goes on with `target` as below.
 //
 // Signs in to the web app, opens the RDP target from the targets list, types the RDP account into
 // the connect dialog, and waits until the IronRDP canvas shows a picture (colours counted in the
@@ -142,6 +149,20 @@ async function run(c, result) {
     ws.on("close", () => log(`websocket ${new URL(ws.url()).pathname} closed`));
   });
 
+  if (c.restricted_target) {
+    // A modified client: whatever the gateway says of the target's clipboard, the page believes
+    // it is allowed (and so the IronRDP client asks for the clipboard channel).
+    await page.route("**/api/**", async (route) => {
+      const response = await route.fetch();
+      const type = response.headers()["content-type"] || "";
+      if (!type.includes("json")) return route.fulfill({ response });
+      const text = (await response.text()).replaceAll('"clipboard":false', '"clipboard":true');
+      const headers = { ...response.headers() };
+      delete headers["content-length"];
+      return route.fulfill({ response, headers, body: text });
+    });
+  }
+
   await page.goto(`${c.url}/`);
   await page.locator("#login-user").fill(c.user);
   await page.locator("#login-password").fill(c.password);
@@ -150,26 +171,17 @@ async function run(c, result) {
   await button.waitFor();
   result.checks.push(`signed in as ${c.user}; ${c.target} has an "Open desktop" button`);
 
-  await button.click();
-  await page.waitForURL(`**/#/rdp/${c.target}`);
-  await page.locator("#rdp-dialog[open]").waitFor();
-  await page.locator("#rdp-user").fill(c.rdp_user);
-  await page.locator("#rdp-password").fill(c.rdp_password);
-  await page.locator("#rdp-submit").click();
-  log("credentials sent; waiting for the session");
+  if (c.restricted_target) {
+    await openDesktop(page, c, c.restricted_target);
+    const first = await steadyPicture(page, c.min_colours, null, "the restricted target's first picture");
+    const answer = await ask("restricted", 15_000);
+    if (answer !== "ok") throw new Error(`restricted target ${c.restricted_target}: ${answer}`);
+    result.checks.push(`${c.restricted_target} (clipboard refused): a picture of ${first.colours} colours; the server was not asked for the clipboard channel`);
+    await page.goto(`${c.url}/#/targets`);
+    await button.waitFor();
+  }
 
-  const connected = await waitFor(
-    async () => {
-      const s = await status(page);
-      if (s && (s.state === "error" || s.state === "lost" || s.state === "ended")) throw new Fatal(`#status ${s.state}: ${s.text}`);
-      return s && s.state === "connected" ? s : false;
-    },
-    "#status connected",
-    60_000,
-  ).catch(async (e) => {
-    const s = await status(page).catch(() => null);
-    throw new Error(`${e.message}; #status is ${JSON.stringify(s)}`);
-  });
+  const connected = await openDesktop(page, c, c.target);
   result.checks.push(`#status: ${connected.text}`);
 
   // The first picture: xrdp's login screen (or the session, should the client log on by itself).
@@ -228,6 +240,30 @@ async function run(c, result) {
   await page.goto(`${c.url}/#/targets`);
   await page.locator("#targets").waitFor();
   return { login_screen: !!login, colours: info.colours, width: info.width, height: info.height, desktop, screenshot: file };
+}
+
+/** Opens `target`'s desktop from the targets list with the RDP account; returns #status once
+ * connected. */
+async function openDesktop(page, c, target) {
+  await page.locator(`#targets button[data-rdp-target="${target}"]`).click();
+  await page.waitForURL(`**/#/rdp/${target}`);
+  await page.locator("#rdp-dialog[open]").waitFor();
+  await page.locator("#rdp-user").fill(c.rdp_user);
+  await page.locator("#rdp-password").fill(c.rdp_password);
+  await page.locator("#rdp-submit").click();
+  log(`${target}: credentials sent; waiting for the session`);
+  return waitFor(
+    async () => {
+      const s = await status(page);
+      if (s && (s.state === "error" || s.state === "lost" || s.state === "ended")) throw new Fatal(`#status ${s.state}: ${s.text}`);
+      return s && s.state === "connected" ? s : false;
+    },
+    "#status connected",
+    60_000,
+  ).catch(async (e) => {
+    const s = await status(page).catch(() => null);
+    throw new Error(`${e.message}; #status is ${JSON.stringify(s)}`);
+  });
 }
 
 /** Waits for a canvas picture with at least `min` colours that stays the same for 2 s and, when

@@ -37,6 +37,12 @@
 //! A peer Close or raw EOF is a half-close. Peer Close → FIN to the raw side, keep relaying
 //! raw → peer until raw EOF, then echo the Close. Raw EOF → send Close(1000), keep relaying
 //! peer → raw until the peer's Close. The driver bounds how long a half-closed session may last.
+//!
+//! # Filtering
+//! A [`PeerFilter`] (web RDP's channel policy) sees the peer's payload before the raw side does,
+//! until it says it is done: it may change it in place and hold the tail of it back (in `inbuf`,
+//! moved to the front between reads, at most `max_held` bytes) until more arrives. What it holds
+//! when the peer closes or it refuses goes nowhere.
 
 pub mod clock;
 pub mod framing;
@@ -120,6 +126,29 @@ pub struct Counters {
 /// free for the next read.
 const MIN_GATHER_ROOM: usize = framing::TLS_RECORD;
 
+/// What a [`PeerFilter`] decided about the bytes it was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filtered {
+    /// This many bytes at the front go to the raw side; the rest stay held until more arrive.
+    Release(usize),
+    /// Everything held goes, and the filter is done: what follows passes unseen.
+    Done,
+}
+
+/// Looks at what the peer sends, and may change it in place, before it reaches the raw side,
+/// holding bytes back until it has decided: web RDP's channel filter (the client's MCS Connect
+/// Initial). Installed with [`Relay::filter_peer`]; a session without one pays nothing. `Send`,
+/// as relays are (the CLI runs its relay on tokio).
+pub trait PeerFilter: Send {
+    /// `held` is every payload byte from the peer not released yet, in order (bytes held before
+    /// come again, followed by the new ones). An error ends the session: nothing held reaches the
+    /// raw side, the peer gets Close 1008, and the end is a protocol error with this detail.
+    fn inspect(&mut self, held: &mut [u8]) -> Result<Filtered, String>;
+
+    /// The filter itself, for its driver to read back what it found ([`Relay::peer_filter`]).
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
 pub struct Relay<F: Framing = WebSocket> {
     framing: F,
     headroom: usize,
@@ -131,7 +160,7 @@ pub struct Relay<F: Framing = WebSocket> {
     in_write: Option<(usize, usize)>,
     /// Payload decoded but not yet handed to the writer, gathered into one range of `inbuf` so
     /// that the payloads of several frames (and TLS records) reach the raw side in one write.
-    /// Only while `in_write` is None.
+    /// Only while `in_write` is None, but for what a filter holds behind what it released.
     gather: Option<(usize, usize)>,
     /// Bytes were written to the raw side since its last flush (stdout buffers; sockets do not).
     in_unflushed: bool,
@@ -168,6 +197,11 @@ pub struct Relay<F: Framing = WebSocket> {
     counters: Counters,
     /// The first payload bytes the peer sent, kept for the audit log (an RDP X.224 cookie).
     capture: Option<(Vec<u8>, usize)>,
+    /// Sees peer payload before the raw side does while `filtering`; kept after for its findings.
+    filter: Option<Box<dyn PeerFilter>>,
+    filtering: bool,
+    /// The most the filter may hold (the buffer has room for it and a read behind it).
+    max_held: usize,
 }
 
 impl Relay<WebSocket> {
@@ -220,6 +254,9 @@ impl<F: Framing> Relay<F> {
             ended_reported: false,
             counters: Counters::default(),
             capture: None,
+            filter: None,
+            filtering: false,
+            max_held: 0,
         }
     }
 
@@ -249,6 +286,26 @@ impl<F: Framing> Relay<F> {
 
     pub fn captured(&self) -> &[u8] {
         self.capture.as_ref().map(|(c, _)| c.as_slice()).unwrap_or_default()
+    }
+
+    /// Passes the peer's payload through `filter` before the raw side gets it, until the filter is
+    /// done; it may hold up to `max_held` bytes back (holding more ends the session). Call before
+    /// `received_early` and the first read. The buffers grow to hold that much and a read behind it.
+    pub fn filter_peer(&mut self, filter: Box<dyn PeerFilter>, max_held: usize) {
+        let size = self.headroom + max_held + MIN_GATHER_ROOM + TLS_RECORD_TRAILER;
+        if size > self.inbuf.size() {
+            // Nothing is held yet: both directions move to the larger size (they share a pool).
+            self.inbuf = PooledBuf::new(size);
+            self.outbuf = PooledBuf::new(size);
+        }
+        self.filter = Some(filter);
+        self.filtering = true;
+        self.max_held = max_held;
+    }
+
+    /// The filter given to `filter_peer`, if it is a `T` (to read what it found).
+    pub fn peer_filter<T: 'static>(&self) -> Option<&T> {
+        self.filter.as_deref().and_then(|f| f.as_any().downcast_ref::<T>())
     }
 
     pub fn counters(&self) -> Counters {
@@ -321,6 +378,13 @@ impl<F: Framing> Relay<F> {
         if !self.peer_open || self.in_write.is_some() {
             return None;
         }
+        if self.filtering {
+            // What the filter holds moves to the front, so the room behind it stays large.
+            if let Some((g0, g1)) = self.gather.filter(|(g0, _)| *g0 > 0) {
+                self.inbuf.get().copy_within(g0..g1, 0);
+                self.gather = Some((0, g1 - g0));
+            }
+        }
         // Read behind the payload gathered so far (`decode_peer` made sure there is room).
         self.read_at = self.gather.map_or(0, |(_, end)| end);
         let at = self.read_at;
@@ -350,9 +414,10 @@ impl<F: Framing> Relay<F> {
     pub fn peer_recv_blocked(&mut self) -> bool {
         self.peer_blocked = true;
         if self.gather.is_some() {
-            // The peer has nothing more right now: write what was gathered.
+            // The peer has nothing more right now: write what was gathered (unless a filter holds
+            // it all, or refused it).
             self.write_gathered();
-            return true;
+            return self.in_write.is_some() || !self.peer_open;
         }
         if self.in_write.is_none() {
             // Everything read has been forwarded: the buffer goes back to the pool.
@@ -451,6 +516,9 @@ impl<F: Framing> Relay<F> {
                 Some(Inbound::Close(code)) => {
                     self.peer_open = false;
                     self.write_gathered();
+                    // What a filter still holds is incomplete: it goes nowhere. (Without a filter,
+                    // what waits behind a write in progress is still delivered.)
+                    self.drop_held();
                     if self.in_write.is_none() {
                         self.inbuf.release();
                     }
@@ -482,17 +550,58 @@ impl<F: Framing> Relay<F> {
         });
     }
 
-    /// Hands the gathered payload to the raw writer.
+    /// Hands the gathered payload to the raw writer: what a filter releases of it, while filtering.
     fn write_gathered(&mut self) {
-        if self.in_write.is_none() {
-            self.in_write = self.gather.take();
+        if self.in_write.is_some() {
+            return;
         }
+        if !self.filtering {
+            self.in_write = self.gather.take();
+            return;
+        }
+        let Some((g0, g1)) = self.gather else { return };
+        let Some(filter) = self.filter.as_mut() else { return };
+        let release = match filter.inspect(&mut self.inbuf.get()[g0..g1]) {
+            Ok(Filtered::Done) => {
+                self.filtering = false;
+                g1 - g0
+            }
+            Ok(Filtered::Release(n)) if g1 - g0 - n.min(g1 - g0) <= self.max_held => n.min(g1 - g0),
+            Ok(Filtered::Release(_)) => return self.refuse_filtered(format!("held over {} bytes", self.max_held)),
+            Err(e) => return self.refuse_filtered(e),
+        };
+        if release > 0 {
+            self.in_write = Some((g0, g0 + release));
+        }
+        self.gather = (g0 + release < g1).then_some((g0 + release, g1));
+    }
+
+    /// Forgets what a filter still holds (the peer is gone or broke the protocol: it will never
+    /// be whole). Without a filter nothing is held back: gathered payload waiting behind a write in
+    /// progress is still delivered.
+    fn drop_held(&mut self) {
+        if self.filtering {
+            self.gather = None;
+        }
+    }
+
+    /// The filter refused what the peer sent: none of what it holds goes on, the session ends.
+    fn refuse_filtered(&mut self, why: String) {
+        self.filtering = false;
+        self.gather = None;
+        self.record(End::Protocol(why));
+        self.peer_open = false;
+        self.raw_read_open = false;
+        self.finish_after_close = true;
+        self.close.get_or_insert((CloseCode::POLICY, "refused by the gateway"));
+        self.release_idle_buffers();
     }
 
     /// The peer broke the protocol or sent what the relay does not carry: close with `code`.
     fn fail_peer(&mut self, end: End, code: CloseCode, reason: &'static str) {
-        // Data from frames before the offending one is still delivered.
+        // Data from frames before the offending one is still delivered (but nothing a filter holds).
         self.write_gathered();
+        self.drop_held();
         self.record(end);
         self.peer_open = false;
         self.raw_read_open = false;
@@ -504,6 +613,7 @@ impl<F: Framing> Relay<F> {
     /// The peer's transport failed or hit EOF.
     fn peer_lost(&mut self, end: End) {
         self.write_gathered();
+        self.drop_held();
         self.record(end);
         self.peer_open = false;
         self.peer_gone = true;

@@ -25,7 +25,12 @@ struct Run {
 /// takes every write whole and is silent until FIN, then EOF; with `eof` the client hangs up
 /// after its input.
 fn relay(input: &[u8], chunk: usize, buf_size: usize, eof: bool) -> Run {
-    let mut relay = Relay::websocket(Role::Server, Limits::default(), buf_size, 1);
+    let relay = Relay::websocket(Role::Server, Limits::default(), buf_size, 1);
+    run_relay(relay, input, chunk, usize::MAX, eof)
+}
+
+/// `relay` with a relay of the caller's, and raw writes that take at most `write` bytes.
+fn run_relay(mut relay: Relay, input: &[u8], chunk: usize, write: usize, eof: bool) -> Run {
     let (mut pos, mut run) = (
         0,
         Run {
@@ -43,9 +48,9 @@ fn relay(input: &[u8], chunk: usize, buf_size: usize, eof: bool) -> Run {
         }
         if let Some(out) = relay.raw_transmit() {
             assert!(!run.fin, "write after FIN");
-            run.to_raw.extend_from_slice(out);
+            let n = out.len().min(write);
+            run.to_raw.extend_from_slice(&out[..n]);
             run.raw_writes += 1;
-            let n = out.len();
             relay.raw_sent(n);
         }
         if let Some(buf) = relay.peer_recv_buf() {
@@ -258,4 +263,146 @@ fn the_close_is_flushed_after_the_target_closes() {
         relay.peer_flush_wanted(),
         "the data frame and the Close must be flushed"
     );
+}
+
+/// A toy first-message filter: `-` bytes pass as they come; then `#`, a length byte and that many
+/// bytes are held until whole and passed upper-cased; then everything passes. Anything else is
+/// refused.
+#[derive(Default)]
+struct Upper {
+    calls: usize,
+    done: bool,
+}
+
+impl PeerFilter for Upper {
+    fn inspect(&mut self, held: &mut [u8]) -> Result<Filtered, String> {
+        self.calls += 1;
+        let dashes = held.iter().take_while(|&&b| b == b'-').count();
+        let rest = &mut held[dashes..];
+        let whole = rest.len() >= 2 && rest.len() >= 2 + usize::from(rest[1]);
+        match rest {
+            [] | [b'#'] => Ok(Filtered::Release(dashes)),
+            [b'#', _, ..] if !whole => Ok(Filtered::Release(dashes)),
+            [b'#', len, body @ ..] => {
+                body[..usize::from(*len)].make_ascii_uppercase();
+                self.done = true;
+                Ok(Filtered::Done)
+            }
+            _ => Err(format!("unexpected {:?}", rest[0] as char)),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn filtered_relay(buf_size: usize, max_held: usize) -> Relay {
+    let mut relay = Relay::websocket(Role::Server, Limits::default(), buf_size, 1);
+    relay.filter_peer(Box::<Upper>::default(), max_held);
+    relay
+}
+
+/// A filter sees the peer's payload before the raw side does, however it arrives (frames split
+/// across reads, pings between them, partial raw writes, small buffers): what it passes on comes
+/// through at once, what it holds only once released, changed; after it is done, nothing is
+/// inspected any more.
+#[test]
+fn a_filter_holds_and_rewrites_the_first_message() {
+    let stream = [b"---".as_slice(), b"#", &[200], &[b'x'; 200], b"tail-#after"].concat();
+    let expected = [b"---".as_slice(), b"#", &[200], &[b'X'; 200], b"tail-#after"].concat();
+    for (frames, chunk, write, buf_size) in [
+        (1, 1 << 20, usize::MAX, 64 * 1024),
+        (7, 1, 3, 1024),
+        (50, 13, 5, 1024),
+        (3, 100, usize::MAX, 4096),
+    ] {
+        let mut input = Vec::new();
+        for (i, piece) in stream.chunks(stream.len().div_ceil(frames)).enumerate() {
+            frame(&mut input, OpCode::Binary, piece, [i as u8, 1, 2, 3]);
+            frame(&mut input, OpCode::Ping, b"p", [4, 3, 2, 1]);
+        }
+        frame(&mut input, OpCode::Close, &1000u16.to_be_bytes(), [9, 9, 9, 9]);
+        let relay = filtered_relay(buf_size, 1024);
+        let run = run_relay(relay, &input, chunk, write, false);
+        assert_eq!(run.end, End::PeerClosed(Some(1000)), "{frames} frames, chunk {chunk}");
+        assert!(
+            run.to_raw == expected,
+            "{frames} frames, chunk {chunk}: {:?}",
+            String::from_utf8_lossy(&run.to_raw)
+        );
+    }
+    // Bytes read with the HTTP head go through the filter too; its findings can be read back.
+    let mut relay = filtered_relay(64 * 1024, 1024);
+    let mut early = Vec::new();
+    frame(&mut early, OpCode::Binary, b"-#\x02ab", [1, 2, 3, 4]);
+    relay.received_early(&early);
+    assert!(relay.peer_recv_buf().is_some());
+    assert!(relay.peer_recv_blocked());
+    assert_eq!(relay.raw_transmit(), Some(&b"-#\x02AB"[..]));
+    assert!(relay.peer_filter::<Upper>().is_some_and(|f| f.done && f.calls == 1));
+    assert!(relay.peer_filter::<String>().is_none());
+}
+
+/// Nothing a filter holds reaches the raw side unless it releases it: not when the peer closes or
+/// vanishes mid-message, not when the filter refuses (the session then ends with Close 1008 as a
+/// protocol error), not when it would hold more than it may.
+#[test]
+fn what_a_filter_holds_goes_nowhere_unless_released() {
+    let mut input = Vec::new();
+    frame(&mut input, OpCode::Binary, b"--#\x09abc", [1, 2, 3, 4]);
+    let closed = [input.clone(), {
+        let mut c = Vec::new();
+        frame(&mut c, OpCode::Close, &1000u16.to_be_bytes(), [9, 9, 9, 9]);
+        c
+    }]
+    .concat();
+    for chunk in [1, 1 << 20] {
+        let run = run_relay(filtered_relay(1024, 64), &closed, chunk, usize::MAX, false);
+        assert_eq!(
+            (run.end, run.to_raw.as_slice()),
+            (End::PeerClosed(Some(1000)), &b"--"[..])
+        );
+        let run = run_relay(filtered_relay(1024, 64), &input, chunk, usize::MAX, true);
+        assert_eq!((run.end, run.to_raw.as_slice()), (End::PeerGone, &b"--"[..]));
+        assert!(run.fin);
+    }
+    let mut refused = Vec::new();
+    frame(&mut refused, OpCode::Binary, b"--#\x09ab", [1, 2, 3, 4]);
+    frame(&mut refused, OpCode::Binary, b"!never", [1, 2, 3, 4]);
+    let mut refused_at_once = Vec::new();
+    frame(&mut refused_at_once, OpCode::Binary, b"-x", [1, 2, 3, 4]);
+    for chunk in [1, 5, 1 << 20] {
+        // Refused as a whole message: its dashes are part of what it held.
+        let run = run_relay(filtered_relay(1024, 64), &refused_at_once, chunk, usize::MAX, false);
+        assert!(
+            matches!(run.end, End::Protocol(ref e) if e.contains("unexpected")),
+            "{:?}",
+            run.end
+        );
+        assert!(run.to_raw.len() <= 1 && run.fin, "chunk {chunk}");
+        // Close 1008 with its reason.
+        let reason = b"refused by the gateway";
+        assert!(run
+            .to_peer
+            .ends_with(&[&[0x88, 2 + reason.len() as u8, 0x03, 0xf0][..], reason].concat()));
+    }
+    // `#` and what follows are held (the toy filter waits for its 9 bytes) until the client leaves.
+    let run = run_relay(filtered_relay(1024, 64), &refused, 1 << 20, usize::MAX, true);
+    assert_eq!((run.end, run.to_raw.as_slice()), (End::PeerGone, &b"--"[..]));
+    // Holding more than allowed ends the session.
+    let mut long = Vec::new();
+    frame(
+        &mut long,
+        OpCode::Binary,
+        &[b"#\xff".as_slice(), &[b'y'; 100]].concat(),
+        [1, 2, 3, 4],
+    );
+    let run = run_relay(filtered_relay(1024, 64), &long, 1 << 20, usize::MAX, false);
+    assert!(
+        matches!(run.end, End::Protocol(ref e) if e.contains("held over 64")),
+        "{:?}",
+        run.end
+    );
+    assert!(run.to_raw.is_empty());
 }

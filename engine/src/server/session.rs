@@ -37,6 +37,8 @@ pub struct SessionAudit {
     live: Arc<LiveSession>,
     /// The user's session place and the registry entry, given back after the record is written.
     _slot: Slot,
+    /// RDP channels the gateway removed from the client's request (web RDP).
+    channels_removed: Vec<String>,
 }
 
 struct Open {
@@ -103,6 +105,7 @@ impl SessionAudit {
             open: Some(Open { grant, client, start }),
             live,
             _slot: slot,
+            channels_removed: Vec::new(),
         })
     }
 
@@ -120,6 +123,11 @@ impl SessionAudit {
             // `finish` consumes the audit, so no caller can see it finished.
             None => unreachable!("a finished session audit is consumed"),
         }
+    }
+
+    /// Records the RDP channels the gateway removed from the client's request, for the record.
+    pub fn channels_removed(&mut self, names: Vec<String>) {
+        self.channels_removed = names;
     }
 
     /// Writes the session's record; `counters` say what went each way.
@@ -160,6 +168,7 @@ impl SessionAudit {
             ended: ending.reason,
             detail: ending.detail,
             rdp_cookie: extras.rdp_cookie,
+            channels_removed: std::mem::take(&mut self.channels_removed),
             recording: extras.recording,
             via,
             terminated_by,

@@ -11,6 +11,13 @@
 //! 4. answer with the confirm, the server's certificate chain and address; then relay WebSocket
 //!    binary frames to and from that TLS stream.
 //!
+//! The gateway sees the client's RDP bytes in the clear, so it enforces the target's channel
+//! policy: with `clipboard = false` or `drives = false`, the relay passes the client's first
+//! bytes through [`rdp::channels::FirstPduFilter`] (CredSSP messages pass, the MCS Connect
+//! Initial is held until whole), which renames the refused static channels (`cliprdr`, `rdpdr`)
+//! so the server never opens them; a client whose first PDU is not a well-formed Connect Initial
+//! is cut off before the server gets it. The session's record lists what was removed.
+//!
 //! Every failure answers with an RDCleanPath error PDU and is audited.
 
 use crate::server::conn::{Conn, ReadEnd};
@@ -23,7 +30,8 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use portcullis_core::audit::{EndReason, Ending, Via};
 use portcullis_core::policy::{Credential, Destination, Grant};
-use portcullis_core::relay::Relay;
+use portcullis_core::relay::{Filtered, PeerFilter, Relay};
+use portcullis_protocols::rdp::channels::{ChannelPolicy, FirstPduFilter, Inspected, MAX_CONNECT_INITIAL};
 use portcullis_protocols::rdp::{
     self, CleanPathFailure, CleanPathRequest, Negotiated, MAX_CLEANPATH_REQUEST, MAX_X224_LEN,
 };
@@ -74,6 +82,8 @@ struct Established {
     server: ServerTls,
     /// The RDCleanPath response for the browser.
     response: Vec<u8>,
+    /// The security protocol the server selected (its X.224 Connection Confirm).
+    protocol: u32,
 }
 
 pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
@@ -107,11 +117,15 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
         Ok(slot) => slot,
         Err(e) => return refuse(conn, Refusal::http(e.status(), e.to_string()).of(&grant)).await,
     };
-    let Established { mut server, response } = match establish(conn, &grant, &request).await {
+    let Established {
+        mut server,
+        response,
+        protocol,
+    } = match establish(conn, &grant, &request).await {
         Ok(e) => e,
         Err(refusal) => return refuse(conn, refusal.of(&grant)).await,
     };
-    let audit = match conn.start_session(grant, slot) {
+    let mut audit = match conn.start_session(grant, slot) {
         Ok(audit) => audit,
         Err(e @ StartError::AuditUnavailable) => return conn.close_ws(CloseCode::TRY_AGAIN_LATER, e.public()).await,
         Err(_) => return conn.close_ws(CloseCode::INTERNAL_ERROR, "").await,
@@ -124,15 +138,51 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
     let settings = conn.settings().clone();
     let limits = conn.policy().config.limits.websocket();
     let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
+    let channels = ChannelPolicy {
+        clipboard: target.clipboard,
+        drives: target.drives,
+    };
+    if channels.refuses_any() {
+        relay.filter_peer(
+            Box::new(ChannelFilter(FirstPduFilter::new(channels, protocol))),
+            MAX_CONNECT_INITIAL,
+        );
+    }
     relay.received_early(&after);
     let clock = session::clock_settings(&target, &settings, true);
-    let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
-    let end = session::drive(&mut relay, &mut conn.tls, &mut server, clock, &watch, audit.id()).await;
+    let end = {
+        let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
+        session::drive(&mut relay, &mut conn.tls, &mut server, clock, &watch, audit.id()).await
+    };
+    if let Some(ChannelFilter(filter)) = relay.peer_filter::<ChannelFilter>() {
+        if !filter.removed().is_empty() {
+            tracing::info!(session = audit.id(), channels = ?filter.removed(), "RDP channels removed by the target's policy");
+            audit.channels_removed(filter.removed().iter().map(|c| c.to_string()).collect());
+        }
+    }
     let extras = Extras {
         rdp_cookie: info.cookie,
         recording: None,
     };
     audit.finish(end.ending(), relay.counters(), extras);
+}
+
+/// The target's channel policy over what the client sends first (its CredSSP messages and its MCS
+/// Connect Initial), inside the relay.
+struct ChannelFilter(FirstPduFilter);
+
+impl PeerFilter for ChannelFilter {
+    fn inspect(&mut self, held: &mut [u8]) -> Result<Filtered, String> {
+        match self.0.inspect(held) {
+            Ok(Inspected::Release(n)) => Ok(Filtered::Release(n)),
+            Ok(Inspected::Done) => Ok(Filtered::Done),
+            Err(e) => Err(format!("RDP channel filter refused the client's request: {e}")),
+        }
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }
 
 /// Reads WebSocket messages until one whole RDCleanPath PDU is in. Returns it and any bytes
@@ -212,7 +262,7 @@ async fn establish(conn: &Conn, grant: &Grant, request: &CleanPathRequest) -> Re
         .peer_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| target.address.clone());
-    let confirm = negotiate(&mut tcp, request, settings.connect_timeout).await?;
+    let (confirm, protocol) = negotiate(&mut tcp, request, settings.connect_timeout).await?;
     // With a `cert_ca`, the server's chain must lead to it and name the target's host.
     let tls = match conn.state.rdp_trust.get(&target.name) {
         Some(tls) => tls.clone(),
@@ -239,16 +289,20 @@ async fn establish(conn: &Conn, grant: &Grant, request: &CleanPathRequest) -> Re
     }
     let response = rdp::cleanpath_response(&server_addr, &confirm, &chain)
         .map_err(|e| Refusal::general(format!("cannot encode the RDCleanPath response: {e}")))?;
-    Ok(Established { server, response })
+    Ok(Established {
+        server,
+        response,
+        protocol,
+    })
 }
 
 /// Sends the preconnection blob (if any) and the client's Connection Request; returns the
-/// server's Connection Confirm when it accepts.
+/// server's Connection Confirm when it accepts, and the security protocol it selected.
 async fn negotiate(
     tcp: &mut TcpStream,
     request: &CleanPathRequest,
     limit: std::time::Duration,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<(Vec<u8>, u32), Refusal> {
     let mut first = Vec::new();
     if let Some(pcb) = &request.preconnection_blob {
         first.extend_from_slice(pcb.as_bytes());
@@ -277,7 +331,7 @@ async fn negotiate(
     .ok_or_else(|| Refusal::general("no X.224 Connection Confirm in time"))?
     .map_err(|e: std::io::Error| Refusal::general(format!("X.224 negotiation failed: {e}")))?;
     match rdp::parse_connection_confirm(&confirm) {
-        Ok(Negotiated::Protocol(_)) => Ok(confirm),
+        Ok(Negotiated::Protocol(protocol)) => Ok((confirm, protocol)),
         Ok(Negotiated::Failure(code)) => Err(Refusal::new(
             CleanPathFailure::Negotiation(confirm.clone()),
             502,
