@@ -18,6 +18,8 @@ pub enum Kind {
     Denied,
     Identity,
     Admin,
+    /// Files moved in the browser terminal.
+    File,
 }
 
 impl Kind {
@@ -27,6 +29,7 @@ impl Kind {
             "denied" => Kind::Denied,
             "identity" => Kind::Identity,
             "admin" => Kind::Admin,
+            "file" => Kind::File,
             _ => return None,
         })
     }
@@ -59,6 +62,7 @@ impl Outcome {
             Some(Kind::Denied) => true,
             Some(Kind::Identity) => matches!(record["action"].as_str(), Some("sign_in_failed" | "device_denied")),
             Some(Kind::Admin) => record["status"].as_u64().is_some_and(|s| s >= 400),
+            Some(Kind::File) => record["outcome"].as_str() != Some("ok"),
             Some(Kind::Session) | None => false,
         };
         if refused {
@@ -73,7 +77,7 @@ impl Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueryError {
-    #[error("unknown event kind {0:?} (session, denied, identity, admin)")]
+    #[error("unknown event kind {0:?} (session, denied, identity, admin, file)")]
     Kind(String),
     #[error("unknown outcome {0:?} (ok, refused)")]
     Outcome(String),

@@ -143,7 +143,7 @@ async fn a_token_sign_in_stays_within_its_scope() {
     let echo = EchoTarget::start();
     let gw = Gateway::builder()
         .target("echo", echo.addr, "tcp")
-        .toml("[recording]\ndir = \"{dir}/recordings\"\n")
+        .toml("[recording]\ndir = \"{dir}/recordings\"\n[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]\n")
         .password("right horse")
         .user("alice", &["echo"], "replay = true")
         .start();
@@ -155,10 +155,18 @@ async fn a_token_sign_in_stays_within_its_scope() {
     let (_, _, session) = https(&gw, "GET", "/api/session", &with_token, "").await;
     assert!(session.contains("\"can_replay\":false"), "{session}");
     assert_eq!(https(&gw, "GET", "/api/recordings", &with_token, "").await.0, 403);
+    // Nor the administration, though alice is an administrator.
+    assert!(session.contains("\"admin\":false"), "{session}");
+    assert_eq!(https(&gw, "GET", "/api/admin/sessions", &with_token, "").await.0, 403);
+    assert_eq!(https(&gw, "GET", "/api/admin/links", &with_token, "").await.0, 403);
     // The same user signed in with a password may.
     let password = sign_in(&gw, "alice", "right horse").await.1.unwrap();
     let with_password = [("Cookie", password.as_str())];
     assert_eq!(https(&gw, "GET", "/api/recordings", &with_password, "").await.0, 200);
+    assert_eq!(
+        https(&gw, "GET", "/api/admin/sessions", &with_password, "").await.0,
+        200
+    );
 }
 
 /// A panic inside a connection's task (injected; debug builds only) ends that connection, is

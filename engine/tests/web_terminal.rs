@@ -579,3 +579,42 @@ async fn file_transfer_policy_is_enforced_by_the_gateway() {
         "{files:?}"
     );
 }
+
+/// A shared link's guest terminal ends when the link does (`token_expired`), even with
+/// `end_at_token_expiry` off; a revoked link's guest cannot start another.
+#[tokio::test]
+async fn a_link_guests_terminal_ends_with_the_link() {
+    let sshd = Sshd::start();
+    let (addr, pin) = (sshd.address(), sshd.host_key());
+    let gw = Gateway::builder()
+        .target_with("vm1", &addr, "ssh", &sshd.target_keys(&pin))
+        .password(PASSWORD)
+        .user("alice", &["vm1"], "")
+        .toml("[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"alice\"]")
+        .start();
+    let admin = alice_headers(&gw, PASSWORD).await;
+    let cookie = [("Cookie", admin[0].1.as_str())];
+    let body = r#"{"target":"vm1","ttl_seconds":3,"once":false}"#;
+    let (status, _, made) = https(&gw, "POST", "/api/admin/links", &cookie, body).await;
+    assert_eq!(status, 201, "{made}");
+    let link = serde_json::from_str::<serde_json::Value>(&made).unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .split("#/link/")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let body = serde_json::json!({ "link": link }).to_string();
+    let (status, head, _) = https(&gw, "POST", "/api/link", &[], &body).await;
+    assert_eq!(status, 200);
+    let guest = portcullis_testkit::session_cookie(&head).unwrap();
+    let headers = [("Cookie", guest), ("Origin", gw.origin())];
+    let mut ws = terminal(&gw, "/v1/ssh/vm1", &headers).await;
+    run(&mut ws, "echo LINK-$((2*3))\n", "LINK-6").await;
+    // Nothing more sent: the link's end closes it (well before the idle timeout).
+    let (code, reason) = ws.recv_close(10 * SEC).await;
+    assert_eq!((code, reason.as_str()), (Some(1008), "token_expired"));
+    let rec = gw.sessions_of("vm1", 1);
+    assert_eq!(rec[0]["ended"], "token_expired", "{}", rec[0]);
+    assert!(rec[0]["user"].as_str().unwrap().starts_with("link:"));
+}

@@ -230,10 +230,15 @@ impl<'a> Watch<'a> {
         settings: &SessionSettings,
     ) -> Watch<'a> {
         let grant = audit.grant();
-        let token_ends = grant.token_expires.filter(|_| settings.end_at_token_expiry).map(|exp| {
-            let left = exp.saturating_sub(portcullis_core::keys::unix_now());
-            Instant::now() + Duration::from_secs(left)
-        });
+        // A shared link's guest ends with the link, whatever `end_at_token_expiry` says.
+        let link_guest = grant.user.starts_with(portcullis_core::policy::LINK_USER_PREFIX);
+        let token_ends = grant
+            .token_expires
+            .filter(|_| settings.end_at_token_expiry || link_guest)
+            .map(|exp| {
+                let left = exp.saturating_sub(portcullis_core::keys::unix_now());
+                Instant::now() + Duration::from_secs(left)
+            });
         Watch {
             tracker,
             shared,

@@ -25,6 +25,17 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 const HISTORY: usize = 64 * 1024;
 /// Most output queued for one watcher before it is dropped as lagging.
 const MAX_BACKLOG: usize = 256 * 1024;
+/// What a queued size change counts for against the backlog.
+const RESIZE_COST: usize = 4;
+
+/// What an item counts for against a watcher's backlog.
+fn cost(item: &Seen) -> usize {
+    match item {
+        Seen::Output(b) => b.len(),
+        Seen::Resize(..) => RESIZE_COST,
+    }
+}
+
 /// Most watchers of one session.
 pub const MAX_WATCHERS: usize = 8;
 
@@ -135,7 +146,7 @@ impl WatchHub {
     pub fn resize(&self, cols: u16, rows: u16) {
         let mut st = lock(&self.state);
         st.size = (cols, rows);
-        st.watchers.retain(|w| w.push(Seen::Resize(cols, rows), 4));
+        st.watchers.retain(|w| w.push(Seen::Resize(cols, rows), RESIZE_COST));
     }
 
     /// The session is over: every watcher is told.
@@ -170,6 +181,7 @@ impl WatchHub {
             q.items.push_back(Seen::Resize(cols, rows));
             let (a, b) = st.history.as_slices();
             q.items.push_back(Seen::Output([a, b].concat()));
+            q.bytes = RESIZE_COST + st.history.len();
         }
         st.watchers.push(queue.clone());
         drop(st);
@@ -196,9 +208,7 @@ impl Watching {
             {
                 let mut q = lock(&self.queue.state);
                 if let Some(item) = q.items.pop_front() {
-                    if let Seen::Output(b) = &item {
-                        q.bytes = q.bytes.saturating_sub(b.len());
-                    }
+                    q.bytes = q.bytes.saturating_sub(cost(&item));
                     return Ok(item);
                 }
                 if let Some(end) = q.end {
@@ -229,13 +239,17 @@ pub fn remote() -> (RemoteFeed, Watching) {
     (RemoteFeed { queue }, watching)
 }
 
+impl Drop for RemoteFeed {
+    /// The feed stopped (the subscription failed or ended): a watch still open hears so.
+    fn drop(&mut self) {
+        self.queue.end(WatchEnd::NodeLost);
+    }
+}
+
 impl RemoteFeed {
     /// Queues what arrived; false when the watch is over (lagged, or the watcher left).
     pub fn push(&self, seen: Seen) -> bool {
-        let len = match &seen {
-            Seen::Output(b) => b.len(),
-            Seen::Resize(..) => 4,
-        };
+        let len = cost(&seen);
         !self.gone() && self.queue.push(seen, len)
     }
 

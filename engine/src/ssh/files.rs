@@ -117,6 +117,21 @@ async fn upload<H: client::Handler + 'static>(
     to_browser: &mpsc::Sender<FromSsh>,
 ) -> Result<(u64, String), String> {
     let sftp = session(handle, sftp).await?;
+    let result = receive(sftp, path, size, ops, to_browser).await;
+    if result.is_err() {
+        // Not whole: nothing of it stays on the server.
+        let _ = sftp.remove_file(path).await;
+    }
+    result
+}
+
+async fn receive(
+    sftp: &SftpSession,
+    path: &str,
+    size: u64,
+    ops: &mut mpsc::Receiver<FileOp>,
+    to_browser: &mpsc::Sender<FromSsh>,
+) -> Result<(u64, String), String> {
     let mut file = sftp
         .create(path)
         .await
@@ -129,14 +144,15 @@ async fn upload<H: client::Handler + 'static>(
                 written += bytes.len() as u64;
                 if written > size {
                     let _ = file.shutdown().await;
-                    let _ = sftp.remove_file(path).await;
                     return Err(format!("more bytes than the {size} announced: upload stopped"));
                 }
                 hash.update(&bytes);
                 file.write_all(&bytes)
                     .await
                     .map_err(|e| format!("cannot write {path}: {e}"))?;
-                let _ = to_browser.send(FromSsh::File(FileEvent::Progress(written))).await;
+                // Never waits: the terminal may be busy handing over the next chunks, and a
+                // missed progress report is made good by the next one.
+                let _ = to_browser.try_send(FromSsh::File(FileEvent::Progress(written)));
             }
             Some(FileOp::Done) => break,
             // A new transfer before this one ended, or the session is over: this one is not whole.
@@ -148,6 +164,7 @@ async fn upload<H: client::Handler + 'static>(
     }
     file.shutdown().await.map_err(|e| format!("cannot close {path}: {e}"))?;
     if written != size {
+        // (The caller removes it.)
         return Err(format!("{written} bytes arrived of the {size} announced"));
     }
     Ok((written, portcullis_core::secret::hex(&hash.finalize())))

@@ -1036,7 +1036,27 @@ impl Store for RedisStore {
         let put = self.run(move |mut c| async move {
             let count: usize = redis::cmd("HLEN").arg(&key).query_async(&mut c).await?;
             if count >= super::MAX_LINKS {
-                return Ok(false);
+                // Full: expired links go first (each value carries its `expires`).
+                let all: Vec<(String, String)> = redis::cmd("HGETALL").arg(&key).query_async(&mut c).await?;
+                let now = portcullis_core::keys::unix_now();
+                let expired: Vec<&String> = all
+                    .iter()
+                    .filter(|(_, v)| {
+                        serde_json::from_str::<serde_json::Value>(v)
+                            .ok()
+                            .and_then(|v| v["expires"].as_u64())
+                            .is_none_or(|e| e <= now)
+                    })
+                    .map(|(id, _)| id)
+                    .collect();
+                if expired.is_empty() {
+                    return Ok(false);
+                }
+                redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(expired)
+                    .query_async::<()>(&mut c)
+                    .await?;
             }
             redis::cmd("HSET")
                 .arg(&key)

@@ -415,7 +415,7 @@ async fn session_info(req: &WebRequest<'_>) -> Response {
         200,
         serde_json::json!({
             "user": s.user, "targets": targets, "can_replay": can_replay, "mfa": factor,
-            "admin": usable && req.policy.is_web_admin(&s.user, &s.roles),
+            "admin": usable && s.only_target.is_none() && req.policy.is_web_admin(&s.user, &s.roles),
         }),
     )
 }
@@ -448,6 +448,16 @@ async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
         Ok(g) => g,
         Err(denial) => return Response::error(denial.status(), &denial.to_string()),
     };
+    match crate::server::timeout(
+        req.limit,
+        super::links::guest_expiry(req.web.store.as_ref(), &grant.user),
+    )
+    .await
+    {
+        Some(Ok(_)) => {}
+        Some(Err(why)) => return Response::error(403, why),
+        None => return Response::error(503, "the state store did not answer in time"),
+    }
     match store(
         req,
         signin::issue_ticket(req.web.store.as_ref(), &grant.user, &grant.target.name, &grant.roles),
@@ -512,6 +522,18 @@ async fn terminal(req: &WebRequest<'_>, target: &str) -> Action {
         Ok(g) => g,
         Err(denial) => return refuse(denial.status(), &denial.to_string()),
     };
+    let mut grant = grant;
+    // A shared link's guest: the session ends with the link.
+    match crate::server::timeout(
+        req.limit,
+        super::links::guest_expiry(req.web.store.as_ref(), &grant.user),
+    )
+    .await
+    {
+        Some(Ok(expires)) => grant.token_expires = expires.or(grant.token_expires),
+        Some(Err(why)) => return refuse(403, why),
+        None => return refuse(503, "the state store did not answer in time"),
+    }
     debug_assert_eq!(grant.target.protocol, Protocol::Ssh);
     let size = |name: &str, default: u16| {
         req.head

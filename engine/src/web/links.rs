@@ -318,3 +318,21 @@ pub async fn open(req: &WebRequest<'_>) -> Response {
     answer.headers = started.headers;
     answer
 }
+
+/// For a grant to a shared link's guest (`link:<id>`): the link's expiry (Unix seconds), which the
+/// session must end by; `Ok(None)` for any other user. `Err`: the link is gone (expired, revoked)
+/// or the store cannot say (fail closed): no new session.
+pub async fn guest_expiry(store: &dyn crate::store::Store, user: &str) -> Result<Option<u64>, &'static str> {
+    let Some(id) = user.strip_prefix(LINK_USER_PREFIX) else {
+        return Ok(None);
+    };
+    let link = match store.link(id).await {
+        Ok(Some(v)) => serde_json::from_str::<LinkRecord>(&v).ok(),
+        Ok(None) => None,
+        Err(_) => return Err("the state store is unavailable"),
+    };
+    match link {
+        Some(link) if link.expires > portcullis_core::keys::unix_now() => Ok(Some(link.expires)),
+        _ => Err("the shared link expired or was revoked"),
+    }
+}

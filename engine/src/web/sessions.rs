@@ -31,7 +31,8 @@ pub(super) fn record(req: &WebRequest<'_>, action: AdminAction, admin: Option<&s
 /// The signed-in administrator; `Err`: the answer (401, 403 audited).
 pub(super) async fn administrator(req: &WebRequest<'_>, action: AdminAction) -> Result<WebSession, Response> {
     let s = signed_in(req).await?;
-    if !req.policy.is_web_admin(&s.user, &s.roles) {
+    // A token sign-in is limited to its target: never the gateway's administration.
+    if s.only_target.is_some() || !req.policy.is_web_admin(&s.user, &s.roles) {
         // Who asked is known (signed in): the record names them, with the refusal's status.
         let mut r = record(req, action, Some(&s.user));
         r.status = 403;

@@ -217,6 +217,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A DomainParameters SEQUENCE's contents: exactly eight INTEGERs (short form, 1 to 4 bytes),
+/// filling it.
+fn domain_parameters(contents: &[u8], what: &str) -> Result<(), RdpError> {
+    let mut r = Reader { buf: contents, pos: 0 };
+    for _ in 0..8 {
+        let int = r.ber(&[0x02], what)?;
+        if !(1..=4).contains(&int.len()) {
+            return Err(malformed(format!("{what}: an INTEGER of {} bytes", int.len())));
+        }
+    }
+    if r.remaining() != 0 {
+        return Err(malformed(format!(
+            "{what}: {} bytes after its eight INTEGERs",
+            r.remaining()
+        )));
+    }
+    Ok(())
+}
+
 fn malformed(what: String) -> RdpError {
     RdpError::Malformed(format!("MCS Connect Initial: {what}"))
 }
@@ -236,9 +255,13 @@ fn parse(pdu: &[u8]) -> Result<Option<ChannelList>, RdpError> {
     r.rest_is(len, "Connect-Initial")?;
     r.ber(&[0x04], "callingDomainSelector")?;
     r.ber(&[0x04], "calledDomainSelector")?;
-    r.ber(&[0x01], "upwardFlag")?;
+    if r.ber(&[0x01], "upwardFlag")?.len() != 1 {
+        return Err(malformed("upwardFlag: not one byte".into()));
+    }
+    // Read element by element, as servers that ignore a sequence's length do (FreeRDP reads the
+    // eight integers, not the length): nothing may hide inside a DomainParameters.
     for what in ["targetParameters", "minimumParameters", "maximumParameters"] {
-        r.ber(&[0x30], what)?;
+        domain_parameters(r.ber(&[0x30], what)?, what)?;
     }
     // userData OCTET STRING: the GCC Conference Create Request, to the end of the PDU.
     r.expect(&[0x04], "userData tag")?;
@@ -990,5 +1013,67 @@ mod tests {
             assert_eq!(verdict.is_ok(), first == &web, "protocol {protocol}: {verdict:?}");
         }
         assert!(FirstPduFilter::new(policy, 2).inspect(&mut ok.clone()).is_ok());
+    }
+
+    /// A PDU from the FreeRDP capture's user data with these selectors, flag and domain
+    /// parameters (`params`: the Connect-Initial's elements before its userData).
+    fn with_params(params: &[u8]) -> Vec<u8> {
+        let real = unhex(FREERDP);
+        let mut template = vec![0u8; 12];
+        template.extend_from_slice(params);
+        template.extend_from_slice(&[0x04, 0x82, 0, 0]);
+        template.extend_from_slice(&T124_KEY);
+        build(&template, &blocks_of(&real))
+    }
+
+    /// Servers that read a DomainParameters element by element (FreeRDP) would find what hides
+    /// after its eight integers, where the gateway would not look: refused.
+    #[test]
+    fn nothing_may_hide_inside_domain_parameters() {
+        let ints: Vec<u8> = [0x22u8, 2, 0, 1, 0, 1, 0xff, 2]
+            .iter()
+            .flat_map(|v| [0x02, 0x01, *v])
+            .collect();
+        let seq = |extra: &[u8]| {
+            let mut v = vec![0x30, (ints.len() + extra.len()) as u8];
+            v.extend_from_slice(&ints);
+            v.extend_from_slice(extra);
+            v
+        };
+        let head = [0x04, 0x01, 0x01, 0x04, 0x01, 0x01, 0x01, 0x01, 0xff];
+        let params = |target: Vec<u8>| [&head[..], &target, &seq(&[]), &seq(&[])].concat();
+        let clean = with_params(&params(seq(&[])));
+        let mut pdu = clean.clone();
+        assert_eq!(
+            filter_connect_initial(
+                &mut pdu,
+                ChannelPolicy {
+                    clipboard: false,
+                    drives: true
+                }
+            )
+            .unwrap(),
+            ["cliprdr"]
+        );
+        for hidden in [&[0x04, 0x02, 0xAA, 0xBB][..], &[0x02, 0x01, 0x05], &[0x00]] {
+            let mut pdu = with_params(&params(seq(hidden)));
+            let before = pdu.clone();
+            assert!(filter_connect_initial(
+                &mut pdu,
+                ChannelPolicy {
+                    clipboard: false,
+                    drives: false
+                }
+            )
+            .is_err());
+            assert_eq!(pdu, before, "refused untouched");
+        }
+        // Seven integers, or one of five bytes: refused too.
+        let seven: Vec<u8> = [&[0x30, 21][..], &ints[..21]].concat();
+        assert!(filter_connect_initial(&mut with_params(&params(seven)), ChannelPolicy::ALLOW_ALL).is_err());
+        let mut wide = seq(&[]);
+        wide[1] += 4;
+        wide.splice(2..5, [0x02, 0x05, 0, 0, 0, 0, 0x22]);
+        assert!(filter_connect_initial(&mut with_params(&params(wide)), ChannelPolicy::ALLOW_ALL).is_err());
     }
 }

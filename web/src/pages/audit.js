@@ -17,6 +17,7 @@ export const auditPage = {
         ["session", "Sessions"],
         ["denied", "Denials"],
         ["admin", "Admin actions"],
+        ["file", "File transfers"],
       ].map(([v, t]) => h("option", { value: v }, t)),
     );
     const user = h("input", { id: "audit-user", type: "text", maxlength: "128", autocomplete: "off" });
@@ -76,10 +77,11 @@ export const auditPage = {
 
 function row(r) {
   const kind = String(r.event ?? "");
-  const refused = kind === "denied" || r.action === "sign_in_failed" || r.action === "device_denied" || (kind === "admin" && Number(r.status) >= 400);
+  const refused =
+    kind === "denied" || r.action === "sign_in_failed" || r.action === "device_denied" || (kind === "admin" && Number(r.status) >= 400) || (kind === "file" && r.outcome !== "ok");
   const time = String(r.time ?? r.end ?? r.start ?? "");
   const target = String(r.target ?? r.path ?? "");
-  const detail = [r.action, r.method, r.ended, r.reason, r.detail, r.status && kind !== "session" ? `status ${r.status}` : null, r.client ? `from ${r.client}` : null]
+  const detail = [r.action, r.method, r.direction, r.outcome, r.ended, r.reason, r.detail, r.status && kind !== "session" ? `status ${r.status}` : null, r.client ? `from ${r.client}` : null]
     .filter((x) => x !== undefined && x !== null && x !== "")
     .map(String)
     .join(" · ");

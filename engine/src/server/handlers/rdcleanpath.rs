@@ -243,7 +243,21 @@ async fn authorize(conn: &Conn, request: &CleanPathRequest) -> Result<Grant, Ref
             target: &ticket.target,
             roles: &ticket.roles,
         };
-        conn.policy().authorize(credential, destination, Via::WebRdp, now)
+        let mut grant = conn.policy().authorize(credential, destination, Via::WebRdp, now);
+        // A shared link's guest: the session ends with the link (gone: refused).
+        if let Ok(g) = grant.as_mut() {
+            let expiry = crate::server::timeout(
+                conn.settings().request_timeout,
+                crate::web::links::guest_expiry(conn.shared.web.store.as_ref(), &g.user),
+            )
+            .await;
+            match expiry {
+                Some(Ok(expires)) => g.token_expires = expires.or(g.token_expires),
+                Some(Err(why)) => return Err(Refusal::http(403, why)),
+                None => return Err(Refusal::http(503, "the state store did not answer in time")),
+            }
+        }
+        grant
     } else {
         let credential = Credential::Token(Some(&request.proxy_auth));
         conn.policy().authorize(credential, destination, Via::WebRdp, now)

@@ -208,6 +208,20 @@ pub async fn handle(conn: &mut Conn, start: TerminalStart, leftover: Vec<u8>) {
     let watch = session::Watch::new(&tracker, &shared, &audit, conn.settings());
     let ending = run(conn, &mut term, &mut inbox, &watch, audit.id()).await;
     term.hub.end();
+    if let Some(t) = term.transfer.take() {
+        // The session ended during a transfer: what moved is on record.
+        let moved = Some(t.received).filter(|n| *n > 0);
+        audit_file(
+            conn,
+            &term,
+            t.upload,
+            t.path,
+            moved,
+            None,
+            "failed",
+            Some("interrupted: the session ended".into()),
+        );
+    }
     let extras = Extras {
         rdp_cookie: None,
         recording: recording_path,
@@ -287,6 +301,10 @@ async fn open_recording(conn: &Conn, audit: &SessionAudit, cols: u16, rows: u16)
 async fn run(conn: &mut Conn, term: &mut Terminal, inbox: &mut Inbox, watch: &session::Watch<'_>, id: &str) -> Ending {
     let clock_settings = session::clock_settings(&term.target, conn.settings(), true);
     let mut clock = Clock::new(Instant::now(), clock_settings);
+    if let Some(at) = watch.token_ends {
+        // The credential's end (a shared link's) ends the session too.
+        clock.end_with_credential_at(at);
+    }
     let mut generation = watch.tracker.policy_generation();
     loop {
         // Messages already buffered first.
@@ -656,15 +674,37 @@ async fn on_file_message(conn: &mut Conn, term: &mut Terminal, msg: ClientMessag
         }
         _ => return None,
     };
-    // Not dropped like a resize: a file's bytes wait for room (backpressure to the browser).
-    if term.to_ssh.send(ToSsh::File(op)).await.is_err() {
-        end_terminal(conn, "the SSH session stopped taking input", CloseCode::INTERNAL_ERROR).await;
-        return Some(Ending::with_detail(
-            EndReason::TargetError,
-            "the SSH session stopped taking input",
-        ));
+    // Not dropped like a resize: a file's bytes wait for room (backpressure to the browser), but
+    // not for ever: the session's own controls (terminate, revoke, lifetime) act in this loop.
+    match timeout(conn.settings().request_timeout, term.to_ssh.send(ToSsh::File(op))).await {
+        Some(Ok(())) => None,
+        Some(Err(_)) => {
+            end_terminal(conn, "the SSH session stopped taking input", CloseCode::INTERNAL_ERROR).await;
+            Some(Ending::with_detail(
+                EndReason::TargetError,
+                "the SSH session stopped taking input",
+            ))
+        }
+        None => {
+            let path = term.transfer.take().map(|t| t.path).unwrap_or_default();
+            term.tell(ToSsh::Close).await;
+            audit_file(
+                conn,
+                term,
+                true,
+                path,
+                None,
+                None,
+                "failed",
+                Some("the server stopped taking the file".into()),
+            );
+            end_terminal(conn, "the server stopped taking the file", CloseCode::INTERNAL_ERROR).await;
+            Some(Ending::with_detail(
+                EndReason::TargetError,
+                "the server stopped taking the file",
+            ))
+        }
     }
-    None
 }
 
 /// Why a path cannot be used, if it cannot.
