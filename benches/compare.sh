@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side performance harness: the same load scenarios against the direct path, Portcullis,
-# websockify and websocat, on this machine, in one bounded run. See benches/README.md.
+# Side-by-side performance harness: the same load scenarios against the direct path, Portcullis
+# (its tunnel route and its RD Gateway), websockify and websocat, on this machine, in one bounded
+# run. See benches/README.md.
 #
 # Builds release binaries, starts every server on 127.0.0.1 with fresh ports, runs
 # portcullis-loadgen's throughput, latency, connect and idle scenarios against each path, measures
@@ -9,7 +10,10 @@
 #
 # Settings (environment):
 #   OUT=DIR                  results directory (default target/compare/<date>-<time>)
-#   PATHS="direct portcullis websockify websockify-tls websocat websocat-tls"   paths to measure
+#   PATHS="direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls"
+#                            paths to measure; rd-gateway: the same gateway and target through
+#                            /remoteDesktopGateway/ (MS-TSGU over WebSocket, an `rdp` target,
+#                            the token as PAA cookie): every frame one DATA packet
 #   SCENARIOS="throughput latency connect idle ssh fleet"
 #                            fleet: benches/fleet.sh (Redis and HAProxy from Debian): one gateway
 #                            with the local store against Redis, then FLEET_NODES gateways on one
@@ -41,7 +45,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 NPROC=$(nproc)
-PATHS=${PATHS:-"direct portcullis websockify websockify-tls websocat websocat-tls"}
+PATHS=${PATHS:-"direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls"}
 SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh fleet"}
 if [[ ${QUICK:-0} == 1 ]]; then
     THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-2s}
@@ -399,8 +403,11 @@ start_bridge() {
         URL="tcp://$target" SRV=
         return 0
         ;;
-    portcullis)
-        local tls_section=""
+    portcullis | rd-gateway)
+        # rd-gateway: the same configuration, the target declared `rdp` (the RD Gateway reaches
+        # only those; it does not parse RDP, so the echo target serves).
+        local tls_section="" protocol=tcp
+        [[ $path == rd-gateway ]] && protocol=rdp
         [[ -n $CERT ]] && tls_section=$(printf '[tls]\ncert = "%s"\nkey = "%s"' "$CERT" "$KEY")
         cat >"$WORK/gw.toml" <<EOF
 listen = "127.0.0.1:$port"
@@ -414,14 +421,15 @@ $LIMITS_SECTION
 [[target]]
 name = "t"
 address = "$target"
-protocol = "tcp"
+protocol = "$protocol"
 [[user]]
 name = "bench"
 targets = ["t"]
 EOF
         spawn "$OUT/$tag.log" "$GATEWAY" serve --config "$WORK/gw.toml"
         URL="wss://127.0.0.1:$port" CONN=(--insecure --token-key "$WORK/token.key" --user bench --target t)
-        mkdir -p "$OUT/portcullis" && echo "$WORKERS" >"$OUT/portcullis/workers"
+        [[ $path == rd-gateway ]] && CONN+=(--rd-gateway)
+        mkdir -p "$OUT/$path" && echo "$WORKERS" >"$OUT/$path/workers"
         ;;
     websockify | websockify-tls)
         local args=()
@@ -438,7 +446,7 @@ EOF
         spawn "$OUT/$tag.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$target"
         URL="wss://127.0.0.1:$port" CONN=(--no-auth --path / --insecure)
         ;;
-    *) die "unknown path $path (known: direct portcullis websockify websockify-tls websocat websocat-tls)" ;;
+    *) die "unknown path $path (known: direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls)" ;;
     esac
     SRV=$PID
     wait_port "$port" 20 || die "$path did not start (see $OUT/$tag.log)"

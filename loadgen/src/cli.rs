@@ -124,6 +124,13 @@ pub struct ConnArgs {
     #[arg(long)]
     pub no_auth: bool,
 
+    /// Go through the gateway's RD Gateway (MS-TSGU over WebSocket) instead of the tunnel route:
+    /// `RDG_OUT_DATA <PREFIX>/remoteDesktopGateway/` upgraded to a WebSocket, the token as the PAA
+    /// cookie, a channel to --target (an `rdp` target); then every write is DATA packets, one per
+    /// binary message, and DATA comes back the same way.
+    #[arg(long, conflicts_with = "path")]
+    pub rd_gateway: bool,
+
     /// Extra request header, `Name: value` (repeatable), e.g. `Sec-WebSocket-Protocol: binary`.
     #[arg(long = "header", value_name = "HEADER")]
     pub headers: Vec<String>,
@@ -188,11 +195,12 @@ pub struct ThroughputArgs {
     #[arg(long, value_enum, default_value_t = Send::Up)]
     pub send: Send,
 
-    /// WebSocket frame payload size, bytes. The default, 16 KiB less the 8-byte masked header,
-    /// makes each frame exactly one full TLS record, as `portcullis connect` sends them; 16384
-    /// would cost a second, 8-byte record per frame.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 - 8, value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024).map(|v| v as usize))]
-    pub frame_size: usize,
+    /// Bytes of payload per write: one WebSocket frame (RD Gateway: one DATA packet in one frame,
+    /// split at 65,535 bytes). The default, 16 KiB less the 8-byte masked header (and less the
+    /// 10-byte DATA header with --rd-gateway), makes each frame exactly one full TLS record, as
+    /// `portcullis connect` sends them; 16384 would cost a second, 8-byte record per frame.
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..=16 * 1024 * 1024).map(|v| v as usize))]
+    pub frame_size: Option<usize>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

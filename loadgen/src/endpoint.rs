@@ -5,6 +5,7 @@
 //! WebSocket framing or token, as the reference the gateway and the bridges are compared with.
 
 use crate::cli::ConnArgs;
+use crate::rdgateway;
 use anyhow::{anyhow, bail, Context};
 use futures_rustls::TlsConnector;
 use portcullis::tls::{client_config, ServerTrust};
@@ -128,12 +129,14 @@ struct RequestParts {
     host: String,
     bearer: Option<String>,
     headers: Vec<(String, String)>,
+    /// `RDG_OUT_DATA` instead of `GET` (the RD Gateway's WebSocket transport).
+    rd_gateway: bool,
 }
 
 impl RequestParts {
     fn encode(&self, key: &str) -> Result<Vec<u8>, http::HttpError> {
         let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        http::UpgradeRequest {
+        let head = http::UpgradeRequest {
             path: &self.path,
             host: &self.host,
             key,
@@ -141,7 +144,12 @@ impl RequestParts {
             user_agent: concat!("portcullis-loadgen/", env!("CARGO_PKG_VERSION")),
             headers: &headers,
         }
-        .encode()
+        .encode()?;
+        Ok(match self.rd_gateway {
+            // The same upgrade request with the RD Gateway's method, as FreeRDP sends it.
+            true => [b"RDG_OUT_DATA".as_slice(), head.strip_prefix(b"GET").unwrap_or(&head)].concat(),
+            false => head,
+        })
     }
 }
 
@@ -157,6 +165,8 @@ pub struct Endpoint {
     /// Source addresses to bind to, round robin; empty: let the kernel choose.
     pub sources: Vec<IpAddr>,
     pub open_timeout: Duration,
+    /// `--rd-gateway`: the channel every session opens after the upgrade.
+    pub rd_gateway: Option<rdgateway::Channel>,
 }
 
 impl Endpoint {
@@ -193,6 +203,9 @@ impl Endpoint {
         };
         let (path, token_in_path) = if url.raw {
             (String::new(), false)
+        } else if args.rd_gateway {
+            // The token goes in the PAA cookie, never in the path or a header.
+            (format!("{}{}", url.prefix, rdgateway::PATH), false)
         } else {
             render_path(&url.prefix, &args.path, args.target.as_deref(), token.as_deref())?
         };
@@ -201,8 +214,16 @@ impl Endpoint {
             _ => path.clone(),
         };
 
-        let bearer = token.filter(|_| !token_in_path);
+        let rd_gateway = match (&token, &args.target) {
+            (Some(token), Some(target)) if args.rd_gateway => Some(rdgateway::Channel::new(token, target)),
+            _ if args.rd_gateway => bail!("--rd-gateway needs a token and --target"),
+            _ => None,
+        };
+        let bearer = token.filter(|_| !token_in_path && !args.rd_gateway);
         let mut headers = Vec::new();
+        if args.rd_gateway {
+            headers.push(("RDG-Auth-Scheme".to_owned(), "PAA".to_owned()));
+        }
         for h in &args.headers {
             let (name, value) = h
                 .split_once(':')
@@ -218,6 +239,7 @@ impl Endpoint {
             host: url.authority(),
             bearer,
             headers,
+            rd_gateway: args.rd_gateway,
         };
         // Checked once here, so that every session's request encodes (tcp:// sends none).
         if !url.raw {
@@ -274,6 +296,7 @@ impl Endpoint {
             display_path,
             sources,
             open_timeout: args.open_timeout.into(),
+            rd_gateway,
         })
     }
 
@@ -330,6 +353,9 @@ pub fn check_conn_args(args: &ConnArgs, url: &Url) -> anyhow::Result<()> {
         if args.no_tls_resume {
             bad.push("--no-tls-resume");
         }
+        if args.rd_gateway {
+            bad.push("--rd-gateway");
+        }
         if !bad.is_empty() {
             bail!(
                 "tcp:// is the direct path (raw TCP to the target: no TLS, WebSocket or token), so {} cannot apply",
@@ -343,6 +369,9 @@ pub fn check_conn_args(args: &ConnArgs, url: &Url) -> anyhow::Result<()> {
     }
     if args.token.is_none() && args.token_key.is_none() && !args.no_auth {
         bail!("give --token, --token-key with --user, or --no-auth (ws:// and wss:// URLs need one of them)");
+    }
+    if args.rd_gateway && (args.no_auth || args.target.is_none()) {
+        bail!("--rd-gateway needs a token (--token, or --token-key with --user: it is the PAA cookie) and --target (the resource the channel names)");
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! Load generator for Portcullis and any WebSocket-to-TCP bridge (websockify, websocat).
 //!
 //! Scenarios: `throughput`, `latency` (open loop), `connect`, `idle`, `ssh` (russh client through
-//! the tunnel); plus a built-in `target` (echo, sink, source). Sessions use the crate's own small
+//! the tunnel); plus a built-in `target` (echo, sink, source). Each runs through the tunnel route,
+//! through the RD Gateway (`--rd-gateway`: TSGU DATA packets in the WebSocket, `rdgateway`), or
+//! on the direct path (`tcp://`). Sessions use the crate's own small
 //! WebSocket client (`ws`) on the sans-IO codec of `portcullis-protocols`, over TLS (`wss://`) or
 //! plain TCP (`ws://`), on tokio.
 
@@ -11,6 +13,7 @@ pub mod endpoint;
 pub mod idle;
 pub mod latency;
 pub mod progress;
+pub mod rdgateway;
 pub mod sessions;
 pub mod ssh;
 pub mod stats;

@@ -2,8 +2,9 @@
 //!
 //! Each session writes one prebuilt masked frame again and again (masking is done once, so the
 //! load generator spends its CPU on TLS, as the gateway does) and counts the payload it reads
-//! back. With an echo target both directions carry data, with a sink only the upstream, and with
-//! `--send none` and a source target only the downstream.
+//! back. On the RD Gateway path (`--rd-gateway`) the frame carries one DATA packet, and what comes
+//! back is counted as DATA payload. With an echo target both directions carry data, with a sink
+//! only the upstream, and with `--send none` and a source target only the downstream.
 
 use crate::cli::{Send, ThroughputArgs};
 use crate::endpoint::Endpoint;
@@ -34,7 +35,8 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<Outcome> {
     let ep = Arc::new(Endpoint::from_args(&args.conn, 1).await?);
     let duration: Duration = args.duration.into();
     let send = args.send == Send::Up;
-    let payload: Arc<[u8]> = (0..args.frame_size).map(|i| (i * 7 + 13) as u8).collect();
+    let frame_size = args.frame_size.unwrap_or(default_frame_size(args.conn.rd_gateway));
+    let payload: Arc<[u8]> = (0..frame_size).map(|i| (i * 7 + 13) as u8).collect();
     let up_total = Arc::new(AtomicU64::new(0));
     let down_total = Arc::new(AtomicU64::new(0));
     let pb = progress::bar(args.run.quiet, duration.as_millis() as u64);
@@ -101,7 +103,8 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<Outcome> {
         "workers": args.run.workers,
         "duration_s": secs,
         "send": if send { "up" } else { "none" },
-        "frame_size": args.frame_size,
+        "frame_size": frame_size,
+        "rd_gateway": args.conn.rd_gateway,
         "up_bytes": up,
         "down_bytes": down,
         "up_mb_s": mb_per_s(up, secs),
@@ -128,6 +131,16 @@ pub async fn run(args: ThroughputArgs) -> anyhow::Result<Outcome> {
         errors.suffix()
     );
     Ok(Outcome { json, summary })
+}
+
+/// 16 KiB less the masked WebSocket header (8 bytes for 126..=65535 bytes of payload), and less
+/// the DATA header on the RD Gateway path: each frame is then exactly one full TLS record.
+pub fn default_frame_size(rd_gateway: bool) -> usize {
+    let frame = 16 * 1024 - 8;
+    match rd_gateway {
+        true => frame - portcullis_protocols::tsgu::DATA_HEADER_LEN,
+        false => frame,
+    }
 }
 
 async fn session(

@@ -10,6 +10,7 @@
 //! FIN, so every scenario runs unchanged against the bare target.
 
 use crate::endpoint::Endpoint;
+use crate::rdgateway::{self, Unpacker};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use portcullis_protocols::http::{self, HeadLimits};
 use portcullis_protocols::ws::{self, CloseCode, Decoder, Event, Limits, OpCode, Role, MAX_HEADER_LEN};
@@ -64,7 +65,7 @@ impl AsyncWrite for Stream {
 /// Why a session could not be opened, with the step that failed.
 #[derive(Debug, Clone)]
 pub struct OpenError {
-    /// `tcp`, `tls` or `upgrade`.
+    /// `tcp`, `tls`, `upgrade` or (RD Gateway) `channel`.
     pub step: &'static str,
     pub message: String,
     /// The HTTP status when the server answered something other than 101.
@@ -95,7 +96,9 @@ pub struct OpenTimes {
     /// The TLS handshake resumed an earlier session (no certificate, no signature).
     pub tls_resumed: bool,
     /// Request sent to 101 received: for Portcullis this includes the token check and the target
-    /// connect, which happen before the 101. None on the direct path (`tcp://`).
+    /// connect, which happen before the 101. RD Gateway: request sent to CHANNEL_RESPONSE
+    /// received (the token check and target connect come with the control phase after the 101).
+    /// None on the direct path (`tcp://`).
     pub upgrade: Option<Duration>,
 }
 
@@ -133,7 +136,8 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
     sock.connect(addr).await
 }
 
-/// Opens session number `i` (which picks its source address): TCP, TLS, WebSocket upgrade.
+/// Opens session number `i` (which picks its source address): TCP, TLS, WebSocket upgrade, and on
+/// the RD Gateway path the control phase up to the open channel.
 pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, OpenTimes), OpenError> {
     let limit = ep.open_timeout;
     let t0 = Instant::now();
@@ -178,6 +182,12 @@ pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, Ope
     tokio::time::timeout(limit, conn.handshake(ep))
         .await
         .map_err(|_| open_error("upgrade", "timed out"))??;
+    if let Some(channel) = &ep.rd_gateway {
+        tokio::time::timeout(limit, rdgateway::open_channel(&mut conn, channel))
+            .await
+            .map_err(|_| open_error("channel", "timed out"))?
+            .map_err(|e| open_error("channel", e))?;
+    }
     Ok((
         conn,
         OpenTimes {
@@ -243,6 +253,8 @@ pub struct WsConn {
     close_sent: bool,
     peer_close: Option<Option<u16>>,
     eof: bool,
+    /// RD Gateway path: payload travels in TSGU DATA packets (see `rdgateway`).
+    rdg: Option<Box<Unpacker>>,
 }
 
 static SEED_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -262,6 +274,10 @@ pub fn splitmix(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+fn mask_key(rng: &mut u64) -> [u8; 4] {
+    (splitmix(rng) as u32).to_ne_bytes()
 }
 
 impl WsConn {
@@ -287,6 +303,7 @@ impl WsConn {
             close_sent: false,
             peer_close: None,
             eof: false,
+            rdg: None,
         }
     }
 
@@ -387,15 +404,26 @@ impl WsConn {
     }
 
     fn mask_key(&mut self) -> [u8; 4] {
-        (splitmix(&mut self.rng) as u32).to_ne_bytes()
+        mask_key(&mut self.rng)
     }
 
-    /// Queues one masked binary frame (raw mode: the bytes themselves).
+    /// Queues `payload` for the target: one masked binary frame (raw mode: the bytes themselves;
+    /// RD Gateway: DATA packets, one per frame).
     pub fn queue_binary(&mut self, payload: &[u8]) {
         if self.raw {
             self.wbuf.extend_from_slice(payload);
             return;
         }
+        if self.rdg.is_some() {
+            let rng = &mut self.rng;
+            rdgateway::frame_data(&mut self.wbuf, payload, || mask_key(rng));
+            return;
+        }
+        self.queue_message(payload);
+    }
+
+    /// Queues one masked binary frame carrying exactly `payload`.
+    pub fn queue_message(&mut self, payload: &[u8]) {
         let key = self.mask_key();
         let mut hdr = [0u8; MAX_HEADER_LEN];
         let n = ws::encode_header(&mut hdr, true, OpCode::Binary, payload.len() as u64, Some(key));
@@ -405,11 +433,17 @@ impl WsConn {
         ws::apply_mask(&mut self.wbuf[start..], key, 0);
     }
 
-    /// A whole masked binary frame carrying `payload`, for sending many times with
-    /// `poll_write_raw` (bulk senders skip re-masking every frame).
+    /// Whole masked binary frames carrying `payload` (RD Gateway: as DATA packets), for sending
+    /// many times with `poll_write_raw` (bulk senders skip re-masking every frame).
     pub fn prebuilt_frame(&mut self, payload: &[u8]) -> Vec<u8> {
         if self.raw {
             return payload.to_vec();
+        }
+        if self.rdg.is_some() {
+            let mut frames = Vec::with_capacity(payload.len() + 64);
+            let rng = &mut self.rng;
+            rdgateway::frame_data(&mut frames, payload, || mask_key(rng));
+            return frames;
         }
         let key = self.mask_key();
         let mut frame = vec![0u8; MAX_HEADER_LEN];
@@ -418,6 +452,23 @@ impl WsConn {
         frame.extend_from_slice(payload);
         ws::apply_mask(&mut frame[n..], key, 0);
         frame
+    }
+
+    /// RD Gateway: the control phase starts; the gateway's packets are taken apart from now on.
+    pub fn start_rd_gateway(&mut self) {
+        self.rdg = Some(Box::default());
+    }
+
+    /// RD Gateway: the channel is open; what is sent and received from now on is DATA.
+    pub fn rd_gateway_open(&mut self) {
+        if let Some(u) = self.rdg.as_mut() {
+            u.set_open();
+        }
+    }
+
+    /// RD Gateway, while opening: the next whole control packet the gateway sent.
+    pub fn rd_gateway_packet(&mut self) -> Option<Vec<u8>> {
+        self.rdg.as_mut()?.next_control()
     }
 
     /// Queues our Close frame (once); raw mode: a FIN after the queued bytes.
@@ -496,6 +547,11 @@ impl WsConn {
         if self.eof {
             return Poll::Ready(Ok(Input::Eof));
         }
+        if let Some(u) = self.rdg.as_mut().filter(|u| u.is_open() && !u.early.is_empty()) {
+            // DATA that came with the end of the control phase.
+            on_data(&std::mem::take(&mut u.early));
+            return Poll::Ready(Ok(Input::Progress));
+        }
         if self.rstart == self.rend {
             self.rstart = 0;
             self.rend = 0;
@@ -524,7 +580,11 @@ impl WsConn {
             self.rstart += decoded.consumed;
             match decoded.event {
                 Some(Event::Data { range, .. }) if !range.is_empty() => {
-                    on_data(&self.rbuf[base + range.start..base + range.end]);
+                    let data = &self.rbuf[base + range.start..base + range.end];
+                    match self.rdg.as_mut() {
+                        Some(u) => u.feed(data, &mut on_data)?,
+                        None => on_data(data),
+                    }
                 }
                 Some(Event::Ping(p)) if !self.close_sent => {
                     let key = self.mask_key();

@@ -360,6 +360,83 @@ async fn refusals_fail_the_run_with_the_reason() {
     assert!(e.contains("--insecure"), "{e}");
 }
 
+/// The RD Gateway path: the same scenarios through `/remoteDesktopGateway/` (MS-TSGU over
+/// WebSocket) to `rdp` targets, DATA packets both ways, and its refusals named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rd_gateway_path_carries_every_scenario() {
+    let (echo, echo_stats) = spawn_target(TargetMode::Echo).await;
+    let (sink, sink_stats) = spawn_target(TargetMode::Sink).await;
+    let gw = tokio::task::block_in_place(|| {
+        Gateway::builder()
+            .unlimited_connections()
+            .target("desk", echo, "rdp")
+            .target("sinkdesk", sink, "rdp")
+            .target("tcpecho", echo, "tcp")
+            .start()
+    });
+    let rdg = |target: &str| {
+        let mut a = gw.auth(target);
+        a.push("--rd-gateway".into());
+        a
+    };
+
+    let r = ok("throughput", &gw.url(), &rdg("desk"), &["-d", "1s"]).await;
+    let (up, down) = (u(&r, "up_bytes"), u(&r, "down_bytes"));
+    // One DATA packet of 16 KiB less both headers per frame.
+    assert_eq!(u(&r, "frame_size"), 16 * 1024 - 8 - 10);
+    assert!(up > 1_000_000 && down > 0 && up.is_multiple_of(16 * 1024 - 18), "{r}");
+    assert_eq!(r["rd_gateway"], true);
+    assert!(r["url"].as_str().unwrap().ends_with("/remoteDesktopGateway/"), "{r}");
+    assert!(echo_stats.bytes_in.load(Relaxed) >= up, "{r}");
+    assert!(down <= echo_stats.bytes_out.load(Relaxed), "{r}");
+    // Writes over 65,535 bytes go as several DATA packets.
+    let r = ok(
+        "throughput",
+        &gw.url(),
+        &rdg("sinkdesk"),
+        &["-d", "500ms", "--frame-size", "70000"],
+    )
+    .await;
+    assert!(u(&r, "up_bytes") > 0 && u(&r, "up_bytes").is_multiple_of(70_000), "{r}");
+    assert!(sink_stats.bytes_in.load(Relaxed) >= u(&r, "up_bytes"));
+
+    let before = echo_stats.bytes_out.load(Relaxed);
+    let r = ok(
+        "latency",
+        &gw.url(),
+        &rdg("desk"),
+        &["-n", "4", "-r", "80", "-d", "1s", "--size", "100"],
+    )
+    .await;
+    assert_eq!((u(&r, "sent"), u(&r, "received"), u(&r, "lost")), (80, 80, 0), "{r}");
+    assert_eq!(echo_stats.bytes_out.load(Relaxed) - before, 80 * 100);
+    let r = ok(
+        "connect",
+        &gw.url(),
+        &rdg("desk"),
+        &["-n", "2", "-d", "500ms", "--probe"],
+    )
+    .await;
+    assert!(u(&r, "completed") >= 2 && u(&r, "failed") == 0, "{r}");
+
+    // Every session went through the RD Gateway and ended with the client's close.
+    let sessions = gw.records_where(4, |l| l["event"] == "session");
+    assert!(
+        sessions
+            .iter()
+            .all(|l| l["via"] == "rd_gateway" && l["ended"] == "client_closed"),
+        "{sessions:?}"
+    );
+
+    // Refusals name the step and the reason.
+    let short = ["-d", "200ms"];
+    let e = fails("throughput", &gw.url(), &rdg("tcpecho"), &short).await;
+    assert!(e.contains("channel create refused") && e.contains("not allowed"), "{e}");
+    let bad = ["--insecure", "--token", "nope", "--target", "desk", "--rd-gateway"].map(String::from);
+    let e = fails("throughput", &gw.url(), &bad, &short).await;
+    assert!(e.contains("tunnel create refused") && e.contains("token"), "{e}");
+}
+
 /// The target and scenario commands as processes: listening line, JSON to stdout or a file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_runs_target_and_writes_json() {
@@ -468,6 +545,43 @@ fn binary_rejects_bad_arguments_clearly() {
         "tcp:// is the direct path",
     );
     fail(&["throughput", "tcp://127.0.0.1"], 1, "tcp://HOST:PORT");
+    fail(
+        &["throughput", "tcp://127.0.0.1:1", "--rd-gateway"],
+        2,
+        "tcp:// is the direct path",
+    );
+    fail(
+        &[
+            "throughput",
+            "wss://127.0.0.1:1",
+            "--no-auth",
+            "--target",
+            "t",
+            "--rd-gateway",
+        ],
+        2,
+        "--rd-gateway needs a token",
+    );
+    fail(
+        &["throughput", "wss://127.0.0.1:1", "--token", "t", "--rd-gateway"],
+        2,
+        "--target",
+    );
+    fail(
+        &[
+            "throughput",
+            "wss://127.0.0.1:1",
+            "--token",
+            "t",
+            "--target",
+            "t",
+            "--rd-gateway",
+            "--path",
+            "/",
+        ],
+        2,
+        "--path",
+    );
     fail(&["latency", "ws://127.0.0.1:1", "--no-auth"], 1, "--target");
     fail(
         &["latency", "ws://127.0.0.1:1", "--no-auth", "--path", "/", "--insecure"],

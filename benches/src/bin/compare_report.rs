@@ -7,7 +7,8 @@
 //! Layout of DIR, as compare.sh writes it:
 //! - `meta.json`: date, machine, settings of the run;
 //! - `<path>/{throughput,latency,connect,idle,ssh}.json`: portcullis-loadgen results, for the
-//!   paths `direct`, `portcullis`, `websockify`, `websockify-tls`, `websocat`, `websocat-tls`;
+//!   paths `direct`, `portcullis`, `rd-gateway`, `websockify`, `websockify-tls`, `websocat`,
+//!   `websocat-tls`;
 //! - `<path>/{throughput,connect,ssh}_cpu_s`: CPU seconds the server (and its children) used
 //!   during that scenario (for the direct path, the echo target's; none for direct `ssh`);
 //! - `<path>/workers`: the server's worker count, when it has one;
@@ -24,6 +25,7 @@ use std::process::ExitCode;
 const PATHS: &[(&str, &str)] = &[
     ("direct", "direct TCP (loadgen tcp://)"),
     ("portcullis", "Portcullis (wss)"),
+    ("rd-gateway", "Portcullis RD Gateway (wss, MS-TSGU)"),
     ("websockify", "websockify (ws)"),
     ("websockify-tls", "websockify (wss)"),
     ("websocat", "websocat (ws)"),
@@ -413,11 +415,11 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
         "\nRatios are to the direct path. Throughput: MB = 10^6 bytes, echo target, bytes sent per second (the echo returns as much). \
          Latency: round trip of {} B messages, open loop. Connect: whole sessions (TCP, TLS, upgrade, 16-byte echo, close){}; \
          per server CPU-s: sessions divided by the CPU time the server used meanwhile. Server CPU per byte: the server's CPU time during the throughput run over the bytes sent (for the direct path, the echo target's). SSH: whole sessions through the path to an OpenSSH server (key exchange, public key authentication, `true`, disconnect), {} in flight; server CPU excludes sshd. Idle: growth of the server's RSS \
-         (for a server that forks per connection, the Pss of its process tree) per held session{}. `!`: the run counted errors.",
+         (for a server that forks per connection, the Pss of its process tree) per held session{}.{} `!`: the run counted errors.",
         64,
         if rows
             .iter()
-            .filter(|r| r.id == "portcullis" || r.id.ends_with("-tls"))
+            .filter(|r| r.id == "portcullis" || r.id == "rd-gateway" || r.id.ends_with("-tls"))
             .all(|r| r.tls_resumed.is_none_or(|n| n == 0))
         {
             ", every TLS session a full handshake (no resumption)"
@@ -425,14 +427,20 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
             ", some TLS sessions resumed"
         },
         u(meta, &["settings", "ssh_concurrency"]).map_or("several".into(), |n| n.to_string()),
-        idle_n.map_or(String::new(), |n| format!(", up to {n} sessions"))
+        idle_n.map_or(String::new(), |n| format!(", up to {n} sessions")),
+        if rows.iter().any(|r| r.id == "rd-gateway") {
+            " RD Gateway: the same gateway and target through `/remoteDesktopGateway/` (MS-TSGU over WebSocket, \
+             the target declared `rdp`, the token as PAA cookie), every frame one DATA packet (a 10-byte header inside it)."
+        } else {
+            ""
+        }
     );
 
     // The issue's targets.
     let p = rows.iter().find(|r| r.id == "portcullis");
     let peers: Vec<&Row> = rows
         .iter()
-        .filter(|r| r.id != "direct" && r.id != "portcullis")
+        .filter(|r| !matches!(r.id.as_str(), "direct" | "portcullis" | "rd-gateway"))
         .collect();
     let best_peer = peers
         .iter()
@@ -538,6 +546,7 @@ fn color(id: &str) -> RGBColor {
         "direct" => RGBColor(120, 120, 120),
         "iperf3" => RGBColor(180, 180, 180),
         "portcullis" => RGBColor(31, 119, 180),
+        "rd-gateway" => RGBColor(148, 103, 189),
         "websockify" => RGBColor(255, 187, 120),
         "websockify-tls" => RGBColor(255, 127, 14),
         "websocat" => RGBColor(152, 223, 138),
@@ -552,6 +561,7 @@ fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(
         let s = match r.id.as_str() {
             "direct" => "direct",
             "portcullis" => "Portcullis",
+            "rd-gateway" => "RD Gateway",
             "websockify" => "websockify",
             "websockify-tls" => "websockify TLS",
             "websocat" => "websocat",
