@@ -425,28 +425,30 @@ struct TicketBody {
     target: String,
 }
 
-/// A one-time `proxy_auth` for the IronRDP web client to open `target` through `/v1/rdp`.
-async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
-    let TicketBody { target } = match json_post(req, "{\"target\":…}") {
-        Ok(body) => body,
-        Err(r) => return r,
-    };
-    let s = match signed_in(req).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+/// The signed-in browser's grant to `target` over `via`, as the policy decides for its user (its
+/// roles, and the one target a token sign-in or shared link is limited to). `Err`: the answer.
+pub(super) async fn signed_in_grant(req: &WebRequest<'_>, target: &str, via: Via) -> Result<Grant, Response> {
+    let s = signed_in(req).await?;
     let credential = Credential::WebSession {
         user: &s.user,
         only_target: s.only_target.as_deref(),
         roles: &s.roles,
     };
     let now = portcullis_core::keys::unix_now();
-    let grant = match req
-        .policy
-        .authorize(credential, Destination::Name(&target), Via::WebRdp, now)
-    {
+    req.policy
+        .authorize(credential, Destination::Name(target), via, now)
+        .map_err(|d| Response::error(d.status(), &d.to_string()))
+}
+
+/// A one-time `proxy_auth` for the IronRDP web client to open `target` through `/v1/rdp`.
+async fn rdp_ticket(req: &WebRequest<'_>) -> Response {
+    let TicketBody { target } = match json_post(req, "{\"target\":…}") {
+        Ok(body) => body,
+        Err(r) => return r,
+    };
+    let grant = match signed_in_grant(req, &target, Via::WebRdp).await {
         Ok(g) => g,
-        Err(denial) => return Response::error(denial.status(), &denial.to_string()),
+        Err(r) => return r,
     };
     match crate::server::timeout(
         req.limit,

@@ -7,10 +7,9 @@
 //! the target by its configured name and the gateway by the host the browser used. A POST with a
 //! JSON body from the gateway's own origin, like the other calls that grant something.
 
-use super::api::{json_post, signed_in, WebRequest};
+use super::api::{json_post, signed_in_grant, WebRequest};
 use super::response::Response;
 use portcullis_core::audit::{AuditRecord, IdentityAction, IdentityRecord, Via};
-use portcullis_core::policy::{Credential, Destination};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -33,24 +32,12 @@ pub async fn download(req: &WebRequest<'_>) -> Response {
     let Some(gateway) = req.head.header("host").filter(|h| is_host(h)) else {
         return Response::error(400, "missing or invalid Host");
     };
-    let s = match signed_in(req).await {
-        Ok(s) => s,
+    // The policy decides as for the session the file will open.
+    let grant = match signed_in_grant(req, &target, Via::RdGateway).await {
+        Ok(g) => g,
         Err(r) => return r,
     };
-    let credential = Credential::WebSession {
-        user: &s.user,
-        only_target: s.only_target.as_deref(),
-        roles: &s.roles,
-    };
     let now = portcullis_core::keys::unix_now();
-    // The policy decides as for the session the file will open.
-    let grant = match req
-        .policy
-        .authorize(credential, Destination::Name(&target), Via::RdGateway, now)
-    {
-        Ok(g) => g,
-        Err(d) => return Response::error(d.status(), &d.to_string()),
-    };
     let ttl = req.policy.config.auth.issued_token_ttl.min(MAX_FILE_TOKEN_TTL);
     let Ok((token, claims)) = minter.mint_single_use(&grant.user, &grant.roles, &grant.target.name, ttl, now) else {
         return Response::error(503, "cannot sign the token");
