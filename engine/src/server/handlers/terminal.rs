@@ -102,6 +102,13 @@ struct Transfer {
 }
 
 impl Terminal {
+    /// Whether an event of the SSH side is about the transfer under way (not one refused before).
+    fn current_transfer(&self, upload: bool, path: &str) -> bool {
+        self.transfer
+            .as_ref()
+            .is_some_and(|t| t.upload == upload && t.path == path)
+    }
+
     /// Sends a resize or close to the SSH task; dropped if it has no room in time (the SSH task
     /// keeps taking input while it delivers output, so this only waits for a busy server).
     async fn tell(&self, msg: ToSsh) {
@@ -775,7 +782,9 @@ async fn on_file_event(conn: &mut Conn, term: &mut Terminal, event: FileEvent) -
             size,
             sha256,
         } => {
-            term.transfer = None;
+            if term.current_transfer(upload, &path) {
+                term.transfer = None;
+            }
             audit_file(
                 conn,
                 term,
@@ -794,10 +803,14 @@ async fn on_file_event(conn: &mut Conn, term: &mut Terminal, event: FileEvent) -
             }
         }
         FileEvent::Failed { upload, path, message } => {
-            // A transfer this side refused already: the user was told once.
-            let told = term.transfer.take().is_none();
+            // A transfer this side refused already (the user was told once), perhaps with the
+            // next one under way by now: only the current transfer's failure is shown.
+            let current = term.current_transfer(upload, &path);
+            if current {
+                term.transfer = None;
+            }
             audit_file(conn, term, upload, path, None, None, "failed", Some(message.clone()));
-            if told {
+            if !current {
                 return None;
             }
             ServerMessage::FileError { message }
