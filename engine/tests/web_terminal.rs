@@ -594,7 +594,8 @@ async fn a_link_guests_terminal_ends_with_the_link() {
         .start();
     let admin = alice_headers(&gw, PASSWORD).await;
     let cookie = [("Cookie", admin[0].1.as_str())];
-    let body = r#"{"target":"vm1","ttl_seconds":3,"once":false}"#;
+    // Long enough to open the terminal on a loaded machine, short enough to wait for.
+    let body = r#"{"target":"vm1","ttl_seconds":5,"once":false}"#;
     let (status, _, made) = https(&gw, "POST", "/api/admin/links", &cookie, body).await;
     assert_eq!(status, 201, "{made}");
     let link = serde_json::from_str::<serde_json::Value>(&made).unwrap()["url"]
@@ -612,7 +613,7 @@ async fn a_link_guests_terminal_ends_with_the_link() {
     let mut ws = terminal(&gw, "/v1/ssh/vm1", &headers).await;
     run(&mut ws, "echo LINK-$((2*3))\n", "LINK-6").await;
     // Nothing more sent: the link's end closes it (well before the idle timeout).
-    let (code, reason) = ws.recv_close(10 * SEC).await;
+    let (code, reason) = ws.recv_close(15 * SEC).await;
     assert_eq!((code, reason.as_str()), (Some(1008), "token_expired"));
     let rec = gw.sessions_of("vm1", 1);
     assert_eq!(rec[0]["ended"], "token_expired", "{}", rec[0]);
