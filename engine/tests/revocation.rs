@@ -159,6 +159,16 @@ async fn a_token_sign_in_stays_within_its_scope() {
     assert!(session.contains("\"admin\":false"), "{session}");
     assert_eq!(https(&gw, "GET", "/api/admin/sessions", &with_token, "").await.0, 403);
     assert_eq!(https(&gw, "GET", "/api/admin/links", &with_token, "").await.0, 403);
+    // A page of another site cannot make links with an administrator's cookie: refused, audited.
+    let password = sign_in(&gw, "alice", "right horse").await.1.unwrap();
+    let cross = [("Cookie", password.as_str()), ("Origin", "https://evil.example")];
+    let body = r#"{"target":"echo","ttl_seconds":60,"once":false}"#;
+    assert_eq!(https(&gw, "POST", "/api/admin/links", &cross, body).await.0, 403);
+    let denied = gw.records_where(2, |l| l["event"] == "denied" && l["path"] == "/api/admin/links");
+    assert!(
+        denied.iter().any(|d| d["reason"] == "cross-origin request refused"),
+        "{denied:?}"
+    );
     // The same user signed in with a password may.
     let password = sign_in(&gw, "alice", "right horse").await.1.unwrap();
     let with_password = [("Cookie", password.as_str())];

@@ -46,9 +46,11 @@ pub async fn handle(conn: &mut Conn, route: WebRoute<String>, mut head: Head, he
     };
     match action {
         Action::Respond(resp) => {
-            // A refusal of the API is audited; an answer without a reason is not one (a device
-            // login still waiting for approval, polled every few seconds).
-            if let (true, Some(reason)) = (resp.status >= 400 && parsed.path.starts_with("/v1/"), &resp.reason) {
+            // A refusal of the API (and of the administration's pages) is audited; an answer
+            // without a reason is not one (a device login still waiting for approval, polled
+            // every few seconds).
+            let audited = parsed.path.starts_with("/v1/") || parsed.path.starts_with("/api/admin/");
+            if let (true, Some(reason)) = (resp.status >= 400 && audited, &resp.reason) {
                 conn.deny(parsed.path, resp.status, reason, None);
             }
             send(conn, resp).await
