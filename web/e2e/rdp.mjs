@@ -177,6 +177,9 @@ async function run(c, result) {
     const answer = await ask("restricted", 15_000);
     if (answer !== "ok") throw new Error(`restricted target ${c.restricted_target}: ${answer}`);
     result.checks.push(`${c.restricted_target} (clipboard refused): a picture of ${first.colours} colours; the server was not asked for the clipboard channel`);
+    // A fresh document for the next desktop: nothing of the first session's client (its
+    // WebAssembly state, its socket) carries over.
+    await page.goto("about:blank");
     await page.goto(`${c.url}/#/targets`);
     await button.waitFor();
   }
