@@ -28,5 +28,6 @@ pub mod revocation;
 pub mod route;
 pub mod secret;
 pub mod sshkey;
+pub mod tls;
 pub mod totp;
 pub mod webauthn;

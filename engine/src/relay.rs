@@ -13,9 +13,9 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn begin_close(&mut self) {}
 }
 
-impl<T: AsyncRead + AsyncWrite + Unpin> Transport for futures_rustls::server::TlsStream<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> Transport for crate::tls::stream::TlsStream<T> {
     fn begin_close(&mut self) {
-        self.get_mut().1.send_close_notify();
+        crate::tls::stream::TlsStream::begin_close(self);
     }
 }
 

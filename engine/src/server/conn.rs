@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub type Tls = futures_rustls::server::TlsStream<Socket>;
+pub type Tls = crate::tls::stream::TlsStream<Socket>;
 
 /// A client connection after TLS, with what its handler needs.
 pub struct Conn {
@@ -59,7 +59,7 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
         return tracing::debug!(%client, refused = why.as_str(), "connection refused");
     }
     let left = deadline.saturating_duration_since(Instant::now());
-    let tls = match timeout(left, state.acceptor.accept(socket)).await {
+    let tls = match timeout(left, crate::tls::accept::accept(state.tls_config.clone(), socket)).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => {
             crate::metrics::with(|m| m.handshake_failures.inc());
@@ -298,7 +298,7 @@ impl Conn {
         let tls = &mut self.tls;
         let _ = timeout(limit, async {
             write_joined(tls, head, body).await?;
-            tls.get_mut().1.send_close_notify();
+            tls.begin_close();
             tls.close().await
         })
         .await;

@@ -47,7 +47,7 @@ use std::time::Duration;
 /// Everything a connection needs from the configuration, swapped atomically on reload.
 pub struct State {
     pub policy: Policy,
-    pub acceptor: futures_rustls::TlsAcceptor,
+    pub tls_config: Arc<rustls::ServerConfig>,
     /// TLS to RDP targets with a `cert_ca`, by target name (the others use `rdp_client_config`).
     pub rdp_trust: std::collections::HashMap<String, Arc<rustls::ClientConfig>>,
     /// Signs the gateway's own tokens (`[auth] token_private_key`), for users who logged in.
@@ -146,10 +146,10 @@ fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations
     let (verifier, minter) = tokens::load(&config, key)?;
     check_host_keys(&config)?;
     let rdp_trust = rdp_trust(&config)?;
-    let acceptor = futures_rustls::TlsAcceptor::from(identity.server_config()?);
+    let tls_config = identity.server_config()?;
     Ok(State {
         policy: Policy::new(config, verifier, revocations.clone()),
-        acceptor,
+        tls_config,
         rdp_trust,
         minter,
     })

@@ -1,4 +1,10 @@
-//! TLS settings for both ends: the gateway's server config and the CLI client's.
+//! TLS settings for both ends: the gateway's server config and the CLI client's; the server's
+//! handshake (`accept`) and the stream every route reads and writes after it (`stream`).
+
+pub mod accept;
+#[cfg(test)]
+mod interop;
+pub mod stream;
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -90,6 +96,12 @@ impl Identity {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         // Our order, not the client's: rustls clients put AES-256 first (browsers already AES-128).
         config.ignore_client_order = true;
+        // After the handshake the record layer is ours (`portcullis_core::tls`): rustls hands over
+        // its traffic secrets and keeps the key schedule.
+        config.enable_secret_extraction = true;
+        // Session tickets, so that a client reconnecting skips the full handshake: sealed with a
+        // key rustls replaces every 6 hours (tickets under the previous key still open).
+        config.ticketer = provider::Ticketer::new().map_err(|e| Error::Tls(e.to_string()))?;
         Ok(Arc::new(config))
     }
 }

@@ -1,0 +1,160 @@
+//! The server's TLS handshake on rustls' unbuffered API, ending in the gateway's own record layer.
+//!
+//! rustls does the whole handshake (and sends its session tickets); then its traffic secrets
+//! and key schedule move to `portcullis_core::tls::RecordLayer` (through rustls' kernel
+//! connection API, made for kernel TLS), which every route then reads and writes through
+//! (`TlsStream`), and which a relay takes over to seal and open records in its own buffers.
+
+use super::stream::TlsStream;
+use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use portcullis_core::tls::{Algorithm, Keys, RecordLayer, Rekey, Version};
+use rustls::kernel::KernelConnection;
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
+use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
+use std::io;
+use std::sync::Arc;
+
+/// Most bytes of handshake the client may make us hold (a ClientHello with post-quantum key
+/// shares is a few KiB; nothing legitimate comes near this).
+const MAX_HANDSHAKE_BUFFER: usize = 64 << 10;
+/// Most application data the client may send before the handshake's end is processed.
+const MAX_EARLY_PLAINTEXT: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("client closed the connection during the handshake")]
+    Closed,
+    #[error("handshake over {MAX_HANDSHAKE_BUFFER} bytes")]
+    TooLarge,
+    #[error("unsupported after the handshake: {0}")]
+    Unsupported(String),
+}
+
+/// Runs the server side of a handshake over `socket`; the caller bounds it in time.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    config: Arc<ServerConfig>,
+    mut socket: S,
+) -> Result<TlsStream<S>, AcceptError> {
+    let mut conn = UnbufferedServerConnection::new(config)?;
+    let mut incoming = vec![0u8; 8 << 10];
+    let mut filled = 0;
+    let mut outgoing: Vec<u8> = Vec::new();
+    let mut early: Vec<u8> = Vec::new();
+    loop {
+        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[..filled]);
+        let (mut want_read, mut traffic) = (false, false);
+        match state? {
+            ConnectionState::ReadTraffic(mut records) => {
+                // The client's first request can come with its Finished: keep it for the stream.
+                while let Some(record) = records.next_record() {
+                    let record = record?;
+                    discard += record.discard;
+                    if early.len() + record.payload.len() > MAX_EARLY_PLAINTEXT {
+                        return Err(AcceptError::TooLarge);
+                    }
+                    early.extend_from_slice(record.payload);
+                }
+            }
+            ConnectionState::EncodeTlsData(mut data) => {
+                let at = outgoing.len();
+                outgoing.resize(at + 4096, 0);
+                loop {
+                    match data.encode(&mut outgoing[at..]) {
+                        Ok(n) => {
+                            outgoing.truncate(at + n);
+                            break;
+                        }
+                        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                            outgoing.resize(at + required_size, 0)
+                        }
+                        Err(e) => return Err(AcceptError::Unsupported(e.to_string())),
+                    }
+                }
+            }
+            ConnectionState::TransmitTlsData(transmit) => {
+                socket.write_all(&outgoing).await?;
+                socket.flush().await?;
+                outgoing.clear();
+                transmit.done();
+            }
+            ConnectionState::BlockedHandshake => want_read = true,
+            // TLS 1.3 lets a server write before the client's Finished; the handshake is over
+            // only once rustls has it (and has queued its tickets).
+            ConnectionState::WriteTraffic(_) => traffic = true,
+            ConnectionState::PeerClosed | ConnectionState::Closed => return Err(AcceptError::Closed),
+            other => return Err(AcceptError::Unsupported(format!("{other:?}"))),
+        }
+        if discard > 0 {
+            incoming.copy_within(discard..filled, 0);
+            filled -= discard;
+        }
+        if traffic && !conn.is_handshaking() {
+            break;
+        }
+        if want_read || traffic {
+            if filled == incoming.len() {
+                if incoming.len() >= MAX_HANDSHAKE_BUFFER {
+                    return Err(AcceptError::TooLarge);
+                }
+                incoming.resize(incoming.len() * 2, 0);
+            }
+            match socket.read(&mut incoming[filled..]).await? {
+                0 => return Err(AcceptError::Closed),
+                n => filled += n,
+            }
+        }
+    }
+    let version = match conn.protocol_version() {
+        Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
+        Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
+        other => return Err(AcceptError::Unsupported(format!("{other:?}"))),
+    };
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+    let tx = (secrets.tx.0, keys(secrets.tx.1)?);
+    let rx = (secrets.rx.0, keys(secrets.rx.1)?);
+    let records = RecordLayer::new(version, tx, rx)
+        .map_err(|e| AcceptError::Unsupported(e.to_string()))?
+        .with_rekey(Box::new(Schedule(kernel)));
+    incoming.truncate(filled);
+    Ok(TlsStream::new(socket, records, early, incoming))
+}
+
+/// rustls' traffic secrets as the record layer's keys.
+pub(crate) fn keys(secrets: ConnectionTrafficSecrets) -> Result<Keys, AcceptError> {
+    let (algorithm, key, iv) = match secrets {
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (Algorithm::Aes128Gcm, key, iv),
+        ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (Algorithm::Aes256Gcm, key, iv),
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => (Algorithm::Chacha20Poly1305, key, iv),
+        _ => return Err(AcceptError::Unsupported("cipher suite".into())),
+    };
+    let iv: [u8; 12] = iv
+        .as_ref()
+        .try_into()
+        .map_err(|_| AcceptError::Unsupported("IV length".into()))?;
+    Ok(Keys {
+        algorithm,
+        key: key.as_ref().to_vec(),
+        iv,
+    })
+}
+
+/// rustls' key schedule, asked for the next keys on a TLS 1.3 KeyUpdate.
+struct Schedule(KernelConnection<ServerConnectionData>);
+
+impl Rekey for Schedule {
+    fn next_tx(&mut self) -> Result<Keys, String> {
+        let (_, secrets) = self.0.update_tx_secret().map_err(|e| e.to_string())?;
+        keys(secrets).map_err(|e| e.to_string())
+    }
+
+    fn next_rx(&mut self) -> Result<Keys, String> {
+        let (_, secrets) = self.0.update_rx_secret().map_err(|e| e.to_string())?;
+        keys(secrets).map_err(|e| e.to_string())
+    }
+}

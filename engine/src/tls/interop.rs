@@ -1,0 +1,223 @@
+//! The gateway's TLS (rustls' handshake, our record layer) against rustls' own client, every
+//! version and suite the gateway offers: echo both ways, key updates, close_notify, resumption.
+
+use super::accept::accept;
+use super::Identity;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A rustls client offering only `suite`.
+fn client(suite: rustls::SupportedCipherSuite) -> Arc<ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![suite];
+    let version = match suite {
+        rustls::SupportedCipherSuite::Tls13(_) => &rustls::version::TLS13,
+        _ => &rustls::version::TLS12,
+    };
+    let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Serves `connections` connections with an echo over the gateway's TLS; returns its address and
+/// the thread, which reports each connection's record layer version and copied-byte count.
+fn echo_server(connections: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
+    let config = Identity::self_signed(&[]).unwrap().server_config().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut seen = Vec::new();
+            for _ in 0..connections {
+                let stream = listener.accept().await.unwrap();
+                let mut tls = accept(config.clone(), stream).await.unwrap();
+                seen.push(format!("{:?}", tls.records().version()));
+                let mut buf = vec![0u8; 20_000];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            tls.write_all(&buf[..n]).await.unwrap();
+                            tls.flush().await.unwrap();
+                        }
+                        Err(e) => panic!("server read: {e}"),
+                    }
+                }
+                // The client's close_notify came: answer with ours.
+                tls.close().await.unwrap();
+                assert_eq!(tls.buffered_bytes(), 0, "a closed stream holds no buffer");
+            }
+            seen
+        })
+        .unwrap();
+    let addr = rx.recv().unwrap();
+    (addr, std::thread::spawn(move || handle.join().unwrap()))
+}
+
+fn connect(addr: std::net::SocketAddr, config: Arc<ClientConfig>) -> StreamOwned<ClientConnection, TcpStream> {
+    let conn = ClientConnection::new(config, ServerName::try_from("localhost").unwrap()).unwrap();
+    StreamOwned::new(conn, TcpStream::connect(addr).unwrap())
+}
+
+/// Sends `total` bytes in writes of `chunk` and reads the echo back, checking every byte.
+fn echo(tls: &mut StreamOwned<ClientConnection, TcpStream>, total: usize, chunk: usize) {
+    let data: Vec<u8> = (0..total).map(|i| (i * 31 + i / 7) as u8).collect();
+    let mut got = vec![0u8; total];
+    let mut read = 0;
+    for part in data.chunks(chunk) {
+        tls.write_all(part).unwrap();
+        tls.flush().unwrap();
+        let want = read + part.len();
+        while read < want {
+            read += tls.read(&mut got[read..want]).unwrap();
+        }
+    }
+    assert!(got == data, "echo differs");
+}
+
+#[test]
+fn every_suite_echoes_both_ways_through_our_record_layer() {
+    // The test certificate is ECDSA: TLS 1.2's RSA suites cannot be negotiated with it.
+    let suites: Vec<_> = rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .into_iter()
+        .filter(|s| s.tls13().is_some() || format!("{:?}", s.suite()).contains("ECDSA"))
+        .collect();
+    assert_eq!(suites.len(), 6);
+    let (addr, server) = echo_server(suites.len());
+    for suite in &suites {
+        let mut tls = connect(addr, client(*suite));
+        // Small writes, then records of the full size and odd sizes across records.
+        echo(&mut tls, 3000, 1);
+        echo(&mut tls, 200_000, 16_384);
+        echo(&mut tls, 100_000, 40_001);
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        let mut rest = Vec::new();
+        // The server's close_notify: a clean end (rustls would report a truncation otherwise).
+        tls.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty(), "{suite:?}");
+    }
+    let seen = server.join().unwrap();
+    assert_eq!(seen.iter().filter(|v| *v == "Tls13").count(), 3, "{seen:?}");
+    assert_eq!(
+        seen.iter().filter(|v| *v == "Tls12").count(),
+        suites.len() - 3,
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn a_client_key_update_moves_the_server_to_the_next_keys() {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let (addr, server) = echo_server(1);
+    let mut tls = connect(addr, client(suite));
+    echo(&mut tls, 50_000, 16_384);
+    for _ in 0..3 {
+        tls.conn.refresh_traffic_keys().unwrap();
+        echo(&mut tls, 50_000, 7_000);
+    }
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn a_request_sent_with_the_clients_finished_is_not_lost() {
+    // rustls' client sends its first data in the flight that carries its Finished when the
+    // data is queued before the handshake completes: the server's handshake decrypts it.
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let (addr, server) = echo_server(1);
+    let mut conn = ClientConnection::new(client(suite), ServerName::try_from("localhost").unwrap()).unwrap();
+    conn.writer().write_all(b"early request").unwrap();
+    let mut tls = StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    let mut got = [0u8; 13];
+    tls.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"early request");
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    tls.read_to_end(&mut rest).unwrap();
+    server.join().unwrap();
+}
+
+#[test]
+fn a_returning_client_resumes_with_its_ticket_in_both_versions() {
+    use rustls::HandshakeKind;
+    let suites = [
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    let (addr, server) = echo_server(4);
+    for suite in suites {
+        let config = client(suite);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut tls = connect(addr, config.clone());
+            echo(&mut tls, 1000, 1000);
+            kinds.push(tls.conn.handshake_kind());
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+            let mut rest = Vec::new();
+            tls.read_to_end(&mut rest).unwrap();
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{suite:?}"
+        );
+    }
+    server.join().unwrap();
+}

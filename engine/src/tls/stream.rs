@@ -1,0 +1,234 @@
+//! A connection after its handshake: the record layer over the socket, as a futures-io stream
+//! for the routes that read and write messages (requests, the web app, terminals). Relays take
+//! its parts instead (`into_parts`) and seal and open records in their own buffers.
+//!
+//! Reads: records are read into a pooled buffer and opened in place; plaintext is copied out to
+//! the caller. Writes: plaintext is copied into the outgoing buffer and sealed there, then sent.
+//! Both buffers exist only while bytes are in flight: a stream waiting for its client holds none.
+
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use portcullis_core::relay::pool::PooledBuf;
+use portcullis_core::tls::{ContentType, Opened, RecordError, RecordLayer, MAX_PLAINTEXT, MAX_RECORD};
+use std::io;
+use std::ops::Range;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+/// The read buffer: a whole record and room to read the next one behind it.
+const INBUF: usize = 2 * MAX_RECORD;
+/// Most sealed bytes a write leaves queued before it waits for the socket.
+const OUT_LIMIT: usize = 64 << 10;
+
+pub struct TlsStream<S> {
+    socket: S,
+    records: RecordLayer,
+    inbuf: PooledBuf,
+    /// Ciphertext read and not opened yet.
+    cipher: Range<usize>,
+    /// Plaintext opened and not read yet.
+    plain: Range<usize>,
+    /// Plaintext rustls decrypted during the handshake (the first request, sent with Finished).
+    early: Vec<u8>,
+    early_pos: usize,
+    /// Sealed records not yet written.
+    out: Vec<u8>,
+    out_pos: usize,
+    peer_closed: bool,
+    close_queued: bool,
+}
+
+impl<S> TlsStream<S> {
+    /// `early`: plaintext already decrypted; `rest`: ciphertext read behind the handshake.
+    pub(crate) fn new(socket: S, records: RecordLayer, early: Vec<u8>, rest: Vec<u8>) -> Self {
+        let mut inbuf = PooledBuf::new(INBUF);
+        let mut cipher = 0..0;
+        if !rest.is_empty() {
+            // At most a partial record and whatever followed it in one read of the handshake.
+            let n = rest.len().min(INBUF);
+            inbuf.get()[..n].copy_from_slice(&rest[..n]);
+            cipher = 0..n;
+        }
+        TlsStream {
+            socket,
+            records,
+            inbuf,
+            cipher,
+            plain: 0..0,
+            early,
+            early_pos: 0,
+            out: Vec::new(),
+            out_pos: 0,
+            peer_closed: false,
+            close_queued: false,
+        }
+    }
+
+    /// Queues close_notify: the next flush or close sends it.
+    pub fn begin_close(&mut self) {
+        if !self.close_queued {
+            self.close_queued = true;
+            let _ = self.records.seal_close_notify(&mut self.out);
+        }
+    }
+
+    pub fn records(&self) -> &RecordLayer {
+        &self.records
+    }
+
+    /// Bytes this stream holds in buffers now (0 between bursts).
+    pub fn buffered_bytes(&self) -> usize {
+        let inbuf = if self.inbuf.is_held() { self.inbuf.size() } else { 0 };
+        inbuf + self.out.capacity() + self.early.capacity()
+    }
+
+    fn seal_into_out(&mut self, data: &[u8]) -> Result<(), RecordError> {
+        if self.records.key_update_due() {
+            self.records.seal_key_update(&mut self.out)?;
+        }
+        let (prefix, suffix) = (self.records.prefix(), self.records.suffix());
+        for chunk in data.chunks(MAX_PLAINTEXT) {
+            let at = self.out.len();
+            self.out.reserve(prefix + chunk.len() + suffix);
+            self.out.resize(at + prefix, 0);
+            self.out.extend_from_slice(chunk);
+            self.out.resize(at + prefix + chunk.len() + suffix, 0);
+            self.records.seal(
+                &mut self.out,
+                ContentType::ApplicationData,
+                at + prefix..at + prefix + chunk.len(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn invalid(e: RecordError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+impl<S: AsyncWrite + Unpin> TlsStream<S> {
+    /// Writes queued records until none is left or the socket is full.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.out_pos < self.out.len() {
+            let n = ready!(Pin::new(&mut self.socket).poll_write(cx, &self.out[self.out_pos..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_pos += n;
+        }
+        // Nothing in flight: the buffer goes (a stream between bursts holds none).
+        self.out = Vec::new();
+        self.out_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if this.early_pos < this.early.len() {
+                let n = buf.len().min(this.early.len() - this.early_pos);
+                buf[..n].copy_from_slice(&this.early[this.early_pos..this.early_pos + n]);
+                this.early_pos += n;
+                if this.early_pos == this.early.len() {
+                    this.early = Vec::new();
+                    this.early_pos = 0;
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if !this.plain.is_empty() {
+                let n = buf.len().min(this.plain.len());
+                let at = this.plain.start;
+                buf[..n].copy_from_slice(&this.inbuf.get()[at..at + n]);
+                this.plain.start += n;
+                if this.plain.is_empty() && this.cipher.is_empty() {
+                    this.inbuf.release();
+                }
+                return Poll::Ready(Ok(n));
+            }
+            if this.peer_closed {
+                // Nothing after close_notify counts: the buffer goes.
+                this.cipher = 0..0;
+                this.inbuf.release();
+                return Poll::Ready(Ok(0));
+            }
+            if !this.cipher.is_empty() {
+                let base = this.cipher.start;
+                match this.records.open(&mut this.inbuf.get()[this.cipher.clone()]) {
+                    Err(e) => return Poll::Ready(Err(invalid(e))),
+                    Ok(Some((len, opened))) => {
+                        this.cipher.start += len;
+                        match opened {
+                            Opened::Data(r) => this.plain = base + r.start..base + r.end,
+                            Opened::Closed => this.peer_closed = true,
+                            Opened::Nothing => {
+                                if this.records.key_update_due() {
+                                    this.records.seal_key_update(&mut this.out).map_err(invalid)?;
+                                    // Best effort now; any later write or flush finishes it.
+                                    let _ = this.poll_drain(cx);
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                }
+            }
+            // Read more, behind what is there; a partial record moves to the front first when
+            // the rest of it would not fit (this stream copies anyway; relays avoid it).
+            if this.cipher.is_empty() {
+                this.cipher = 0..0;
+            } else if INBUF - this.cipher.start < MAX_RECORD {
+                let (start, end) = (this.cipher.start, this.cipher.end);
+                this.inbuf.get().copy_within(start..end, 0);
+                this.cipher = 0..end - start;
+            }
+            let end = this.cipher.end;
+            match Pin::new(&mut this.socket).poll_read(cx, &mut this.inbuf.get()[end..]) {
+                Poll::Pending => {
+                    if this.cipher.is_empty() {
+                        this.inbuf.release();
+                    }
+                    return Poll::Pending;
+                }
+                // The peer left without close_notify: a truncation, as rustls reports it.
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
+                Poll::Ready(Ok(n)) => this.cipher.end += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.close_queued {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if this.out.len() - this.out_pos >= OUT_LIMIT {
+            ready!(this.poll_drain(cx))?;
+        }
+        let take = data.len().min(OUT_LIMIT);
+        this.seal_into_out(&data[..take]).map_err(invalid)?;
+        // Send now if the socket takes it; what it does not take waits for the next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.socket).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.begin_close();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.socket).poll_close(cx)
+    }
+}
