@@ -36,8 +36,68 @@ pub type Check = fn(&[u8]);
 pub const TARGETS: &[(&str, Check)] = &[
     ("gateway_request", gateway_request),
     ("relay", relay),
+    ("tls_records", tls_records),
     ("webauthn", webauthn),
 ];
+
+/// The gateway's TLS record layer (`portcullis_core::tls`) on anything. The first byte picks the
+/// version and how the rest is used: as raw bytes on the wire (headers, lengths, authentication),
+/// or sealed by the peer as records of a chosen content type (so that alerts, post-handshake
+/// messages and key updates with any content get past the AEAD), then possibly one byte flipped.
+/// No panic; a record opens only when whole; plaintext lies inside its record; after the peer's
+/// close_notify nothing more opens.
+pub fn tls_records(data: &[u8]) {
+    use portcullis_core::tls::{ContentType, Opened, Version, HEADER, MAX_PLAINTEXT};
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let version = if pick & 1 == 0 { Version::Tls13 } else { Version::Tls12 };
+    let (mut gateway, mut client) = portcullis_core::relay::sim::record_pair(version);
+    let types = [
+        ContentType::ApplicationData,
+        ContentType::Alert,
+        ContentType::Handshake,
+        ContentType::ChangeCipherSpec,
+    ];
+    let mut wire = if pick >> 1 & 1 == 0 {
+        rest.to_vec()
+    } else {
+        let mut out = Vec::new();
+        for (i, chunk) in rest.chunks(MAX_PLAINTEXT / 4 + 1).enumerate() {
+            let typ = types[(usize::from(pick >> 2) + i) % types.len()];
+            client.seal_message(&mut out, typ, chunk).expect("seal");
+        }
+        if pick >> 4 != 0 && !out.is_empty() {
+            let at = usize::from(pick >> 4) * 7 % out.len();
+            out[at] ^= pick | 1;
+        }
+        out
+    };
+    let mut pos = 0;
+    let mut closed = false;
+    while pos < wire.len() {
+        match gateway.open(&mut wire[pos..]) {
+            Ok(Some((len, opened))) => {
+                assert!(!closed, "a record opened after close_notify");
+                assert!(len >= HEADER && pos + len <= wire.len(), "record of {len} at {pos}");
+                if let Opened::Data(r) = &opened {
+                    assert!(
+                        r.start >= HEADER && r.end <= len && r.len() <= MAX_PLAINTEXT,
+                        "{r:?} of {len}"
+                    );
+                }
+                closed |= opened == Opened::Closed;
+                pos += len;
+                if gateway.key_update_due() {
+                    let mut out = Vec::new();
+                    gateway.seal_key_update(&mut out, false).expect("key update");
+                }
+            }
+            Ok(None) => break,
+            Err(_) => break,
+        }
+    }
+}
 
 /// The WebAuthn parsers (`portcullis_core::webauthn`) on anything: the first byte picks CBOR,
 /// authenticator data, or a whole registration (client data and attestation object, split at

@@ -183,9 +183,6 @@ pub struct RecordLayer {
     key_update_due: bool,
     /// The peer sent close_notify.
     peer_closed: bool,
-    /// Payload bytes copied by the owner of this record layer's buffers (see `count_copy`): the
-    /// zero-copy path's instrument, read by tests and benchmarks.
-    copied: u64,
 }
 
 impl RecordLayer {
@@ -198,7 +195,6 @@ impl RecordLayer {
             rekey: None,
             key_update_due: false,
             peer_closed: false,
-            copied: 0,
         })
     }
 
@@ -446,9 +442,10 @@ impl RecordLayer {
     }
 
     /// Appends our KeyUpdate record (sealed under the current key) to `out`, then moves to the
-    /// next key. Never asks the peer to update (it answered or started this itself).
-    pub fn seal_key_update(&mut self, out: &mut Vec<u8>) -> Result<(), RecordError> {
-        self.seal_message(out, ContentType::Handshake, &[24, 0, 0, 1, 0])?;
+    /// next key; `request_peer` asks the peer to update too (the gateway never does: it answers
+    /// or replaces a worn key, and the peer's key is the peer's business).
+    pub fn seal_key_update(&mut self, out: &mut Vec<u8>, request_peer: bool) -> Result<(), RecordError> {
+        self.seal_message(out, ContentType::Handshake, &[24, 0, 0, 1, u8::from(request_peer)])?;
         let keys = self.rekey()?.next_tx().map_err(RecordError::Rekey)?;
         self.tx = Direction::new(0, keys)?;
         self.key_update_due = false;
@@ -475,16 +472,6 @@ impl RecordLayer {
     /// The peer sent close_notify.
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
-    }
-
-    /// Counts `n` payload bytes its owner had to copy (a record split across the buffer's end,
-    /// a frame gathered past the vector limit): zero on the zero-copy path.
-    pub fn count_copy(&mut self, n: usize) {
-        self.copied += n as u64;
-    }
-
-    pub fn copied(&self) -> u64 {
-        self.copied
     }
 }
 

@@ -1,5 +1,6 @@
 //! Replays the seeds and saved regressions of the fuzz targets of the core (`gateway_request`: the
-//! request path after TLS and the policy's grants; `relay`: the relay's simulation) through their
+//! request path after TLS and the policy's grants; `relay`: the relay's simulation; `tls_records`:
+//! the record layer) through their
 //! property checks, so a plain `cargo test -p portcullis-core` guards what fuzzing found. The
 //! codec targets are replayed by `protocols/tests/fuzz_regressions.rs`.
 
@@ -55,6 +56,8 @@ fn empty_and_short_inputs_pass() {
         checks::gateway_request(&vec![b'$'; len]);
         checks::relay(&vec![0u8; len]);
         checks::relay(&vec![0xffu8; len]);
+        checks::tls_records(&vec![0u8; len]);
+        checks::tls_records(&vec![0xffu8; len]);
         checks::webauthn(&vec![0u8; len]);
         checks::webauthn(&vec![0xffu8; len]);
     }

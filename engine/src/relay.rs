@@ -1,10 +1,14 @@
 //! The relay's I/O driver: moves bytes between two futures-io streams as the sans-IO relay
 //! (`portcullis_core::relay`) asks, and nothing else. Generic over the streams, so the gateway
-//! (glommio, TLS from a client) and the CLI (tokio, TLS to the gateway) run the same code.
+//! (glommio: the client's socket, the relay sealing and opening its TLS records) and the CLI
+//! (tokio, rustls' stream to the gateway) run the same code. Reads and writes are vectored: the
+//! relay hands over several records or payload ranges at once.
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use portcullis_core::relay::framing::Framing;
+use portcullis_core::relay::ranges::MAX_RANGES;
 use portcullis_core::relay::{Relay, Step};
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -59,8 +63,14 @@ fn peer_to_raw<F: Framing, P: Transport, R: AsyncWrite + Unpin>(
 ) -> bool {
     let mut any = false;
     loop {
-        if let Some(bytes) = relay.raw_transmit() {
-            let r = Pin::new(&mut *raw).poll_write(cx, bytes);
+        let write = {
+            let mut slices = [IoSlice::new(&[]); MAX_RANGES];
+            match relay.raw_transmit_vectored(&mut slices) {
+                0 => None,
+                n => Some(Pin::new(&mut *raw).poll_write_vectored(cx, &slices[..n])),
+            }
+        };
+        if let Some(r) = write {
             if settle(r, relay, Relay::raw_sent, Relay::raw_write_failed) {
                 any = true;
                 continue;
@@ -93,16 +103,27 @@ fn raw_to_peer<F: Framing, P: Transport, R: AsyncRead + Unpin>(
 ) -> bool {
     let mut any = false;
     loop {
-        if let Some(bytes) = relay.peer_transmit() {
-            let r = Pin::new(&mut *peer).poll_write(cx, bytes);
+        let write = {
+            let mut slices = [IoSlice::new(&[]); MAX_RANGES];
+            match relay.peer_transmit_vectored(&mut slices) {
+                0 => None,
+                n => Some(Pin::new(&mut *peer).poll_write_vectored(cx, &slices[..n])),
+            }
+        };
+        if let Some(r) = write {
             if settle(r, relay, Relay::peer_sent, Relay::peer_write_failed) {
                 any = true;
                 continue;
             }
-        } else if let Some(buf) = relay.raw_recv_buf() {
-            match Pin::new(&mut *raw).poll_read(cx, buf) {
-                Poll::Pending => relay.raw_recv_blocked(),
-                r => {
+        } else {
+            let read = {
+                let (mut slots, n) = relay.raw_recv_vectored();
+                (n > 0).then(|| Pin::new(&mut *raw).poll_read_vectored(cx, &mut slots[..n]))
+            };
+            match read {
+                None => {}
+                Some(Poll::Pending) => relay.raw_recv_blocked(),
+                Some(r) => {
                     settle(r, relay, Relay::raw_received, Relay::raw_read_failed);
                     any = true;
                     continue;
@@ -133,8 +154,10 @@ fn close<F: Framing, P: Transport, R: AsyncWrite + Unpin>(
     if relay.peer_close_wanted() {
         if relay.begin_peer_close() {
             peer.begin_close();
+            // The relay's own close_notify, if it seals records, goes out before the close.
+            any = true;
         }
-        if Pin::new(&mut *peer).poll_close(cx).is_ready() {
+        if relay.peer_close_ready() && Pin::new(&mut *peer).poll_close(cx).is_ready() {
             relay.peer_closed();
             any = true;
         }

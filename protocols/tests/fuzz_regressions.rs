@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Targets whose checks need the core crate (`fuzz/core_checks.rs`): replayed by
 /// `core/tests/fuzz_regressions.rs` instead.
-const CORE_TARGETS: &[&str] = &["gateway_request", "relay", "webauthn"];
+const CORE_TARGETS: &[&str] = &["gateway_request", "relay", "tls_records", "webauthn"];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")

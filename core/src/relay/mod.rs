@@ -20,18 +20,31 @@
 //!
 //! ```text
 //! outbuf: [ TLS record header | framing header room | payload (≤ payload_cap) | TLS trailer ]
-//!          <--- headroom (≥ 5 + MAX_HEADER, 32-aligned) --->                   <- trailer ->
+//!          <--- headroom (≥ 13 + MAX_HEADER, 32-aligned) --->                  <- trailer ->
 //! ```
 //! Raw bytes are read straight into the payload area; the framing writes its header into the room
-//! in front, so a frame leaves in one contiguous write, and the TLS layer has room to put a record
-//! header before it and a record trailer after it. A frame that fits one TLS record (16 KiB) can
-//! thus be sealed in place as it is; a larger one (a 64 KiB buffer makes frames of four records)
-//! needs a gap between records, which the TLS layer of the zero-copy issue gets by reading raw
-//! bytes record by record (a vectored read) or by capping frames at one record. Peer
-//! bytes are read into `inbuf` and decoded in place; the payloads of consecutive frames are
-//! gathered (each moved back over the header before it) and written to the raw side together.
-//! Nothing is copied otherwise. Each direction reads only when its previous write finished, so
-//! one buffer per direction bounds memory whatever the peers do.
+//! in front, so a frame leaves in one contiguous write. Peer bytes are read into `inbuf` and
+//! decoded in place; the payloads of consecutive frames are gathered and written to the raw side
+//! together. Each direction reads only when its previous write finished, so one buffer per
+//! direction bounds memory whatever the peers do.
+//!
+//! # TLS in the relay (the gateway's zero-copy path)
+//! After `start_tls` the relay seals and opens the peer's TLS records itself
+//! (`crate::tls::RecordLayer`) and its driver reads and writes the client's socket:
+//! - In: ciphertext is read into `inbuf`; each whole record is opened where it lies, its frames
+//!   unmasked there, and the payload of each record is one range of a gathered (vectored) write
+//!   to the raw side. Reads never go so far that a record begun in them could not end inside the
+//!   buffer; near the end, a read takes only the rest of the partial record, so records are never
+//!   moved either. Frames smaller than a record are gathered within it by moving them together
+//!   (counted in `Counters::copied`, like every byte the relay moves; 0 for bulk traffic).
+//! - Out: one vectored read of the raw side fills up to `MAX_SLOTS` record slots, each with room
+//!   for a record header and the framing's header in front and the record trailer behind; each
+//!   filled slot is framed and sealed in place, and the records leave in one gathered write.
+//! - Control frames, our KeyUpdate (answering the peer's request, or before a key wears out) and
+//!   close_notify are small records sealed into `ctrl`.
+//!
+//! Without `start_tls` (the CLI, whose TLS is rustls' stream; the RD Gateway's HTTP transport),
+//! peer bytes are plaintext and one slot is read at a time.
 //!
 //! # Close
 //! A peer Close or raw EOF is a half-close. Peer Close → FIN to the raw side, keep relaying
@@ -47,6 +60,7 @@
 pub mod clock;
 pub mod framing;
 pub mod pool;
+pub mod ranges;
 pub mod rdgateway;
 pub mod sim;
 
@@ -54,15 +68,22 @@ pub mod sim;
 mod tests;
 
 use crate::audit::{EndReason, Ending};
+use crate::tls::{ContentType, Opened, RecordLayer, MAX_PLAINTEXT, MAX_RECORD};
 use framing::{Control, Framing, Inbound, WebSocket};
 use pool::PooledBuf;
 use portcullis_protocols::ws::{CloseCode, ControlPayload, Limits, Role};
-use std::io;
+use ranges::{Ranges, MAX_RANGES};
+use std::io::{self, IoSlice, IoSliceMut};
 
-/// Bytes of a TLS record header, reserved in front of every outgoing frame.
-pub const TLS_RECORD_HEADER: usize = 5;
+/// Bytes reserved in front of every outgoing frame for its TLS record header (TLS 1.2 AES-GCM's
+/// explicit nonce included).
+pub const TLS_RECORD_HEADER: usize = crate::tls::MAX_PREFIX;
 /// Bytes after a TLS 1.3 record's plaintext (content type and AEAD tag), reserved after the payload.
-pub const TLS_RECORD_TRAILER: usize = 1 + 16;
+pub const TLS_RECORD_TRAILER: usize = crate::tls::MAX_SUFFIX;
+/// Records read from the target at once (one vectored read) when the relay seals them itself.
+pub const MAX_SLOTS: usize = 4;
+/// With TLS in the relay, the least room worth a read before the buffer starts over.
+const MIN_TLS_READ: usize = 4 * 1024;
 
 /// How a relayed session ended, from the relay's point of view (peer = framed side, raw = byte
 /// side). `ending()` names it for the gateway's audit log.
@@ -120,6 +141,10 @@ pub struct Counters {
     pub raw_to_peer: u64,
     /// Reads from the peer that returned data (any frame, pongs included).
     pub peer_reads: u64,
+    /// Payload bytes the relay moved inside its buffers (frames gathered within a record, what a
+    /// filter holds, bytes read before the relay started): none for bulk traffic when the relay
+    /// seals and opens TLS records itself. The zero-copy path's instrument.
+    pub copied: u64,
 }
 
 /// Peer payload is gathered while at least this much buffer (or a quarter of a small one) is
@@ -156,12 +181,26 @@ pub struct Relay<F: Framing = WebSocket> {
     inbuf: PooledBuf,
     /// Where the current peer read lands (set by `peer_recv_buf`).
     read_at: usize,
-    /// Gathered payload handed to the raw writer.
-    in_write: Option<(usize, usize)>,
-    /// Payload decoded but not yet handed to the writer, gathered into one range of `inbuf` so
-    /// that the payloads of several frames (and TLS records) reach the raw side in one write.
-    /// Only while `in_write` is None, but for what a filter holds behind what it released.
-    gather: Option<(usize, usize)>,
+    /// Gathered payload handed to the raw writer (one gathered write).
+    in_write: Ranges,
+    /// Payload decoded but not yet handed to the writer, gathered so that the payloads of several
+    /// frames and TLS records reach the raw side in one write: frames within a record are moved
+    /// together, records stay where they were opened (one range each). Only while `in_write` is
+    /// empty, but for what a filter holds behind what it released.
+    gather: Ranges,
+    /// The peer's TLS records, when the relay seals and opens them itself (the gateway): peer
+    /// reads and writes are then ciphertext, straight from and to the socket.
+    tls: Option<Box<RecordLayer>>,
+    /// TLS: ciphertext read and not yet opened (a partial record), in `inbuf`.
+    cipher: (usize, usize),
+    /// TLS: a record was opened since the last payload was gathered.
+    record_started: bool,
+    /// TLS: close_notify is in `ctrl`, to go out before the transport closes.
+    notify_pending: bool,
+    /// TLS: payload bytes per record read from the raw side, and the distance between records.
+    slot_cap: usize,
+    slot_stride: usize,
+    slots: usize,
     /// Bytes were written to the raw side since its last flush (stdout buffers; sockets do not).
     in_unflushed: bool,
     /// The last peer read would block (until the next bytes arrive).
@@ -169,7 +208,7 @@ pub struct Relay<F: Framing = WebSocket> {
     peer_open: bool,
     // Raw → peer.
     outbuf: PooledBuf,
-    out_write: Option<(usize, usize)>,
+    out_write: Ranges,
     out_unflushed: bool,
     /// The last raw read would block.
     raw_blocked: bool,
@@ -216,7 +255,7 @@ impl<F: Framing> Relay<F> {
     pub fn new(framing: F, buf_size: usize) -> Self {
         // Rounded up so that raw reads land 32-byte aligned (what the kernel's and memcpy's wide
         // copies like best; measured neutral to slightly better than unaligned).
-        let headroom = (TLS_RECORD_HEADER + F::MAX_HEADER).next_multiple_of(32);
+        let headroom = Self::headroom();
         let area = buf_size.max(1024);
         // Both directions use one size so they share the pool.
         let size = headroom + area + TLS_RECORD_TRAILER;
@@ -226,13 +265,20 @@ impl<F: Framing> Relay<F> {
             headroom,
             inbuf: PooledBuf::new(size),
             read_at: 0,
-            in_write: None,
-            gather: None,
+            in_write: Ranges::default(),
+            gather: Ranges::default(),
+            tls: None,
+            cipher: (0, 0),
+            record_started: false,
+            notify_pending: false,
+            slot_cap: frame_cap,
+            slot_stride: 0,
+            slots: 1,
             in_unflushed: false,
             peer_blocked: false,
             peer_open: true,
             outbuf: PooledBuf::new(size),
-            out_write: None,
+            out_write: Ranges::default(),
             out_unflushed: false,
             raw_blocked: false,
             raw_read_open: true,
@@ -274,8 +320,59 @@ impl<F: Framing> Relay<F> {
             self.frame_cap = self.framing.payload_cap(initial.len());
         }
         self.inbuf.get()[..initial.len()].copy_from_slice(initial);
+        self.counters.copied += initial.len() as u64;
         self.read_at = 0;
         self.decode_peer(initial.len());
+    }
+
+    fn headroom() -> usize {
+        (TLS_RECORD_HEADER + F::MAX_HEADER).next_multiple_of(32)
+    }
+
+    /// The relay seals and opens the peer's TLS records itself from now on (`records`: the
+    /// connection's record layer, after its handshake): the driver then reads and writes the
+    /// peer's socket, and payload is never copied. `plaintext`: bytes already opened (behind the
+    /// HTTP head), as `received_early`; `ciphertext`: bytes read and not yet opened. Call once,
+    /// after `capture_first` and `filter_peer`, instead of `received_early`.
+    pub fn start_tls(&mut self, records: RecordLayer, plaintext: &[u8], ciphertext: &[u8]) {
+        let headroom = Self::headroom();
+        let area = self.inbuf.size() - headroom - TLS_RECORD_TRAILER;
+        self.slot_cap = self.framing.payload_cap(area).min(MAX_PLAINTEXT - F::MAX_HEADER);
+        self.slot_stride = self.slot_cap + TLS_RECORD_TRAILER + headroom;
+        // Room for MAX_SLOTS records out; in, room for what came early, a held filter's bytes,
+        // and a whole record behind a read.
+        let size = (headroom + MAX_SLOTS * self.slot_stride)
+            .max(plaintext.len() + ciphertext.len() + self.max_held + MAX_RECORD + MIN_TLS_READ)
+            .max(self.inbuf.size());
+        if size > self.inbuf.size() {
+            // Nothing is held yet: both directions move to the larger size (they share a pool).
+            self.inbuf = PooledBuf::new(size);
+            self.outbuf = PooledBuf::new(size);
+        }
+        self.slots = (1..=MAX_SLOTS)
+            .take_while(|i| headroom + (i - 1) * self.slot_stride + self.slot_cap + TLS_RECORD_TRAILER <= size)
+            .count();
+        self.tls = Some(Box::new(records));
+        self.received_early(plaintext);
+        if !ciphertext.is_empty() && self.peer_open {
+            let at = plaintext.len();
+            self.inbuf.get()[at..at + ciphertext.len()].copy_from_slice(ciphertext);
+            self.counters.copied += ciphertext.len() as u64;
+            self.cipher = (at, at);
+            self.read_at = at;
+            self.tls_received(ciphertext.len());
+        }
+    }
+
+    /// Bytes of a TLS record not yet whole that the inbound buffer holds (it is opened where it
+    /// lies once the rest arrives).
+    pub fn partial_record(&self) -> usize {
+        self.cipher.1 - self.cipher.0
+    }
+
+    /// The record layer, while the relay seals and opens records itself.
+    pub fn records(&self) -> Option<&RecordLayer> {
+        self.tls.as_deref()
     }
 
     /// Keeps a copy of the first `limit` payload bytes from the peer (see `captured`). Call before
@@ -375,20 +472,101 @@ impl<F: Framing> Relay<F> {
     /// Where to read the peer's next bytes; `None` while the previous read is still being
     /// written to the raw side (backpressure) or the peer will send nothing more.
     pub fn peer_recv_buf(&mut self) -> Option<&mut [u8]> {
-        if !self.peer_open || self.in_write.is_some() {
+        if !self.peer_open || !self.in_write.is_empty() {
             return None;
         }
         if self.filtering {
-            // What the filter holds moves to the front, so the room behind it stays large.
-            if let Some((g0, g1)) = self.gather.filter(|(g0, _)| *g0 > 0) {
-                self.inbuf.get().copy_within(g0..g1, 0);
-                self.gather = Some((0, g1 - g0));
-            }
+            self.compact_held();
+        }
+        if self.tls.is_some() {
+            let (at, end) = self.tls_read_window();
+            self.read_at = at;
+            return Some(&mut self.inbuf.get()[at..end]);
         }
         // Read behind the payload gathered so far (`decode_peer` made sure there is room).
-        self.read_at = self.gather.map_or(0, |(_, end)| end);
+        self.read_at = self.gather.last_end().unwrap_or(0);
         let at = self.read_at;
         Some(&mut self.inbuf.get()[at..])
+    }
+
+    /// What the filter holds (and, with TLS, the partial record behind it) moves to the front, so
+    /// the room behind it stays large.
+    fn compact_held(&mut self) {
+        let (cs, ce) = self.cipher;
+        let Some(lo) = self.gather.first().map(|(g0, _)| g0).or((cs < ce).then_some(cs)) else {
+            return;
+        };
+        let hi = self.gather.last_end().unwrap_or(0).max(ce);
+        if lo == 0 {
+            return;
+        }
+        self.inbuf.get().copy_within(lo..hi, 0);
+        self.counters.copied += (hi - lo) as u64;
+        if let Some((g0, g1)) = self.gather.first() {
+            self.gather.clear();
+            self.gather.push(g0 - lo, g1 - lo);
+        }
+        if cs < ce {
+            self.cipher = (cs - lo, ce - lo);
+        }
+    }
+
+    /// TLS: where the next read goes. Behind what is live, and never so far that a record begun
+    /// in it could not end inside the buffer; near the end, only the rest of the partial record,
+    /// which then is opened in place (never moved) and the buffer starts over once it is written.
+    fn tls_read_window(&mut self) -> (usize, usize) {
+        let size = self.inbuf.size();
+        let (cs, ce) = self.cipher;
+        let at = if cs < ce {
+            ce
+        } else {
+            self.gather.last_end().unwrap_or(0)
+        };
+        if cs == ce {
+            self.cipher = (at, at);
+        }
+        let room = size.saturating_sub(MAX_RECORD).saturating_sub(at);
+        if room >= MIN_TLS_READ || cs == ce {
+            return (at, at + room.max(1).min(size - at));
+        }
+        let want = match RecordLayer::record_len(&self.inbuf.get()[cs..ce]) {
+            Ok(Some(len)) => cs + len,
+            _ => cs + crate::tls::HEADER,
+        };
+        (at, want.max(at + 1).min(size))
+    }
+
+    /// TLS: `n` more bytes of ciphertext at `cipher.1`: opens every whole record in place and
+    /// decodes its frames there.
+    fn tls_received(&mut self, n: usize) {
+        self.cipher.1 += n;
+        while self.peer_open {
+            let (cs, ce) = self.cipher;
+            if cs == ce {
+                break;
+            }
+            let Some(tls) = self.tls.as_deref_mut() else { break };
+            match tls.open(&mut self.inbuf.get()[cs..ce]) {
+                Ok(None) => break,
+                Ok(Some((len, opened))) => {
+                    self.cipher.0 += len;
+                    match opened {
+                        Opened::Data(r) => {
+                            self.record_started = true;
+                            self.decode_range(cs + r.start, cs + r.end);
+                        }
+                        Opened::Nothing => {}
+                        // The peer closed TLS without a WebSocket Close: it has gone.
+                        Opened::Closed => return self.peer_lost(End::PeerGone),
+                    }
+                }
+                Err(e) => return self.peer_lost(End::PeerError(format!("TLS: {e}"))),
+            }
+        }
+        if self.cipher.0 == self.cipher.1 {
+            self.cipher = (0, 0);
+        }
+        self.gather_or_write();
     }
 
     /// `n` bytes arrived in the buffer `peer_recv_buf` gave; 0 is EOF.
@@ -398,6 +576,9 @@ impl<F: Framing> Relay<F> {
             return self.peer_lost(End::PeerGone);
         }
         self.counters.peer_reads += 1;
+        if self.tls.is_some() {
+            return self.tls_received(n);
+        }
         self.decode_peer(n);
     }
 
@@ -413,51 +594,68 @@ impl<F: Framing> Relay<F> {
     /// The peer read would block. Returns true when that gave the raw writer something to do.
     pub fn peer_recv_blocked(&mut self) -> bool {
         self.peer_blocked = true;
-        if self.gather.is_some() {
+        if !self.gather.is_empty() {
             // The peer has nothing more right now: write what was gathered (unless a filter holds
             // it all, or refused it).
             self.write_gathered();
-            return self.in_write.is_some() || !self.peer_open;
+            return !self.in_write.is_empty() || !self.peer_open;
         }
-        if self.in_write.is_none() {
+        if self.in_write.is_empty() && self.cipher.0 == self.cipher.1 {
             // Everything read has been forwarded: the buffer goes back to the pool.
-            self.inbuf.release();
+            self.release_inbuf();
         }
         false
     }
 
+    fn release_inbuf(&mut self) {
+        self.inbuf.release();
+        self.cipher = (0, 0);
+    }
+
     /// Bytes to write to the raw side.
     pub fn raw_transmit(&mut self) -> Option<&[u8]> {
-        let (start, end) = self.in_write?;
+        let (start, end) = self.in_write.first()?;
         if self.raw_write_shut {
             // The raw side is gone for writing; drop what the peer still sends.
-            self.in_write = None;
+            self.in_write.clear();
             return None;
         }
         Some(&self.inbuf.get()[start..end])
     }
 
+    /// Everything to write to the raw side, as slices for one gathered write; returns how many
+    /// (0: nothing). Report with `raw_sent` as for `raw_transmit`.
+    pub fn raw_transmit_vectored<'a>(&'a mut self, out: &mut [IoSlice<'a>; MAX_RANGES]) -> usize {
+        if self.in_write.is_empty() || self.raw_write_shut {
+            self.in_write.clear();
+            return 0;
+        }
+        let ranges = self.in_write;
+        ranges.slices(self.inbuf.get(), out)
+    }
+
     /// `n` bytes of `raw_transmit` were written.
     pub fn raw_sent(&mut self, n: usize) {
-        let Some((start, end)) = self.in_write else {
+        if self.in_write.is_empty() {
             return;
-        };
+        }
         if n == 0 {
             return self.raw_write_failed(&io::ErrorKind::WriteZero.into());
         }
+        let n = n.min(self.in_write.total());
         self.counters.peer_to_raw += n as u64;
         self.in_unflushed = true;
-        self.in_write = (start + n < end).then_some((start + n, end));
-        if self.in_write.is_none() && !self.peer_open {
+        self.in_write.advance(n);
+        if self.in_write.is_empty() && !self.peer_open {
             // The peer sends nothing more: a half-closed session holds no inbound buffer.
-            self.inbuf.release();
+            self.release_inbuf();
         }
     }
 
     pub fn raw_write_failed(&mut self, e: &io::Error) {
         self.record(End::RawError(e.to_string()));
-        self.in_write = None;
-        self.gather = None;
+        self.in_write.clear();
+        self.gather.clear();
         self.raw_write_shut = true;
         self.raw_read_open = false;
         self.finish_after_close = true;
@@ -467,7 +665,7 @@ impl<F: Framing> Relay<F> {
 
     /// The raw side buffers writes (stdout) and there is nothing more to give it right now.
     pub fn raw_flush_wanted(&self) -> bool {
-        self.in_unflushed && self.peer_blocked && self.in_write.is_none() && !self.raw_write_shut
+        self.in_unflushed && self.peer_blocked && self.in_write.is_empty() && !self.raw_write_shut
     }
 
     pub fn raw_flushed(&mut self) {
@@ -477,18 +675,23 @@ impl<F: Framing> Relay<F> {
     /// Time to shut the raw side's write half (FIN): the peer will send nothing more and all it
     /// sent is delivered, or the session is over.
     pub fn raw_shutdown_wanted(&self) -> bool {
-        !self.raw_write_shut && self.in_write.is_none() && (!self.peer_open || self.finished())
+        !self.raw_write_shut && self.in_write.is_empty() && (!self.peer_open || self.finished())
     }
 
     pub fn raw_shut(&mut self) {
         self.raw_write_shut = true;
-        self.in_write = None;
+        self.in_write.clear();
     }
 
     /// Decodes `n` fresh bytes at `read_at`: unmasks in place, gathers payload, handles control
     /// frames; then hands the gathered payload over when the buffer has no room for another read.
     fn decode_peer(&mut self, n: usize) {
-        let (mut pos, end) = (self.read_at, self.read_at + n);
+        self.decode_range(self.read_at, self.read_at + n);
+        self.gather_or_write();
+    }
+
+    /// Decodes the plaintext at `inbuf[pos..end]` in place.
+    fn decode_range(&mut self, mut pos: usize, end: usize) {
         while pos < end {
             let decoded = self.framing.decode(&mut self.inbuf.get()[pos..end]);
             let (used, event) = match decoded {
@@ -519,19 +722,25 @@ impl<F: Framing> Relay<F> {
                     // What a filter still holds is incomplete: it goes nowhere. (Without a filter,
                     // what waits behind a write in progress is still delivered.)
                     self.drop_held();
-                    if self.in_write.is_none() {
-                        self.inbuf.release();
+                    if self.in_write.is_empty() {
+                        self.release_inbuf();
                     }
                     self.record(End::PeerClosed(code));
                     return;
                 }
             }
         }
-        if let Some((_, g1)) = self.gather {
-            let len = self.inbuf.size();
-            if len - g1 < MIN_GATHER_ROOM.min(len / 4) {
-                self.write_gathered();
-            }
+    }
+
+    /// Hands the gathered payload over when the buffer has no room for another read (or no
+    /// range left for another record's payload).
+    fn gather_or_write(&mut self) {
+        let Some(g1) = self.gather.last_end() else { return };
+        let len = self.inbuf.size();
+        let live = g1.max(self.cipher.1);
+        let reserve = if self.tls.is_some() { MAX_RECORD } else { 0 };
+        if len.saturating_sub(reserve + live) < MIN_GATHER_ROOM.min(len / 4) || self.gather.is_full() {
+            self.write_gathered();
         }
     }
 
@@ -540,26 +749,33 @@ impl<F: Framing> Relay<F> {
             let take = (end - start).min(limit.saturating_sub(cap.len()));
             cap.extend_from_slice(&self.inbuf.get()[start..start + take]);
         }
-        self.gather = Some(match self.gather {
-            None => (start, end),
+        let record_started = std::mem::take(&mut self.record_started);
+        match self.gather.last_end() {
+            // The first payload, or one right behind the last.
+            None => self.gather.push(start, end),
+            Some(g1) if g1 == start => self.gather.push(start, end),
+            // A new TLS record's payload stays where it was opened: one more range.
+            Some(_) if record_started && !self.filtering && !self.gather.is_full() => self.gather.push(start, end),
             // Close the gap the frame header left (payloads only move back).
-            Some((g0, g1)) => {
+            Some(g1) => {
                 self.inbuf.get().copy_within(start..end, g1);
-                (g0, g1 + end - start)
+                self.counters.copied += (end - start) as u64;
+                self.gather.grow_last(end - start);
             }
-        });
+        }
     }
 
     /// Hands the gathered payload to the raw writer: what a filter releases of it, while filtering.
     fn write_gathered(&mut self) {
-        if self.in_write.is_some() {
+        if !self.in_write.is_empty() {
             return;
         }
         if !self.filtering {
-            self.in_write = self.gather.take();
+            self.in_write = std::mem::take(&mut self.gather);
             return;
         }
-        let Some((g0, g1)) = self.gather else { return };
+        // While filtering, what is gathered is one range (payloads are moved together).
+        let Some((g0, g1)) = self.gather.first() else { return };
         let Some(filter) = self.filter.as_mut() else { return };
         let release = match filter.inspect(&mut self.inbuf.get()[g0..g1]) {
             Ok(Filtered::Done) => {
@@ -571,9 +787,12 @@ impl<F: Framing> Relay<F> {
             Err(e) => return self.refuse_filtered(e),
         };
         if release > 0 {
-            self.in_write = Some((g0, g0 + release));
+            self.in_write.push(g0, g0 + release);
         }
-        self.gather = (g0 + release < g1).then_some((g0 + release, g1));
+        self.gather.clear();
+        if g0 + release < g1 {
+            self.gather.push(g0 + release, g1);
+        }
     }
 
     /// Forgets what a filter still holds (the peer is gone or broke the protocol: it will never
@@ -581,14 +800,14 @@ impl<F: Framing> Relay<F> {
     /// progress is still delivered.
     fn drop_held(&mut self) {
         if self.filtering {
-            self.gather = None;
+            self.gather.clear();
         }
     }
 
     /// The filter refused what the peer sent: none of what it holds goes on, the session ends.
     fn refuse_filtered(&mut self, why: String) {
         self.filtering = false;
-        self.gather = None;
+        self.gather.clear();
         self.record(End::Protocol(why));
         self.peer_open = false;
         self.raw_read_open = false;
@@ -619,16 +838,16 @@ impl<F: Framing> Relay<F> {
         self.peer_gone = true;
         self.raw_read_open = false;
         self.finish_after_close = true;
-        self.out_write = None;
+        self.out_write.clear();
         self.release_idle_buffers();
     }
 
     /// A direction that will carry nothing more gives its buffer back once its last write is out.
     fn release_idle_buffers(&mut self) {
-        if !self.peer_open && self.in_write.is_none() {
-            self.inbuf.release();
+        if !self.peer_open && self.in_write.is_empty() {
+            self.release_inbuf();
         }
-        if !self.raw_read_open && self.out_write.is_none() {
+        if !self.raw_read_open && self.out_write.is_empty() {
             self.outbuf.release();
         }
     }
@@ -639,10 +858,16 @@ impl<F: Framing> Relay<F> {
 
     /// Bytes to write to the peer: a data frame, or a control message between frames.
     pub fn peer_transmit(&mut self) -> Option<&[u8]> {
-        if self.close_sent || self.peer_gone {
+        if self.peer_gone {
             return None;
         }
-        if let Some((start, end)) = self.out_write {
+        if self.notify_pending {
+            return Some(&self.ctrl[self.ctrl_pos..]);
+        }
+        if self.close_sent {
+            return None;
+        }
+        if let Some((start, end)) = self.out_write.first() {
             return Some(&self.outbuf.get()[start..end]);
         }
         if self.ctrl_pos < self.ctrl.len() || self.queue_control() {
@@ -651,15 +876,36 @@ impl<F: Framing> Relay<F> {
         None
     }
 
+    /// Everything to write to the peer now, as slices for one gathered write (the records of a
+    /// vectored raw read); returns how many (0: nothing). Report with `peer_sent`.
+    pub fn peer_transmit_vectored<'a>(&'a mut self, out: &mut [IoSlice<'a>; MAX_RANGES]) -> usize {
+        if !self.peer_gone && !self.notify_pending && !self.close_sent && !self.out_write.is_empty() {
+            let ranges = self.out_write;
+            return ranges.slices(self.outbuf.get(), out);
+        }
+        match self.peer_transmit() {
+            Some(bytes) => {
+                out[0] = IoSlice::new(bytes);
+                1
+            }
+            None => 0,
+        }
+    }
+
     /// `n` bytes of `peer_transmit` were written.
     pub fn peer_sent(&mut self, n: usize) {
         if n == 0 {
             return self.peer_write_failed(&io::ErrorKind::WriteZero.into());
         }
         self.out_unflushed = true;
-        if let Some((start, end)) = self.out_write {
-            self.out_write = (start + n < end).then_some((start + n, end));
-            if self.out_write.is_none() && !self.raw_read_open {
+        if self.notify_pending {
+            self.ctrl_pos += n;
+            self.notify_pending = self.ctrl_pos < self.ctrl.len();
+            return;
+        }
+        if !self.out_write.is_empty() {
+            self.out_write.advance(n);
+            if self.out_write.is_empty() && !self.raw_read_open {
                 self.outbuf.release();
             }
             return;
@@ -677,17 +923,40 @@ impl<F: Framing> Relay<F> {
     /// Where to read the raw side's next bytes: just behind the header room, so the frame can be
     /// sealed in place. `None` while a frame or control message is still being written.
     pub fn raw_recv_buf(&mut self) -> Option<&mut [u8]> {
-        if !self.raw_read_open
-            || self.close_sent
-            || self.peer_gone
-            || self.out_write.is_some()
-            || self.ctrl_pos < self.ctrl.len()
-            || self.control_queued()
-        {
+        if !self.raw_recv_ready() {
             return None;
         }
-        let (at, cap) = (self.headroom, self.frame_cap);
+        let (at, cap) = (self.headroom, self.slot_cap.min(self.frame_cap));
         Some(&mut self.outbuf.get()[at..at + cap])
+    }
+
+    fn raw_recv_ready(&self) -> bool {
+        self.raw_read_open
+            && !self.close_sent
+            && !self.peer_gone
+            && self.out_write.is_empty()
+            && self.ctrl_pos >= self.ctrl.len()
+            && !self.control_queued()
+    }
+
+    /// Where to read the raw side's next bytes with one vectored read: with TLS in the relay, one
+    /// slice per record, each with room around it for the record's header and trailer, so that
+    /// each is sealed in place; otherwise the one slice of `raw_recv_buf`. Returns how many
+    /// (0: none, as `raw_recv_buf`'s `None`). Report with `raw_received`.
+    pub fn raw_recv_vectored(&mut self) -> ([IoSliceMut<'_>; MAX_SLOTS], usize) {
+        let slots = if self.raw_recv_ready() { self.slots } else { 0 };
+        let (headroom, stride, cap) = (self.headroom, self.slot_stride, self.slot_cap.min(self.frame_cap));
+        let mut out: [IoSliceMut<'_>; MAX_SLOTS] = std::array::from_fn(|_| IoSliceMut::new(&mut []));
+        let mut rest = &mut self.outbuf.get()[..];
+        let mut skip = headroom;
+        for slot in out.iter_mut().take(slots) {
+            let (_, tail) = rest.split_at_mut(skip);
+            let (payload, tail) = tail.split_at_mut(cap);
+            *slot = IoSliceMut::new(payload);
+            rest = tail;
+            skip = stride.saturating_sub(cap);
+        }
+        (out, slots)
     }
 
     /// `n` bytes arrived in the buffer `raw_recv_buf` gave; 0 is EOF.
@@ -710,10 +979,26 @@ impl<F: Framing> Relay<F> {
             }
             return;
         }
-        let at = self.headroom;
-        let start = self.framing.seal(self.outbuf.get(), at, n);
         self.counters.raw_to_peer += n as u64;
-        self.out_write = Some((start, at + n));
+        let Some(tls) = self.tls.as_deref_mut() else {
+            let at = self.headroom;
+            let start = self.framing.seal(self.outbuf.get(), at, n);
+            self.out_write.push(start, at + n);
+            return;
+        };
+        // One record per slot the read filled, each sealed where it lies.
+        let cap = self.slot_cap.min(self.frame_cap);
+        let (mut left, mut at) = (n, self.headroom);
+        while left > 0 {
+            let len = left.min(cap);
+            let start = self.framing.seal(self.outbuf.get(), at, len);
+            match tls.seal(self.outbuf.get(), ContentType::ApplicationData, start..at + len) {
+                Ok(record) => self.out_write.push(record.start, record.end),
+                Err(e) => return self.peer_lost(End::PeerError(format!("TLS: {e}"))),
+            }
+            left -= len;
+            at += self.slot_stride;
+        }
     }
 
     pub fn raw_read_failed(&mut self, e: &io::Error) {
@@ -729,7 +1014,7 @@ impl<F: Framing> Relay<F> {
     /// The raw read would block: the buffer goes back to the pool.
     pub fn raw_recv_blocked(&mut self) {
         self.raw_blocked = true;
-        if self.out_write.is_none() {
+        if self.out_write.is_empty() {
             self.outbuf.release();
         }
     }
@@ -742,7 +1027,7 @@ impl<F: Framing> Relay<F> {
         self.out_unflushed
             && !self.peer_gone
             && (self.close_sent
-                || (self.out_write.is_none()
+                || (self.out_write.is_empty()
                     && self.ctrl_pos >= self.ctrl.len()
                     && !self.control_queued()
                     && (self.raw_blocked || !self.raw_read_open)))
@@ -758,9 +1043,24 @@ impl<F: Framing> Relay<F> {
         !self.peer_gone && !self.peer_close_done && self.raw_write_shut && self.finished()
     }
 
-    /// True the first time: the driver announces the close (TLS close_notify) once.
+    /// True the first time: the driver announces the close (TLS close_notify) once. With TLS in
+    /// the relay, the relay queues close_notify itself: `peer_transmit` has it until it is out.
     pub fn begin_peer_close(&mut self) -> bool {
-        !std::mem::replace(&mut self.peer_close_begun, true)
+        let first = !std::mem::replace(&mut self.peer_close_begun, true);
+        if first {
+            if let Some(tls) = self.tls.as_deref_mut() {
+                self.ctrl.clear();
+                self.ctrl_pos = 0;
+                self.ctrl_is_close = false;
+                self.notify_pending = tls.seal_close_notify(&mut self.ctrl).is_ok();
+            }
+        }
+        first
+    }
+
+    /// The transport may close now: nothing of ours is still to be written first.
+    pub fn peer_close_ready(&self) -> bool {
+        !self.notify_pending
     }
 
     pub fn peer_closed(&mut self) {
@@ -768,7 +1068,10 @@ impl<F: Framing> Relay<F> {
     }
 
     fn control_queued(&self) -> bool {
-        self.pong.is_some() || self.ping.is_some() || self.close.is_some()
+        self.pong.is_some()
+            || self.ping.is_some()
+            || self.close.is_some()
+            || self.tls.as_deref().is_some_and(RecordLayer::key_update_due)
     }
 
     /// Encodes the next control message into `ctrl`. Returns false when there is none.
@@ -779,13 +1082,29 @@ impl<F: Framing> Relay<F> {
         self.ctrl.clear();
         self.ctrl_pos = 0;
         self.ctrl_is_close = false;
+        if let Some(tls) = self.tls.as_deref_mut().filter(|t| t.key_update_due()) {
+            // Our KeyUpdate goes before any more data (the peer asked, or our key is worn).
+            if let Err(e) = tls.seal_key_update(&mut self.ctrl, false) {
+                self.peer_lost(End::PeerError(format!("TLS: {e}")));
+                return false;
+            }
+            return true;
+        }
+        let mut frame = Vec::new();
+        let out = if self.tls.is_some() { &mut frame } else { &mut self.ctrl };
         if let Some(p) = self.pong.take() {
-            self.framing.control(&mut self.ctrl, Control::Pong(p.as_bytes()));
+            self.framing.control(out, Control::Pong(p.as_bytes()));
         } else if let Some(p) = self.ping.take() {
-            self.framing.control(&mut self.ctrl, Control::Ping(p.as_bytes()));
+            self.framing.control(out, Control::Ping(p.as_bytes()));
         } else if let Some((code, reason)) = self.close.take() {
-            self.framing.control(&mut self.ctrl, Control::Close(code, reason));
+            self.framing.control(out, Control::Close(code, reason));
             self.ctrl_is_close = true;
+        }
+        if let Some(tls) = self.tls.as_deref_mut() {
+            if let Err(e) = tls.seal_message(&mut self.ctrl, ContentType::ApplicationData, &frame) {
+                self.peer_lost(End::PeerError(format!("TLS: {e}")));
+                return false;
+            }
         }
         true
     }
@@ -793,7 +1112,8 @@ impl<F: Framing> Relay<F> {
     fn finished(&self) -> bool {
         // The peer is gone, or Close frames went both ways, or ours went out after an error; and
         // what the peer sent before is delivered.
-        self.in_write.is_none() && (self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close)))
+        self.in_write.is_empty()
+            && (self.peer_gone || (self.close_sent && (!self.peer_open || self.finish_after_close)))
     }
 
     fn record(&mut self, end: End) {

@@ -234,7 +234,7 @@ fn key_updates_move_both_ends_to_the_next_keys_and_answer_requests() {
     let mut b = b.with_rekey(Box::new(Schedule { tx_seed: 2, rx_seed: 1 }));
     // a updates its sending key (not asking b to): b follows on receipt.
     let mut out = Vec::new();
-    a.seal_key_update(&mut out).unwrap();
+    a.seal_key_update(&mut out, false).unwrap();
     assert_eq!(b.open(&mut out).unwrap().unwrap().1, Opened::Nothing);
     assert!(!b.key_update_due());
     let mut rec = seal_in_buf(&mut a, b"after");
@@ -252,7 +252,7 @@ fn key_updates_move_both_ends_to_the_next_keys_and_answer_requests() {
     b.open(&mut out).unwrap().unwrap();
     assert!(b.key_update_due());
     let mut answer = Vec::new();
-    b.seal_key_update(&mut answer).unwrap();
+    b.seal_key_update(&mut answer, false).unwrap();
     assert!(!b.key_update_due());
     assert_eq!(a.open(&mut answer).unwrap().unwrap().1, Opened::Nothing);
     let mut rec = seal_in_buf(&mut b, b"both moved");
@@ -287,7 +287,7 @@ fn a_key_near_its_limit_is_replaced_in_tls13_and_ends_tls12() {
     assert!(a.key_update_due());
     b.open(&mut rec).unwrap().unwrap();
     let mut out = Vec::new();
-    a.seal_key_update(&mut out).unwrap();
+    a.seal_key_update(&mut out, false).unwrap();
     assert_eq!(a.tx.seq, 0);
     b.open(&mut out).unwrap().unwrap();
     let mut rec = seal_in_buf(&mut a, b"fresh key");

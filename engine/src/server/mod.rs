@@ -20,7 +20,7 @@ pub mod registry;
 pub mod revoke;
 mod session;
 mod shutdown;
-mod socket;
+pub(crate) mod socket;
 pub mod tokens;
 pub mod watch;
 

@@ -324,6 +324,33 @@ impl<'a> Watch<'a> {
 /// How often a busy session reports its byte counts, at most.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
+/// Relays a client's connection: the relay takes the connection's TLS record layer and seals and
+/// opens records in its own buffers (no copy of the payload in user space), reading and writing
+/// the client's socket itself. `early`: plaintext read behind the request head. Then `drive`.
+pub async fn relay_client<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
+    relay: &mut Relay<F>,
+    tls: &mut super::conn::Tls,
+    early: &[u8],
+    backend: &mut R,
+    settings: ClockSettings,
+    watch: &Watch<'_>,
+    session: &str,
+) -> End {
+    match tls.detach() {
+        Some((records, plain, cipher)) => {
+            let early = [early, &plain].concat();
+            relay.start_tls(records, &early, &cipher);
+            drive(relay, tls.socket_mut(), backend, settings, watch, session).await
+        }
+        // Writes still queued (every route flushes its answer first): rustls-style, through the
+        // stream, rather than lose them.
+        None => {
+            relay.received_early(early);
+            drive(relay, tls, backend, settings, watch, session).await
+        }
+    }
+}
+
 /// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
 /// client, a bound on closing), the gateway's shutdown, and reloads of the policy.
 pub async fn drive<F: Framing, P: crate::relay::Transport, R: AsyncRead + AsyncWrite + Unpin>(

@@ -21,7 +21,8 @@ const OUT_LIMIT: usize = 64 << 10;
 
 pub struct TlsStream<S> {
     socket: S,
-    records: RecordLayer,
+    /// `None` once a relay took it over (`detach`).
+    records: Option<RecordLayer>,
     inbuf: PooledBuf,
     /// Ciphertext read and not opened yet.
     cipher: Range<usize>,
@@ -50,7 +51,7 @@ impl<S> TlsStream<S> {
         }
         TlsStream {
             socket,
-            records,
+            records: Some(records),
             inbuf,
             cipher,
             plain: 0..0,
@@ -67,12 +68,44 @@ impl<S> TlsStream<S> {
     pub fn begin_close(&mut self) {
         if !self.close_queued {
             self.close_queued = true;
-            let _ = self.records.seal_close_notify(&mut self.out);
+            if let Some(records) = self.records.as_mut() {
+                let _ = records.seal_close_notify(&mut self.out);
+            }
         }
     }
 
-    pub fn records(&self) -> &RecordLayer {
-        &self.records
+    /// The record layer (`None` once detached).
+    pub fn records(&self) -> Option<&RecordLayer> {
+        self.records.as_ref()
+    }
+
+    /// Hands the record layer to a relay, which from now on reads and writes the socket itself
+    /// (`socket_mut`): with what this stream had opened and not given out (plaintext) and read
+    /// and not opened (ciphertext). `None` if writes are still queued (flush first) or it was
+    /// detached already. The stream is unusable afterwards.
+    pub fn detach(&mut self) -> Option<(RecordLayer, Vec<u8>, Vec<u8>)> {
+        if self.out_pos < self.out.len() || self.close_queued {
+            return None;
+        }
+        let records = self.records.take()?;
+        let mut plain = std::mem::take(&mut self.early)[self.early_pos..].to_vec();
+        let (p, c) = (self.plain.clone(), self.cipher.clone());
+        let cipher = if self.inbuf.is_held() {
+            let buf = self.inbuf.get();
+            plain.extend_from_slice(&buf[p]);
+            buf[c].to_vec()
+        } else {
+            Vec::new()
+        };
+        self.inbuf.release();
+        self.plain = 0..0;
+        self.cipher = 0..0;
+        Some((records, plain, cipher))
+    }
+
+    /// The socket under TLS: for a relay that took the record layer.
+    pub fn socket_mut(&mut self) -> &mut S {
+        &mut self.socket
     }
 
     /// Bytes this stream holds in buffers now (0 between bursts).
@@ -81,25 +114,34 @@ impl<S> TlsStream<S> {
         inbuf + self.out.capacity() + self.early.capacity()
     }
 
-    fn seal_into_out(&mut self, data: &[u8]) -> Result<(), RecordError> {
-        if self.records.key_update_due() {
-            self.records.seal_key_update(&mut self.out)?;
+    fn seal_into_out(&mut self, data: &[u8]) -> io::Result<()> {
+        let Some(records) = self.records.as_mut() else {
+            return Err(detached());
+        };
+        if records.key_update_due() {
+            records.seal_key_update(&mut self.out, false).map_err(invalid)?;
         }
-        let (prefix, suffix) = (self.records.prefix(), self.records.suffix());
+        let (prefix, suffix) = (records.prefix(), records.suffix());
         for chunk in data.chunks(MAX_PLAINTEXT) {
             let at = self.out.len();
             self.out.reserve(prefix + chunk.len() + suffix);
             self.out.resize(at + prefix, 0);
             self.out.extend_from_slice(chunk);
             self.out.resize(at + prefix + chunk.len() + suffix, 0);
-            self.records.seal(
-                &mut self.out,
-                ContentType::ApplicationData,
-                at + prefix..at + prefix + chunk.len(),
-            )?;
+            records
+                .seal(
+                    &mut self.out,
+                    ContentType::ApplicationData,
+                    at + prefix..at + prefix + chunk.len(),
+                )
+                .map_err(invalid)?;
         }
         Ok(())
     }
+}
+
+fn detached() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "TLS taken over by a relay")
 }
 
 fn invalid(e: RecordError) -> io::Error {
@@ -155,7 +197,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
             }
             if !this.cipher.is_empty() {
                 let base = this.cipher.start;
-                match this.records.open(&mut this.inbuf.get()[this.cipher.clone()]) {
+                let range = this.cipher.clone();
+                let Some(records) = this.records.as_mut() else {
+                    return Poll::Ready(Err(detached()));
+                };
+                match records.open(&mut this.inbuf.get()[range]) {
                     Err(e) => return Poll::Ready(Err(invalid(e))),
                     Ok(Some((len, opened))) => {
                         this.cipher.start += len;
@@ -163,8 +209,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                             Opened::Data(r) => this.plain = base + r.start..base + r.end,
                             Opened::Closed => this.peer_closed = true,
                             Opened::Nothing => {
-                                if this.records.key_update_due() {
-                                    this.records.seal_key_update(&mut this.out).map_err(invalid)?;
+                                let records = this.records.as_mut().ok_or_else(detached)?;
+                                if records.key_update_due() {
+                                    records.seal_key_update(&mut this.out, false).map_err(invalid)?;
                                     // Best effort now; any later write or flush finishes it.
                                     let _ = this.poll_drain(cx);
                                 }
@@ -211,7 +258,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
             ready!(this.poll_drain(cx))?;
         }
         let take = data.len().min(OUT_LIMIT);
-        this.seal_into_out(&data[..take]).map_err(invalid)?;
+        this.seal_into_out(&data[..take])?;
         // Send now if the socket takes it; what it does not take waits for the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
             return Poll::Ready(Err(e));

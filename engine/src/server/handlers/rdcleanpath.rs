@@ -148,11 +148,19 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
             MAX_CONNECT_INITIAL,
         );
     }
-    relay.received_early(&after);
     let clock = session::clock_settings(&target, &settings, true);
     let end = {
         let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
-        session::drive(&mut relay, &mut conn.tls, &mut server, clock, &watch, audit.id()).await
+        session::relay_client(
+            &mut relay,
+            &mut conn.tls,
+            &after,
+            &mut server,
+            clock,
+            &watch,
+            audit.id(),
+        )
+        .await
     };
     if let Some(ChannelFilter(filter)) = relay.peer_filter::<ChannelFilter>() {
         if !filter.removed().is_empty() {

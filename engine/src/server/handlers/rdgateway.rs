@@ -276,8 +276,17 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
             let mut relay = Relay::new(RdGateway::new(limits), settings.buffer_size);
             // The client's X.224 Connection Request names the RDP user (audited).
             relay.capture_first(rdp::MAX_X224_LEN);
-            relay.received_early(&ws.buf[ws.start..ws.end]);
-            let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &watch, audit.id()).await;
+            let early = &ws.buf[ws.start..ws.end];
+            let end = session::relay_client(
+                &mut relay,
+                &mut conn.tls,
+                early,
+                &mut backend,
+                clock,
+                &watch,
+                audit.id(),
+            )
+            .await;
             (end, relay.counters(), rdp_cookie(relay.captured()))
         }
         Inbound::Http(feed) => {
@@ -304,7 +313,7 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
 async fn open(
     conn: &mut Conn,
     grant: &Grant,
-) -> Result<(glommio::net::TcpStream, session::SessionAudit), (u32, Failed)> {
+) -> Result<(crate::server::socket::Socket, session::SessionAudit), (u32, Failed)> {
     let failed = |status: u16, reason: &str| {
         let mut f = Failed::new(status, reason);
         f.user = Some(grant.user.clone());
@@ -348,7 +357,7 @@ async fn open(
         };
         (hresult::E_PROXY_INTERNALERROR, failed(status, e.public()))
     })?;
-    Ok((backend, audit))
+    Ok((crate::server::socket::Socket::new(backend), audit))
 }
 
 /// Audits a refusal, answers it (its packet, if any) and ends the connection.

@@ -4,6 +4,7 @@
 use crate::server::conn::Conn;
 use crate::server::dial::dial;
 use crate::server::session::{self, Extras, StartError};
+use crate::server::socket::Socket;
 use portcullis_core::audit::{EndReason, Ending};
 use portcullis_core::config::Protocol;
 use portcullis_core::policy::Grant;
@@ -42,7 +43,7 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
         }
     };
     let mut backend = match dial(&grant.target, settings.connect_timeout, &conn.shared.pools).await {
-        Ok(b) => b,
+        Ok(b) => Socket::new(b),
         Err(e) => {
             conn.deny(&path, 502, &format!("target unreachable: {e}"), Some(&grant.user));
             return conn.reply(&Reply::text(502, "target unreachable"), None).await;
@@ -74,10 +75,18 @@ pub async fn handle(conn: &mut Conn, grant: Grant, accept: Vec<u8>, leftover: Ve
         // Native RDP clients open with an X.224 Connection Request naming the user.
         relay.capture_first(rdp::MAX_X224_LEN);
     }
-    relay.received_early(&leftover);
     let clock = session::clock_settings(&target, &settings, true);
     let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
-    let end = session::drive(&mut relay, &mut conn.tls, &mut backend, clock, &watch, audit.id()).await;
+    let end = session::relay_client(
+        &mut relay,
+        &mut conn.tls,
+        &leftover,
+        &mut backend,
+        clock,
+        &watch,
+        audit.id(),
+    )
+    .await;
     let extras = Extras {
         rdp_cookie: (target.protocol == Protocol::Rdp)
             .then(|| rdp_cookie(relay.captured()))
