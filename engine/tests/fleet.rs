@@ -23,6 +23,7 @@ async fn the_fleet_on_one_redis() {
     a_ticket_minted_on_one_node_is_redeemed_once_on_another(&redis.db(10)).await;
     a_shared_link_made_on_one_node_opens_once_anywhere(&redis.db(12)).await;
     a_terminal_on_one_node_is_watched_from_another(&redis.db(13)).await;
+    a_tls_session_from_one_node_resumes_on_another(&redis.db(14)).await;
     with_redis_down_a_node_fails_closed_then_recovers_by_itself(&mut redis).await;
 }
 
@@ -159,6 +160,11 @@ async fn contract(store: Arc<dyn Store>) {
     assert!(store.remove_link("aa01").await.unwrap());
     assert!(!store.remove_link("aa01").await.unwrap());
     assert_eq!(store.links().await.unwrap().len(), 1);
+    // Shared random values: created once, the same for every later ask, one per name.
+    let first = store.shared_random("tls-ticket-key:1", 60 * SEC).await.unwrap();
+    assert_eq!(store.shared_random("tls-ticket-key:1", 60 * SEC).await.unwrap(), first);
+    assert_ne!(store.shared_random("tls-ticket-key:2", 60 * SEC).await.unwrap(), first);
+    assert_ne!(first, [0u8; 32]);
 }
 
 async fn the_store_contract_holds_locally_and_on_redis(redis: &RedisDb) {
@@ -1041,5 +1047,54 @@ async fn a_terminal_on_one_node_is_watched_from_another(redis: &RedisDb) {
     assert_eq!(
         (admin[0]["status"].as_u64(), admin[0]["subject"].as_str()),
         (Some(101), Some(id.as_str()))
+    );
+}
+
+/// One TLS connection to `gw` with `config` (its session cache), asking `/healthz` so that the
+/// session tickets sent after the handshake are read: how the handshake went.
+fn tls_handshake(gw: &Gateway, config: &Arc<rustls::ClientConfig>) -> Option<rustls::HandshakeKind> {
+    use std::io::{Read, Write};
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, std::net::TcpStream::connect(gw.addr()).unwrap());
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    assert_eq!(status_of(&answer), 200, "{}", String::from_utf8_lossy(&answer));
+    tls.conn.handshake_kind()
+}
+
+/// TLS session tickets are sealed with keys the fleet shares through the store: a client whose
+/// first connection went to A resumes its session on B (no full handshake); a gateway of another
+/// store cannot open A's tickets, so its clients do full handshakes there.
+async fn a_tls_session_from_one_node_resumes_on_another(redis: &RedisDb) {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let echo = EchoTarget::start();
+    let a = node(redis, "gw-a", &echo, "");
+    let b = node(redis, "gw-b", &echo, "");
+    let alone = Gateway::builder().target("echo", echo.addr, "tcp").start();
+    let kinds = tokio::task::spawn_blocking(move || {
+        // Each client config is one client's session cache. (A node has its keys before it
+        // reports ready.)
+        let fresh =
+            || -> Arc<rustls::ClientConfig> { Arc::new(portcullis_testkit::client::insecure_tls().as_ref().clone()) };
+        let c = fresh();
+        let kinds = [tls_handshake(&a, &c), tls_handshake(&b, &c), tls_handshake(&a, &c)];
+        let other = fresh();
+        tls_handshake(&a, &other);
+        (kinds, tls_handshake(&alone, &other))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        kinds.0,
+        [Some(Full), Some(Resumed), Some(Resumed)],
+        "resumed across the fleet"
+    );
+    assert_eq!(
+        kinds.1,
+        Some(Full),
+        "another store's gateway cannot open the fleet's tickets"
     );
 }

@@ -296,7 +296,8 @@ fn main() -> ExitCode {
             "self-signed ECDSA P-256/SHA-256, as `portcullis serve` generates without [tls]".to_string(),
         ),
     };
-    let server_cfg = identity.server_config().expect("valid server config");
+    let tickets = rustls::crypto::ring::Ticketer::new().expect("a ticketer");
+    let server_cfg = identity.server_config(tickets).expect("valid server config");
     let resuming = client_config(ServerTrust::Insecure).expect("valid client config");
     let mut fresh = (*resuming).clone();
     fresh.resumption = Resumption::disabled();

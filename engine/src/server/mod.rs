@@ -29,6 +29,7 @@ pub use tokens::KeySource;
 use crate::audit::Audit;
 use crate::blocking::Pools;
 use crate::error::{Error, Result};
+use crate::tls::tickets::FleetTickets;
 use crate::tls::Identity;
 use arc_swap::ArcSwap;
 use futures_lite::{AsyncReadExt, Future};
@@ -72,6 +73,8 @@ pub struct Shared {
     pub rdg_pairs: rdg_pairs::Pairs,
     /// This node's durable records (`[state] dir`), if configured.
     pub local_state: Option<Arc<crate::store::LocalState>>,
+    /// The TLS session tickets' keys, shared with the fleet through the store (kept across reloads).
+    pub tickets: Arc<FleetTickets>,
     /// Set once a stop signal came: no new connections, `/readyz` answers 503.
     draining: std::sync::atomic::AtomicBool,
 }
@@ -142,11 +145,17 @@ pub async fn timeout<T>(limit: Duration, fut: impl Future<Output = T>) -> Option
     .await
 }
 
-fn build_state(config: Config, key: &KeySource, identity: &Identity, revocations: &Arc<Revocations>) -> Result<State> {
+fn build_state(
+    config: Config,
+    key: &KeySource,
+    identity: &Identity,
+    revocations: &Arc<Revocations>,
+    tickets: &Arc<FleetTickets>,
+) -> Result<State> {
     let (verifier, minter) = tokens::load(&config, key)?;
     check_host_keys(&config)?;
     let rdp_trust = rdp_trust(&config)?;
-    let tls_config = identity.server_config()?;
+    let tls_config = identity.server_config(tickets.clone())?;
     Ok(State {
         policy: Policy::new(config, verifier, revocations.clone()),
         tls_config,
@@ -276,8 +285,10 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
     crate::web::assets::compress_in_background();
     let revocations = Arc::new(Revocations::default());
     let local_state = load_local_state(config.state_dir.as_deref(), &revocations)?;
+    let tickets = FleetTickets::new();
     let shared = Arc::new(Shared {
-        state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations)?),
+        state: ArcSwap::from_pointee(build_state(config, &key, &identity, &revocations, &tickets)?),
+        tickets,
         audit,
         web: crate::web::WebState::start(&cluster_store, &node, local_state.clone())?,
         pools: Pools::start().map_err(|e| Error::Io("cannot start the blocking pools", e))?,
@@ -289,6 +300,24 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         draining: Default::default(),
         local_state,
     });
+    // The fleet's ticket keys before the first connection (a store that does not answer soon
+    // delays nothing: until it does, clients do full handshakes).
+    let first = shared.web.ssh_runtime.block_on(async {
+        let store = shared.web.store.as_ref();
+        // A fleet store is still connecting: ask again until it answers, for a short while.
+        tokio::time::timeout(Duration::from_secs(2), async {
+            while shared.tickets.refresh(store).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+    });
+    if first.is_err() {
+        tracing::warn!("TLS ticket keys not fetched yet: session tickets start once the store answers");
+    }
+    shared
+        .tickets
+        .start_refresher(shared.web.store.clone(), shared.web.ssh_runtime.handle());
 
     if let (Some(fleet), portcullis_core::config::StoreKind::Redis(url)) = (&shared.web.fleet, &cluster_store) {
         let handlers = crate::store::FleetHandlers {
@@ -366,7 +395,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         Some(addr) => Some(crate::admin::start(
             addr,
             shared.clone(),
-            Some(identity.server_config()?),
+            Some(identity.server_config(shared.tickets.clone())?),
         )?),
         None => None,
     };
@@ -620,7 +649,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>, key: &KeySource, iden
             }
             _ => identity,
         };
-        build_state(config, key, identity, &shared.revocations)
+        build_state(config, key, identity, &shared.revocations, &shared.tickets)
     });
     match result {
         Ok(state) => {

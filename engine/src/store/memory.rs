@@ -55,6 +55,8 @@ struct State {
     attempts: [HashMap<ThrottleKey, Counter>; 4],
     /// Shared links by id: their JSON and when they expire (Unix seconds).
     links: HashMap<String, (String, u64)>,
+    /// `shared_random` values by name (a few TLS ticket keys).
+    randoms: HashMap<String, ([u8; 32], Instant)>,
 }
 
 impl State {
@@ -373,6 +375,23 @@ impl Store for MemoryStore {
 
     fn remove_link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         ready(Ok(self.with(|st| st.links.remove(id).is_some())))
+    }
+
+    fn shared_random<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<[u8; 32]>> {
+        ready(self.with(|st| {
+            let now = Instant::now();
+            st.randoms.retain(|_, (_, until)| *until > now);
+            if let Some((value, _)) = st.randoms.get(name) {
+                return Ok(*value);
+            }
+            // Only the gateway's own names (a handful of ticket epochs) come here.
+            if st.randoms.len() >= 64 {
+                return Err(StoreError::Full("shared random values"));
+            }
+            let value = portcullis_core::secret::random::<32>().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            st.randoms.insert(name.to_owned(), (value, now + ttl));
+            Ok(value)
+        }))
     }
 }
 

@@ -191,6 +191,9 @@ pub trait Store: Send + Sync {
     fn links(&self) -> BoxFuture<'_, StoreResult<Vec<String>>>;
     /// Forgets shared link `id`: true when it was kept.
     fn remove_link<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+    /// The fleet's random 32 bytes named `name` (a TLS ticket key for an epoch): the first node
+    /// to ask creates them, every node gets the same until they expire after `ttl`.
+    fn shared_random<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<[u8; 32]>>;
 }
 
 /// Most shared links a store keeps at once.

@@ -1114,4 +1114,36 @@ impl Store for RedisStore {
                 .map(|n| n > 0)
         })
     }
+
+    fn shared_random<'a>(&'a self, name: &'a str, ttl: Duration) -> BoxFuture<'a, StoreResult<[u8; 32]>> {
+        use base64::Engine as _;
+        let key = format!("{PREFIX}random:{name}");
+        let fresh = match portcullis_core::secret::random::<32>() {
+            Ok(v) => base64::engine::general_purpose::STANDARD.encode(v),
+            Err(e) => return Box::pin(async move { Err(StoreError::Unavailable(e.to_string())) }),
+        };
+        let value = self.run(move |mut c| async move {
+            // SET NX: the first node's value stands; everyone reads it back.
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(fresh)
+                .arg("NX")
+                .arg("PX")
+                .arg(millis(ttl))
+                .query_async::<Option<String>>(&mut c)
+                .await?;
+            redis::cmd("GET").arg(&key).query_async::<Option<String>>(&mut c).await
+        });
+        Box::pin(async move {
+            let text = value
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("shared value vanished".into()))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| StoreError::Unavailable(format!("shared value: {e}")))?;
+            bytes
+                .try_into()
+                .map_err(|_| StoreError::Unavailable("shared value of the wrong length".into()))
+        })
+    }
 }

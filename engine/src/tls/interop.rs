@@ -70,7 +70,10 @@ fn client(suite: rustls::SupportedCipherSuite) -> Arc<ClientConfig> {
 /// Serves `connections` connections with an echo over the gateway's TLS; returns its address and
 /// the thread, which reports each connection's record layer version and copied-byte count.
 fn echo_server(connections: usize) -> (std::net::SocketAddr, std::thread::JoinHandle<Vec<String>>) {
-    let config = Identity::self_signed(&[]).unwrap().server_config().unwrap();
+    let config = Identity::self_signed(&[])
+        .unwrap()
+        .server_config(rustls::crypto::ring::Ticketer::new().unwrap())
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 << 10)

@@ -5,6 +5,7 @@ pub mod accept;
 #[cfg(test)]
 mod interop;
 pub mod stream;
+pub mod tickets;
 
 use crate::error::{Error, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -86,7 +87,8 @@ impl Identity {
         })
     }
 
-    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
+    /// The gateway's TLS settings; `tickets` seals session tickets (the fleet's keys).
+    pub fn server_config(&self, tickets: Arc<dyn rustls::server::ProducesTickets>) -> Result<Arc<ServerConfig>> {
         let mut config = ServerConfig::builder_with_provider(server_provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| Error::Tls(e.to_string()))?
@@ -99,9 +101,9 @@ impl Identity {
         // After the handshake the record layer is ours (`portcullis_core::tls`): rustls hands over
         // its traffic secrets and keeps the key schedule.
         config.enable_secret_extraction = true;
-        // Session tickets, so that a client reconnecting skips the full handshake: sealed with a
-        // key rustls replaces every 6 hours (tickets under the previous key still open).
-        config.ticketer = provider::Ticketer::new().map_err(|e| Error::Tls(e.to_string()))?;
+        // Session tickets, so that a client reconnecting skips the full handshake, on any node of
+        // the fleet: sealed with keys rotated every 6 hours and shared through the store.
+        config.ticketer = tickets;
         Ok(Arc::new(config))
     }
 }
@@ -249,7 +251,12 @@ mod tests {
         );
         assert!(format!("{:?}", client_config.crypto_provider().cipher_suites[0].suite()).contains("AES_256"));
         let mut client = ClientConnection::new(client_config, ServerName::try_from("localhost").unwrap()).unwrap();
-        let mut server = ServerConnection::new(identity.server_config().unwrap()).unwrap();
+        let mut server = ServerConnection::new(
+            identity
+                .server_config(crate::tls::tickets::FleetTickets::new())
+                .unwrap(),
+        )
+        .unwrap();
         for _ in 0..10 {
             let mut wire = Vec::new();
             client.write_tls(&mut wire).unwrap();
