@@ -77,10 +77,15 @@ impl Drop for Keys {
 }
 
 /// Where the next traffic keys come from after a TLS 1.3 KeyUpdate: rustls' key schedule
-/// (`KernelConnection`), kept by the engine.
+/// (`KernelConnection`), kept by the engine; for a client, also where a server's session tickets
+/// go (rustls' session store).
 pub trait Rekey: Send {
     fn next_tx(&mut self) -> Result<Keys, String>;
     fn next_rx(&mut self) -> Result<Keys, String>;
+    /// A TLS 1.3 NewSessionTicket's body, from the server. Refused unless we are its client.
+    fn session_ticket(&mut self, _body: &[u8]) -> Result<(), String> {
+        Err("a session ticket sent to a server".into())
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,8 +356,20 @@ impl RecordLayer {
         }
         while let [typ, a, b, c, rest @ ..] = msgs {
             let len = usize::from(*a) << 16 | usize::from(*b) << 8 | usize::from(*c);
-            if *typ != 24 || self.version != Version::Tls13 {
+            if self.version != Version::Tls13 || !matches!(*typ, 4 | 24) {
                 return Err(RecordError::UnexpectedHandshake(*typ));
+            }
+            if *typ == 4 {
+                // NewSessionTicket: a client keeps it (rustls' session store) to resume later.
+                let (Some(body), Some(rest)) = (rest.get(..len), rest.get(len..)) else {
+                    return Err(RecordError::BadHandshake);
+                };
+                let rekey = self.rekey().map_err(|_| RecordError::UnexpectedHandshake(4))?;
+                rekey
+                    .session_ticket(body)
+                    .map_err(|_| RecordError::UnexpectedHandshake(4))?;
+                msgs = rest;
+                continue;
             }
             let (body, rest) = (rest.get(..len), rest.get(len..));
             let (Some([request]), Some(rest)) = (body, rest) else {

@@ -23,6 +23,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Transport for crate::tls::stream::TlsStr
     }
 }
 
+/// The CLI's socket to the gateway, when its relay seals and opens records itself.
+impl Transport for tokio_util::compat::Compat<tokio::net::TcpStream> {}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> Transport for futures_rustls::client::TlsStream<T> {
     fn begin_close(&mut self) {
         self.get_mut().1.send_close_notify();

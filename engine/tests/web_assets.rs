@@ -3,7 +3,7 @@
 //! keeps reading (a stalled one is dropped).
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use portcullis::cli::client::ClientTls;
+use portcullis_testkit::client::ClientTls;
 use portcullis_testkit::client::{eventually, read_to_close, tls_connect, tls_over};
 use portcullis_testkit::*;
 use std::io::Read;

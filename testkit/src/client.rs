@@ -5,7 +5,9 @@
 
 use crate::gateway::Gateway;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use portcullis::cli::client::ClientTls;
+/// TLS to the gateway as tests speak it: rustls' own stream, independent of the gateway's record
+/// layer (which `portcullis connect` shares), so that tests check one against the other.
+pub type ClientTls = futures_rustls::client::TlsStream<tokio_util::compat::Compat<tokio::net::TcpStream>>;
 use portcullis::web::signin::COOKIE;
 use portcullis_protocols::http::{self, HeadLimits, UpgradeAnswer, UpgradeRequest};
 use portcullis_protocols::ws::{self, CloseCode, Limits, Message, MessageAssembler, OpCode, Role};

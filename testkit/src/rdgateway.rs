@@ -5,9 +5,9 @@
 //! (a 10-byte seed, then packets; chunked packets the other way after a first request with no
 //! body). Packets are built and read with the product's own `tsgu` codec.
 
+use crate::client::ClientTls;
 use crate::client::{read_to_close, tls_connect, Endpoint, WsClient, KEY};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use portcullis::cli::client::ClientTls;
 use portcullis_protocols::chunked::encode_chunk;
 use portcullis_protocols::http::{self, HeadLimits};
 use portcullis_protocols::tsgu::{

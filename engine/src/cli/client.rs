@@ -15,7 +15,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-pub type ClientTls = futures_rustls::client::TlsStream<Compat<tokio::net::TcpStream>>;
+/// TLS to the gateway: rustls' handshake, then the gateway's record layer (`crate::tls`), so
+/// that a tunnel seals and opens records in its relay's buffers as the gateway does.
+pub type ClientTls = crate::tls::stream::TlsStream<Compat<tokio::net::TcpStream>>;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -153,13 +155,10 @@ pub async fn tls_connect(url: &GatewayUrl, tls: Arc<rustls::ClientConfig>) -> Re
         host: host.clone(),
         detail,
     };
-    tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        futures_rustls::TlsConnector::from(tls).connect(name, tcp.compat()),
-    )
-    .await
-    .map_err(|_| tls_error("timed out".into()))?
-    .map_err(|e| tls_error(e.to_string()))
+    tokio::time::timeout(CONNECT_TIMEOUT, crate::tls::accept::connect(tls, name, tcp.compat()))
+        .await
+        .map_err(|_| tls_error("timed out".into()))?
+        .map_err(|e| tls_error(e.to_string()))
 }
 
 /// The WebSocket upgrade with the token on an open TLS stream; the bytes after the 101 head.
@@ -231,12 +230,17 @@ pub async fn relay<R: AsyncRead + AsyncWrite + Unpin>(
         .map(u64::from_ne_bytes)
         .unwrap_or(1);
     let mut relay = Relay::websocket(Role::Client, Limits::default(), BUFFER, seed);
-    relay.received_early(&leftover);
+    // The relay takes the record layer: records sealed and opened in its buffers, on the socket.
+    let Some((records, plain, cipher)) = ws.detach() else {
+        return End::PeerError("TLS writes still queued".into());
+    };
+    relay.start_tls(records, &[leftover, plain].concat(), &cipher);
+    let ws = ws.socket_mut();
     let mut stop = std::pin::pin!(stop);
     let mut stopped = false;
     loop {
         let step = tokio::select! {
-            step = futures_lite::future::poll_fn(|cx| relay::poll(&mut relay, cx, &mut ws, &mut raw)) => Some(step),
+            step = futures_lite::future::poll_fn(|cx| relay::poll(&mut relay, cx, ws, &mut raw)) => Some(step),
             _ = &mut stop, if !stopped => None,
         };
         match step {
@@ -250,7 +254,7 @@ pub async fn relay<R: AsyncRead + AsyncWrite + Unpin>(
     }
     let rest = tokio::time::timeout(
         CLOSE_TIMEOUT,
-        futures_lite::future::poll_fn(|cx| relay::poll(&mut relay, cx, &mut ws, &mut raw)),
+        futures_lite::future::poll_fn(|cx| relay::poll(&mut relay, cx, ws, &mut raw)),
     )
     .await;
     let end = match rest {

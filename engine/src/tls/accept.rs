@@ -1,4 +1,5 @@
-//! The server's TLS handshake on rustls' unbuffered API, ending in the gateway's own record layer.
+//! TLS handshakes on rustls' unbuffered API (the gateway's as a server, the CLI's as a client),
+//! ending in the gateway's own record layer.
 //!
 //! rustls does the whole handshake (and sends its session tickets); then its traffic secrets
 //! and key schedule move to `portcullis_core::tls::RecordLayer` (through rustls' kernel
@@ -8,10 +9,12 @@
 use super::stream::TlsStream;
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use portcullis_core::tls::{Algorithm, Keys, RecordLayer, Rekey, Version};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
 use rustls::kernel::KernelConnection;
+use rustls::pki_types::ServerName;
 use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError, UnbufferedStatus};
-use rustls::{ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
+use rustls::{ClientConfig, ConnectionTrafficSecrets, ProtocolVersion, ServerConfig};
 use std::io;
 use std::sync::Arc;
 
@@ -36,93 +39,134 @@ pub enum AcceptError {
     Unsupported(String),
 }
 
+/// Drives an unbuffered rustls connection (client or server: the two are distinct types with
+/// the same calls) through its handshake over `$socket`. Evaluates to the application data rustls
+/// decrypted on the way and the bytes read behind the handshake, not yet processed.
+macro_rules! handshake {
+    ($conn:expr, $socket:expr) => {{
+        let conn = &mut $conn;
+        let socket = &mut $socket;
+        let mut incoming = vec![0u8; 8 << 10];
+        let mut filled = 0;
+        let mut outgoing: Vec<u8> = Vec::new();
+        let mut early: Vec<u8> = Vec::new();
+        loop {
+            let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[..filled]);
+            let (mut want_read, mut traffic) = (false, false);
+            match state? {
+                ConnectionState::ReadTraffic(mut records) => {
+                    // The first request can come with the client's Finished (or the server's first
+                    // bytes with its tickets): keep it for the stream.
+                    while let Some(record) = records.next_record() {
+                        let record = record?;
+                        discard += record.discard;
+                        if early.len() + record.payload.len() > MAX_EARLY_PLAINTEXT {
+                            return Err(AcceptError::TooLarge);
+                        }
+                        early.extend_from_slice(record.payload);
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut data) => {
+                    let at = outgoing.len();
+                    outgoing.resize(at + 4096, 0);
+                    loop {
+                        match data.encode(&mut outgoing[at..]) {
+                            Ok(n) => {
+                                outgoing.truncate(at + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                                outgoing.resize(at + required_size, 0)
+                            }
+                            Err(e) => return Err(AcceptError::Unsupported(e.to_string())),
+                        }
+                    }
+                }
+                ConnectionState::TransmitTlsData(transmit) => {
+                    socket.write_all(&outgoing).await?;
+                    socket.flush().await?;
+                    outgoing.clear();
+                    transmit.done();
+                }
+                ConnectionState::BlockedHandshake => want_read = true,
+                // TLS 1.3 lets a server write before the client's Finished; the handshake is over
+                // only once rustls has it (and has queued its tickets).
+                ConnectionState::WriteTraffic(_) => traffic = true,
+                ConnectionState::PeerClosed | ConnectionState::Closed => return Err(AcceptError::Closed),
+                other => return Err(AcceptError::Unsupported(format!("{other:?}"))),
+            }
+            if discard > 0 {
+                incoming.copy_within(discard..filled, 0);
+                filled -= discard;
+            }
+            if traffic && !conn.is_handshaking() {
+                break;
+            }
+            if want_read || traffic {
+                if filled == incoming.len() {
+                    if incoming.len() >= MAX_HANDSHAKE_BUFFER {
+                        return Err(AcceptError::TooLarge);
+                    }
+                    incoming.resize(incoming.len() * 2, 0);
+                }
+                match socket.read(&mut incoming[filled..]).await? {
+                    0 => return Err(AcceptError::Closed),
+                    n => filled += n,
+                }
+            }
+        }
+        incoming.truncate(filled);
+        (early, incoming)
+    }};
+}
+
+fn version_of(version: Option<ProtocolVersion>) -> Result<Version, AcceptError> {
+    match version {
+        Some(ProtocolVersion::TLSv1_3) => Ok(Version::Tls13),
+        Some(ProtocolVersion::TLSv1_2) => Ok(Version::Tls12),
+        other => Err(AcceptError::Unsupported(format!("{other:?}"))),
+    }
+}
+
+fn record_layer(
+    secrets: rustls::ExtractedSecrets,
+    version: Version,
+    rekey: Box<dyn Rekey>,
+) -> Result<RecordLayer, AcceptError> {
+    let tx = (secrets.tx.0, keys(secrets.tx.1)?);
+    let rx = (secrets.rx.0, keys(secrets.rx.1)?);
+    Ok(RecordLayer::new(version, tx, rx)
+        .map_err(|e| AcceptError::Unsupported(e.to_string()))?
+        .with_rekey(rekey))
+}
+
 /// Runs the server side of a handshake over `socket`; the caller bounds it in time.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     config: Arc<ServerConfig>,
     mut socket: S,
 ) -> Result<TlsStream<S>, AcceptError> {
     let mut conn = UnbufferedServerConnection::new(config)?;
-    let mut incoming = vec![0u8; 8 << 10];
-    let mut filled = 0;
-    let mut outgoing: Vec<u8> = Vec::new();
-    let mut early: Vec<u8> = Vec::new();
-    loop {
-        let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[..filled]);
-        let (mut want_read, mut traffic) = (false, false);
-        match state? {
-            ConnectionState::ReadTraffic(mut records) => {
-                // The client's first request can come with its Finished: keep it for the stream.
-                while let Some(record) = records.next_record() {
-                    let record = record?;
-                    discard += record.discard;
-                    if early.len() + record.payload.len() > MAX_EARLY_PLAINTEXT {
-                        return Err(AcceptError::TooLarge);
-                    }
-                    early.extend_from_slice(record.payload);
-                }
-            }
-            ConnectionState::EncodeTlsData(mut data) => {
-                let at = outgoing.len();
-                outgoing.resize(at + 4096, 0);
-                loop {
-                    match data.encode(&mut outgoing[at..]) {
-                        Ok(n) => {
-                            outgoing.truncate(at + n);
-                            break;
-                        }
-                        Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
-                            outgoing.resize(at + required_size, 0)
-                        }
-                        Err(e) => return Err(AcceptError::Unsupported(e.to_string())),
-                    }
-                }
-            }
-            ConnectionState::TransmitTlsData(transmit) => {
-                socket.write_all(&outgoing).await?;
-                socket.flush().await?;
-                outgoing.clear();
-                transmit.done();
-            }
-            ConnectionState::BlockedHandshake => want_read = true,
-            // TLS 1.3 lets a server write before the client's Finished; the handshake is over
-            // only once rustls has it (and has queued its tickets).
-            ConnectionState::WriteTraffic(_) => traffic = true,
-            ConnectionState::PeerClosed | ConnectionState::Closed => return Err(AcceptError::Closed),
-            other => return Err(AcceptError::Unsupported(format!("{other:?}"))),
-        }
-        if discard > 0 {
-            incoming.copy_within(discard..filled, 0);
-            filled -= discard;
-        }
-        if traffic && !conn.is_handshaking() {
-            break;
-        }
-        if want_read || traffic {
-            if filled == incoming.len() {
-                if incoming.len() >= MAX_HANDSHAKE_BUFFER {
-                    return Err(AcceptError::TooLarge);
-                }
-                incoming.resize(incoming.len() * 2, 0);
-            }
-            match socket.read(&mut incoming[filled..]).await? {
-                0 => return Err(AcceptError::Closed),
-                n => filled += n,
-            }
-        }
-    }
-    let version = match conn.protocol_version() {
-        Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
-        Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
-        other => return Err(AcceptError::Unsupported(format!("{other:?}"))),
-    };
+    let (early, rest) = handshake!(conn, socket);
+    let version = version_of(conn.protocol_version())?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-    let tx = (secrets.tx.0, keys(secrets.tx.1)?);
-    let rx = (secrets.rx.0, keys(secrets.rx.1)?);
-    let records = RecordLayer::new(version, tx, rx)
-        .map_err(|e| AcceptError::Unsupported(e.to_string()))?
-        .with_rekey(Box::new(Schedule(kernel)));
-    incoming.truncate(filled);
-    Ok(TlsStream::new(socket, records, early, incoming))
+    let records = record_layer(secrets, version, Box::new(Schedule(kernel)))?;
+    Ok(TlsStream::new(socket, records, early, rest))
+}
+
+/// Runs the client side of a handshake with `name` over `socket` (`portcullis connect`): the same
+/// record layer afterwards, and the server's session tickets kept in `config`'s session store.
+/// `config` must allow secret extraction.
+pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    mut socket: S,
+) -> Result<TlsStream<S>, AcceptError> {
+    let mut conn = UnbufferedClientConnection::new(config, name)?;
+    let (early, rest) = handshake!(conn, socket);
+    let version = version_of(conn.protocol_version())?;
+    let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
+    let records = record_layer(secrets, version, Box::new(ClientSchedule(kernel)))?;
+    Ok(TlsStream::new(socket, records, early, rest))
 }
 
 /// rustls' traffic secrets as the record layer's keys.
@@ -146,6 +190,25 @@ pub(crate) fn keys(secrets: ConnectionTrafficSecrets) -> Result<Keys, AcceptErro
 
 /// rustls' key schedule, asked for the next keys on a TLS 1.3 KeyUpdate.
 struct Schedule(KernelConnection<ServerConnectionData>);
+
+/// A client's: the same, and the server's session tickets for rustls' session store.
+struct ClientSchedule(KernelConnection<ClientConnectionData>);
+
+impl Rekey for ClientSchedule {
+    fn next_tx(&mut self) -> Result<Keys, String> {
+        let (_, secrets) = self.0.update_tx_secret().map_err(|e| e.to_string())?;
+        keys(secrets).map_err(|e| e.to_string())
+    }
+
+    fn next_rx(&mut self) -> Result<Keys, String> {
+        let (_, secrets) = self.0.update_rx_secret().map_err(|e| e.to_string())?;
+        keys(secrets).map_err(|e| e.to_string())
+    }
+
+    fn session_ticket(&mut self, body: &[u8]) -> Result<(), String> {
+        self.0.handle_new_session_ticket(body).map_err(|e| e.to_string())
+    }
+}
 
 impl Rekey for Schedule {
     fn next_tx(&mut self) -> Result<Keys, String> {

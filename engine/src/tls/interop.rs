@@ -224,3 +224,79 @@ fn a_returning_client_resumes_with_its_ticket_in_both_versions() {
     }
     server.join().unwrap();
 }
+
+/// The other way round: our client (`portcullis connect`'s TLS) against rustls' own server, both
+/// versions: echo both ways, and the server's TLS 1.3 session tickets, which reach our record
+/// layer after the handshake, land in rustls' session store, so the next connection resumes.
+#[test]
+fn our_client_talks_to_rustls_server_and_resumes_with_its_tickets() {
+    use rustls::{HandshakeKind, ServerConnection};
+    let identity = Identity::self_signed(&[]).unwrap();
+    let server_config = identity
+        .server_config(rustls::crypto::ring::Ticketer::new().unwrap())
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rounds = 4;
+    let server = std::thread::spawn(move || {
+        let mut kinds = Vec::new();
+        for _ in 0..rounds {
+            let (tcp, _) = listener.accept().unwrap();
+            let mut tls = StreamOwned::new(ServerConnection::new(server_config.clone()).unwrap(), tcp);
+            let mut buf = vec![0u8; 70_000];
+            loop {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        tls.write_all(&buf[..n]).unwrap();
+                        tls.flush().unwrap();
+                    }
+                }
+            }
+            kinds.push(tls.conn.handshake_kind());
+        }
+        kinds
+    });
+    let client_config = |suite| {
+        let mut config = client(suite).as_ref().clone();
+        config.enable_secret_extraction = true;
+        Arc::new(config)
+    };
+    let suites = [
+        rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
+        rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ];
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            for suite in suites {
+                let config = client_config(suite);
+                for _ in 0..2 {
+                    let tcp = glommio::net::TcpStream::connect(addr).await.unwrap();
+                    let name = ServerName::try_from("localhost").unwrap();
+                    let mut tls = super::accept::connect(config.clone(), name, tcp).await.unwrap();
+                    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+                    let mut back = vec![0u8; data.len()];
+                    for (part, into) in data.chunks(30_000).zip(back.chunks_mut(30_000)) {
+                        tls.write_all(part).await.unwrap();
+                        tls.flush().await.unwrap();
+                        tls.read_exact(into).await.unwrap();
+                    }
+                    assert!(back == data, "{suite:?}: echo differs");
+                    tls.close().await.unwrap();
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let kinds = server.join().unwrap();
+    assert_eq!(
+        kinds,
+        [
+            Some(HandshakeKind::Full),
+            Some(HandshakeKind::Resumed),
+            Some(HandshakeKind::Full),
+            Some(HandshakeKind::Resumed)
+        ]
+    );
+}

@@ -144,6 +144,8 @@ pub fn client_config(trust: ServerTrust<'_>) -> Result<Arc<ClientConfig>> {
             .with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // `portcullis connect` runs the record layer itself after the handshake (`accept::connect`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
