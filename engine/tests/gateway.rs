@@ -4,7 +4,7 @@
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use portcullis_protocols::token::Claims;
 use portcullis_protocols::ws::{CloseCode, Message, OpCode};
-use portcullis_testkit::client::{frame, status_for};
+use portcullis_testkit::client::{eventually, frame, status_for};
 use portcullis_testkit::gateway::gateway_bin;
 use portcullis_testkit::process::{wait_until, Signal};
 use portcullis_testkit::targets::TcpTarget;
@@ -563,4 +563,43 @@ async fn sighup_reloads_policy_without_dropping_sessions() {
         "the running policy was kept"
     );
     live.echoes(b"and after a refused reload").await;
+}
+
+/// Sessions between bursts hold no buffers: 20 tunnels each echo 200 KB and stay open, and then
+/// the relay buffer pool (where the relays' buffers and the TLS streams' read buffers come from)
+/// has nothing lent: every buffer went back when its read would have blocked.
+#[tokio::test]
+async fn idle_sessions_hold_no_buffers() {
+    let echo = EchoTarget::start();
+    let gw = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .toml("[admin]\nlisten = \"127.0.0.1:0\"\nusers = [\"root\"]\n")
+        .start();
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 13) as u8).collect();
+    let mut sessions = Vec::new();
+    for _ in 0..20 {
+        let mut ws = alice_echo(&gw).await;
+        ws.send_binary(&payload).await;
+        assert!(ws.recv_bytes(payload.len(), 10 * SEC).await == payload, "echo differs");
+        sessions.push(ws);
+    }
+    let admin = gw.admin_token("root");
+    let lent = || {
+        let (_, body) = gw.admin_request("GET", "/metrics", Some(&admin), "");
+        body.lines()
+            .find_map(|l| l.strip_prefix("portcullis_relay_buffer_lent_bytes "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("the lent bytes gauge")
+    };
+    // Each core publishes its pool once a second.
+    assert!(
+        eventually(5 * SEC, || async { lent() == 0.0 }).await,
+        "idle sessions hold {} bytes of buffers",
+        lent()
+    );
+    assert_eq!(sessions.len(), 20, "the sessions are still open");
+    for ws in &mut sessions {
+        ws.send_binary(b"still there").await;
+        assert_eq!(ws.recv_bytes(11, 10 * SEC).await, b"still there");
+    }
 }
