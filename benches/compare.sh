@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Side-by-side performance harness: the same load scenarios against the direct path, Portcullis
-# (its tunnel route and its RD Gateway), websockify and websocat, on this machine, in one bounded
-# run. See benches/README.md.
+# (its tunnel route and its RD Gateway), websockify, websocat, Devolutions Gateway and wstunnel, on
+# this machine, in one bounded run. See benches/README.md.
 #
 # Builds release binaries, starts every server on 127.0.0.1 with fresh ports, runs
 # portcullis-loadgen's throughput, latency, connect and idle scenarios against each path, measures
-# the raw ceilings (iperf3 over loopback, rustls handshakes alone), then prints a markdown table and
+# the raw ceilings (iperf3 over loopback, rustls handshakes alone, AES-128-GCM alone: the crypto
+# floor), then prints a markdown table and
 # writes summary.json and chart.svg (compare-report). Every process it starts is stopped on exit.
 #
 # Settings (environment):
 #   OUT=DIR                  results directory (default target/compare/<date>-<time>)
-#   PATHS="direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls"
+#   PATHS="direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls devolutions wstunnel"
 #                            paths to measure; rd-gateway: the same gateway and target through
 #                            /remoteDesktopGateway/ (MS-TSGU over WebSocket, an `rdp` target,
-#                            the token as PAA cookie): every frame one DATA packet
+#                            the token as PAA cookie): every frame one DATA packet;
+#                            devolutions: Devolutions Gateway's TCP forwarding (/jet/fwd/tcp/<id>,
+#                            wss, a fresh RS256 association token per session, minted by the load
+#                            generator); wstunnel: `wstunnel server wss://…` (its client's upgrade:
+#                            /v1/events, the destination as a JWT in Sec-WebSocket-Protocol)
+#   DGATEWAY_BIN=PATH        devolutions-gateway binary (default: /work/peers/devolutions-gateway/
+#                            target/release/devolutions-gateway, else on PATH); path skipped without
+#   WSTUNNEL_BIN=PATH        wstunnel binary (default: /work/peers/wstunnel/target/release/wstunnel,
+#                            else on PATH); path skipped without
+#   CRYPTO_DURATION=3s       the crypto floor: AES-128-GCM seal + open of 16 KiB records (ring, one
+#                            thread pinned to CPU 0), with the throughput scenario
 #   SCENARIOS="throughput latency connect idle ssh fleet"
 #                            fleet: benches/fleet.sh (Redis and HAProxy from Debian): one gateway
 #                            with the local store against Redis, then FLEET_NODES gateways on one
@@ -45,7 +56,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 NPROC=$(nproc)
-PATHS=${PATHS:-"direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls"}
+PATHS=${PATHS:-"direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls devolutions wstunnel"}
 SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh fleet"}
 if [[ ${QUICK:-0} == 1 ]]; then
     THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-2s}
@@ -55,6 +66,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
     WEBSOCKIFY_MAX_SESSIONS=${WEBSOCKIFY_MAX_SESSIONS:-50}
     RUSTLS_DURATION=${RUSTLS_DURATION:-1}
     SSH_DURATION=${SSH_DURATION:-2s}
+    CRYPTO_DURATION=${CRYPTO_DURATION:-1s}
 fi
 THROUGHPUT_DURATION=${THROUGHPUT_DURATION:-5s}
 LATENCY_SESSIONS=${LATENCY_SESSIONS:-1000}
@@ -73,6 +85,7 @@ RUSTLS_DURATION=${RUSTLS_DURATION:-3}
 SSH_DURATION=${SSH_DURATION:-10s}
 SSH_CONCURRENCY=${SSH_CONCURRENCY:-4}
 TOTAL_TIMEOUT=${TOTAL_TIMEOUT:-2400}
+CRYPTO_DURATION=${CRYPTO_DURATION:-3s}
 OUT=${OUT:-$ROOT/target/compare/$(date +%Y%m%d-%H%M%S)}
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -88,12 +101,32 @@ WEBSOCAT=$(command -v websocat || true)
 [[ -z $WEBSOCAT && -x $HOME/.cargo/bin/websocat ]] && WEBSOCAT=$HOME/.cargo/bin/websocat
 WEBSOCKIFY=$(command -v websockify || true)
 IPERF3=$(command -v iperf3 || true)
+# Peers built from source (benches/README.md says how): an explicit *_BIN, else the build in
+# /work/peers, else PATH.
+find_peer() {
+    local explicit=$1 built=$2 name=$3
+    if [[ -n $explicit ]]; then
+        if [[ -x $explicit ]]; then echo "$explicit"; fi
+    elif [[ -x $built ]]; then
+        echo "$built"
+    else
+        command -v "$name" || true
+    fi
+}
+DGATEWAY=$(find_peer "${DGATEWAY_BIN:-}" /work/peers/devolutions-gateway/target/release/devolutions-gateway devolutions-gateway)
+WSTUNNEL=$(find_peer "${WSTUNNEL_BIN:-}" /work/peers/wstunnel/target/release/wstunnel wstunnel)
 OPENSSL=$(command -v openssl || true)
 TASKSET=$(command -v taskset || true)
 missing=()
 [[ -z $IPERF3 ]] && missing+=("iperf3 (apt-get install iperf3): no raw loopback ceiling")
 [[ -z $WEBSOCKIFY ]] && missing+=("websockify (apt-get install websockify): websockify paths skipped")
 [[ -z $WEBSOCAT ]] && missing+=("websocat (cargo install websocat): websocat paths skipped")
+if want_path devolutions && [[ -z $DGATEWAY ]]; then
+    missing+=("devolutions-gateway (DGATEWAY_BIN=${DGATEWAY_BIN:-unset}; how to build it: benches/README.md): devolutions path skipped")
+fi
+if want_path wstunnel && [[ -z $WSTUNNEL ]]; then
+    missing+=("wstunnel (WSTUNNEL_BIN=${WSTUNNEL_BIN:-unset}; how to build it: benches/README.md): wstunnel path skipped")
+fi
 SSHD=/usr/sbin/sshd SSH_KEYGEN=$(command -v ssh-keygen || true)
 if want ssh && [[ ! -x $SSHD || -z $SSH_KEYGEN ]]; then
     missing+=("sshd and ssh-keygen (apt-get install openssh-server openssh-client): ssh scenario skipped")
@@ -230,7 +263,12 @@ cat >"$OUT/meta.json" <<EOF
     "idle_sessions": $IDLE_N, "idle_sessions_asked": $IDLE_SESSIONS, "idle_hold": "$IDLE_HOLD",
     "websockify_max_sessions": $WEBSOCKIFY_MAX_SESSIONS,
     "ssh_duration": "$SSH_DURATION", "ssh_concurrency": $SSH_CONCURRENCY,
-    "workers": $WORKERS, "loadgen_workers": $LOADGEN_WORKERS, "loadgen_connect_workers": $LOADGEN_CONNECT_WORKERS
+    "workers": $WORKERS, "loadgen_workers": $LOADGEN_WORKERS, "loadgen_connect_workers": $LOADGEN_CONNECT_WORKERS,
+    "crypto_duration": "$CRYPTO_DURATION"
+  },
+  "peers": {
+    "devolutions_gateway": $(json_str "${DGATEWAY:-}"),
+    "wstunnel": $(json_str "${WSTUNNEL:+$("$WSTUNNEL" --version 2>/dev/null | head -1) ($WSTUNNEL)}")
   }
 }
 EOF
@@ -248,6 +286,17 @@ else
     CERT= KEY= P12=
 fi
 "$GATEWAY" keygen --out "$WORK/token" >/dev/null 2>&1 || die "portcullis keygen failed"
+# Devolutions Gateway's provisioner key pair: RSA 2048 (its tokens are RS256). The gateway gets the
+# public half; the load generator signs a fresh association token per session with the private one.
+DG_KEY=
+if want_path devolutions && [[ -n $DGATEWAY && -n $OPENSSL ]]; then
+    if timeout 60 "$OPENSSL" genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$WORK/dg-provisioner.key" 2>/dev/null \
+        && "$OPENSSL" pkey -in "$WORK/dg-provisioner.key" -pubout -out "$WORK/dg-provisioner.pub" 2>/dev/null; then
+        DG_KEY=$WORK/dg-provisioner.key
+    else
+        log "openssl could not make an RSA key pair: devolutions path skipped"
+    fi
+fi
 
 # --- An OpenSSH server for the ssh scenario (Debian's sshd on 127.0.0.1, keys made here) ------------
 SSHD_PID= SSHD_ADDR= SSH_USER=$(id -un)
@@ -303,6 +352,14 @@ if want connect; then
     [[ -n $CERT ]] && certargs=(--cert "$CERT" --key "$KEY")
     timeout $((2 * RUSTLS_DURATION + 30)) "${pin[@]}" "$BIN/rustls-handshake" --duration "$RUSTLS_DURATION" \
         "${certargs[@]}" --json "$OUT/rustls.json" 2>&1 | sed 's/^/  /' >&2 || log "rustls-handshake failed"
+fi
+if want throughput; then
+    # The crypto floor: the cipher work alone of one byte up and its echo down through a TLS relay.
+    log "crypto floor: AES-128-GCM seal + open of 16 KiB records, one thread, $CRYPTO_DURATION"
+    pin=()
+    [[ -n $TASKSET ]] && pin=("$TASKSET" -c 0)
+    timeout $(($(secs "$CRYPTO_DURATION") + 30)) "${pin[@]}" "$L" crypto-floor -d "$CRYPTO_DURATION" \
+        --json "$OUT/crypto.json" 2>&1 | sed 's/^/  /' >&2 || log "crypto-floor failed"
 fi
 
 # --- One path: a target, a server, the scenarios -----------------------------------------------------
@@ -446,7 +503,38 @@ EOF
         spawn "$OUT/$tag.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$target"
         URL="wss://127.0.0.1:$port" CONN=(--no-auth --path / --insecure)
         ;;
-    *) die "unknown path $path (known: direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls)" ;;
+    devolutions)
+        # Its own configuration directory (it keeps its logs, databases and state there); an
+        # https:// listener for the tunnels and the tcp:// one its configuration expects.
+        local dir=$WORK/dgateway-$tag tcp_port
+        tcp_port=$(free_port)
+        mkdir -p "$dir"
+        cat >"$dir/gateway.json" <<EOF
+{
+  "Hostname": "localhost",
+  "ProvisionerPublicKeyFile": "$WORK/dg-provisioner.pub",
+  "TlsCertificateSource": "External",
+  "TlsCertificateFile": "$CERT",
+  "TlsPrivateKeyFile": "$KEY",
+  "Listeners": [
+    { "InternalUrl": "https://127.0.0.1:$port", "ExternalUrl": "https://localhost:$port" },
+    { "InternalUrl": "tcp://127.0.0.1:$tcp_port", "ExternalUrl": "tcp://localhost:$tcp_port" }
+  ]
+}
+EOF
+        spawn "$OUT/$tag.log" env DGATEWAY_CONFIG_PATH="$dir" "$DGATEWAY"
+        URL="wss://127.0.0.1:$port" CONN=(--insecure --devolutions-key "$DG_KEY" --devolutions-dst "$target")
+        ;;
+    wstunnel)
+        # Only the path's target is allowed; its default log level (INFO) is kept, as every
+        # server's here. --websocket-mask-frame: unmask what clients send. Without it the server
+        # passes payload on as it arrives, which is right only for wstunnel's own client (it does
+        # not mask by default); the load generator masks, as RFC 6455 clients must.
+        spawn "$OUT/$tag.log" "$WSTUNNEL" server --tls-certificate "$CERT" --tls-private-key "$KEY" \
+            --websocket-mask-frame --restrict-to "$target" "wss://127.0.0.1:$port"
+        URL="wss://127.0.0.1:$port" CONN=(--insecure --wstunnel-dst "$target")
+        ;;
+    *) die "unknown path $path (known: direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls devolutions wstunnel)" ;;
     esac
     SRV=$PID
     wait_port "$port" 20 || die "$path did not start (see $OUT/$tag.log)"
@@ -459,6 +547,8 @@ path_available() {
     websockify-tls) [[ -n $WEBSOCKIFY && -n $CERT ]] ;;
     websocat) [[ -n $WEBSOCAT ]] ;;
     websocat-tls) [[ -n $WEBSOCAT && -n $P12 ]] ;;
+    devolutions) [[ -n $DGATEWAY && -n $CERT && -n $DG_KEY ]] ;;
+    wstunnel) [[ -n $WSTUNNEL && -n $CERT ]] ;;
     *) true ;;
     esac
 }

@@ -36,6 +36,9 @@ pub enum Command {
     Ssh(SshArgs),
     /// A TCP target for the tunnels: echo, sink (discard) or source (endless data).
     Target(TargetArgs),
+    /// The crypto floor: AES-128-GCM (ring) seal and open of TLS-sized records on one thread;
+    /// reports nanoseconds per byte each way, the least any TLS relay pays per byte relayed.
+    CryptoFloor(CryptoFloorArgs),
 }
 
 impl Cli {
@@ -48,7 +51,7 @@ impl Cli {
             Command::Connect(a) => &a.conn,
             Command::Idle(a) => &a.conn,
             Command::Ssh(a) => &a.conn,
-            Command::Target(_) => return Ok(()),
+            Command::Target(_) | Command::CryptoFloor(_) => return Ok(()),
         };
         // A URL that does not parse is reported by the run itself, with the URL.
         let Ok(url) = crate::endpoint::Url::parse(&conn.url) else {
@@ -69,6 +72,7 @@ impl Command {
             Command::Idle(a) => a.run.workers,
             Command::Ssh(a) => a.run.workers,
             Command::Target(a) => a.workers,
+            Command::CryptoFloor(_) => 1,
         }
     }
 
@@ -79,15 +83,16 @@ impl Command {
             Command::Connect(a) => Some(&a.run),
             Command::Idle(a) => Some(&a.run),
             Command::Ssh(a) => Some(&a.run),
-            Command::Target(_) => None,
+            Command::Target(_) | Command::CryptoFloor(_) => None,
         }
     }
 }
 
-/// Where the sessions go and how they authenticate. One of --token, --token-key, --no-auth is
-/// needed for ws:// and wss:// URLs, none for tcp:// (checked by `endpoint::check_conn_args`).
+/// Where the sessions go and how they authenticate. One of --token, --token-key, --no-auth,
+/// --devolutions-key, --wstunnel-dst is needed for ws:// and wss:// URLs, none for tcp:// (checked
+/// by `endpoint::check_conn_args`).
 #[derive(Args, Debug, Clone)]
-#[command(group = ArgGroup::new("auth").multiple(false).args(["token", "token_key", "no_auth"]))]
+#[command(group = ArgGroup::new("auth").multiple(false).args(["token", "token_key", "no_auth", "devolutions_key", "wstunnel_dst"]))]
 pub struct ConnArgs {
     /// Gateway or bridge: wss://HOST[:PORT][/PREFIX] (TLS) or ws://HOST[:PORT][/PREFIX] (plain);
     /// or tcp://HOST:PORT, the direct path: raw TCP straight to the target (no TLS, WebSocket or
@@ -130,6 +135,25 @@ pub struct ConnArgs {
     /// binary message, and DATA comes back the same way.
     #[arg(long, conflicts_with = "path")]
     pub rd_gateway: bool,
+
+    /// Devolutions Gateway peer: every session gets a fresh association token signed (RS256) with
+    /// this RSA private key (the gateway's provisioner key, PEM: PKCS#8 or PKCS#1), with the claims
+    /// `tokengen sign forward --dst-hst DST` writes, and goes to
+    /// `<PREFIX>/jet/fwd/tcp/<jet-aid>?token=<token>` (each token is accepted once). Needs
+    /// --devolutions-dst; the token's lifetime is --token-ttl.
+    #[arg(long, value_name = "PEM_FILE", requires = "devolutions_dst", conflicts_with_all = ["path", "rd_gateway"])]
+    pub devolutions_key: Option<PathBuf>,
+
+    /// Devolutions Gateway peer: the target the gateway forwards to (`dst_hst` claim), HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", requires = "devolutions_key")]
+    pub devolutions_dst: Option<String>,
+
+    /// wstunnel peer: open each session as `wstunnel client -L tcp://…:HOST:PORT` does, the
+    /// destination as a JWT in `Sec-WebSocket-Protocol: v1, authorization.bearer.<JWT>` (a fresh
+    /// tunnel id per session), on `<PREFIX>/events` (`/v1/events` without a prefix). The server's
+    /// `--restrict-to` must allow HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["path", "rd_gateway"])]
+    pub wstunnel_dst: Option<String>,
 
     /// Extra request header, `Name: value` (repeatable), e.g. `Sec-WebSocket-Protocol: binary`.
     #[arg(long = "header", value_name = "HEADER")]
@@ -345,6 +369,31 @@ pub struct TargetArgs {
     pub workers: usize,
 }
 
+#[derive(Args, Debug, Clone)]
+pub struct CryptoFloorArgs {
+    /// How long to measure (after a 0.2 s warm-up).
+    #[arg(long, short = 'd', value_name = "DURATION", default_value = "3s")]
+    pub duration: humantime::Duration,
+
+    /// The AEAD: aes128 (AES-128-GCM, the gateway's choice) or aes256 (AES-256-GCM).
+    #[arg(long, value_enum, default_value_t = FloorCipher::Aes128)]
+    pub cipher: FloorCipher,
+
+    /// Plaintext bytes per record (16384: a full TLS record).
+    #[arg(long, value_name = "BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1..=1024 * 1024).map(|v| v as usize))]
+    pub record_size: usize,
+
+    /// Write the results as JSON to FILE, or to stdout with `-` (the summary line then goes to stderr).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloorCipher {
+    Aes128,
+    Aes256,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TargetMode {
@@ -409,6 +458,53 @@ mod tests {
             let e = parse_checked(&a).unwrap_err();
             assert!(e.to_string().contains("direct path"), "{a:?}: {e}");
         }
+    }
+
+    #[test]
+    fn peers_are_one_auth_choice() {
+        let dg = [
+            "connect",
+            "wss://x",
+            "--devolutions-key",
+            "k.pem",
+            "--devolutions-dst",
+            "127.0.0.1:9",
+        ];
+        assert!(parse_checked(&dg).is_ok());
+        assert!(parse(&dg[..4]).is_err(), "--devolutions-key needs --devolutions-dst");
+        assert!(parse(&["connect", "wss://x", "--devolutions-dst", "h:1"]).is_err());
+        let wst = ["idle", "wss://x", "--wstunnel-dst", "127.0.0.1:9"];
+        assert!(parse_checked(&wst).is_ok());
+        for extra in [
+            &["--no-auth"][..],
+            &["--token", "t"],
+            &["--path", "/"],
+            &["--rd-gateway"],
+        ] {
+            let mut a = dg.to_vec();
+            a.extend_from_slice(extra);
+            assert!(parse_checked(&a).is_err(), "{a:?}");
+            let mut a = wst.to_vec();
+            a.extend_from_slice(extra);
+            assert!(parse_checked(&a).is_err(), "{a:?}");
+        }
+        let mut both = dg.to_vec();
+        both.extend(["--wstunnel-dst", "h:1"]);
+        assert!(parse(&both).is_err());
+        let e = parse_checked(&["connect", "tcp://127.0.0.1:9", "--wstunnel-dst", "h:1"]).unwrap_err();
+        assert!(e.to_string().contains("direct path"), "{e}");
+    }
+
+    #[test]
+    fn crypto_floor_takes_its_own_arguments() {
+        let cli = parse_checked(&["crypto-floor", "-d", "1s", "--json", "-"]).unwrap();
+        let Command::CryptoFloor(a) = &cli.command else {
+            panic!("not crypto-floor")
+        };
+        assert_eq!((a.record_size, a.cipher), (16384, FloorCipher::Aes128));
+        assert!(parse(&["crypto-floor", "--cipher", "aes256"]).is_ok());
+        assert!(cli.command.run_args().is_none());
+        assert!(parse(&["crypto-floor", "--record-size", "0"]).is_err());
     }
 
     #[test]

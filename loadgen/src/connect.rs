@@ -223,19 +223,25 @@ async fn one(ep: &Endpoint, i: u64, probe: bool) -> Result<Times, String> {
     })
 }
 
-/// Sends the probe and waits until as many bytes came back.
+/// Sends the probe and waits until as many bytes came back, which must be the probe's (a bridge
+/// that passed on masked payload without unmasking it would return other bytes).
 async fn echo(conn: &mut WsConn) -> io::Result<()> {
     conn.queue_binary(PROBE);
-    let mut got = 0usize;
+    let mut got = Vec::with_capacity(PROBE.len());
     poll_fn(|cx| loop {
         if conn.has_output() {
             if let Poll::Ready(Err(e)) = conn.poll_output(cx) {
                 return Poll::Ready(Err(e));
             }
         }
-        match conn.poll_input(cx, |d| got += d.len()) {
+        match conn.poll_input(cx, |d| got.extend_from_slice(d)) {
             Poll::Ready(Ok(Input::Progress)) => {
-                if got >= PROBE.len() {
+                if got.len() >= PROBE.len() {
+                    if got[..PROBE.len()] != PROBE[..] {
+                        return Poll::Ready(Err(io::Error::other(
+                            "the echo differs from the probe (the path changed the bytes)",
+                        )));
+                    }
                     return Poll::Ready(Ok(()));
                 }
             }

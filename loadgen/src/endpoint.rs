@@ -5,6 +5,7 @@
 //! WebSocket framing or token, as the reference the gateway and the bridges are compared with.
 
 use crate::cli::ConnArgs;
+use crate::peers::{self, Peer, SessionRequest};
 use crate::rdgateway;
 use anyhow::{anyhow, bail, Context};
 use futures_rustls::TlsConnector;
@@ -134,10 +135,14 @@ struct RequestParts {
 }
 
 impl RequestParts {
-    fn encode(&self, key: &str) -> Result<Vec<u8>, http::HttpError> {
-        let headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    /// The request with this key; a peer's `session` replaces the path and adds its headers.
+    fn encode(&self, key: &str, session: Option<&SessionRequest>) -> Result<Vec<u8>, http::HttpError> {
+        let mut headers: Vec<(&str, &str)> = self.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let Some(s) = session {
+            headers.extend(s.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        }
         let head = http::UpgradeRequest {
-            path: &self.path,
+            path: session.map_or(&self.path, |s| &s.path),
             host: &self.host,
             key,
             bearer: self.bearer.as_deref(),
@@ -167,6 +172,8 @@ pub struct Endpoint {
     pub open_timeout: Duration,
     /// `--rd-gateway`: the channel every session opens after the upgrade.
     pub rd_gateway: Option<rdgateway::Channel>,
+    /// A peer whose request changes with every session (`--devolutions-key`, `--wstunnel-dst`).
+    pub peer: Option<Peer>,
 }
 
 impl Endpoint {
@@ -175,8 +182,21 @@ impl Endpoint {
     pub async fn from_args(args: &ConnArgs, default_sources: u32) -> anyhow::Result<Endpoint> {
         let url = Url::parse(&args.url)?;
         check_conn_args(args, &url)?;
-        let token = match (&args.token, &args.token_key, args.no_auth) {
+        let peer = match (&args.devolutions_key, &args.devolutions_dst, &args.wstunnel_dst) {
             _ if url.raw => None,
+            (Some(key), Some(dst), _) => {
+                let pem =
+                    std::fs::read(key).with_context(|| format!("cannot read --devolutions-key {}", key.display()))?;
+                let minter = peers::Devolutions::new(&pem, dst, args.token_ttl.into())
+                    .with_context(|| format!("--devolutions-key {}", key.display()))?;
+                Some(Peer::Devolutions(minter))
+            }
+            (Some(_), None, _) => bail!("--devolutions-key needs --devolutions-dst"),
+            (None, _, Some(dst)) => Some(Peer::Wstunnel(peers::Wstunnel::new(dst)?)),
+            (None, _, None) => None,
+        };
+        let token = match (&args.token, &args.token_key, args.no_auth) {
+            _ if url.raw || peer.is_some() => None,
             (Some(t), _, _) => {
                 if t.is_empty() || t.contains(|c: char| c.is_whitespace() || c.is_control()) {
                     bail!("--token is empty or contains whitespace");
@@ -203,6 +223,8 @@ impl Endpoint {
         };
         let (path, token_in_path) = if url.raw {
             (String::new(), false)
+        } else if let Some(peer) = &peer {
+            (peer.display_path(&url.prefix), false)
         } else if args.rd_gateway {
             // The token goes in the PAA cookie, never in the path or a header.
             (format!("{}{}", url.prefix, rdgateway::PATH), false)
@@ -241,9 +263,14 @@ impl Endpoint {
             headers,
             rd_gateway: args.rd_gateway,
         };
-        // Checked once here, so that every session's request encodes (tcp:// sends none).
+        // Checked once here, so that every session's request encodes (tcp:// sends none); a peer's
+        // with one session's request made now (its key signs, its fields encode).
         if !url.raw {
-            head.encode("dGhlIHNhbXBsZSBub25jZQ==")
+            let sample = match &peer {
+                Some(p) => Some(p.session_request(&url.prefix)?),
+                None => None,
+            };
+            head.encode("dGhlIHNhbXBsZSBub25jZQ==", sample.as_ref())
                 .map_err(|e| anyhow!("cannot build the upgrade request: {e}"))?;
         }
 
@@ -297,13 +324,26 @@ impl Endpoint {
             sources,
             open_timeout: args.open_timeout.into(),
             rd_gateway,
+            peer,
         })
     }
 
-    /// The whole upgrade request with this Sec-WebSocket-Key.
-    pub fn request_head(&self, key: &str) -> Vec<u8> {
-        // `from_args` encoded it once with a placeholder key; keys are base64, so this encodes too.
-        self.head.encode(key).expect("the upgrade request was checked at start")
+    /// What a peer's session sends that differs per session (its token, ids), made before the
+    /// session connects; None without a peer.
+    pub fn session_request(&self) -> anyhow::Result<Option<SessionRequest>> {
+        match &self.peer {
+            Some(p) if !self.url.raw => p.session_request(&self.url.prefix).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The whole upgrade request with this Sec-WebSocket-Key (and a peer's per-session part).
+    pub fn request_head(&self, key: &str, session: Option<&SessionRequest>) -> Vec<u8> {
+        // `from_args` encoded it once with a placeholder key (and a sample of the peer's part);
+        // keys are base64 and the peer's parts are made alike, so this encodes too.
+        self.head
+            .encode(key, session)
+            .expect("the upgrade request was checked at start")
     }
 
     /// Source address for session number `i`.
@@ -356,6 +396,12 @@ pub fn check_conn_args(args: &ConnArgs, url: &Url) -> anyhow::Result<()> {
         if args.rd_gateway {
             bad.push("--rd-gateway");
         }
+        if args.devolutions_key.is_some() {
+            bad.push("--devolutions-key");
+        }
+        if args.wstunnel_dst.is_some() {
+            bad.push("--wstunnel-dst");
+        }
         if !bad.is_empty() {
             bail!(
                 "tcp:// is the direct path (raw TCP to the target: no TLS, WebSocket or token), so {} cannot apply",
@@ -367,8 +413,13 @@ pub fn check_conn_args(args: &ConnArgs, url: &Url) -> anyhow::Result<()> {
     if !url.tls && (args.insecure || args.ca.is_some() || args.no_tls_resume) {
         bail!("--insecure, --ca and --no-tls-resume apply to wss:// URLs only");
     }
-    if args.token.is_none() && args.token_key.is_none() && !args.no_auth {
-        bail!("give --token, --token-key with --user, or --no-auth (ws:// and wss:// URLs need one of them)");
+    if args.token.is_none()
+        && args.token_key.is_none()
+        && !args.no_auth
+        && args.devolutions_key.is_none()
+        && args.wstunnel_dst.is_none()
+    {
+        bail!("give --token, --token-key with --user, or --no-auth (ws:// and wss:// URLs need one of them; or a peer's --devolutions-key or --wstunnel-dst)");
     }
     if args.rd_gateway && (args.no_auth || args.target.is_none()) {
         bail!("--rd-gateway needs a token (--token, or --token-key with --user: it is the PAA cookie) and --target (the resource the channel names)");

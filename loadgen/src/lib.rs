@@ -7,11 +7,13 @@
 //! WebSocket client (`ws`) on the sans-IO codec of `portcullis-protocols`, over TLS (`wss://`) or
 //! plain TCP (`ws://`), on tokio.
 
+pub mod cipher;
 pub mod cli;
 pub mod connect;
 pub mod endpoint;
 pub mod idle;
 pub mod latency;
+pub mod peers;
 pub mod progress;
 pub mod rdgateway;
 pub mod sessions;
@@ -40,5 +42,6 @@ pub async fn execute(command: Command) -> anyhow::Result<Outcome> {
         Command::Idle(a) => idle::run(a).await,
         Command::Ssh(a) => ssh::run(a).await,
         Command::Target(_) => anyhow::bail!("`target` is a server: run it with target::serve"),
+        Command::CryptoFloor(a) => cipher::run(&a),
     }
 }

@@ -48,16 +48,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
 
-    let run = cli.command.run_args().cloned().expect("scenario arguments");
+    // The crypto floor runs on this thread, without the runtime's threads (they stay idle).
+    let json_path = match &cli.command {
+        Command::CryptoFloor(a) => a.json.clone(),
+        command => command.run_args().expect("scenario arguments").json.clone(),
+    };
     // Open the JSON file before the run, so a bad path fails at once rather than after it.
-    let to_stdout = run.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
-    let mut json_file = match &run.json {
+    let to_stdout = json_path.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    let mut json_file = match &json_path {
         Some(p) if !to_stdout => {
             Some(std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot write --json {}: {e}", p.display()))?)
         }
         _ => None,
     };
-    let outcome = runtime.block_on(execute(cli.command))?;
+    let outcome = match &cli.command {
+        Command::CryptoFloor(a) => portcullis_loadgen::cipher::run(a)?,
+        _ => runtime.block_on(execute(cli.command))?,
+    };
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
 
     let text = serde_json::to_string_pretty(&outcome.json)?;

@@ -10,6 +10,7 @@
 //! FIN, so every scenario runs unchanged against the bare target.
 
 use crate::endpoint::Endpoint;
+use crate::peers::SessionRequest;
 use crate::rdgateway::{self, Unpacker};
 use futures_lite::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use portcullis_protocols::http::{self, HeadLimits};
@@ -65,7 +66,7 @@ impl AsyncWrite for Stream {
 /// Why a session could not be opened, with the step that failed.
 #[derive(Debug, Clone)]
 pub struct OpenError {
-    /// `tcp`, `tls`, `upgrade` or (RD Gateway) `channel`.
+    /// `tcp`, `tls`, `upgrade`, (RD Gateway) `channel` or (a peer's per-session token) `token`.
     pub step: &'static str,
     pub message: String,
     /// The HTTP status when the server answered something other than 101.
@@ -140,6 +141,10 @@ pub async fn connect_tcp(addr: SocketAddr, source: Option<IpAddr>) -> io::Result
 /// the RD Gateway path the control phase up to the open channel.
 pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, OpenTimes), OpenError> {
     let limit = ep.open_timeout;
+    // A peer's per-session token is made before the clock starts (it is the client's work).
+    let session = ep
+        .session_request()
+        .map_err(|e| open_error("token", format!("{e:#}")))?;
     let t0 = Instant::now();
     let tcp = tokio::time::timeout(limit, connect_tcp(ep.addr, ep.source(i)))
         .await
@@ -179,7 +184,7 @@ pub async fn open(ep: &Endpoint, i: u64, buf_size: usize) -> Result<(WsConn, Ope
     }
     let t2 = Instant::now();
     let mut conn = WsConn::new(stream, buf_size);
-    tokio::time::timeout(limit, conn.handshake(ep))
+    tokio::time::timeout(limit, conn.handshake(ep, session.as_ref()))
         .await
         .map_err(|_| open_error("upgrade", "timed out"))??;
     if let Some(channel) = &ep.rd_gateway {
@@ -331,12 +336,12 @@ impl WsConn {
     }
 
     /// Sends the upgrade request and reads the answer; keeps bytes after the head for decoding.
-    async fn handshake(&mut self, ep: &Endpoint) -> Result<(), OpenError> {
+    async fn handshake(&mut self, ep: &Endpoint, session: Option<&SessionRequest>) -> Result<(), OpenError> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&splitmix(&mut self.rng).to_le_bytes());
         nonce[8..].copy_from_slice(&splitmix(&mut self.rng).to_le_bytes());
         let key = ws::client_key(nonce);
-        let request = ep.request_head(&key);
+        let request = ep.request_head(&key, session);
         let io_err = |e: io::Error| open_error("upgrade", e);
         self.stream.write_all(&request).await.map_err(io_err)?;
         self.stream.flush().await.map_err(io_err)?;

@@ -8,11 +8,12 @@
 //! - `meta.json`: date, machine, settings of the run;
 //! - `<path>/{throughput,latency,connect,idle,ssh}.json`: portcullis-loadgen results, for the
 //!   paths `direct`, `portcullis`, `rd-gateway`, `websockify`, `websockify-tls`, `websocat`,
-//!   `websocat-tls`;
+//!   `websocat-tls`, `devolutions`, `wstunnel`;
 //! - `<path>/{throughput,connect,ssh}_cpu_s`: CPU seconds the server (and its children) used
 //!   during that scenario (for the direct path, the echo target's; none for direct `ssh`);
 //! - `<path>/workers`: the server's worker count, when it has one;
-//! - `iperf3.json`: `iperf3 -J` client output; `rustls.json`: the `rustls-handshake` result.
+//! - `iperf3.json`: `iperf3 -J` client output; `rustls.json`: the `rustls-handshake` result;
+//!   `crypto.json`: `portcullis-loadgen crypto-floor` (AES-128-GCM alone, ns per byte).
 //!
 //! Missing files leave their cells empty ("–"); a run with errors is marked with `!`.
 
@@ -30,7 +31,14 @@ const PATHS: &[(&str, &str)] = &[
     ("websockify-tls", "websockify (wss)"),
     ("websocat", "websocat (ws)"),
     ("websocat-tls", "websocat (wss)"),
+    ("devolutions", "Devolutions Gateway (wss, /jet/fwd/tcp)"),
+    ("wstunnel", "wstunnel (wss)"),
 ];
+
+/// Paths whose client side is TLS (`wss://`).
+fn is_tls(id: &str) -> bool {
+    matches!(id, "portcullis" | "rd-gateway" | "devolutions" | "wstunnel") || id.ends_with("-tls")
+}
 
 fn read_json(p: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok()
@@ -211,10 +219,11 @@ fn main() -> ExitCode {
         .and_then(|v| f(&v, &["end", "sum_received", "bits_per_second"]))
         .map(|bps| bps / 8e6);
     let rustls = read_json(&dir.join("rustls.json")).unwrap_or(Value::Null);
+    let crypto = read_json(&dir.join("crypto.json")).unwrap_or(Value::Null);
     let direct = rows.iter().find(|r| r.id == "direct").cloned().unwrap_or_default();
 
     let fleet = read_json(&dir.join("fleet").join("summary.json"));
-    let (mut md, targets) = markdown(&rows, &direct, iperf, &rustls, &meta);
+    let (mut md, targets) = markdown(&rows, &direct, iperf, &rustls, &crypto, &meta);
     if let Some(fleet) = &fleet {
         md.push_str(&fleet_markdown(fleet));
     }
@@ -223,6 +232,7 @@ fn main() -> ExitCode {
         "meta": meta,
         "iperf3_mb_s": iperf,
         "rustls": rustls,
+        "crypto_floor": crypto,
         "rows": rows.iter().map(row_json).collect::<Vec<_>>(),
         "targets": targets,
         "fleet": fleet,
@@ -236,7 +246,7 @@ fn main() -> ExitCode {
         eprintln!("compare-report: error: cannot write into {}: {e}", dir.display());
         return ExitCode::FAILURE;
     }
-    if let Err(e) = chart(&svg, &rows, iperf, &meta) {
+    if let Err(e) = chart(&svg, &rows, iperf, f(&crypto, &["both_ways_ns_per_byte"]), &meta) {
         eprintln!("compare-report: error: cannot draw {}: {e}", svg.display());
         return ExitCode::FAILURE;
     }
@@ -310,7 +320,14 @@ fn row_json(r: &Row) -> Value {
     })
 }
 
-fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta: &Value) -> (String, Value) {
+fn markdown(
+    rows: &[Row],
+    direct: &Row,
+    iperf: Option<f64>,
+    rustls: &Value,
+    crypto: &Value,
+    meta: &Value,
+) -> (String, Value) {
     let mut md = String::new();
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     if let Some(date) = s(meta, "date") {
@@ -392,6 +409,15 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
             ratio(Some(i), direct.throughput_mb_s)
         );
     }
+    let floor = f(crypto, &["both_ways_ns_per_byte"]);
+    if floor.is_some() {
+        let _ = writeln!(
+            md,
+            "| AES-128-GCM alone, 1 core: seal + open of {}-byte records (the crypto floor of a TLS relay) | – | {} | – | – | – | – | – | – | – |",
+            u(crypto, &["record_bytes"]).unwrap_or(16384),
+            num(floor),
+        );
+    }
     let full_server = f(rustls, &["full", "server_per_s"]);
     let full_pairs = f(rustls, &["full", "pairs_per_s"]);
     let resumed_server = f(rustls, &["resumed", "server_per_s"]);
@@ -415,11 +441,11 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
         "\nRatios are to the direct path. Throughput: MB = 10^6 bytes, echo target, bytes sent per second (the echo returns as much). \
          Latency: round trip of {} B messages, open loop. Connect: whole sessions (TCP, TLS, upgrade, 16-byte echo, close){}; \
          per server CPU-s: sessions divided by the CPU time the server used meanwhile. Server CPU per byte: the server's CPU time during the throughput run over the bytes sent (for the direct path, the echo target's). SSH: whole sessions through the path to an OpenSSH server (key exchange, public key authentication, `true`, disconnect), {} in flight; server CPU excludes sshd. Idle: growth of the server's RSS \
-         (for a server that forks per connection, the Pss of its process tree) per held session{}.{} `!`: the run counted errors.",
+         (for a server that forks per connection, the Pss of its process tree) per held session{}.{}{}{} `!`: the run counted errors.",
         64,
         if rows
             .iter()
-            .filter(|r| r.id == "portcullis" || r.id == "rd-gateway" || r.id.ends_with("-tls"))
+            .filter(|r| is_tls(&r.id))
             .all(|r| r.tls_resumed.is_none_or(|n| n == 0))
         {
             ", every TLS session a full handshake (no resumption)"
@@ -433,6 +459,24 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
              the target declared `rdp`, the token as PAA cookie), every frame one DATA packet (a 10-byte header inside it)."
         } else {
             ""
+        },
+        if rows.iter().any(|r| r.id == "devolutions" || r.id == "wstunnel") {
+            " Devolutions Gateway: `/jet/fwd/tcp/<jet-aid>?token=…`, a fresh RS256 association token per session (each is accepted once), \
+             signed by the load generator before the session's TCP connect (its CPU, not the server's). wstunnel: its client's upgrade \
+             (`/v1/events`, the destination as a JWT in `Sec-WebSocket-Protocol`), a fresh tunnel id per session."
+        } else {
+            ""
+        },
+        match floor {
+            Some(b) => format!(
+                " Crypto floor: AES-128-GCM alone (ring, one thread) costs {} ns per byte to seal and {} to open {}-byte records: \
+                 {} ns per byte each way (one byte up, its echo down), the least a TLS relay's server CPU per byte can be, before any socket work.",
+                num(f(crypto, &["seal_ns_per_byte"])),
+                num(f(crypto, &["open_ns_per_byte"])),
+                u(crypto, &["record_bytes"]).unwrap_or(16384),
+                num(Some(b))
+            ),
+            None => String::new(),
         }
     );
 
@@ -448,7 +492,7 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let best_tls_peer = peers
         .iter()
-        .filter(|r| r.id.ends_with("-tls"))
+        .filter(|r| is_tls(&r.id))
         .filter_map(|r| r.throughput_mb_s.map(|t| (t, r.label.as_str())))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let mut targets = Vec::new();
@@ -544,19 +588,27 @@ fn markdown(rows: &[Row], direct: &Row, iperf: Option<f64>, rustls: &Value, meta
 fn color(id: &str) -> RGBColor {
     match id {
         "direct" => RGBColor(120, 120, 120),
-        "iperf3" => RGBColor(180, 180, 180),
+        "iperf3" | "crypto-floor" => RGBColor(180, 180, 180),
         "portcullis" => RGBColor(31, 119, 180),
         "rd-gateway" => RGBColor(148, 103, 189),
         "websockify" => RGBColor(255, 187, 120),
         "websockify-tls" => RGBColor(255, 127, 14),
         "websocat" => RGBColor(152, 223, 138),
+        "devolutions" => RGBColor(214, 39, 40),
+        "wstunnel" => RGBColor(140, 86, 75),
         _ => RGBColor(44, 160, 44),
     }
 }
 
 type Bars = Vec<(String, String, f64)>;
 
-fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(), Box<dyn std::error::Error>> {
+fn chart(
+    svg: &Path,
+    rows: &[Row],
+    iperf: Option<f64>,
+    crypto_floor: Option<f64>,
+    meta: &Value,
+) -> Result<(), Box<dyn std::error::Error>> {
     let short = |r: &Row| {
         let s = match r.id.as_str() {
             "direct" => "direct",
@@ -566,6 +618,8 @@ fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(
             "websockify-tls" => "websockify TLS",
             "websocat" => "websocat",
             "websocat-tls" => "websocat TLS",
+            "devolutions" => "Devolutions GW",
+            "wstunnel" => "wstunnel",
             other => other,
         };
         s.to_string()
@@ -579,12 +633,13 @@ fn chart(svg: &Path, rows: &[Row], iperf: Option<f64>, meta: &Value) -> Result<(
     if let Some(i) = iperf {
         thr.insert(0, ("iperf3".into(), "iperf3".into(), i));
     }
+    let mut cpu = pick(&|r| r.throughput_cpu_ns_per_byte);
+    if let Some(c) = crypto_floor {
+        cpu.push(("crypto-floor".into(), "AES-GCM alone".into(), c));
+    }
     let panels: [(&str, Bars); 6] = [
         ("Throughput, 1 session, MB/s (higher is better)", thr),
-        (
-            "Server CPU per byte relayed, ns (lower is better)",
-            pick(&|r| r.throughput_cpu_ns_per_byte),
-        ),
+        ("Server CPU per byte relayed, ns (lower is better)", cpu),
         ("Latency p99 RTT, ms (lower is better)", pick(&|r| r.p99_ms)),
         ("Connect, sessions/s (higher is better)", pick(&|r| r.sessions_per_s)),
         ("Idle memory, KiB per session (lower is better)", pick(&|r| r.idle_kib)),
