@@ -48,6 +48,7 @@
 #   DEFAULT_LIMITS=1         keep the gateway's default connection limits (50 new connections a
 #                            second per client): by default they are lifted, since the load
 #                            comes from one or a few loopback addresses
+#   BUFFER_SIZE=BYTES        the gateway's [session] buffer_size (default: its own, 64 KiB)
 #   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
 #                            tree's load generator: before/after comparisons with the same client
 set -euo pipefail
@@ -226,6 +227,10 @@ else
     if grep -qa max_sessions_per_user "$GATEWAY"; then
         LIMITS_SECTION+=$'\n[session]\nmax_sessions_per_user = 1000000'
     fi
+fi
+if [[ -n ${BUFFER_SIZE:-} ]]; then
+    [[ $LIMITS_SECTION == *"[session]"* ]] || LIMITS_SECTION+=$'\n[session]'
+    LIMITS_SECTION+=$'\n'"buffer_size = $BUFFER_SIZE"
 fi
 L=$BIN/portcullis-loadgen
 for b in "$GATEWAY" "$L" "$BIN/rustls-handshake" "$BIN/compare-report"; do

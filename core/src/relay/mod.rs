@@ -80,8 +80,11 @@ use std::io::{self, IoSlice, IoSliceMut};
 pub const TLS_RECORD_HEADER: usize = crate::tls::MAX_PREFIX;
 /// Bytes after a TLS 1.3 record's plaintext (content type and AEAD tag), reserved after the payload.
 pub const TLS_RECORD_TRAILER: usize = crate::tls::MAX_SUFFIX;
-/// Records read from the target at once (one vectored read) when the relay seals them itself.
-pub const MAX_SLOTS: usize = 4;
+/// Most records read from the target at once (one vectored read) when the relay seals them
+/// itself: as many as the configured buffer size holds (4 at the default 64 KiB).
+pub const MAX_SLOTS: usize = 8;
+// Each filled slot becomes one range of the gathered write to the peer.
+const _: () = assert!(MAX_SLOTS <= MAX_RANGES);
 /// With TLS in the relay, the least room worth a read before the buffer starts over.
 const MIN_TLS_READ: usize = 4 * 1024;
 
@@ -339,9 +342,10 @@ impl<F: Framing> Relay<F> {
         let area = self.inbuf.size() - headroom - TLS_RECORD_TRAILER;
         self.slot_cap = self.framing.payload_cap(area).min(MAX_PLAINTEXT - F::MAX_HEADER);
         self.slot_stride = self.slot_cap + TLS_RECORD_TRAILER + headroom;
-        // Room for MAX_SLOTS records out; in, room for what came early, a held filter's bytes,
-        // and a whole record behind a read.
-        let size = (headroom + MAX_SLOTS * self.slot_stride)
+        // Out: as many records as the configured size holds; in, room for what came early, a
+        // held filter's bytes, and a whole record behind a read.
+        let slots = (area / crate::tls::MAX_PLAINTEXT).clamp(1, MAX_SLOTS);
+        let size = (headroom + slots * self.slot_stride)
             .max(plaintext.len() + ciphertext.len() + self.max_held + MAX_RECORD + MIN_TLS_READ)
             .max(self.inbuf.size());
         if size > self.inbuf.size() {
@@ -349,7 +353,7 @@ impl<F: Framing> Relay<F> {
             self.inbuf = PooledBuf::new(size);
             self.outbuf = PooledBuf::new(size);
         }
-        self.slots = (1..=MAX_SLOTS)
+        self.slots = (1..=slots)
             .take_while(|i| headroom + (i - 1) * self.slot_stride + self.slot_cap + TLS_RECORD_TRAILER <= size)
             .count();
         self.tls = Some(Box::new(records));
