@@ -48,6 +48,8 @@
 #   DEFAULT_LIMITS=1         keep the gateway's default connection limits (50 new connections a
 #                            second per client): by default they are lifted, since the load
 #                            comes from one or a few loopback addresses
+#   TLS_RESUME=1             connect: clients keep TLS sessions and resume them (tickets) instead
+#                            of a full handshake per session
 #   BUFFER_SIZE=BYTES        the gateway's [session] buffer_size (default: its own, 64 KiB)
 #   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
 #                            tree's load generator: before/after comparisons with the same client
@@ -385,7 +387,7 @@ run_path() {
         ((idle_n > WEBSOCKIFY_MAX_SESSIONS)) && idle_n=$WEBSOCKIFY_MAX_SESSIONS
     fi
     local tls=()
-    [[ $url == wss://* ]] && tls=(--no-tls-resume)
+    [[ $url == wss://* && ${TLS_RESUME:-0} != 1 ]] && tls=(--no-tls-resume)
     if want throughput; then
         log "$id: throughput, 1 session, $THROUGHPUT_DURATION"
         local t0 t1

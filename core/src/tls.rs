@@ -31,8 +31,9 @@ pub const MAX_PREFIX: usize = HEADER + 8;
 pub const MAX_SUFFIX: usize = 1 + TAG;
 const TAG: usize = 16;
 
-/// Records sealed under one key before we replace it (TLS 1.3) or end the connection (TLS 1.2):
-/// below AES-GCM's confidentiality limit (RFC 8446 §5.5: 2^24.5 full records), with a margin.
+/// Records sealed under one key before we replace it (TLS 1.3): below AES-GCM's confidentiality
+/// limit (RFC 8446 §5.5: 2^24.5 full records), with a margin. (TLS 1.2 cannot replace keys;
+/// like rustls, it is not limited.)
 pub const KEY_RECORD_LIMIT: u64 = 1 << 24;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +137,13 @@ pub enum RecordError {
     Rekey(String),
     #[error("no room for the record around the payload")]
     NoRoom,
+    #[error("over {MAX_EMPTY_RECORDS} records in a row without application data")]
+    TooManyEmpty,
 }
+
+/// Records in a row without application data (key updates, tickets, empty records) a peer may
+/// send before the connection is refused.
+pub const MAX_EMPTY_RECORDS: u32 = 32;
 
 /// What a record carried, for the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,6 +195,8 @@ pub struct RecordLayer {
     key_update_due: bool,
     /// The peer sent close_notify.
     peer_closed: bool,
+    /// Records opened in a row that carried no application data.
+    empty_records: u32,
 }
 
 impl RecordLayer {
@@ -200,6 +209,7 @@ impl RecordLayer {
             rekey: None,
             key_update_due: false,
             peer_closed: false,
+            empty_records: 0,
         })
     }
 
@@ -260,6 +270,17 @@ impl RecordLayer {
             return Err(RecordError::AfterClose);
         }
         let (typ, plain) = self.decrypt(&mut buf[..len])?;
+        // Records that carry nothing for the application (key updates, tickets, empty data) cost
+        // work and give nothing: a peer may send a few in a row, not a stream of them (rustls and
+        // BoringSSL allow 32 as well).
+        if typ == ContentType::ApplicationData && !plain.is_empty() {
+            self.empty_records = 0;
+        } else {
+            self.empty_records += 1;
+            if self.empty_records > MAX_EMPTY_RECORDS {
+                return Err(RecordError::TooManyEmpty);
+            }
+        }
         let opened = match typ {
             ContentType::ApplicationData => Opened::Data(plain),
             ContentType::Alert => match buf[plain] {
@@ -372,7 +393,8 @@ impl RecordLayer {
                 continue;
             }
             let (body, rest) = (rest.get(..len), rest.get(len..));
-            let (Some([request]), Some(rest)) = (body, rest) else {
+            // A KeyUpdate ends its record (RFC 8446 §5.1): what follows is under the next key.
+            let (Some([request]), Some([])) = (body, rest) else {
                 return Err(RecordError::BadHandshake);
             };
             let keys = self.rekey()?.next_rx().map_err(RecordError::Rekey)?;
@@ -382,7 +404,7 @@ impl RecordLayer {
                 1 => self.key_update_due = true,
                 _ => return Err(RecordError::BadHandshake),
             }
-            msgs = rest;
+            msgs = &[];
         }
         if !msgs.is_empty() {
             return Err(RecordError::BadHandshake);
@@ -408,8 +430,9 @@ impl RecordLayer {
         if end > buf.len() || plain.start > plain.end {
             return Err(RecordError::NoRoom);
         }
-        if self.tx.seq >= KEY_RECORD_LIMIT && self.tx.algorithm != Algorithm::Chacha20Poly1305 {
-            // TLS 1.3 replaced the key before this (`key_update_due`); TLS 1.2 cannot.
+        if self.tx.seq == u64::MAX {
+            // TLS 1.3 replaces its key long before (`key_update_due`); TLS 1.2 cannot replace it
+            // and, as in rustls, is not limited short of the sequence number itself.
             return Err(RecordError::KeyExhausted);
         }
         let record = &mut buf[start..end];
@@ -483,7 +506,14 @@ impl RecordLayer {
         out.extend_from_slice(payload);
         out.resize(out.len() + suffix, 0);
         let plain = at + prefix..at + prefix + payload.len();
-        self.seal(out, typ, plain).map(|_| ())
+        match self.seal(out, typ, plain) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Never leave plaintext where sealed records are expected.
+                out.truncate(at);
+                Err(e)
+            }
+        }
     }
 
     /// The peer sent close_notify.

@@ -356,8 +356,13 @@ impl<F: Framing> Relay<F> {
         self.slots = (1..=slots)
             .take_while(|i| headroom + (i - 1) * self.slot_stride + self.slot_cap + TLS_RECORD_TRAILER <= size)
             .count();
+        let peer_closed = records.peer_closed();
         self.tls = Some(Box::new(records));
         self.received_early(plaintext);
+        if peer_closed {
+            // The stream had read the peer's close_notify already: it sends nothing more.
+            return self.peer_received(0);
+        }
         if !ciphertext.is_empty() && self.peer_open {
             let at = plaintext.len();
             self.inbuf.get()[at..at + ciphertext.len()].copy_from_slice(ciphertext);
@@ -612,14 +617,17 @@ impl<F: Framing> Relay<F> {
     }
 
     fn release_inbuf(&mut self) {
+        // Whatever ranges pointed into it are void: the buffer's next holder is another session.
         self.inbuf.release();
         self.cipher = (0, 0);
+        self.gather.clear();
+        self.in_write.clear();
     }
 
     /// Bytes to write to the raw side.
     pub fn raw_transmit(&mut self) -> Option<&[u8]> {
         let (start, end) = self.in_write.first()?;
-        if self.raw_write_shut {
+        if self.raw_write_shut || !self.inbuf.is_held() {
             // The raw side is gone for writing; drop what the peer still sends.
             self.in_write.clear();
             return None;
@@ -630,7 +638,7 @@ impl<F: Framing> Relay<F> {
     /// Everything to write to the raw side, as slices for one gathered write; returns how many
     /// (0: nothing). Report with `raw_sent` as for `raw_transmit`.
     pub fn raw_transmit_vectored<'a>(&'a mut self, out: &mut [IoSlice<'a>; MAX_RANGES]) -> usize {
-        if self.in_write.is_empty() || self.raw_write_shut {
+        if self.in_write.is_empty() || self.raw_write_shut || !self.inbuf.is_held() {
             self.in_write.clear();
             return 0;
         }
@@ -650,6 +658,11 @@ impl<F: Framing> Relay<F> {
         self.counters.peer_to_raw += n as u64;
         self.in_unflushed = true;
         self.in_write.advance(n);
+        if self.in_write.is_empty() {
+            // Payload gathered behind this write (records opened with the first bytes, before
+            // the relay started) goes next, before the buffer may go.
+            self.write_gathered();
+        }
         if self.in_write.is_empty() && !self.peer_open {
             // The peer sends nothing more: a half-closed session holds no inbound buffer.
             self.release_inbuf();

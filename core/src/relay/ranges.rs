@@ -50,8 +50,11 @@ impl Ranges {
     }
 
     pub fn first(&self) -> Option<(usize, usize)> {
+        if self.is_empty() {
+            return None;
+        }
         let (s, e) = self.r[usize::from(self.head)];
-        (!self.is_empty()).then_some((s as usize, e as usize))
+        Some((s as usize, e as usize))
     }
 
     pub fn last_end(&self) -> Option<usize> {

@@ -218,11 +218,11 @@ struct Schedule {
 
 impl Rekey for Schedule {
     fn next_tx(&mut self) -> Result<Keys, String> {
-        self.tx_seed += 10;
+        self.tx_seed = self.tx_seed.wrapping_add(10);
         Ok(keys(Algorithm::Aes128Gcm, self.tx_seed))
     }
     fn next_rx(&mut self) -> Result<Keys, String> {
-        self.rx_seed += 10;
+        self.rx_seed = self.rx_seed.wrapping_add(10);
         Ok(keys(Algorithm::Aes128Gcm, self.rx_seed))
     }
 }
@@ -293,13 +293,25 @@ fn a_key_near_its_limit_is_replaced_in_tls13_and_ends_tls12() {
     let mut rec = seal_in_buf(&mut a, b"fresh key");
     assert!(matches!(b.open(&mut rec).unwrap().unwrap().1, Opened::Data(_)));
 
-    let (mut a, _) = pair(Version::Tls12, Algorithm::Aes128Gcm);
+    // TLS 1.2 cannot replace its key: like rustls, it goes on (to the sequence number's end).
+    let (mut a, mut b) = pair(Version::Tls12, Algorithm::Aes128Gcm);
     a.tx.seq = KEY_RECORD_LIMIT;
+    b.rx.seq = KEY_RECORD_LIMIT;
+    let mut rec = seal_in_buf(&mut a, b"still fine");
+    assert!(matches!(b.open(&mut rec).unwrap().unwrap().1, Opened::Data(_)));
+    a.tx.seq = u64::MAX;
     let mut buf = vec![0u8; 64];
     assert_eq!(
         a.seal(&mut buf, ContentType::ApplicationData, 20..30),
         Err(RecordError::KeyExhausted)
     );
+    // A failed seal leaves no plaintext behind in the output.
+    let mut out = b"sealed so far".to_vec();
+    assert_eq!(
+        a.seal_message(&mut out, ContentType::ApplicationData, b"secret"),
+        Err(RecordError::KeyExhausted)
+    );
+    assert_eq!(out, b"sealed so far");
 }
 
 #[test]
@@ -320,4 +332,62 @@ fn sealing_needs_room_around_the_payload() {
         a.seal(&mut big, ContentType::ApplicationData, 13..MAX_PLAINTEXT + 14),
         Err(RecordError::Oversized(MAX_PLAINTEXT + 1))
     );
+}
+
+#[test]
+fn a_key_update_ends_its_record_and_records_without_data_are_bounded() {
+    let schedule = || Box::new(Schedule { tx_seed: 1, rx_seed: 2 });
+    // A KeyUpdate with anything behind it in the same record: refused.
+    let (mut a, b) = pair(Version::Tls13, Algorithm::Aes128Gcm);
+    let mut b = b.with_rekey(Box::new(Schedule { tx_seed: 2, rx_seed: 1 }));
+    let mut out = Vec::new();
+    a.seal_message(&mut out, ContentType::Handshake, &[24, 0, 0, 1, 0, 24, 0, 0, 1, 0])
+        .unwrap();
+    assert_eq!(b.open(&mut out), Err(RecordError::BadHandshake));
+    // Key updates one per record: 32 in a row are taken, the 33rd is not.
+    let (a, b) = pair(Version::Tls13, Algorithm::Aes128Gcm);
+    let (mut a, mut b) = (
+        a.with_rekey(schedule()),
+        b.with_rekey(Box::new(Schedule { tx_seed: 2, rx_seed: 1 })),
+    );
+    for i in 0..=MAX_EMPTY_RECORDS {
+        let mut out = Vec::new();
+        a.seal_key_update(&mut out, true).unwrap();
+        let opened = b.open(&mut out);
+        if i < MAX_EMPTY_RECORDS {
+            assert_eq!(opened.unwrap().unwrap().1, Opened::Nothing, "update {i}");
+        } else {
+            assert_eq!(opened, Err(RecordError::TooManyEmpty));
+        }
+    }
+    // Empty data records likewise; one with data in between starts the count again.
+    let (mut a, mut b) = pair(Version::Tls12, Algorithm::Chacha20Poly1305);
+    for round in 0..3 {
+        for _ in 0..MAX_EMPTY_RECORDS {
+            let mut out = Vec::new();
+            a.seal_message(&mut out, ContentType::ApplicationData, &[]).unwrap();
+            assert!(b.open(&mut out).is_ok(), "round {round}");
+        }
+        let mut out = Vec::new();
+        a.seal_message(&mut out, ContentType::ApplicationData, b"x").unwrap();
+        assert!(matches!(b.open(&mut out).unwrap().unwrap().1, Opened::Data(_)));
+    }
+    let mut out = Vec::new();
+    for _ in 0..=MAX_EMPTY_RECORDS {
+        a.seal_message(&mut out, ContentType::ApplicationData, &[]).unwrap();
+    }
+    let mut pos = 0;
+    let mut refused = false;
+    while pos < out.len() {
+        match b.open(&mut out[pos..]) {
+            Ok(Some((len, _))) => pos += len,
+            Err(e) => {
+                assert_eq!(e, RecordError::TooManyEmpty);
+                refused = true;
+                break;
+            }
+            Ok(None) => break,
+        }
+    }
+    assert!(refused);
 }

@@ -115,6 +115,17 @@ impl<S> TlsStream<S> {
     }
 
     fn seal_into_out(&mut self, data: &[u8]) -> io::Result<()> {
+        let start = self.out.len();
+        let sealed = self.seal_after(data);
+        if sealed.is_err() {
+            // Never leave plaintext where sealed records are expected; the stream is done.
+            self.out.truncate(start);
+            self.records = None;
+        }
+        sealed
+    }
+
+    fn seal_after(&mut self, data: &[u8]) -> io::Result<()> {
         let Some(records) = self.records.as_mut() else {
             return Err(detached());
         };
@@ -208,14 +219,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
                         match opened {
                             Opened::Data(r) => this.plain = base + r.start..base + r.end,
                             Opened::Closed => this.peer_closed = true,
-                            Opened::Nothing => {
-                                let records = this.records.as_mut().ok_or_else(detached)?;
-                                if records.key_update_due() {
-                                    records.seal_key_update(&mut this.out, false).map_err(invalid)?;
-                                    // Best effort now; any later write or flush finishes it.
-                                    let _ = this.poll_drain(cx);
-                                }
-                            }
+                            // A key update the peer asked us for goes out before our next data
+                            // (`seal_into_out`): one, however many requests came meanwhile.
+                            Opened::Nothing => {}
                         }
                         continue;
                     }

@@ -71,7 +71,8 @@ impl FleetTickets {
     /// Fetches the keys of the epochs around now from the store; keeps the old ones on failure.
     pub async fn refresh(&self, store: &dyn Store) -> Result<(), String> {
         let now = self.epoch_at(portcullis_core::keys::unix_now());
-        let ttl = self.period * 4;
+        // Long enough for the last epoch that opens a key's tickets, no longer.
+        let ttl = self.period * 3;
         let mut keys = Vec::new();
         for epoch in [now.saturating_sub(1), now, now + 1] {
             let secret = store
@@ -125,7 +126,7 @@ impl FleetTickets {
         }
         let epoch = u64::from_be_bytes(ticket[..8].try_into().ok()?);
         let now = self.epoch_at(unix);
-        if epoch + 1 < now || epoch > now + 1 {
+        if epoch.saturating_add(1) < now || epoch > now.saturating_add(1) {
             return None;
         }
         let keys = self.keys.load();
