@@ -337,7 +337,7 @@ impl<F: Framing> Relay<F> {
     /// peer's socket, and payload is never copied. `plaintext`: bytes already opened (behind the
     /// HTTP head), as `received_early`; `ciphertext`: bytes read and not yet opened. Call once,
     /// after `capture_first` and `filter_peer`, instead of `received_early`.
-    pub fn start_tls(&mut self, records: RecordLayer, plaintext: &[u8], ciphertext: &[u8]) {
+    pub fn start_tls(&mut self, records: Box<RecordLayer>, plaintext: &[u8], ciphertext: &[u8]) {
         let headroom = Self::headroom();
         let area = self.inbuf.size() - headroom - TLS_RECORD_TRAILER;
         self.slot_cap = self.framing.payload_cap(area).min(MAX_PLAINTEXT - F::MAX_HEADER);
@@ -357,7 +357,7 @@ impl<F: Framing> Relay<F> {
             .take_while(|i| headroom + (i - 1) * self.slot_stride + self.slot_cap + TLS_RECORD_TRAILER <= size)
             .count();
         let peer_closed = records.peer_closed();
-        self.tls = Some(Box::new(records));
+        self.tls = Some(records);
         self.received_early(plaintext);
         if peer_closed {
             // The stream had read the peer's close_notify already: it sends nothing more.

@@ -429,7 +429,7 @@ pub fn run(ch: &mut impl Chooser) -> Outcome {
         client_tls.seal_new(ch, &client.wire);
         // Some of the first records were read with the head, not yet opened.
         let early = ch.below(client_tls.cipher.len().min(300) + 1);
-        relay.start_tls(gateway, &client.wire[..initial], &client_tls.cipher[..early]);
+        relay.start_tls(Box::new(gateway), &client.wire[..initial], &client_tls.cipher[..early]);
         client_tls.pos = early;
         tls = Some(client_tls);
     } else {

@@ -419,7 +419,7 @@ fn bulk_records_cross_the_relay_without_a_copy_either_way() {
         for chunk in [1000, 7001, 16_645, 40_000, 1 << 20] {
             let (gateway, mut client) = sim::record_pair(version);
             let mut relay = Relay::websocket(Role::Server, Limits::default(), 64 * 1024, 1);
-            relay.start_tls(gateway, &[], &[]);
+            relay.start_tls(Box::new(gateway), &[], &[]);
             // 64 frames of 16,376 bytes: each masked frame (8-byte header) fills one record.
             let mut wire = Vec::new();
             let mut sent = Vec::new();
@@ -537,7 +537,7 @@ fn everything_read_before_the_relay_started_reaches_the_target_once() {
     client
         .seal_message(&mut cipher, ContentType::ApplicationData, &inner)
         .unwrap();
-    relay.start_tls(gateway, &plain, &cipher);
+    relay.start_tls(Box::new(gateway), &plain, &cipher);
     let mut to_raw = Vec::new();
     let mut fin = false;
     for _ in 0..100 {
