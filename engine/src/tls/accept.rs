@@ -165,7 +165,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     let (early, rest) = handshake!(conn, socket);
     let version = version_of(conn.protocol_version())?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-    let records = record_layer(secrets, version, Box::new(ClientSchedule(kernel)))?;
+    let records = record_layer(secrets, version, Box::new(Schedule(kernel)))?;
     Ok(TlsStream::new(socket, records, early, rest))
 }
 
@@ -188,36 +188,42 @@ pub(crate) fn keys(secrets: ConnectionTrafficSecrets) -> Result<Keys, AcceptErro
     })
 }
 
-/// rustls' key schedule, asked for the next keys on a TLS 1.3 KeyUpdate.
-struct Schedule(KernelConnection<ServerConnectionData>);
+/// rustls' key schedule, asked for the next keys on a TLS 1.3 KeyUpdate; a client's also takes
+/// the server's session tickets into rustls' session store.
+struct Schedule<Data>(KernelConnection<Data>);
 
-/// A client's: the same, and the server's session tickets for rustls' session store.
-struct ClientSchedule(KernelConnection<ClientConnectionData>);
-
-impl Rekey for ClientSchedule {
-    fn next_tx(&mut self) -> Result<Keys, String> {
-        let (_, secrets) = self.0.update_tx_secret().map_err(|e| e.to_string())?;
+impl<Data> Schedule<Data> {
+    fn next(&mut self, transmit: bool) -> Result<Keys, String> {
+        let next = if transmit {
+            self.0.update_tx_secret()
+        } else {
+            self.0.update_rx_secret()
+        };
+        let (_, secrets) = next.map_err(|e| e.to_string())?;
         keys(secrets).map_err(|e| e.to_string())
+    }
+}
+
+impl Rekey for Schedule<ServerConnectionData> {
+    fn next_tx(&mut self) -> Result<Keys, String> {
+        self.next(true)
     }
 
     fn next_rx(&mut self) -> Result<Keys, String> {
-        let (_, secrets) = self.0.update_rx_secret().map_err(|e| e.to_string())?;
-        keys(secrets).map_err(|e| e.to_string())
+        self.next(false)
+    }
+}
+
+impl Rekey for Schedule<ClientConnectionData> {
+    fn next_tx(&mut self) -> Result<Keys, String> {
+        self.next(true)
+    }
+
+    fn next_rx(&mut self) -> Result<Keys, String> {
+        self.next(false)
     }
 
     fn session_ticket(&mut self, body: &[u8]) -> Result<(), String> {
         self.0.handle_new_session_ticket(body).map_err(|e| e.to_string())
-    }
-}
-
-impl Rekey for Schedule {
-    fn next_tx(&mut self) -> Result<Keys, String> {
-        let (_, secrets) = self.0.update_tx_secret().map_err(|e| e.to_string())?;
-        keys(secrets).map_err(|e| e.to_string())
-    }
-
-    fn next_rx(&mut self) -> Result<Keys, String> {
-        let (_, secrets) = self.0.update_rx_secret().map_err(|e| e.to_string())?;
-        keys(secrets).map_err(|e| e.to_string())
     }
 }

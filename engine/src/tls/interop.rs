@@ -74,6 +74,7 @@ fn echo_server(connections: usize) -> (std::net::SocketAddr, std::thread::JoinHa
         .unwrap()
         .server_config(rustls::crypto::ring::Ticketer::new().unwrap())
         .unwrap();
+    // One message: the listener's address.
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 << 10)
