@@ -438,37 +438,33 @@ impl RecordLayer {
         let record = &mut buf[start..end];
         let body_len = record.len() - HEADER;
         let nonce = self.tx.nonce_bytes();
-        match self.version {
+        let p = plain.len();
+        // The AAD (TLS 1.3: the record header; TLS 1.2: sequence, type, version, length) and
+        // where the bytes to encrypt start and how many there are.
+        let mut aad = [0u8; 13];
+        let (aad_len, inner_at, inner_len) = match self.version {
             Version::Tls13 => {
                 record[..HEADER].copy_from_slice(&header(ContentType::ApplicationData as u8, body_len));
-                let p = plain.len();
                 record[HEADER + p] = typ as u8;
-                let aad: [u8; HEADER] = record[..HEADER].try_into().unwrap_or_default();
-                let (inner, tag_out) = record[HEADER..].split_at_mut(p + 1);
-                let tag = self
-                    .tx
-                    .key
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), inner)
-                    .map_err(|_| RecordError::KeyExhausted)?;
-                tag_out.copy_from_slice(tag.as_ref());
+                aad[..HEADER].copy_from_slice(&record[..HEADER]);
+                (HEADER, HEADER, p + 1)
             }
             Version::Tls12 => {
                 record[..HEADER].copy_from_slice(&header(typ as u8, body_len));
-                let explicit = prefix - HEADER;
-                if explicit == 8 {
+                if prefix - HEADER == 8 {
                     record[HEADER..HEADER + 8].copy_from_slice(&nonce[4..]);
                 }
-                let p = plain.len();
-                let aad = tls12_aad(self.tx.seq, typ as u8, [3, 3], p);
-                let (inner, tag_out) = record[prefix..].split_at_mut(p);
-                let tag = self
-                    .tx
-                    .key
-                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), inner)
-                    .map_err(|_| RecordError::KeyExhausted)?;
-                tag_out.copy_from_slice(tag.as_ref());
+                aad = tls12_aad(self.tx.seq, typ as u8, [3, 3], p);
+                (aad.len(), prefix, p)
             }
-        }
+        };
+        let (inner, tag_out) = record[inner_at..].split_at_mut(inner_len);
+        let tag = self
+            .tx
+            .key
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad[..aad_len]), inner)
+            .map_err(|_| RecordError::KeyExhausted)?;
+        tag_out.copy_from_slice(tag.as_ref());
         self.tx.seq += 1;
         if self.tx.seq >= KEY_RECORD_LIMIT - 1024 && self.version == Version::Tls13 && self.rekey.is_some() {
             self.key_update_due = true;

@@ -550,56 +550,53 @@ pub fn run(ch: &mut impl Chooser) -> Outcome {
                 progress = true;
             }
         }
-        // Read from the target.
-        if tls.is_some() {
-            let left = target.data.len() - target.pos;
+        // Read from the target: with TLS, into the relay's record slots, which one vectored read
+        // fills in order. `Some(0)`: the target has nothing now (or has ended).
+        let left = target.data.len() - target.pos;
+        let read = if tls.is_some() {
             let (mut slots, count) = relay.raw_recv_vectored();
-            if count > 0 {
-                if left > 0 && !waits(ch, force) {
-                    // A vectored read fills the slots in order.
-                    let mut n = 0;
-                    let want = ch.chunk(left);
-                    for slot in slots[..count].iter_mut() {
-                        let take = (want - n).min(slot.len());
-                        slot[..take].copy_from_slice(&target.data[target.pos + n..target.pos + n + take]);
-                        n += take;
-                    }
-                    target.pos += n;
-                    relay.raw_received(n);
-                    progress = true;
-                } else if left == 0 && target.end == TargetEnd::Eof {
-                    relay.raw_received(0);
-                    progress = true;
-                } else if left == 0 && target.end == TargetEnd::Error {
-                    relay.raw_read_failed(&std::io::ErrorKind::ConnectionReset.into());
-                    progress = true;
-                } else if left == 0 && target.end == TargetEnd::StayOpen && target.fin {
-                    relay.raw_received(0);
-                    progress = true;
-                } else {
-                    relay.raw_recv_blocked();
+            (count > 0).then(|| {
+                if left == 0 || waits(ch, force) {
+                    return 0;
                 }
-            }
-        } else if let Some(into) = relay.raw_recv_buf() {
-            let left = target.data.len() - target.pos;
-            if left > 0 && !waits(ch, force) {
+                let (want, mut n) = (ch.chunk(left), 0);
+                for slot in slots[..count].iter_mut() {
+                    let take = (want - n).min(slot.len());
+                    slot[..take].copy_from_slice(&target.data[target.pos + n..target.pos + n + take]);
+                    n += take;
+                }
+                n
+            })
+        } else {
+            relay.raw_recv_buf().map(|into| {
+                if left == 0 || waits(ch, force) {
+                    return 0;
+                }
                 let n = ch.chunk(left).min(into.len());
                 into[..n].copy_from_slice(&target.data[target.pos..target.pos + n]);
+                n
+            })
+        };
+        match read {
+            None => {}
+            Some(n) if n > 0 => {
                 target.pos += n;
                 relay.raw_received(n);
                 progress = true;
-            } else if left == 0 && target.end == TargetEnd::Eof {
+            }
+            Some(_) if left == 0 && target.end == TargetEnd::Eof => {
                 relay.raw_received(0);
                 progress = true;
-            } else if left == 0 && target.end == TargetEnd::Error {
+            }
+            Some(_) if left == 0 && target.end == TargetEnd::Error => {
                 relay.raw_read_failed(&std::io::ErrorKind::ConnectionReset.into());
                 progress = true;
-            } else if left == 0 && target.end == TargetEnd::StayOpen && target.fin {
+            }
+            Some(_) if left == 0 && target.end == TargetEnd::StayOpen && target.fin => {
                 relay.raw_received(0);
                 progress = true;
-            } else {
-                relay.raw_recv_blocked();
             }
+            Some(_) => relay.raw_recv_blocked(),
         }
         if relay.peer_flush_wanted() {
             client.take(&std::mem::take(&mut in_transport));
