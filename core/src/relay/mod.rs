@@ -88,6 +88,9 @@ const _: () = assert!(MAX_SLOTS <= MAX_RANGES);
 /// With TLS in the relay, the least room worth a read before the buffer starts over.
 const MIN_TLS_READ: usize = 4 * 1024;
 
+/// The payload of the pings the gateway sends to a silent peer.
+const PING_PAYLOAD: &[u8] = b"portcullis";
+
 /// How a relayed session ended, from the relay's point of view (peer = framed side, raw = byte
 /// side). `ending()` names it for the gateway's audit log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,9 +221,11 @@ pub struct Relay<F: Framing = WebSocket> {
     raw_read_open: bool,
     /// Most payload bytes per frame (`Framing::payload_cap`).
     frame_cap: usize,
-    // Control messages waiting for the writer, in order: pong, ping, close.
-    pong: Option<ControlPayload>,
-    ping: Option<ControlPayload>,
+    // Control messages waiting for the writer, in order: pong, ping, close. The pong is boxed:
+    // 125 bytes of room that every idle session would carry for a ping that rarely comes.
+    pong: Option<Box<ControlPayload>>,
+    /// Our ping is due (its payload is always `PING_PAYLOAD`).
+    ping: bool,
     close: Option<(CloseCode, &'static str)>,
     ctrl: Vec<u8>,
     ctrl_pos: usize,
@@ -287,7 +292,7 @@ impl<F: Framing> Relay<F> {
             raw_read_open: true,
             frame_cap,
             pong: None,
-            ping: None,
+            ping: false,
             close: None,
             ctrl: Vec::new(),
             ctrl_pos: 0,
@@ -446,8 +451,8 @@ impl<F: Framing> Relay<F> {
 
     /// Sends a ping to probe a silent peer.
     pub fn ping(&mut self) {
-        if self.ping.is_none() && !self.is_closing() {
-            self.ping = ControlPayload::new(b"portcullis");
+        if !self.is_closing() {
+            self.ping = true;
         }
     }
 
@@ -732,7 +737,10 @@ impl<F: Framing> Relay<F> {
                     return self.fail_peer(end, CloseCode::UNSUPPORTED_DATA, "binary frames only");
                 }
                 // Answer only the latest ping (RFC 6455 §5.5.3), so a ping flood costs no memory.
-                Some(Inbound::Ping(p)) => self.pong = Some(p),
+                Some(Inbound::Ping(p)) => match &mut self.pong {
+                    Some(pending) => **pending = p,
+                    None => self.pong = Some(Box::new(p)),
+                },
                 Some(Inbound::Close(code)) => {
                     self.peer_open = false;
                     self.write_gathered();
@@ -1086,7 +1094,7 @@ impl<F: Framing> Relay<F> {
 
     fn control_queued(&self) -> bool {
         self.pong.is_some()
-            || self.ping.is_some()
+            || self.ping
             || self.close.is_some()
             || self.tls.as_deref().is_some_and(RecordLayer::key_update_due)
     }
@@ -1111,8 +1119,8 @@ impl<F: Framing> Relay<F> {
         let out = if self.tls.is_some() { &mut frame } else { &mut self.ctrl };
         if let Some(p) = self.pong.take() {
             self.framing.control(out, Control::Pong(p.as_bytes()));
-        } else if let Some(p) = self.ping.take() {
-            self.framing.control(out, Control::Ping(p.as_bytes()));
+        } else if std::mem::take(&mut self.ping) {
+            self.framing.control(out, Control::Ping(PING_PAYLOAD));
         } else if let Some((code, reason)) = self.close.take() {
             self.framing.control(out, Control::Close(code, reason));
             self.ctrl_is_close = true;

@@ -212,6 +212,14 @@ fn idle_relays_hold_no_buffers() {
     assert_eq!(relay.buffered_bytes(), 0);
 }
 
+/// The relay's own state is what every idle session keeps (with the task that drives it): the
+/// room for a pong is allocated only when a ping comes, our ping is a flag. 1032 bytes with both
+/// inline; 784 without.
+#[test]
+fn the_relay_state_an_idle_session_keeps_is_small() {
+    assert!(std::mem::size_of::<Relay>() <= 800, "{}", std::mem::size_of::<Relay>());
+}
+
 /// Deterministic simulation over many seeds: random scripts, chunking, readiness and partial
 /// writes on both sides (see `sim.rs` for the promises checked). A failing seed replays exactly.
 #[test]

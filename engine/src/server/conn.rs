@@ -39,9 +39,35 @@ pub struct Conn {
     pub ticket: Ticket,
 }
 
-pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>, mut ticket: Ticket) {
-    let Ok(peer) = stream.peer_addr() else {
+/// A connection just accepted, with what its task needs. Handed over boxed: an async function
+/// keeps its arguments for its whole life, so inline they would stay in every session's task.
+pub struct Incoming {
+    pub stream: TcpStream,
+    pub shared: Arc<Shared>,
+    pub tracker: Rc<Tracker>,
+    pub ticket: Ticket,
+}
+
+pub async fn handle(incoming: Box<Incoming>) {
+    // The handshake's state (rustls' and the PROXY header's, 5 KiB) is boxed: it lives only until
+    // the request, and inline it would size every connection's task for the session's whole life.
+    let Some(mut conn) = Box::pin(establish(incoming)).await else {
         return;
+    };
+    conn.serve().await;
+}
+
+/// The connection up to its first request: the PROXY header from a trusted balancer, the
+/// client's caps and the TLS handshake. `None`: refused or failed (logged and counted).
+async fn establish(incoming: Box<Incoming>) -> Option<Conn> {
+    let Incoming {
+        stream,
+        shared,
+        tracker,
+        mut ticket,
+    } = *incoming;
+    let Ok(peer) = stream.peer_addr() else {
+        return None;
     };
     let state = shared.state.load_full();
     let _ = stream.set_nodelay(true);
@@ -49,36 +75,36 @@ pub async fn handle(stream: TcpStream, shared: Arc<Shared>, tracker: Rc<Tracker>
     // The PROXY header and the TLS handshake share the handshake timeout.
     let deadline = Instant::now() + limit;
     let mut socket = Socket::new(stream);
-    let Some(client) = client_address(&mut socket, peer, &state, limit).await else {
-        return;
-    };
+    let client = client_address(&mut socket, peer, &state, limit).await?;
     // The client's own caps, by its real address; a balancer speaking for itself is exempt.
     let exempt = client == peer && state.policy.config.proxy_trusted.iter().any(|c| c.contains(peer.ip()));
     let key = portcullis_core::net::client_key(client.ip());
     if let Err(why) = ticket.client(key, exempt, Instant::now()) {
-        return tracing::debug!(%client, refused = why.as_str(), "connection refused");
+        tracing::debug!(%client, refused = why.as_str(), "connection refused");
+        return None;
     }
     let left = deadline.saturating_duration_since(Instant::now());
     let tls = match timeout(left, crate::tls::accept::accept(state.tls_config.clone(), socket)).await {
         Some(Ok(tls)) => tls,
         Some(Err(e)) => {
             crate::metrics::with(|m| m.handshake_failures.inc());
-            return tracing::debug!(%client, "TLS handshake failed: {e}");
+            tracing::debug!(%client, "TLS handshake failed: {e}");
+            return None;
         }
         None => {
             crate::metrics::with(|m| m.handshake_timeouts.inc());
-            return tracing::debug!(%client, "TLS handshake timed out");
+            tracing::debug!(%client, "TLS handshake timed out");
+            return None;
         }
     };
-    let mut conn = Conn {
+    Some(Conn {
         tls,
         client,
         state,
         shared,
         tracker,
         ticket,
-    };
-    conn.serve().await;
+    })
 }
 
 /// Whose connection this is: the address a trusted balancer's PROXY header names (a connection
@@ -247,7 +273,12 @@ impl Conn {
                     // The head buffer is not kept for the session's lifetime.
                     let leftover = head.buf[head_len..head.filled].to_vec();
                     drop(head);
-                    return handlers::tunnel::handle(self, grant, accept, leftover).await;
+                    let request = handlers::tunnel::Request {
+                        grant,
+                        accept,
+                        leftover,
+                    };
+                    return handlers::tunnel::handle(self, Box::new(request)).await;
                 }
             }
             if head.filled == head.buf.len() {

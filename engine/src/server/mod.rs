@@ -719,14 +719,18 @@ async fn worker(
                     }
                 };
                 let guard = tracker.enter();
-                let shared = shared.clone();
-                let tracker = tracker.clone();
+                let counted = shared.clone();
+                let incoming = Box::new(conn::Incoming {
+                    stream,
+                    shared: shared.clone(),
+                    tracker: tracker.clone(),
+                    ticket,
+                });
                 glommio::spawn_local(async move {
                     // A panic ends this connection only: caught here, logged and counted, so the
                     // worker and every other session on it go on. Its session audit (dropped
                     // while unwinding) records `internal_error`.
-                    let counted = shared.clone();
-                    let task = std::panic::AssertUnwindSafe(conn::handle(stream, shared, tracker, ticket));
+                    let task = std::panic::AssertUnwindSafe(conn::handle(incoming));
                     if futures_lite::FutureExt::catch_unwind(task).await.is_err() {
                         let n = counted.panics.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                         tracing::error!(worker = id, panics = n, "a connection task panicked; connection closed");

@@ -26,11 +26,25 @@ pub struct Socket {
     /// Bytes read with a PROXY header that belong to the connection (the start of TLS), given
     /// back by the next reads. Boxed: a connection without one pays a pointer.
     unread: Option<Box<(Vec<u8>, usize)>>,
+    /// The last read filled everything it was given: more bytes may be waiting, and a scattered
+    /// `recvmsg` is worth trying. Otherwise the socket is most likely drained and a read goes
+    /// through glommio, which waits on its readiness poll without a syscall while one is armed:
+    /// trying `recvmsg` first would cost a failed syscall (two with glommio's own) per wait.
+    filled_last: bool,
+    /// `recvmsg` calls that found nothing (tests check that waiting costs none).
+    #[cfg(test)]
+    empty_recvs: usize,
 }
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
-        Socket { stream, unread: None }
+        Socket {
+            stream,
+            unread: None,
+            filled_last: false,
+            #[cfg(test)]
+            empty_recvs: 0,
+        }
     }
 
     /// Reads the PROXY protocol header a trusted balancer sends first. Reads no further than
@@ -128,15 +142,23 @@ impl AsyncRead for Socket {
         let Some(first) = bufs.iter().position(|b| !b.is_empty()) else {
             return Poll::Ready(Ok(0));
         };
-        if self.unread.is_some() || bufs.len() - first == 1 {
-            return self.poll_read(cx, &mut bufs[first]);
+        let bufs = &mut bufs[first..];
+        if self.unread.is_none() && bufs.len() > 1 && self.filled_last {
+            let room: usize = bufs.iter().map(|b| b.len()).sum();
+            if let Some(result) = self.try_recv(bufs) {
+                self.filled_last = matches!(result, Ok(n) if n == room);
+                return Poll::Ready(result);
+            }
+            #[cfg(test)]
+            {
+                self.empty_recvs += 1;
+            }
         }
-        match self.try_recv(&mut bufs[first..]) {
-            Some(result) => Poll::Ready(result),
-            // Nothing yet: glommio's read retries once and otherwise waits for bytes (with its
-            // timeout); that one read fills the first slot only.
-            None => Pin::new(&mut self.stream).poll_read(cx, &mut bufs[first]),
-        }
+        // Drained (or one slot): glommio's read fills the first slot, or waits for bytes with
+        // its timeout. A full slot means more may follow: the next read scatters again.
+        let result = self.as_mut().poll_read(cx, &mut bufs[0]);
+        self.filled_last = matches!(result, Poll::Ready(Ok(n)) if n == bufs[0].len());
+        result
     }
 }
 
@@ -210,6 +232,72 @@ mod tests {
                 let mut rest = Vec::new();
                 sock.read_to_end(&mut rest).await.unwrap();
                 assert_eq!(rest, b"tls! more");
+                sender.await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// One vectored read of `bufs` (each a slot of `sizes`), into `into`.
+    async fn read_slots(sock: &mut Socket, into: &mut [u8], sizes: &[usize]) -> usize {
+        let mut rest = into;
+        let mut bufs = Vec::new();
+        for &size in sizes {
+            let (slot, tail) = rest.split_at_mut(size);
+            bufs.push(IoSliceMut::new(slot));
+            rest = tail;
+        }
+        poll_fn(|cx| Pin::new(&mut *sock).poll_read_vectored(cx, &mut bufs))
+            .await
+            .unwrap()
+    }
+
+    /// Scattered reads where they pay, none where they cannot: a read that filled its slot is
+    /// followed by one `recvmsg` over every slot, while a reader waiting for small messages goes
+    /// straight to glommio's readiness poll, with no failed `recvmsg` of its own per wait.
+    #[test]
+    fn scattered_reads_follow_full_ones_and_waits_cost_no_failed_read() {
+        const SLOT: usize = 16 * 1024;
+        LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(256 << 10)
+            .spawn(|| async {
+                use glommio::channels::local_channel;
+                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let (go_tx, go_rx) = local_channel::new_bounded::<()>(1);
+                let sender = glommio::spawn_local(async move {
+                    use futures_lite::AsyncWriteExt;
+                    let mut c = glommio::net::TcpStream::connect(addr).await.unwrap();
+                    c.write_all(&vec![7u8; 4 * SLOT]).await.unwrap();
+                    for i in 0..50u8 {
+                        go_rx.recv().await.unwrap();
+                        c.write_all(&[i; 10]).await.unwrap();
+                    }
+                    c.close().await.unwrap();
+                });
+                let mut sock = Socket::new(listener.accept().await.unwrap());
+                // Everything sent is there before the first read.
+                let mut all = vec![0u8; 4 * SLOT];
+                while sock.stream.peek(&mut all).await.unwrap() < all.len() {}
+                let mut slots = vec![0u8; 3 * SLOT];
+                // Nothing was known of the socket: one slot; it came back full, so all three.
+                assert_eq!(read_slots(&mut sock, &mut slots, &[SLOT; 3]).await, SLOT);
+                assert_eq!(read_slots(&mut sock, &mut slots, &[SLOT; 3]).await, 3 * SLOT);
+                for i in 0..50u8 {
+                    go_tx.send(()).await.unwrap();
+                    let mut n = 0;
+                    while n < 10 {
+                        n += read_slots(&mut sock, &mut slots[n..], &[SLOT, SLOT - n]).await;
+                    }
+                    assert_eq!(slots[..10], [i; 10]);
+                }
+                // Only the first wait, right after full reads, tried a read first.
+                assert!(
+                    sock.empty_recvs <= 1,
+                    "{} failed recvmsg calls while waiting",
+                    sock.empty_recvs
+                );
                 sender.await;
             })
             .unwrap()

@@ -135,7 +135,10 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
         return audit.finish(ending, Default::default(), Extras::default());
     }
     let target = audit.grant().target.clone();
-    let settings = conn.settings().clone();
+    // The state this connection started with, shared: a clone of its settings would be carried
+    // in the session's task for its whole life.
+    let state = conn.state.clone();
+    let settings = &state.policy.config.session;
     let limits = conn.policy().config.limits.websocket();
     let mut relay = Relay::websocket(Role::Server, limits, settings.buffer_size, 0);
     let channels = ChannelPolicy {
@@ -148,9 +151,9 @@ pub async fn handle(conn: &mut Conn, accept: Vec<u8>, leftover: Vec<u8>) {
             MAX_CONNECT_INITIAL,
         );
     }
-    let clock = session::clock_settings(&target, &settings, true);
+    let clock = session::clock_settings(&target, settings, true);
     let end = {
-        let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
+        let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, settings);
         session::relay_client(
             &mut relay,
             &mut conn.tls,

@@ -195,7 +195,10 @@ impl Inbound {
 
 /// Runs the control phase, then the session.
 async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
-    let settings = conn.settings().clone();
+    // The state this connection started with, shared: a clone of its settings would be carried
+    // in the session's task for its whole life.
+    let state = conn.state.clone();
+    let settings = &state.policy.config.session;
     // Announced before the target is known: the shortest any RDP target has.
     let idle = conn
         .policy()
@@ -203,7 +206,7 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
         .targets
         .values()
         .filter(|t| t.protocol == portcullis_core::config::Protocol::Rdp)
-        .map(|t| t.idle_timeout(&settings))
+        .map(|t| t.idle_timeout(settings))
         .min()
         .unwrap_or(settings.idle_timeout);
     let idle_minutes = u32::try_from(idle.as_secs().div_ceil(60)).unwrap_or(u32::MAX);
@@ -268,8 +271,8 @@ async fn tunnel(conn: &mut Conn, mut inbound: Inbound) {
     }
     tracing::debug!(session = audit.id(), client_name = ?handshake.client_name(), "RD Gateway channel open");
     let target = audit.grant().target.clone();
-    let clock = session::clock_settings(&target, &settings, true);
-    let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, &settings);
+    let clock = session::clock_settings(&target, settings, true);
+    let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, settings);
     let (end, counters, rdp_cookie) = match inbound {
         Inbound::WebSocket(ws) => {
             let limits = conn.policy().config.limits.websocket();
