@@ -37,7 +37,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Transport for futures_rustls::client::Tl
 ///
 /// Each direction runs until it blocks before the other gets a turn, as long as neither has an
 /// event to report: a burst of frames one way costs no poll of the idle way per frame.
-pub fn poll<F: Framing, P: Transport, R: AsyncRead + AsyncWrite + Unpin>(
+pub fn poll<F: Framing, P: Transport + ?Sized, R: AsyncRead + AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
     cx: &mut Context<'_>,
     peer: &mut P,
@@ -58,7 +58,7 @@ pub fn poll<F: Framing, P: Transport, R: AsyncRead + AsyncWrite + Unpin>(
 
 /// Peer → raw until it blocks: deliver what was read before reading more (the same buffer).
 /// True when anything happened.
-fn peer_to_raw<F: Framing, P: Transport, R: AsyncWrite + Unpin>(
+fn peer_to_raw<F: Framing, P: Transport + ?Sized, R: AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
     cx: &mut Context<'_>,
     peer: &mut P,
@@ -98,7 +98,7 @@ fn peer_to_raw<F: Framing, P: Transport, R: AsyncWrite + Unpin>(
 
 /// Raw → peer until it blocks: data frames and control messages, then more raw bytes; frames
 /// written together are flushed together. True when anything happened.
-fn raw_to_peer<F: Framing, P: Transport, R: AsyncRead + Unpin>(
+fn raw_to_peer<F: Framing, P: Transport + ?Sized, R: AsyncRead + Unpin>(
     relay: &mut Relay<F>,
     cx: &mut Context<'_>,
     peer: &mut P,
@@ -143,7 +143,7 @@ fn raw_to_peer<F: Framing, P: Transport, R: AsyncRead + Unpin>(
 
 /// Closing: FIN to the raw side, then the peer's transport. A failed shutdown leaves nothing
 /// more to do on that side either. True when a step finished.
-fn close<F: Framing, P: Transport, R: AsyncWrite + Unpin>(
+fn close<F: Framing, P: Transport + ?Sized, R: AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
     cx: &mut Context<'_>,
     peer: &mut P,

@@ -54,7 +54,11 @@ pub async fn handle(incoming: Box<Incoming>) {
     let Some(mut conn) = Box::pin(establish(incoming)).await else {
         return;
     };
-    conn.serve().await;
+    // A tunnel's relay runs here, after `route` returned: the request's state (its head, the
+    // decision) is not kept in the session's task either.
+    if let Some(request) = conn.route().await {
+        handlers::tunnel::handle(&mut conn, request).await;
+    }
 }
 
 /// The connection up to its first request: the PROXY header from a trusted balancer, the
@@ -224,8 +228,8 @@ impl Conn {
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),
-    /// then runs the route's handler.
-    async fn serve(&mut self) {
+    /// then runs the route's handler, or returns a tunnel's request to `serve`.
+    async fn route(&mut self) -> Option<Box<handlers::tunnel::Request>> {
         let limits = self.policy().config.limits;
         let mut head = Head {
             buf: vec![0u8; limits.max_header_bytes],
@@ -248,7 +252,10 @@ impl Conn {
             }
             match decision {
                 Decision::NeedMore => {}
-                Decision::Respond(reply) => return self.reply(&reply, None).await,
+                Decision::Respond(reply) => {
+                    self.reply(&reply, None).await;
+                    return None;
+                }
                 // The web and RDP handlers run on the heap: their futures are large (RDP holds a
                 // TLS client, ~9 KiB), and inline they would size every connection's task, so
                 // each idle tunnel would carry them.
@@ -256,14 +263,19 @@ impl Conn {
                     route,
                     head_len,
                     body_len,
-                } => return Box::pin(handlers::web::handle(self, route, head, head_len, body_len)).await,
+                } => {
+                    Box::pin(handlers::web::handle(self, route, head, head_len, body_len)).await;
+                    return None;
+                }
                 Decision::RdCleanPath { accept, head_len } => {
                     let leftover = head.buf[head_len..head.filled].to_vec();
-                    return Box::pin(handlers::rdcleanpath::handle(self, accept, leftover)).await;
+                    Box::pin(handlers::rdcleanpath::handle(self, accept, leftover)).await;
+                    return None;
                 }
                 Decision::RdGateway { channel, head_len } => {
                     let leftover = head.buf[head_len..head.filled].to_vec();
-                    return Box::pin(handlers::rdgateway::handle(self, channel, leftover)).await;
+                    Box::pin(handlers::rdgateway::handle(self, channel, leftover)).await;
+                    return None;
                 }
                 Decision::Tunnel {
                     grant,
@@ -278,16 +290,20 @@ impl Conn {
                         accept,
                         leftover,
                     };
-                    return handlers::tunnel::handle(self, Box::new(request)).await;
+                    return Some(Box::new(request));
                 }
             }
             if head.filled == head.buf.len() {
-                return self.reply(&Reply::text(431, "request head too large"), None).await;
+                self.reply(&Reply::text(431, "request head too large"), None).await;
+                return None;
             }
             match self.read_until(head.deadline, &mut head.buf, head.filled).await {
                 Ok(n) => head.filled += n,
-                Err(ReadEnd::TimedOut) => return self.reply(&Reply::text(408, "request timeout"), None).await,
-                Err(ReadEnd::Closed) => return,
+                Err(ReadEnd::TimedOut) => {
+                    self.reply(&Reply::text(408, "request timeout"), None).await;
+                    return None;
+                }
+                Err(ReadEnd::Closed) => return None,
             }
         }
     }

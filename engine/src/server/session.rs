@@ -327,33 +327,37 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Relays a client's connection: the relay takes the connection's TLS record layer and seals and
 /// opens records in its own buffers (no copy of the payload in user space), reading and writing
 /// the client's socket itself. `early`: plaintext read behind the request head. Then `drive`.
-pub async fn relay_client<F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
-    relay: &mut Relay<F>,
-    tls: &mut super::conn::Tls,
+///
+/// Not itself async: the future it returns is `drive`'s, with nothing around it, since a session
+/// carries its future for its whole life.
+pub fn relay_client<'a, F: Framing, R: AsyncRead + AsyncWrite + Unpin>(
+    relay: &'a mut Relay<F>,
+    tls: &'a mut super::conn::Tls,
     early: &[u8],
-    backend: &mut R,
+    backend: &'a mut R,
     settings: ClockSettings,
-    watch: &Watch<'_>,
-    session: &str,
-) -> End {
-    match tls.detach() {
+    watch: &'a Watch<'a>,
+    session: &'a str,
+) -> impl std::future::Future<Output = End> + 'a {
+    let client: &'a mut dyn crate::relay::Transport = match tls.detach() {
         Some((records, plain, cipher)) => {
             let early = [early, &plain].concat();
             relay.start_tls(records, &early, &cipher);
-            drive(relay, tls.socket_mut(), backend, settings, watch, session).await
+            tls.socket_mut()
         }
         // Writes still queued (every route flushes its answer first): rustls-style, through the
         // stream, rather than lose them.
         None => {
             relay.received_early(early);
-            drive(relay, tls, backend, settings, watch, session).await
+            tls
         }
-    }
+    };
+    drive(relay, client, backend, settings, watch, session)
 }
 
 /// Runs a relay to its end under the session clock (idle timeout, max lifetime, pings to a silent
 /// client, a bound on closing), the gateway's shutdown, and reloads of the policy.
-pub async fn drive<F: Framing, P: crate::relay::Transport, R: AsyncRead + AsyncWrite + Unpin>(
+pub async fn drive<F: Framing, P: crate::relay::Transport + ?Sized, R: AsyncRead + AsyncWrite + Unpin>(
     relay: &mut Relay<F>,
     tls: &mut P,
     backend: &mut R,
