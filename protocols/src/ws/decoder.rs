@@ -96,7 +96,9 @@ pub struct Decoder {
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     mask_offset: usize,
-    ctrl: [u8; MAX_CONTROL_PAYLOAD],
+    /// The control frame being collected; allocated for it and freed when it is whole, so a
+    /// decoder between frames (every idle session has one) keeps no room for one.
+    ctrl: Option<Box<[u8; MAX_CONTROL_PAYLOAD]>>,
     ctrl_len: usize,
     /// `Some(is_text)` while a data message is open (between its first frame and fin).
     message: Option<bool>,
@@ -116,7 +118,7 @@ impl Decoder {
             opcode: OpCode::Continuation,
             mask: None,
             mask_offset: 0,
-            ctrl: [0; MAX_CONTROL_PAYLOAD],
+            ctrl: None,
             ctrl_len: 0,
             message: None,
             message_len: 0,
@@ -272,7 +274,8 @@ impl Decoder {
     fn read_control(&mut self, input: &[u8], remaining: usize) -> Result<(usize, Option<Event>), ProtocolError> {
         let n = remaining.min(input.len());
         let at = self.ctrl_len;
-        let (Some(dst), Some(src)) = (self.ctrl.get_mut(at..at + n), input.get(..n)) else {
+        let ctrl = self.ctrl.get_or_insert_with(|| Box::new([0; MAX_CONTROL_PAYLOAD]));
+        let (Some(dst), Some(src)) = (ctrl.get_mut(at..at + n), input.get(..n)) else {
             return Err(ProtocolError::ControlTooLong);
         };
         dst.copy_from_slice(src);
@@ -287,7 +290,8 @@ impl Decoder {
             return Ok((n, None));
         }
         self.state = State::Header;
-        let payload = self.ctrl.get(..self.ctrl_len).unwrap_or_default();
+        let ctrl = self.ctrl.take();
+        let payload = ctrl.as_deref().and_then(|c| c.get(..self.ctrl_len)).unwrap_or_default();
         let event = match self.opcode {
             OpCode::Close => {
                 let (code, reason) = parse_close(payload)?;

@@ -387,3 +387,24 @@ fn assembler_collects_messages() {
     ];
     assert_eq!(got, want);
 }
+
+/// A masked control frame that arrives a byte at a time is collected whole (its room exists only
+/// while it is being collected), then the next one from scratch.
+#[test]
+fn control_frames_split_byte_by_byte() {
+    let mut wire = frame(true, OpCode::Ping, b"split ping", Some(KEY));
+    wire.extend(frame(true, OpCode::Pong, b"pong", Some(KEY)));
+    let mut dec = Decoder::new(Role::Server, Limits::default());
+    let mut got = Vec::new();
+    for &b in &wire {
+        let d = dec.decode(&mut [b]).unwrap();
+        assert_eq!(d.consumed, 1);
+        match d.event {
+            Some(Event::Ping(p)) => got.push(Ev::Ping(p.as_bytes().to_vec())),
+            Some(Event::Pong(p)) => got.push(Ev::Pong(p.as_bytes().to_vec())),
+            None => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, vec![Ev::Ping(b"split ping".to_vec()), Ev::Pong(b"pong".to_vec())]);
+}
