@@ -50,7 +50,7 @@
 #                            comes from one or a few loopback addresses
 #   TLS_RESUME=1             connect: clients keep TLS sessions and resume them (tickets) instead
 #                            of a full handshake per session
-#   BUFFER_SIZE=BYTES        the gateway's [session] buffer_size (default: its own, 64 KiB)
+#   BUFFER_SIZE=BYTES        the gateway's [session] buffer_size (default: its own, 256 KiB)
 #   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
 #                            tree's load generator: before/after comparisons with the same client
 set -euo pipefail

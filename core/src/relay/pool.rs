@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-/// Bytes of free buffers a thread keeps for reuse (about 128 buffers at the default 64 KiB);
+/// Bytes of free buffers a thread keeps for reuse (32 buffers at the default 256 KiB);
 /// beyond this, released buffers are freed.
 pub const POOL_BYTES: usize = 8 << 20;
 
