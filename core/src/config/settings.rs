@@ -105,7 +105,9 @@ pub const CLOSE_TIMEOUT: DurationSetting = duration("session.close_timeout", sec
 pub const DRAIN_TIMEOUT: DurationSetting = duration("session.drain_timeout", secs(30), millis(100), secs(DAY));
 /// Held only while data flows. Eight TLS records per read and per `sendmsg` (the relay's most,
 /// `relay::MAX_SLOTS`) and client reads of up to 256 KiB: fewer wakeups and syscalls per byte,
-/// 13 % less gateway CPU per relayed byte than 64 KiB (benches/README.md).
+/// 13 % less gateway CPU per relayed byte than 64 KiB (benches/README.md). A client can keep a
+/// buffer lent by leaving a TLS record unfinished: at most 2 × this per session, after its token
+/// was accepted (sessions per user are capped).
 pub const BUFFER_SIZE: IntSetting = int("session.buffer_size", 256 * 1024, 1024, 1 << 20);
 /// Live sessions one user may hold at once, over every route (one token opened 300 tunnels in
 /// the adversarial review); the next is refused with 429.

@@ -81,7 +81,7 @@ pub const TLS_RECORD_HEADER: usize = crate::tls::MAX_PREFIX;
 /// Bytes after a TLS 1.3 record's plaintext (content type and AEAD tag), reserved after the payload.
 pub const TLS_RECORD_TRAILER: usize = crate::tls::MAX_SUFFIX;
 /// Most records read from the target at once (one vectored read) when the relay seals them
-/// itself: as many as the configured buffer size holds (4 at the default 64 KiB).
+/// itself: as many as the configured buffer size holds (8 at the default 256 KiB).
 pub const MAX_SLOTS: usize = 8;
 // Each filled slot becomes one range of the gathered write to the peer.
 const _: () = assert!(MAX_SLOTS <= MAX_RANGES);
@@ -361,6 +361,11 @@ impl<F: Framing> Relay<F> {
         self.slots = (1..=slots)
             .take_while(|i| headroom + (i - 1) * self.slot_stride + self.slot_cap + TLS_RECORD_TRAILER <= size)
             .count();
+        // Target → peer uses only its record slots: a larger buffer would be lent for nothing.
+        let out_size = headroom + self.slots * self.slot_stride;
+        if out_size < self.outbuf.size() && !self.outbuf.is_held() {
+            self.outbuf = PooledBuf::new(out_size);
+        }
         let peer_closed = records.peer_closed();
         self.tls = Some(records);
         self.received_early(plaintext);

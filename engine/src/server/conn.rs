@@ -228,7 +228,7 @@ impl Conn {
     }
 
     /// Reads until the core's request path decides, within the request timeout (slowloris-proof),
-    /// then runs the route's handler, or returns a tunnel's request to `serve`.
+    /// then runs the route's handler, or returns a tunnel's request to `handle` to run.
     async fn route(&mut self) -> Option<Box<handlers::tunnel::Request>> {
         let limits = self.policy().config.limits;
         let mut head = Head {

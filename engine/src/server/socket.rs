@@ -28,8 +28,9 @@ pub struct Socket {
     unread: Option<Box<(Vec<u8>, usize)>>,
     /// The last read filled everything it was given: more bytes may be waiting, and a scattered
     /// `recvmsg` is worth trying. Otherwise the socket is most likely drained and a read goes
-    /// through glommio, which waits on its readiness poll without a syscall while one is armed:
-    /// trying `recvmsg` first would cost a failed syscall (two with glommio's own) per wait.
+    /// through glommio, which waits on its readiness poll without a syscall while one is armed
+    /// (trying `recvmsg` first cost a failed syscall per wait, and glommio's own read then failed
+    /// too before arming its poll).
     filled_last: bool,
     /// `recvmsg` calls that found nothing (tests check that waiting costs none).
     #[cfg(test)]

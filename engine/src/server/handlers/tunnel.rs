@@ -45,7 +45,7 @@ pub async fn handle(conn: &mut Conn, request: Box<Request>) {
     }
     let clock = session::clock_settings(&target, settings, true);
     let watch = session::Watch::new(&conn.tracker, &conn.shared, &audit, settings);
-    let end = session::relay_client(
+    let relaying = session::relay_client(
         &mut relay,
         &mut conn.tls,
         &leftover,
@@ -53,8 +53,10 @@ pub async fn handle(conn: &mut Conn, request: Box<Request>) {
         clock,
         &watch,
         audit.id(),
-    )
-    .await;
+    );
+    // The relay holds the early bytes now.
+    drop(leftover);
+    let end = relaying.await;
     let extras = Extras {
         rdp_cookie: (target.protocol == Protocol::Rdp)
             .then(|| rdp_cookie(relay.captured()))
