@@ -214,7 +214,7 @@ fn idle_relays_hold_no_buffers() {
 
 /// The relay's own state is what every idle session keeps (with the task that drives it): the
 /// room for a pong, and the decoder's for a control frame, are allocated only while one is in
-/// flight; our ping is a flag. 1032 bytes with all three inline, 667 without.
+/// flight; our ping is a flag. 1032 bytes with all three inline, 664 without.
 #[test]
 #[cfg(target_pointer_width = "64")]
 fn the_relay_state_an_idle_session_keeps_is_small() {
