@@ -12,6 +12,22 @@ fn frame(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
     ws::apply_mask(&mut out[start..], key, 0);
 }
 
+/// One gathered write of what the relay has for the target, appended to `into`, all of it taken.
+/// False when it had nothing.
+fn write_to_raw(relay: &mut Relay, into: &mut Vec<u8>) -> bool {
+    let mut slices = [IoSlice::new(&[]); MAX_RANGES];
+    let count = relay.raw_transmit_vectored(&mut slices);
+    if count == 0 {
+        return false;
+    }
+    for s in &slices[..count] {
+        into.extend_from_slice(s);
+    }
+    let n: usize = slices[..count].iter().map(|s| s.len()).sum();
+    relay.raw_sent(n);
+    true
+}
+
 /// What a simple run produced.
 struct Run {
     end: End,
@@ -444,14 +460,7 @@ fn bulk_records_cross_the_relay_without_a_copy_either_way() {
             }
             let (mut pos, mut got) = (0, Vec::new());
             loop {
-                let mut slices = [IoSlice::new(&[]); MAX_RANGES];
-                let count = relay.raw_transmit_vectored(&mut slices);
-                if count > 0 {
-                    let n: usize = slices[..count].iter().map(|s| s.len()).sum();
-                    for s in &slices[..count] {
-                        got.extend_from_slice(s);
-                    }
-                    relay.raw_sent(n);
+                if write_to_raw(&mut relay, &mut got) {
                     continue;
                 }
                 let Some(into) = relay.peer_recv_buf() else {
@@ -550,14 +559,7 @@ fn everything_read_before_the_relay_started_reaches_the_target_once() {
     let mut to_raw = Vec::new();
     let mut fin = false;
     for _ in 0..100 {
-        let mut slices = [IoSlice::new(&[]); MAX_RANGES];
-        let count = relay.raw_transmit_vectored(&mut slices);
-        if count > 0 {
-            let n: usize = slices[..count].iter().map(|s| s.len()).sum();
-            for s in &slices[..count] {
-                to_raw.extend_from_slice(s);
-            }
-            relay.raw_sent(n);
+        if write_to_raw(&mut relay, &mut to_raw) {
             continue;
         }
         if relay.raw_shutdown_wanted() {
