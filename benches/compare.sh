@@ -51,6 +51,10 @@
 #   TLS_RESUME=1             connect: clients keep TLS sessions and resume them (tickets) instead
 #                            of a full handshake per session
 #   BUFFER_SIZE=BYTES        the gateway's [session] buffer_size (default: its own, 256 KiB)
+#   PIN=1                    each server under test alone on the last CPU (Portcullis with one
+#                            worker; every peer's threads there too), this script, the load
+#                            generator, the echo target and the direct path on the others: what
+#                            one gateway core does when the client and target do not share it
 #   GATEWAY_BIN=PATH         measure this portcullis binary (e.g. another commit's build) with this
 #                            tree's load generator: before/after comparisons with the same client
 set -euo pipefail
@@ -59,6 +63,16 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 NPROC=$(nproc)
+# PIN=1: the servers on the last CPU, the rest (this script and all it starts) on the others.
+SERVER_PIN=() PINNED=""
+if [[ ${PIN:-0} == 1 ]]; then
+    ((NPROC >= 2)) || { echo "PIN=1 needs two CPUs" >&2; exit 1; }
+    SERVER_CPU=$((NPROC - 1))
+    taskset -pc "0-$((SERVER_CPU - 1))" $$ >/dev/null
+    SERVER_PIN=(taskset -c "$SERVER_CPU")
+    PINNED="servers on CPU $SERVER_CPU, load generator and targets on CPUs 0-$((SERVER_CPU - 1))"
+    WORKERS=${WORKERS:-1}
+fi
 PATHS=${PATHS:-"direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls devolutions wstunnel"}
 SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh fleet"}
 if [[ ${QUICK:-0} == 1 ]]; then
@@ -260,6 +274,7 @@ cat >"$OUT/meta.json" <<EOF
   "kernel": $(json_str "$(uname -r)"),
   "git": $(json_str "$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD 2>/dev/null || echo ' with uncommitted changes')"),
   "load_before": $LOAD_BEFORE,
+  "pinned": $(json_str "$PINNED"),
   "busy_build_processes": $BUSY,
   "nofile_limit": $NOFILE,
   "settings": {
@@ -490,7 +505,7 @@ protocol = "$protocol"
 name = "bench"
 targets = ["t"]
 EOF
-        spawn "$OUT/$tag.log" "$GATEWAY" serve --config "$WORK/gw.toml"
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" "$GATEWAY" serve --config "$WORK/gw.toml"
         URL="wss://127.0.0.1:$port" CONN=(--insecure --token-key "$WORK/token.key" --user bench --target t)
         [[ $path == rd-gateway ]] && CONN+=(--rd-gateway)
         mkdir -p "$OUT/$path" && echo "$WORKERS" >"$OUT/$path/workers"
@@ -498,16 +513,16 @@ EOF
     websockify | websockify-tls)
         local args=()
         [[ $path == websockify-tls ]] && args=(--cert "$CERT" --key "$KEY" --ssl-only)
-        spawn "$OUT/$tag.log" "$WEBSOCKIFY" "${args[@]}" "127.0.0.1:$port" "$target"
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" "$WEBSOCKIFY" "${args[@]}" "127.0.0.1:$port" "$target"
         URL="ws://127.0.0.1:$port" CONN=(--no-auth --path /)
         [[ $path == websockify-tls ]] && URL="wss://127.0.0.1:$port" CONN+=(--insecure)
         ;;
     websocat)
-        spawn "$OUT/$tag.log" "$WEBSOCAT" --binary "ws-l:127.0.0.1:$port" "tcp:$target"
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" "$WEBSOCAT" --binary "ws-l:127.0.0.1:$port" "tcp:$target"
         URL="ws://127.0.0.1:$port" CONN=(--no-auth --path /)
         ;;
     websocat-tls)
-        spawn "$OUT/$tag.log" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$target"
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" "$WEBSOCAT" --binary --pkcs12-der "$P12" "wss-l:127.0.0.1:$port" "tcp:$target"
         URL="wss://127.0.0.1:$port" CONN=(--no-auth --path / --insecure)
         ;;
     devolutions)
@@ -529,7 +544,7 @@ EOF
   ]
 }
 EOF
-        spawn "$OUT/$tag.log" env DGATEWAY_CONFIG_PATH="$dir" "$DGATEWAY"
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" env DGATEWAY_CONFIG_PATH="$dir" "$DGATEWAY"
         URL="wss://127.0.0.1:$port" CONN=(--insecure --devolutions-key "$DG_KEY" --devolutions-dst "$target")
         ;;
     wstunnel)
@@ -537,7 +552,7 @@ EOF
         # server's here. --websocket-mask-frame: unmask what clients send. Without it the server
         # passes payload on as it arrives, which is right only for wstunnel's own client (it does
         # not mask by default); the load generator masks, as RFC 6455 clients must.
-        spawn "$OUT/$tag.log" "$WSTUNNEL" server --tls-certificate "$CERT" --tls-private-key "$KEY" \
+        spawn "$OUT/$tag.log" "${SERVER_PIN[@]}" "$WSTUNNEL" server --tls-certificate "$CERT" --tls-private-key "$KEY" \
             --websocket-mask-frame --restrict-to "$target" "wss://127.0.0.1:$port"
         URL="wss://127.0.0.1:$port" CONN=(--insecure --wstunnel-dst "$target")
         ;;

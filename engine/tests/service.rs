@@ -14,23 +14,67 @@ fn id(args: &[&str]) -> u32 {
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
+/// A `/proc/<pid>/status`-style line's value, e.g. `Cpus_allowed_list:`.
+fn status_line(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .map(|l| l[key.len()..].split_whitespace().collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The credentials lines of every thread of `pid`: (thread, Uid line, Gid line, Groups line).
 fn thread_credentials(pid: u32) -> Vec<(String, String, String, String)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let status = std::fs::read_to_string(task.join("status")).unwrap();
-        let line = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .map(|l| l[key.len()..].split_whitespace().collect::<Vec<_>>().join(" "))
-                .unwrap_or_default()
-        };
+        let line = |key: &str| status_line(&status, key);
         let name = line("Name:");
         out.push((name, line("Uid:"), line("Gid:"), line("Groups:")));
     }
     out
+}
+
+/// Kept to some CPUs by whoever starts it (`taskset`, systemd's `CPUAffinity=`, a container's
+/// cpuset), the gateway keeps its executors on them: before, worker `i` was pinned to CPU `i`
+/// whatever the mask, so a gateway given the last CPU ran its executors on the first ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_stay_on_the_cpus_the_gateway_is_given() {
+    let mine = status_line(
+        &std::fs::read_to_string("/proc/self/status").unwrap(),
+        "Cpus_allowed_list:",
+    );
+    // The highest CPU this test may use: "0-1" gives 1, "0,2-3" gives 3.
+    let last: usize = mine.rsplit([',', '-']).next().unwrap().parse().unwrap();
+    if last == 0 {
+        eprintln!("skipped: needs a second CPU to keep the gateway off CPU 0 ({mine})");
+        return;
+    }
+    let echo = EchoTarget::start();
+    // Two workers (the builder's config) on one CPU.
+    let gw = Gateway::builder()
+        .target("echo", echo.addr, "tcp")
+        .cpus(&last.to_string())
+        .start();
+    // glommio names each executor's threads after it: "portcullis-<worker>-<executor id>".
+    let mut executors = std::collections::BTreeSet::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", gw.pid())).unwrap() {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let name = status_line(&status, "Name:");
+        if name.starts_with("portcullis-") {
+            executors.insert(name.clone());
+        }
+        assert_eq!(
+            status_line(&status, "Cpus_allowed_list:"),
+            last.to_string(),
+            "thread {name}"
+        );
+    }
+    assert_eq!(executors.len(), 2, "two workers: {executors:?}");
+    let mut ws = WsClient::open(&gw, "echo", &gw.token("alice", "echo")).await;
+    ws.echoes(b"on the CPU it was given").await;
+    ws.send_close(CloseCode::NORMAL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -188,6 +188,7 @@ pub struct GatewayBuilder {
     env: Vec<(String, String)>,
     /// Resource limits to start it with, as `prlimit` arguments (`--nofile=64:192`).
     rlimits: Vec<String>,
+    cpus: Option<String>,
     /// More arguments for `portcullis serve`.
     args: Vec<String>,
     /// Its stderr into a pipe nobody reads (a stopped log reader), instead of the log file.
@@ -235,6 +236,13 @@ impl GatewayBuilder {
     /// Starts it with these soft and hard open-files limits.
     pub fn open_files(mut self, soft: u64, hard: u64) -> Self {
         self.rlimits.push(format!("--nofile={soft}:{hard}"));
+        self
+    }
+
+    /// Starts it with this CPU affinity (`taskset -c`'s list, e.g. `"1"`), as systemd's
+    /// `CPUAffinity=` or a container's cpuset would.
+    pub fn cpus(mut self, list: &str) -> Self {
+        self.cpus = Some(list.into());
         self
     }
 
@@ -380,13 +388,19 @@ impl GatewayBuilder {
                 .expect("chown");
             assert!(status.success(), "chown -R {user} failed");
         }
-        let mut command = if self.rlimits.is_empty() {
-            Command::new(gateway_bin())
-        } else {
-            let mut c = Command::new("/usr/bin/prlimit");
-            c.args(&self.rlimits).arg("--").arg(gateway_bin());
-            c
-        };
+        // Wrappers that set what the gateway inherits, then exec it.
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(cpus) = &self.cpus {
+            argv.extend(["/usr/bin/taskset", "-c", cpus].map(Into::into));
+        }
+        if !self.rlimits.is_empty() {
+            argv.push("/usr/bin/prlimit".into());
+            argv.extend(self.rlimits.iter().map(Into::into));
+            argv.push("--".into());
+        }
+        argv.push(gateway_bin().into());
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
         command
             .args(["serve", "--config"])
             .arg(&config_path)

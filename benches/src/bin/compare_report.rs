@@ -340,6 +340,9 @@ fn markdown(
             s(meta, "kernel").unwrap_or_default()
         );
     }
+    if let Some(pinned) = s(meta, "pinned").filter(|p| !p.is_empty()) {
+        let _ = writeln!(md, "Pinned (`PIN=1`): {pinned}.\n");
+    }
     let lat = rows.iter().find_map(|r| r.latency_sessions.zip(r.latency_rate));
     let idle_n = rows.iter().filter_map(|r| r.idle_asked).max();
     let _ = writeln!(

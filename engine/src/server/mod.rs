@@ -348,13 +348,17 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
         stop_writers.push(w);
     }
 
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = allowed_cpus();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::result::Result<(), String>>();
     let mut handles = Vec::new();
     for (id, stop) in stop_readers.into_iter().enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
-        let handle = LocalExecutorBuilder::new(Placement::Fixed(id % cores))
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(&cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("portcullis-{id}"))
             // Networking needs no DMA buffers; keep memlock use small (see FIELD-NOTES).
             .io_memory(256 << 10)
@@ -543,6 +547,22 @@ const RESERVED_FDS: u64 = 128;
 
 /// Raises the open-files limit to its hard limit and says how many client connections it
 /// allows: each may need two descriptors (the client's and its target's).
+/// The CPUs this process may run on, in order: its affinity mask, as set by `taskset`,
+/// systemd's `CPUAffinity=` or a container's cpuset. Worker `i` is pinned to the `i`-th of them
+/// (wrapping): glommio's `Placement::Fixed` takes a CPU number, and numbering from 0 would pin
+/// executors onto CPUs the operator kept the gateway off (or fail where a cpuset forbids them).
+/// Empty if the mask cannot be read: the executors then run unpinned.
+fn allowed_cpus() -> Vec<usize> {
+    use rustix::thread::{sched_getaffinity, CpuSet};
+    match sched_getaffinity(None) {
+        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect(),
+        Err(e) => {
+            tracing::warn!("cannot read this process's CPU affinity ({e}): workers run unpinned");
+            Vec::new()
+        }
+    }
+}
+
 fn connection_capacity(workers: usize) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
