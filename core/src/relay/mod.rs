@@ -931,6 +931,10 @@ impl<F: Framing> Relay<F> {
         if self.notify_pending {
             self.ctrl_pos += n;
             self.notify_pending = self.ctrl_pos < self.ctrl.len();
+            // Our Close, when close_notify went behind it (`queue_control`).
+            if !self.notify_pending && self.ctrl_is_close {
+                self.close_sent = true;
+            }
             return;
         }
         if !self.out_write.is_empty() {
@@ -1120,6 +1124,7 @@ impl<F: Framing> Relay<F> {
             }
             return true;
         }
+        let ends = self.ends_with_our_close();
         let mut frame = Vec::new();
         let out = if self.tls.is_some() { &mut frame } else { &mut self.ctrl };
         if let Some(p) = self.pong.take() {
@@ -1135,8 +1140,20 @@ impl<F: Framing> Relay<F> {
                 self.peer_lost(End::PeerError(format!("TLS: {e}")));
                 return false;
             }
+            // Our Close ends the session: close_notify follows it in the same write (one
+            // syscall and one wake-up of the client fewer), as `begin_peer_close` would queue it.
+            if self.ctrl_is_close && ends && tls.seal_close_notify(&mut self.ctrl).is_ok() {
+                self.peer_close_begun = true;
+                self.notify_pending = true;
+            }
         }
         true
+    }
+
+    /// Whether the session is over once our Close is out: the peer's Close came, everything it
+    /// sent is delivered, and the raw side is shut (`peer_close_wanted` follows at once).
+    fn ends_with_our_close(&self) -> bool {
+        !self.peer_open && self.in_write.is_empty() && self.raw_write_shut && !self.peer_gone && !self.peer_close_begun
     }
 
     fn finished(&self) -> bool {

@@ -574,3 +574,47 @@ fn everything_read_before_the_relay_started_reaches_the_target_once() {
     assert!(to_raw == [first, second].concat(), "payload out of order or altered");
     assert_eq!(relay.buffered_bytes(), 0, "the inbound buffer went back");
 }
+
+/// A session ending cleanly under TLS: the client's Close came, the target's side is shut both
+/// ways; our Close and close_notify leave in one write (one syscall and one wake-up of the client
+/// fewer), and the transport may close once it is out.
+#[test]
+fn our_close_and_close_notify_leave_in_one_write() {
+    use crate::tls::{ContentType, Opened, Version};
+    for version in [Version::Tls13, Version::Tls12] {
+        let (gateway, mut client) = sim::record_pair(version);
+        let mut relay = Relay::websocket(Role::Server, Limits::default(), 16 * 1024, 1);
+        let mut close = Vec::new();
+        frame(&mut close, OpCode::Close, &1000u16.to_be_bytes(), [9, 9, 9, 9]);
+        let mut cipher = Vec::new();
+        client
+            .seal_message(&mut cipher, ContentType::ApplicationData, &close)
+            .unwrap();
+        relay.start_tls(Box::new(gateway), &[], &cipher);
+        let mut to_raw = Vec::new();
+        while write_to_raw(&mut relay, &mut to_raw) {}
+        assert!(
+            relay.raw_shutdown_wanted(),
+            "{version:?}: no FIN after the client's Close"
+        );
+        relay.raw_shut();
+        relay.raw_recv_buf().unwrap();
+        relay.raw_received(0);
+        let mut wire = relay.peer_transmit().expect("our Close").to_vec();
+        relay.peer_sent(wire.len());
+        assert!(relay.peer_transmit().is_none(), "{version:?}: a second write");
+        assert!(relay.peer_flush_wanted());
+        assert!(relay.peer_close_wanted() && relay.peer_close_ready());
+        assert!(!relay.begin_peer_close(), "{version:?}: close_notify queued twice");
+        // The client reads our Close, then close_notify, from that one write.
+        let (len, opened) = client.open(&mut wire).unwrap().unwrap();
+        let Opened::Data(r) = opened else {
+            panic!("{version:?}: {opened:?}")
+        };
+        assert_eq!(&wire[r.start..r.start + 4], &[0x88, 2, 0x03, 0xe8]);
+        let mut rest = wire[len..].to_vec();
+        let (n, opened) = client.open(&mut rest).unwrap().unwrap();
+        assert!(matches!(opened, Opened::Closed), "{version:?}: {opened:?}");
+        assert_eq!(n, rest.len());
+    }
+}

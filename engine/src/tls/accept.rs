@@ -41,9 +41,15 @@ pub enum AcceptError {
 
 /// Drives an unbuffered rustls connection (client or server: the two are distinct types with
 /// the same calls) through its handshake over `$socket`. Evaluates to the application data rustls
-/// decrypted on the way and the bytes read behind the handshake, not yet processed.
+/// decrypted on the way, the bytes read behind the handshake, not yet processed, and the records
+/// rustls wrote after the handshake and `$hold_after` kept back.
+///
+/// `$hold_after` (a TLS 1.3 server): what rustls sends once the handshake is over (its session
+/// tickets) is kept for the stream to send with its first answer, one write instead of two; a
+/// client never waits for tickets. Not for TLS 1.2, whose server ends the handshake with its own
+/// Finished, nor for a client, whose Finished the server waits for.
 macro_rules! handshake {
-    ($conn:expr, $socket:expr) => {{
+    ($conn:expr, $socket:expr, $hold_after:expr) => {{
         let conn = &mut $conn;
         let socket = &mut $socket;
         let mut incoming = vec![0u8; 8 << 10];
@@ -51,6 +57,9 @@ macro_rules! handshake {
         let mut outgoing: Vec<u8> = Vec::new();
         let mut early: Vec<u8> = Vec::new();
         loop {
+            // Whether what rustls asks to send next comes after the handshake (asked before the
+            // call: its state borrows the connection).
+            let after = !conn.is_handshaking() && conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
             let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[..filled]);
             let (mut want_read, mut traffic) = (false, false);
             match state? {
@@ -83,9 +92,11 @@ macro_rules! handshake {
                     }
                 }
                 ConnectionState::TransmitTlsData(transmit) => {
-                    socket.write_all(&outgoing).await?;
-                    socket.flush().await?;
-                    outgoing.clear();
+                    if !($hold_after && after) {
+                        socket.write_all(&outgoing).await?;
+                        socket.flush().await?;
+                        outgoing.clear();
+                    }
                     transmit.done();
                 }
                 ConnectionState::BlockedHandshake => want_read = true,
@@ -116,7 +127,7 @@ macro_rules! handshake {
             }
         }
         incoming.truncate(filled);
-        (early, incoming)
+        (early, incoming, outgoing)
     }};
 }
 
@@ -146,11 +157,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
 ) -> Result<TlsStream<S>, AcceptError> {
     let mut conn = UnbufferedServerConnection::new(config)?;
-    let (early, rest) = handshake!(conn, socket);
+    let (early, rest, tickets) = handshake!(conn, socket, true);
     let version = version_of(conn.protocol_version())?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
     let records = record_layer(secrets, version, Box::new(Schedule(kernel)))?;
-    Ok(TlsStream::new(socket, records, early, rest))
+    Ok(TlsStream::new(socket, records, early, rest).with_queued(tickets))
 }
 
 /// Runs the client side of a handshake with `name` over `socket` (`portcullis connect`): the same
@@ -162,7 +173,7 @@ pub async fn connect<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
 ) -> Result<TlsStream<S>, AcceptError> {
     let mut conn = UnbufferedClientConnection::new(config, name)?;
-    let (early, rest) = handshake!(conn, socket);
+    let (early, rest, _) = handshake!(conn, socket, false);
     let version = version_of(conn.protocol_version())?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
     let records = record_layer(secrets, version, Box::new(Schedule(kernel)))?;

@@ -265,3 +265,116 @@ fn our_client_talks_to_rustls_server_and_resumes_with_its_tickets() {
         ]
     );
 }
+
+/// A socket that counts the writes reaching it.
+struct CountingWrites<S> {
+    inner: S,
+    writes: std::rc::Rc<std::cell::Cell<usize>>,
+}
+
+impl<S: futures_lite::AsyncRead + Unpin> futures_lite::AsyncRead for CountingWrites<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: futures_lite::AsyncWrite + Unpin> futures_lite::AsyncWrite for CountingWrites<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.writes.set(self.writes.get() + 1);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// A TLS 1.3 server's session tickets come after the handshake and a client never waits for
+/// them: they wait for the server's first answer and leave in its write (two writes for the
+/// handshake and an answer, not three), and still reach the client, which resumes with one.
+/// TLS 1.2's come before the server's Finished, which the client does wait for: three writes.
+#[test]
+fn tls13_session_tickets_leave_with_the_first_answer() {
+    use rustls::HandshakeKind;
+    let suites = [
+        (rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256, 2),
+        (
+            rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            3,
+        ),
+    ];
+    let config = Identity::self_signed(&[])
+        .unwrap()
+        .server_config(rustls::crypto::ring::Ticketer::new().unwrap())
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 << 10)
+        .spawn(move || async move {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let mut counts = Vec::new();
+            for _ in 0..2 * suites.len() {
+                let writes = std::rc::Rc::new(std::cell::Cell::new(0));
+                let socket = CountingWrites {
+                    inner: listener.accept().await.unwrap(),
+                    writes: writes.clone(),
+                };
+                let mut tls = accept(config.clone(), socket).await.unwrap();
+                let mut request = [0u8; 4];
+                tls.read_exact(&mut request).await.unwrap();
+                assert_eq!(&request, b"ping");
+                tls.write_all(b"pong").await.unwrap();
+                tls.flush().await.unwrap();
+                counts.push(writes.get());
+                let mut rest = Vec::new();
+                let _ = tls.read_to_end(&mut rest).await;
+            }
+            counts
+        })
+        .unwrap();
+    let addr = rx.recv().unwrap();
+    for (suite, _) in suites {
+        let config = client(suite);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let mut tls = connect(addr, config.clone());
+            tls.write_all(b"ping").unwrap();
+            tls.flush().unwrap();
+            let mut answer = [0u8; 4];
+            tls.read_exact(&mut answer).unwrap();
+            assert_eq!(&answer, b"pong");
+            kinds.push(tls.conn.handshake_kind());
+            tls.conn.send_close_notify();
+            tls.flush().unwrap();
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{suite:?}"
+        );
+    }
+    let counts = server.join().unwrap();
+    // Each suite's full handshake, then its resumed one.
+    assert_eq!(counts[0], suites[0].1, "TLS 1.3, full handshake: {counts:?}");
+    assert_eq!(counts[2], suites[1].1, "TLS 1.2, full handshake: {counts:?}");
+}

@@ -66,6 +66,14 @@ impl<S> TlsStream<S> {
         }
     }
 
+    /// Records sealed already (rustls' session tickets, kept back from the handshake): sent
+    /// with the first write, or by a flush.
+    pub(crate) fn with_queued(mut self, records: Vec<u8>) -> Self {
+        debug_assert!(self.out.is_empty());
+        self.out = records;
+        self
+    }
+
     /// Queues close_notify: the next flush or close sends it.
     pub fn begin_close(&mut self) {
         if !self.close_queued {
