@@ -399,6 +399,7 @@ mod tests {
             syslog: None,
         };
         let thread = std::thread::spawn(move || writer.run(rx));
+        // One message: the writer's answer to the sync.
         let (done, written) = mpsc::channel();
         tx.send(Item::Sync(done)).unwrap();
         written.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -326,6 +326,7 @@ fn tls13_session_tickets_leave_with_the_first_answer() {
         .unwrap()
         .server_config(rustls::crypto::ring::Ticketer::new().unwrap())
         .unwrap();
+    // One message: the listener's address.
     let (tx, rx) = std::sync::mpsc::channel();
     let server = LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(256 << 10)
