@@ -66,12 +66,15 @@ NPROC=$(nproc)
 # PIN=1: the servers on the last CPU, the rest (this script and all it starts) on the others.
 SERVER_PIN=() PINNED=""
 if [[ ${PIN:-0} == 1 ]]; then
-    ((NPROC >= 2)) || { echo "PIN=1 needs two CPUs" >&2; exit 1; }
-    SERVER_CPU=$((NPROC - 1))
-    taskset -pc "0-$((SERVER_CPU - 1))" $$ >/dev/null
+    command -v taskset >/dev/null || { echo "PIN=1 needs taskset (util-linux)" >&2; exit 1; }
+    # The CPUs this script may use (it may run under a mask already): the last for the servers.
+    read -r SERVER_CPU REST_CPUS < <(python3 -c 'import os; c = sorted(os.sched_getaffinity(0)); print(c[-1], ",".join(map(str, c[:-1])))')
+    [[ -n ${REST_CPUS:-} ]] || { echo "PIN=1 needs two CPUs" >&2; exit 1; }
+    taskset -pc "$REST_CPUS" $$ >/dev/null
     SERVER_PIN=(taskset -c "$SERVER_CPU")
-    PINNED="servers on CPU $SERVER_CPU, load generator and targets on CPUs 0-$((SERVER_CPU - 1))"
+    PINNED="servers on CPU $SERVER_CPU, load generator and targets on CPUs $REST_CPUS"
     WORKERS=${WORKERS:-1}
+    LOADGEN_CONNECT_WORKERS=${LOADGEN_CONNECT_WORKERS:-$(nproc)} # the CPUs left to it
 fi
 PATHS=${PATHS:-"direct portcullis rd-gateway websockify websockify-tls websocat websocat-tls devolutions wstunnel"}
 SCENARIOS=${SCENARIOS:-"throughput latency connect idle ssh fleet"}

@@ -17,7 +17,8 @@
 //!   writes a millisecond instead of one (and a wake-up of this thread) per record.
 //! - **Syslog too** (`[audit] syslog`): each record is also sent to the local syslog socket
 //!   (journald or rsyslog listen on /dev/log), facility authpriv, without ever waiting for it: a
-//!   record the socket cannot take is counted, and the file stays the record of truth.
+//!   record the socket cannot take is counted, and the file stays the record of truth (a record
+//!   goes to syslog when the writer takes it, before its batch reaches the file).
 
 use crate::error::{Error, Result};
 use portcullis_core::audit::AuditRecord;

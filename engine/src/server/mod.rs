@@ -545,8 +545,6 @@ fn start_heartbeat(shared: &Arc<Shared>, fleet: Arc<crate::store::RedisStore>) {
 /// recordings, and room to accept and close what is refused.
 const RESERVED_FDS: u64 = 128;
 
-/// Raises the open-files limit to its hard limit and says how many client connections it
-/// allows: each may need two descriptors (the client's and its target's).
 /// The CPUs this process may run on, in order: its affinity mask, as set by `taskset`,
 /// systemd's `CPUAffinity=` or a container's cpuset. Worker `i` is pinned to the `i`-th of them
 /// (wrapping): glommio's `Placement::Fixed` takes a CPU number, and numbering from 0 would pin
@@ -563,6 +561,8 @@ fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// Raises the open-files limit to its hard limit and says how many client connections it
+/// allows: each may need two descriptors (the client's and its target's).
 fn connection_capacity(workers: usize) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);

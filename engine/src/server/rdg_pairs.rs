@@ -247,6 +247,9 @@ pub async fn in_channel(conn: &mut Conn, id: &str, chunked: bool, leftover: Vec<
     };
     // Joined to a waiting tunnel, whose own handshake timeout bounds this half from now on.
     conn.ticket.settled();
+    // This half only reads until the end: send the TLS 1.3 session tickets kept back for the
+    // first answer now, if the socket takes them at once (no wait: they are only a nicety).
+    let _ = futures_lite::future::poll_once(futures_lite::AsyncWriteExt::flush(&mut conn.tls)).await;
     let fed = futures_lite::future::or(feed(conn, id, chunked, leftover, &pipe), async {
         pipe.tunnel_gone().await;
         Ok(())

@@ -127,6 +127,9 @@ macro_rules! handshake {
             }
         }
         incoming.truncate(filled);
+        // What was kept back (a few hundred bytes of tickets) without the room the handshake's
+        // flight needed: a stream waiting for its client holds next to nothing.
+        outgoing.shrink_to_fit();
         (early, incoming, outgoing)
     }};
 }
